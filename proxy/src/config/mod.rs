@@ -1,0 +1,558 @@
+//! Configuration: reading the TOML file, validating it into the runtime [`Config`], and reporting
+//! every problem at once with file, line:column, key path and what was expected.
+//!
+//! Pipeline: text -> TOML syntax check -> each top-level section deserialized on its own (so one
+//! broken section does not hide another) -> semantic validation -> [`Config`].
+
+mod file;
+pub mod model;
+mod span;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+
+pub use model::*;
+
+use file::{FileRoute, FileServer, FileUpstream, TOP_LEVEL_KEYS};
+use span::{LineIndex, SpanIndex};
+
+/// One problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Key path, e.g. `upstreams.api.backends[2].weight` (empty for whole-file problems).
+    pub path: String,
+    /// Line and column (1-based) where the key is written, when known.
+    pub location: Option<(usize, usize)>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// A config file that cannot be used, with every problem found in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The file as named by the user.
+    pub file: PathBuf,
+    /// All problems, in the order they were found.
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.problems.len();
+        writeln!(
+            f,
+            "{}: {n} problem{}",
+            self.file.display(),
+            if n == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "  {}", self.file.display())?;
+            if let Some((l, c)) = p.location {
+                write!(f, ":{l}:{c}")?;
+            }
+            if p.path.is_empty() {
+                writeln!(f, ": {}", p.message)?;
+            } else {
+                writeln!(f, ": {}: {}", p.path, p.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Read and validate the config file at `path`. Relative paths inside it (TLS files) are
+/// resolved against the file's directory.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: path.to_owned(),
+        problems: vec![Problem {
+            path: String::new(),
+            location: None,
+            message: format!("cannot read the file: {e}"),
+        }],
+    })?;
+    let base = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    load_str(&text, path, base)
+}
+
+/// Validate config `text`, reporting problems against `file`; relative paths resolve against
+/// `base_dir`.
+pub fn load_str(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
+    let mut v = Validator {
+        problems: Vec::new(),
+        spans: SpanIndex::default(),
+    };
+    let config = match toml::from_str::<toml::Table>(text) {
+        Ok(table) => {
+            v.spans = SpanIndex::build(text);
+            v.config(table, base_dir)
+        }
+        Err(e) => {
+            let location = e.span().map(|s| LineIndex::new(text).locate(s.start));
+            v.problems.push(Problem {
+                path: String::new(),
+                location,
+                message: format!("invalid TOML: {}", e.message()),
+            });
+            None
+        }
+    };
+    match config {
+        Some(c) if v.problems.is_empty() => Ok(c),
+        _ => Err(ConfigError {
+            file: file.to_owned(),
+            problems: v.problems,
+        }),
+    }
+}
+
+/// Collects problems while turning file structs into the runtime model.
+struct Validator {
+    problems: Vec<Problem>,
+    spans: SpanIndex,
+}
+
+impl Validator {
+    fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let location = self.spans.locate(&path);
+        self.problems.push(Problem {
+            path,
+            location,
+            message: message.into(),
+        });
+    }
+
+    /// Deserialize one section, recording a problem (with the exact nested key path) on failure.
+    fn section<T: DeserializeOwned>(&mut self, path: &str, value: toml::Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                let inner = e.path().to_string();
+                let full = match inner.as_str() {
+                    "." | "" => path.to_owned(),
+                    _ => format!("{path}.{inner}"),
+                };
+                let message = e.inner().to_string();
+                self.problem(full, message);
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, mut table: toml::Table, base_dir: &Path) -> Option<Config> {
+        for key in table.keys() {
+            if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
+                self.problem(
+                    key.clone(),
+                    format!(
+                        "unknown section `{key}`, expected one of: {}",
+                        TOP_LEVEL_KEYS.join(", ")
+                    ),
+                );
+            }
+        }
+        let server = match table.remove("server") {
+            Some(v) => self
+                .section::<FileServer>("server", v)
+                .and_then(|s| self.server(s, base_dir)),
+            None => Some(self.server(FileServer::empty(), base_dir)?),
+        };
+
+        let mut names: Vec<String> = Vec::new();
+        let mut upstreams = Vec::new();
+        match table.remove("upstreams") {
+            Some(toml::Value::Table(t)) => {
+                for (name, value) in t {
+                    let path = format!("upstreams.{name}");
+                    names.push(name.clone());
+                    if let Some(u) = self.section::<FileUpstream>(&path, value) {
+                        if let Some(spec) = self.upstream(&path, name, u) {
+                            upstreams.push(spec);
+                        }
+                    }
+                }
+            }
+            Some(_) => self.problem("upstreams", "expected a table of pools: [upstreams.NAME]"),
+            None => self.problem(
+                "upstreams",
+                "missing: define at least one pool, e.g. [upstreams.api] with backends = [...]",
+            ),
+        }
+
+        let mut routes = Vec::new();
+        match table.remove("routes") {
+            Some(toml::Value::Array(a)) => {
+                if a.is_empty() {
+                    self.problem("routes", "empty: define at least one [[routes]]");
+                }
+                for (i, value) in a.into_iter().enumerate() {
+                    let path = format!("routes[{i}]");
+                    if let Some(r) = self.section::<FileRoute>(&path, value) {
+                        if let Some(spec) = self.route(&path, r, &names, &upstreams) {
+                            routes.push(spec);
+                        }
+                    }
+                }
+            }
+            Some(_) => self.problem("routes", "expected an array of tables: [[routes]]"),
+            None => self.problem(
+                "routes",
+                "missing: define at least one [[routes]] with host, path_prefix and upstream",
+            ),
+        }
+
+        Some(Config {
+            server: server?,
+            upstreams,
+            routes,
+        })
+    }
+
+    fn server(&mut self, s: FileServer, base_dir: &Path) -> Option<ServerSettings> {
+        let FileServer {
+            listen,
+            threads,
+            tls,
+            grace_period_seconds,
+            upstream_keepalive_pool_size,
+        } = s;
+        let mut seen = HashSet::new();
+        let mut plain = Vec::new();
+        let listen = listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
+        let tls = tls.unwrap_or_default();
+        if listen.is_empty() && tls.is_empty() {
+            self.problem("server.listen", "no listener: give at least one address");
+        }
+        for (i, a) in listen.iter().enumerate() {
+            let path = format!("server.listen[{i}]");
+            if let Some(addr) = self.listen_addr(&path, a, &mut seen) {
+                plain.push(addr);
+            }
+        }
+        let mut tls_out = Vec::new();
+        for (i, t) in tls.into_iter().enumerate() {
+            let path = format!("server.tls[{i}]");
+            let listen = self.listen_addr(&format!("{path}.listen"), &t.listen, &mut seen);
+            let cert = self.existing_file(&format!("{path}.cert"), &t.cert, base_dir);
+            let key = self.existing_file(&format!("{path}.key"), &t.key, base_dir);
+            if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
+                tls_out.push(TlsListener { listen, cert, key });
+            }
+        }
+        let threads = self.int_in(
+            "server.threads",
+            threads,
+            DEFAULT_THREADS as i64,
+            1,
+            1024,
+        )? as usize;
+        let grace = self.int_in(
+            "server.grace_period_seconds",
+            grace_period_seconds,
+            DEFAULT_GRACE_PERIOD_SECONDS as i64,
+            0,
+            3600,
+        )?;
+        let pool = self.int_in(
+            "server.upstream_keepalive_pool_size",
+            upstream_keepalive_pool_size,
+            DEFAULT_KEEPALIVE_POOL_SIZE as i64,
+            0,
+            1_000_000,
+        )?;
+        Some(ServerSettings {
+            listen: plain,
+            tls: tls_out,
+            threads,
+            grace_period: Duration::from_secs(grace as u64),
+            upstream_keepalive_pool_size: pool as usize,
+        })
+    }
+
+    fn listen_addr(
+        &mut self,
+        path: &str,
+        value: &str,
+        seen: &mut HashSet<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) if !seen.insert(a) => {
+                self.problem(path, format!("`{value}` is listed twice"));
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    path,
+                    format!("`{value}` is not a listen address: expected ip:port, e.g. 0.0.0.0:8080"),
+                );
+                None
+            }
+        }
+    }
+
+    fn existing_file(&mut self, path: &str, value: &str, base_dir: &Path) -> Option<PathBuf> {
+        let p = Path::new(value);
+        let full = if p.is_absolute() {
+            p.to_owned()
+        } else {
+            base_dir.join(p)
+        };
+        if full.is_file() {
+            Some(full)
+        } else {
+            self.problem(
+                path,
+                format!(
+                    "file `{}` does not exist (relative paths start at the config file's directory)",
+                    full.display()
+                ),
+            );
+            None
+        }
+    }
+
+    /// An optional integer with a default, checked against `min..=max`.
+    fn int_in(
+        &mut self,
+        path: &str,
+        value: Option<i64>,
+        default: i64,
+        min: i64,
+        max: i64,
+    ) -> Option<i64> {
+        let v = value.unwrap_or(default);
+        if (min..=max).contains(&v) {
+            Some(v)
+        } else {
+            self.problem(path, format!("must be {min}..={max}, got {v}"));
+            None
+        }
+    }
+
+    fn ms(&mut self, path: &str, value: Option<i64>, default: u64) -> Option<Duration> {
+        self.int_in(path, value, default as i64, 1, 86_400_000)
+            .map(|v| Duration::from_millis(v as u64))
+    }
+
+    fn upstream(&mut self, path: &str, name: String, u: FileUpstream) -> Option<UpstreamSpec> {
+        let FileUpstream {
+            strategy,
+            connect_timeout_ms,
+            read_timeout_ms,
+            write_timeout_ms,
+            keepalive_timeout_ms,
+            retries,
+            backends,
+        } = u;
+        let before = self.problems.len();
+        let strategy = match strategy.as_deref() {
+            None => Some(Strategy::RoundRobin),
+            Some(s) => Strategy::parse(s).or_else(|| {
+                self.problem(
+                    format!("{path}.strategy"),
+                    format!("unknown strategy `{s}`, expected one of: {}", Strategy::NAMES),
+                );
+                None
+            }),
+        };
+        let connect = self.ms(
+            &format!("{path}.connect_timeout_ms"),
+            connect_timeout_ms,
+            DEFAULT_CONNECT_TIMEOUT_MS,
+        );
+        let read = self.ms(
+            &format!("{path}.read_timeout_ms"),
+            read_timeout_ms,
+            DEFAULT_READ_TIMEOUT_MS,
+        );
+        let write = self.ms(
+            &format!("{path}.write_timeout_ms"),
+            write_timeout_ms,
+            DEFAULT_WRITE_TIMEOUT_MS,
+        );
+        let keepalive = self.ms(
+            &format!("{path}.keepalive_timeout_ms"),
+            keepalive_timeout_ms,
+            DEFAULT_KEEPALIVE_TIMEOUT_MS,
+        );
+        let retries = self.int_in(
+            &format!("{path}.retries"),
+            retries,
+            DEFAULT_RETRIES as i64,
+            0,
+            MAX_RETRIES as i64,
+        );
+        if backends.is_empty() {
+            self.problem(
+                format!("{path}.backends"),
+                "empty pool: list at least one backend, e.g. { addr = \"127.0.0.1:9001\" }",
+            );
+        }
+        if backends.len() > MAX_BACKENDS {
+            self.problem(
+                format!("{path}.backends"),
+                format!("{} backends: at most {MAX_BACKENDS} per pool", backends.len()),
+            );
+        }
+        let mut out = Vec::with_capacity(backends.len());
+        let mut seen: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        for (i, b) in backends.into_iter().enumerate() {
+            let bpath = format!("{path}.backends[{i}]");
+            let weight = self.int_in(
+                &format!("{bpath}.weight"),
+                b.weight,
+                DEFAULT_WEIGHT as i64,
+                1,
+                MAX_WEIGHT as i64,
+            );
+            let addr = resolve(&b.addr).map_err(|why| {
+                self.problem(
+                    format!("{bpath}.addr"),
+                    format!("`{}` {why}: expected host:port, e.g. 127.0.0.1:9001", b.addr),
+                )
+            });
+            if let Ok(addr) = addr {
+                if let Some(first) = seen.insert(addr, i) {
+                    self.problem(
+                        format!("{bpath}.addr"),
+                        format!(
+                            "duplicate backend `{}`: already listed as backends[{first}]",
+                            b.addr
+                        ),
+                    );
+                }
+            }
+            if let (Ok(addr), Some(weight)) = (addr, weight) {
+                out.push(BackendSpec {
+                    name: b.addr,
+                    addr,
+                    weight: weight as u32,
+                });
+            }
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(UpstreamSpec {
+            name,
+            strategy: strategy?,
+            connect_timeout: connect?,
+            read_timeout: read?,
+            write_timeout: write?,
+            keepalive_timeout: keepalive?,
+            retries: retries? as u32,
+            backends: out,
+        })
+    }
+
+    fn route(
+        &mut self,
+        path: &str,
+        r: FileRoute,
+        names: &[String],
+        upstreams: &[UpstreamSpec],
+    ) -> Option<RouteSpec> {
+        let FileRoute {
+            host,
+            path_prefix,
+            upstream,
+        } = r;
+        let host = match parse_host(host.as_deref().unwrap_or("*")) {
+            Ok(h) => Some(h),
+            Err(why) => {
+                self.problem(format!("{path}.host"), why);
+                None
+            }
+        };
+        let prefix = path_prefix.unwrap_or_else(|| "/".to_owned());
+        if !prefix.starts_with('/') {
+            self.problem(
+                format!("{path}.path_prefix"),
+                format!("`{prefix}` must start with `/`"),
+            );
+        }
+        let idx = if names.contains(&upstream) {
+            // Only a pool that validated has an index; a broken one was already reported.
+            upstreams.iter().position(|u| u.name == upstream)
+        } else {
+            let known = if names.is_empty() {
+                "none are defined".to_owned()
+            } else {
+                format!("defined: {}", names.join(", "))
+            };
+            self.problem(
+                format!("{path}.upstream"),
+                format!("no upstream named `{upstream}` ({known})"),
+            );
+            None
+        };
+        Some(RouteSpec {
+            host: host?,
+            path_prefix: prefix,
+            upstream: idx?,
+        })
+    }
+}
+
+impl FileServer {
+    fn empty() -> Self {
+        FileServer {
+            listen: None,
+            threads: None,
+            tls: None,
+            grace_period_seconds: None,
+            upstream_keepalive_pool_size: None,
+        }
+    }
+}
+
+/// Resolve `host:port` once, at load time (never on the request path).
+fn resolve(addr: &str) -> Result<SocketAddr, &'static str> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or("has no port")?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("is not a valid address");
+    }
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or("does not resolve")
+}
+
+/// Parse a route host pattern.
+fn parse_host(h: &str) -> Result<HostMatch, String> {
+    let lower = h.trim().to_ascii_lowercase();
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    };
+    if lower == "*" {
+        Ok(HostMatch::Any)
+    } else if let Some(rest) = lower.strip_prefix("*.") {
+        if valid(rest) {
+            Ok(HostMatch::Suffix(format!(".{rest}")))
+        } else {
+            Err(format!("`{h}` is not a host pattern: expected `example.com`, `*.example.com` or `*`"))
+        }
+    } else if valid(&lower) {
+        Ok(HostMatch::Exact(lower))
+    } else {
+        Err(format!("`{h}` is not a host pattern: expected `example.com`, `*.example.com` or `*`"))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,127 @@
+//! Unit tests for config loading: defaults, and every problem reported at once with its place.
+
+use super::*;
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    load_str(text, Path::new("test.toml"), Path::new("."))
+}
+
+const GOOD: &str = r#"
+[server]
+listen = ["127.0.0.1:8080"]
+threads = 2
+
+[upstreams.api]
+strategy = "weighted"
+retries = 1
+backends = [
+  { addr = "127.0.0.1:9001", weight = 5 },
+  { addr = "127.0.0.1:9002" },
+]
+
+[[routes]]
+host = "*.Example.com"
+path_prefix = "/api"
+upstream = "api"
+"#;
+
+#[test]
+fn good_config_has_defaults_filled_in() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.server.threads, 2);
+    assert_eq!(c.server.grace_period.as_secs(), DEFAULT_GRACE_PERIOD_SECONDS);
+    let u = &c.upstreams[0];
+    assert_eq!(u.strategy, Strategy::Weighted);
+    assert_eq!(u.retries, 1);
+    assert_eq!(u.connect_timeout.as_millis() as u64, DEFAULT_CONNECT_TIMEOUT_MS);
+    assert_eq!(u.backends[0].weight, 5);
+    assert_eq!(u.backends[1].weight, DEFAULT_WEIGHT);
+    assert_eq!(c.routes[0].host, HostMatch::Suffix(".example.com".into()));
+    assert_eq!(c.routes[0].upstream, 0);
+}
+
+#[test]
+fn every_problem_is_reported_at_once_with_its_place() {
+    let text = r#"[server]
+listen = ["nonsense"]
+threads = 0
+
+[upstreams.api]
+strategy = "fastest"
+backends = [
+  { addr = "127.0.0.1:9001", weight = 0 },
+  { addr = "127.0.0.1:9001" },
+  { addr = "not an address" },
+]
+
+[upstreams.empty]
+backends = []
+
+[upstreams.typo]
+backend = []
+
+[[routes]]
+upstream = "missing"
+"#;
+    let err = load(text).unwrap_err();
+    let shown = err.to_string();
+    let expect = [
+        ("server.listen[0]", 2),
+        ("server.threads", 3),
+        ("upstreams.api.strategy", 6),
+        ("upstreams.api.backends[0].weight", 8),
+        ("upstreams.api.backends[1].addr", 9),
+        ("upstreams.api.backends[2].addr", 10),
+        ("upstreams.empty.backends", 14),
+        ("routes[0].upstream", 20),
+    ];
+    for (path, line) in expect {
+        let p = err
+            .problems
+            .iter()
+            .find(|p| p.path == path)
+            .unwrap_or_else(|| panic!("no problem for {path} in:\n{shown}"));
+        assert_eq!(p.location.map(|l| l.0), Some(line), "{path} in:\n{shown}");
+    }
+    // The unknown key names the key and where it is.
+    let typo = err
+        .problems
+        .iter()
+        .find(|p| p.path.starts_with("upstreams.typo"))
+        .unwrap();
+    assert!(typo.message.contains("unknown field `backend`"), "{shown}");
+    assert!(shown.contains("test.toml:3:1: server.threads: must be 1..=1024, got 0"), "{shown}");
+}
+
+#[test]
+fn wrong_types_name_the_nested_key() {
+    let text = "[upstreams.api]\nbackends = [{ addr = \"127.0.0.1:1\", weight = \"heavy\" }]\n[[routes]]\nupstream = \"api\"\n";
+    let err = load(text).unwrap_err();
+    assert_eq!(err.problems.len(), 1, "{err}");
+    assert_eq!(err.problems[0].path, "upstreams.api.backends[0].weight");
+    assert!(err.problems[0].message.contains("invalid type"), "{err}");
+    assert_eq!(err.problems[0].location.map(|l| l.0), Some(2));
+}
+
+#[test]
+fn syntax_errors_have_a_line() {
+    let err = load("[server\nthreads = 1\n").unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.problems[0].message.starts_with("invalid TOML"));
+    assert_eq!(err.problems[0].location.map(|l| l.0), Some(1));
+}
+
+#[test]
+fn unknown_top_level_sections_and_missing_routes_are_named() {
+    let err = load("[upstream.api]\nbackends = []\n").unwrap_err();
+    let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["upstream", "upstreams", "routes"], "{err}");
+}
+
+#[test]
+fn tls_files_must_exist() {
+    let text = "[server]\n[[server.tls]]\nlisten = \"127.0.0.1:8443\"\ncert = \"nope.pem\"\nkey = \"nope.key\"\n[upstreams.a]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n[[routes]]\nupstream = \"a\"\n";
+    let err = load(text).unwrap_err();
+    let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["server.tls[0].cert", "server.tls[0].key"], "{err}");
+}

@@ -1,0 +1,14 @@
+//! Sluice: an edge reverse proxy and load balancer built on Cloudflare's Pingora.
+//!
+//! `main.rs` only calls [`cli::main`]. Configuration is validated in [`config`] into an immutable
+//! model, built into a [`snapshot::Snapshot`] (routes + pools), and served by [`edge::Edge`], which
+//! selects backends through [`balancer`].
+
+pub mod app;
+pub mod balancer;
+pub mod cli;
+pub mod config;
+pub mod edge;
+pub mod logging;
+pub mod router;
+pub mod snapshot;
