@@ -1,1 +1,410 @@
+//! backend-sample: the upstream server Sluice's tests, benchmarks and demo run behind it.
+//!
+//! Every response carries `x-backend-id`. Endpoints:
+//! - any other path: 200 JSON echo `{id, method, path, query, headers}`; POST/PUT/PATCH add the
+//!   body's `body_len` and `body_sha256` (streamed, so 100 MB uploads use flat memory);
+//! - `GET /health`: 200, or whatever `POST /control/health?status=503` set;
+//! - `GET /delay/{ms}`, `GET /status/{code}`, `GET /bytes/{n}` (n pseudo-random bytes from
+//!   [`Pattern`], streamed; `?seed=` picks the stream);
+//! - `GET /cache/{seconds}`: `Cache-Control: public, max-age=…` with an `ETag`, 304 on a
+//!   matching `If-None-Match`;
+//! - `GET /ws`: WebSocket echo whose first message names the backend;
+//! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
+//! - `GET /control/stats` (requests served per path), `POST /control/reset`,
+//!   `POST /control/delay?ms=N` (added to every non-control request).
 
+pub mod cli;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The response header that names the backend.
+pub const BACKEND_ID: &str = "x-backend-id";
+
+/// Shared state of one backend instance.
+#[derive(Debug)]
+pub struct Shared {
+    id: String,
+    id_header: HeaderValue,
+    health_status: AtomicU16,
+    delay_ms: AtomicU64,
+    served: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Shared {
+    /// A fresh state for backend `id`.
+    pub fn new(id: &str) -> Arc<Self> {
+        Arc::new(Shared {
+            id: id.to_owned(),
+            id_header: HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("invalid")),
+            health_status: AtomicU16::new(200),
+            delay_ms: AtomicU64::new(0),
+            served: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Requests served per path so far (control endpoints excluded).
+    pub fn served(&self) -> BTreeMap<String, u64> {
+        self.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Total requests served (control endpoints excluded).
+    pub fn total(&self) -> u64 {
+        self.served().values().sum()
+    }
+
+    /// Set what `GET /health` answers.
+    pub fn set_health(&self, status: u16) {
+        self.health_status.store(status, Relaxed);
+    }
+
+    /// Add `ms` of delay before every non-control response.
+    pub fn set_delay_ms(&self, ms: u64) {
+        self.delay_ms.store(ms, Relaxed);
+    }
+}
+
+/// The axum application for `shared`.
+pub fn app(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/delay/{ms}", get(delay))
+        .route("/status/{code}", get(status))
+        .route("/bytes/{n}", get(bytes_n))
+        .route("/cache/{seconds}", get(cache))
+        .route("/ws", get(ws))
+        .route("/control/stats", get(stats))
+        .route("/control/reset", post(reset))
+        .route("/control/health", post(control_health))
+        .route("/control/delay", post(control_delay))
+        .fallback(any(echo))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            tag_and_count,
+        ))
+        .with_state(shared)
+}
+
+/// Name the backend on every response, count non-control requests, apply the configured delay.
+async fn tag_and_count(State(s): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !path.starts_with("/control/") {
+        *s.served
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(path.to_owned())
+            .or_default() += 1;
+        let d = s.delay_ms.load(Relaxed);
+        if d > 0 {
+            tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+    }
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(BACKEND_ID, s.id_header.clone());
+    resp
+}
+
+async fn health(State(s): State<Arc<Shared>>) -> Response {
+    let code = StatusCode::from_u16(s.health_status.load(Relaxed)).unwrap_or(StatusCode::OK);
+    (code, if code.is_success() { "ok" } else { "unhealthy" }).into_response()
+}
+
+#[derive(Deserialize)]
+struct StatusParam {
+    status: u16,
+}
+
+async fn control_health(State(s): State<Arc<Shared>>, Query(q): Query<StatusParam>) -> Response {
+    if StatusCode::from_u16(q.status).is_err() {
+        return (StatusCode::BAD_REQUEST, "status must be 100..=999").into_response();
+    }
+    s.set_health(q.status);
+    Json(json!({"id": s.id, "health": q.status})).into_response()
+}
+
+#[derive(Deserialize)]
+struct MsParam {
+    ms: u64,
+}
+
+async fn control_delay(State(s): State<Arc<Shared>>, Query(q): Query<MsParam>) -> Response {
+    s.set_delay_ms(q.ms);
+    Json(json!({"id": s.id, "delay_ms": q.ms})).into_response()
+}
+
+async fn stats(State(s): State<Arc<Shared>>) -> Response {
+    let served = s.served();
+    let total: u64 = served.values().sum();
+    Json(json!({"id": s.id, "total": total, "paths": served})).into_response()
+}
+
+async fn reset(State(s): State<Arc<Shared>>) -> Response {
+    s.served.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    Json(json!({"id": s.id, "reset": true})).into_response()
+}
+
+async fn delay(Path(ms): Path<u64>) -> Response {
+    tokio::time::sleep(Duration::from_millis(ms.min(600_000))).await;
+    format!("delayed {ms} ms\n").into_response()
+}
+
+async fn status(Path(code): Path<u16>) -> Response {
+    match StatusCode::from_u16(code) {
+        Ok(c) => (c, format!("status {code}\n")).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, "status must be 100..=999\n").into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct SeedParam {
+    seed: Option<u64>,
+}
+
+/// Streams `n` bytes of [`Pattern`] in 64 KiB chunks.
+async fn bytes_n(Path(n): Path<u64>, Query(q): Query<SeedParam>) -> Response {
+    let mut pattern = Pattern::new(q.seed.unwrap_or(0));
+    let mut left = n;
+    let stream = futures_util::stream::poll_fn(move |_| {
+        if left == 0 {
+            return std::task::Poll::Ready(None);
+        }
+        let len = left.min(64 * 1024) as usize;
+        left -= len as u64;
+        let mut buf = vec![0u8; len];
+        pattern.fill(&mut buf);
+        std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(Bytes::from(buf))))
+    });
+    let mut resp = Body::from_stream(stream).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    resp
+}
+
+async fn cache(Path(seconds): Path<u64>, headers: HeaderMap) -> Response {
+    let etag = format!("\"c{seconds}\"");
+    let cc = format!("public, max-age={seconds}");
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let status = if matches {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    };
+    let body = if matches {
+        String::new()
+    } else {
+        format!("cacheable for {seconds} s\n")
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, cc), (header::ETAG, etag)],
+        body,
+    )
+        .into_response()
+}
+
+async fn ws(State(s): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade
+        .max_message_size(64 << 20)
+        .on_upgrade(move |socket| ws_echo(socket, s.id.clone()))
+}
+
+async fn ws_echo(mut socket: WebSocket, id: String) {
+    if socket
+        .send(Message::Text(format!("hello from {id}").into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    while let Some(Ok(msg)) = socket.recv().await {
+        let reply = match msg {
+            Message::Text(_) | Message::Binary(_) => msg,
+            Message::Close(frame) => {
+                let _ = socket.send(Message::Close(frame)).await;
+                return;
+            }
+            // Pings are answered by the library; pongs need nothing.
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        if socket.send(reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// JSON echo of the request; request bodies are hashed as they stream in.
+async fn echo(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let mut headers = Map::new();
+    for (name, value) in &parts.headers {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        match headers.get_mut(name.as_str()) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                headers.insert(name.as_str().to_owned(), Value::String(v));
+            }
+        }
+    }
+    let mut out = json!({
+        "id": s.id,
+        "method": parts.method.as_str(),
+        "path": parts.uri.path(),
+        "query": parts.uri.query().unwrap_or(""),
+        "headers": headers,
+    });
+    if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
+        let mut hasher = Sha256::new();
+        let mut len = 0u64;
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    len += c.len() as u64;
+                    hasher.update(&c);
+                }
+                Err(e) => {
+                    return (StatusCode::BAD_REQUEST, format!("body error: {e}\n")).into_response()
+                }
+            }
+        }
+        out["body_len"] = json!(len);
+        out["body_sha256"] = json!(hex::encode(hasher.finalize()));
+    }
+    Json(out).into_response()
+}
+
+/// A deterministic pseudo-random byte stream (xorshift64*), so a client can check a large body
+/// byte for byte without the server sending a digest.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    state: u64,
+}
+
+impl Pattern {
+    /// The stream for `seed`.
+    pub fn new(seed: u64) -> Self {
+        Pattern {
+            state: seed ^ 0x9e37_79b9_7f4a_7c15 | 1,
+        }
+    }
+
+    /// Fill `buf` with the next bytes of the stream.
+    pub fn fill(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.state ^= self.state >> 12;
+            self.state ^= self.state << 25;
+            self.state ^= self.state >> 27;
+            let v = self.state.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes();
+            chunk.copy_from_slice(&v[..chunk.len()]);
+        }
+    }
+}
+
+/// Serve `shared` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(shared))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A backend running in the current tokio runtime; stops when dropped.
+#[derive(Debug)]
+pub struct Handle {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// The backend's state, for reading counters and flipping health in tests.
+    pub shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+impl Handle {
+    /// Bind `addr` (port 0 for a free one) and serve as backend `id` on the current runtime.
+    pub async fn spawn(addr: SocketAddr, id: &str) -> std::io::Result<Handle> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let shared = Shared::new(id);
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(serve(listener, shared.clone(), async {
+            let _ = rx.await;
+        }));
+        Ok(Handle {
+            addr,
+            shared,
+            stop: Some(tx),
+            task,
+        })
+    }
+
+    /// Stop accepting and abort open connections.
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        self.task.abort();
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pattern_is_deterministic_and_chunking_does_not_matter() {
+        let mut a = vec![0u8; 1000];
+        Pattern::new(7).fill(&mut a);
+        let mut b = vec![0u8; 1000];
+        let mut p = Pattern::new(7);
+        p.fill(&mut b[..8]);
+        p.fill(&mut b[8..]);
+        assert_eq!(a, b);
+        let mut c = vec![0u8; 1000];
+        Pattern::new(8).fill(&mut c);
+        assert_ne!(a, c);
+    }
+}

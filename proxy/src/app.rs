@@ -74,11 +74,9 @@ pub fn build_server(config: &Config, app: &App, opt: Opt) -> Result<Server, AppE
             listen: listen.clone(),
             source,
         };
-        let mut settings = TlsSettings::intermediate(
-            &t.cert.to_string_lossy(),
-            &t.key.to_string_lossy(),
-        )
-        .map_err(tls_err)?;
+        let mut settings =
+            TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy())
+                .map_err(tls_err)?;
         settings.enable_h2();
         proxy.add_tls_with_settings(&listen, None, settings);
     }

@@ -12,7 +12,11 @@ use crate::{app, config};
 
 /// Command-line arguments.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about = "Edge reverse proxy and load balancer on Pingora")]
+#[command(
+    name = "sluice",
+    version,
+    about = "Edge reverse proxy and load balancer on Pingora"
+)]
 pub struct Args {
     /// The TOML config file.
     #[arg(short, long, default_value = "conf/sluice.toml")]

@@ -64,7 +64,7 @@ impl Router {
             };
             group.add(&route.path_prefix, route.upstream);
         }
-        r.suffix.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        r.suffix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         r
     }
 
@@ -152,6 +152,9 @@ mod tests {
         assert_eq!(normalize_host("Example.COM:8080"), "example.com");
         assert_eq!(normalize_host("example.com."), "example.com");
         assert_eq!(normalize_host("[::1]:80"), "::1");
-        assert!(matches!(normalize_host("a.b"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            normalize_host("a.b"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

@@ -248,13 +248,8 @@ impl Validator {
                 tls_out.push(TlsListener { listen, cert, key });
             }
         }
-        let threads = self.int_in(
-            "server.threads",
-            threads,
-            DEFAULT_THREADS as i64,
-            1,
-            1024,
-        )? as usize;
+        let threads =
+            self.int_in("server.threads", threads, DEFAULT_THREADS as i64, 1, 1024)? as usize;
         let grace = self.int_in(
             "server.grace_period_seconds",
             grace_period_seconds,
@@ -293,7 +288,9 @@ impl Validator {
             Err(_) => {
                 self.problem(
                     path,
-                    format!("`{value}` is not a listen address: expected ip:port, e.g. 0.0.0.0:8080"),
+                    format!(
+                        "`{value}` is not a listen address: expected ip:port, e.g. 0.0.0.0:8080"
+                    ),
                 );
                 None
             }
@@ -360,7 +357,10 @@ impl Validator {
             Some(s) => Strategy::parse(s).or_else(|| {
                 self.problem(
                     format!("{path}.strategy"),
-                    format!("unknown strategy `{s}`, expected one of: {}", Strategy::NAMES),
+                    format!(
+                        "unknown strategy `{s}`, expected one of: {}",
+                        Strategy::NAMES
+                    ),
                 );
                 None
             }),
@@ -401,7 +401,10 @@ impl Validator {
         if backends.len() > MAX_BACKENDS {
             self.problem(
                 format!("{path}.backends"),
-                format!("{} backends: at most {MAX_BACKENDS} per pool", backends.len()),
+                format!(
+                    "{} backends: at most {MAX_BACKENDS} per pool",
+                    backends.len()
+                ),
             );
         }
         let mut out = Vec::with_capacity(backends.len());
@@ -418,7 +421,10 @@ impl Validator {
             let addr = resolve(&b.addr).map_err(|why| {
                 self.problem(
                     format!("{bpath}.addr"),
-                    format!("`{}` {why}: expected host:port, e.g. 127.0.0.1:9001", b.addr),
+                    format!(
+                        "`{}` {why}: expected host:port, e.g. 127.0.0.1:9001",
+                        b.addr
+                    ),
                 )
             });
             if let Ok(addr) = addr {
@@ -545,12 +551,16 @@ fn parse_host(h: &str) -> Result<HostMatch, String> {
         if valid(rest) {
             Ok(HostMatch::Suffix(format!(".{rest}")))
         } else {
-            Err(format!("`{h}` is not a host pattern: expected `example.com`, `*.example.com` or `*`"))
+            Err(format!(
+                "`{h}` is not a host pattern: expected `example.com`, `*.example.com` or `*`"
+            ))
         }
     } else if valid(&lower) {
         Ok(HostMatch::Exact(lower))
     } else {
-        Err(format!("`{h}` is not a host pattern: expected `example.com`, `*.example.com` or `*`"))
+        Err(format!(
+            "`{h}` is not a host pattern: expected `example.com`, `*.example.com` or `*`"
+        ))
     }
 }
 

@@ -29,11 +29,17 @@ upstream = "api"
 fn good_config_has_defaults_filled_in() {
     let c = load(GOOD).unwrap();
     assert_eq!(c.server.threads, 2);
-    assert_eq!(c.server.grace_period.as_secs(), DEFAULT_GRACE_PERIOD_SECONDS);
+    assert_eq!(
+        c.server.grace_period.as_secs(),
+        DEFAULT_GRACE_PERIOD_SECONDS
+    );
     let u = &c.upstreams[0];
     assert_eq!(u.strategy, Strategy::Weighted);
     assert_eq!(u.retries, 1);
-    assert_eq!(u.connect_timeout.as_millis() as u64, DEFAULT_CONNECT_TIMEOUT_MS);
+    assert_eq!(
+        u.connect_timeout.as_millis() as u64,
+        DEFAULT_CONNECT_TIMEOUT_MS
+    );
     assert_eq!(u.backends[0].weight, 5);
     assert_eq!(u.backends[1].weight, DEFAULT_WEIGHT);
     assert_eq!(c.routes[0].host, HostMatch::Suffix(".example.com".into()));
@@ -90,7 +96,10 @@ upstream = "missing"
         .find(|p| p.path.starts_with("upstreams.typo"))
         .unwrap();
     assert!(typo.message.contains("unknown field `backend`"), "{shown}");
-    assert!(shown.contains("test.toml:3:1: server.threads: must be 1..=1024, got 0"), "{shown}");
+    assert!(
+        shown.contains("test.toml:3:1: server.threads: must be 1..=1024, got 0"),
+        "{shown}"
+    );
 }
 
 #[test]

@@ -27,9 +27,7 @@ pub fn host(req: &RequestHeader) -> &str {
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
     if let Some(v) = req.headers.get(REQUEST_ID) {
         let b = v.as_bytes();
-        if !b.is_empty()
-            && b.len() <= MAX_REQUEST_ID_LEN
-            && b.iter().all(|c| c.is_ascii_graphic())
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
         {
             return v.clone();
         }

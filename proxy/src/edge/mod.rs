@@ -60,7 +60,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     /// The pool this request was routed to. Only valid after routing succeeded.
-    fn pool<'a>(&'a self) -> Option<&'a crate::snapshot::Pool> {
+    fn pool(&self) -> Option<&crate::snapshot::Pool> {
         self.snapshot.as_ref().map(|s| &s.pools[self.pool])
     }
 }
@@ -80,9 +80,7 @@ impl ProxyHttp for Edge {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.tls = session
-            .digest()
-            .is_some_and(|d| d.ssl_digest.is_some());
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
         let snapshot = self.snapshot.load_full();
         let host = normalize_host(headers::host(req));
@@ -93,8 +91,13 @@ impl ProxyHttp for Edge {
                 Ok(false)
             }
             None => {
-                respond(session, ctx, StatusCode::NOT_FOUND, "no route for this host and path\n")
-                    .await?;
+                respond(
+                    session,
+                    ctx,
+                    StatusCode::NOT_FOUND,
+                    "no route for this host and path\n",
+                )
+                .await?;
                 Ok(true)
             }
         }
@@ -146,7 +149,12 @@ impl ProxyHttp for Edge {
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        headers::forwarded(upstream_request, session.req_header(), ctx.client_ip, ctx.tls)?;
+        headers::forwarded(
+            upstream_request,
+            session.req_header(),
+            ctx.client_ip,
+            ctx.tls,
+        )?;
         if let Some(id) = &ctx.request_id {
             upstream_request.insert_header(REQUEST_ID, id.clone())?;
         }
@@ -187,6 +195,9 @@ impl ProxyHttp for Edge {
         if code != 0 && session.response_written().is_none() {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
             let body = status.canonical_reason().unwrap_or("error");
+            // The connection is not reused after a failure: say so, or a client may send its
+            // next request on a socket we are closing.
+            session.set_keepalive(None);
             // The client may be gone already; there is nothing more to do then.
             let _ = respond(session, ctx, status, body).await;
         }

@@ -1,0 +1,68 @@
+//! Command line for the `backend-sample` binary.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// Command-line arguments.
+#[derive(Debug, Parser)]
+#[command(
+    name = "backend-sample",
+    about = "Sample upstream for Sluice (HTTP + WebSocket)"
+)]
+pub struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+    /// The id this backend reports in `x-backend-id`.
+    #[arg(long, default_value = "b1")]
+    pub id: String,
+    /// Runtime worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+/// Parse the process arguments and serve until Ctrl-C or SIGTERM.
+pub fn main() -> ExitCode {
+    let args = Args::parse();
+    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    rt.enable_all();
+    if let Some(n) = args.threads {
+        rt.worker_threads(n.max(1));
+    }
+    let rt = match rt.build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("backend-sample: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind(args.listen).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("backend-sample: cannot listen on {}: {e}", args.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        eprintln!("backend-sample {} listening on {}", args.id, args.listen);
+        let shared = crate::Shared::new(&args.id);
+        match crate::serve(listener, shared, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("backend-sample: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

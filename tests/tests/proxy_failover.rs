@@ -1,0 +1,80 @@
+//! Connect failures are retried on another backend of the pool, at most `retries` times.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// An address where nothing listens (a port that was free a moment ago).
+fn dead_addr() -> SocketAddr {
+    format!("127.0.0.1:{}", free_port()).parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_backend_is_skipped_with_no_client_error() {
+    let bs = backends(2).await;
+    let dead = dead_addr();
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\nstrategy = \"round_robin\"\nretries = 2\nconnect_timeout_ms = 1000\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[(bs[0].addr, None), (dead, None), (bs[1].addr, None)])
+    ))
+    .await;
+    let c = client(None);
+    for m in ["GET", "POST", "PUT"] {
+        for i in 0..30 {
+            let r = c
+                .request(m.parse().unwrap(), sluice.url("/f"))
+                .body("payload")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{m} request {i}");
+        }
+    }
+    let s = served(&bs, "/f");
+    assert_eq!(s["b1"] + s["b2"], 90, "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_retries_run_out_the_client_gets_502_quickly() {
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\nretries = 1\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[
+            (dead_addr(), None),
+            (dead_addr(), None),
+            (dead_addr(), None)
+        ])
+    ))
+    .await;
+    let t = Instant::now();
+    let r = client(None).get(sluice.url("/")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(r.headers().contains_key("x-request-id"));
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_zero_means_one_attempt() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\nstrategy = \"round_robin\"\nretries = 0\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[(dead_addr(), None), (bs[0].addr, None)])
+    ))
+    .await;
+    let c = client(None);
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(
+            c.get(sluice.url("/z"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    statuses.sort();
+    assert_eq!(statuses, [200, 200, 502, 502]);
+}

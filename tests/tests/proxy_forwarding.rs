@@ -1,0 +1,112 @@
+//! What Sluice forwards: X-Forwarded-*, X-Real-IP, Host, X-Request-Id; routing by host and path;
+//! 404 when nothing matches.
+
+mod support;
+
+use serde_json::Value;
+use support::*;
+
+/// Send `req`, expect a 200, return the response headers and the backend's JSON echo.
+async fn echo(req: reqwest::RequestBuilder) -> (reqwest::header::HeaderMap, Value) {
+    let r = req.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let headers = r.headers().clone();
+    (headers, r.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_and_request_id() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[(bs[0].addr, None)])
+    ))
+    .await;
+    let c = client(Some("127.0.0.7".parse().unwrap()));
+
+    // Generated id, returned to the client and seen by the backend.
+    let (resp, body) = echo(
+        c.get(sluice.url("/who?x=1"))
+            .header("host", "shop.example:8080")
+            .header("x-forwarded-for", "203.0.113.9"),
+    )
+    .await;
+    let h = &body["headers"];
+    assert_eq!(body["path"], "/who");
+    assert_eq!(body["query"], "x=1");
+    assert_eq!(h["host"], "shop.example:8080", "Host is kept");
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.7");
+    assert_eq!(h["x-real-ip"], "127.0.0.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], "shop.example:8080");
+    let id = resp["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 32, "{id}");
+    assert_eq!(h["x-request-id"], id.as_str());
+    assert_eq!(resp["x-backend-id"], "b1");
+
+    // A client-supplied id is passed through and returned.
+    let (resp, body) = echo(c.get(sluice.url("/")).header("x-request-id", "trace-42")).await;
+    assert_eq!(body["headers"]["x-request-id"], "trace-42");
+    assert_eq!(resp["x-request-id"], "trace-42");
+
+    // Fresh ids differ per request.
+    let (a, _) = echo(c.get(sluice.url("/"))).await;
+    let (b, _) = echo(c.get(sluice.url("/"))).await;
+    assert_ne!(a["x-request-id"], b["x-request-id"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_longest_prefix_and_404_otherwise() {
+    let bs = backends(3).await;
+    let sluice = Sluice::start(format!(
+        r#"
+[upstreams.web]
+{}
+[upstreams.api]
+{}
+[upstreams.admin]
+{}
+[[routes]]
+host = "*.example.com"
+path_prefix = "/"
+upstream = "web"
+[[routes]]
+host = "*.example.com"
+path_prefix = "/api"
+upstream = "api"
+[[routes]]
+host = "admin.example.com"
+path_prefix = "/"
+upstream = "admin"
+"#,
+        backends_toml(&[(bs[0].addr, None)]),
+        backends_toml(&[(bs[1].addr, None)]),
+        backends_toml(&[(bs[2].addr, None)]),
+    ))
+    .await;
+    let c = client(None);
+    let go = |host: &'static str, path: &'static str| {
+        let c = c.clone();
+        let url = sluice.url(path);
+        async move {
+            let r = c.get(url).header("host", host).send().await.unwrap();
+            (r.status().as_u16(), backend_of(&r), r)
+        }
+    };
+    assert_eq!(go("www.example.com", "/").await.1, "b1");
+    assert_eq!(go("www.example.com", "/api/v1/items").await.1, "b2");
+    assert_eq!(go("WWW.Example.COM:80", "/api").await.1, "b2");
+    assert_eq!(go("www.example.com", "/apix").await.1, "b1");
+    assert_eq!(go("admin.example.com", "/api").await.1, "b3");
+
+    let (status, backend, resp) = go("other.org", "/").await;
+    assert_eq!((status, backend.as_str()), (404, ""));
+    assert!(resp.headers().contains_key("x-request-id"));
+    assert_eq!(
+        resp.text().await.unwrap(),
+        "no route for this host and path\n"
+    );
+    // Nothing reached any backend for the 404.
+    let total: u64 = bs.iter().map(|b| b.shared.total()).sum();
+    assert_eq!(total, 5);
+}

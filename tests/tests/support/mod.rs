@@ -1,0 +1,284 @@
+//! Test harness: real Sluice processes on free ports, in-process backend-sample servers bound to
+//! port 0, readiness by polling with a deadline, everything stopped on drop.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub use backend_sample::Handle as Backend;
+
+/// Path of the Sluice binary under test.
+pub const SLUICE_BIN: &str = env!("CARGO_BIN_EXE_sluice-under-test");
+/// Path of the backend-sample binary under test.
+pub const BACKEND_BIN: &str = env!("CARGO_BIN_EXE_backend-under-test");
+
+/// The workspace root (for `conf/`).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_owned()
+}
+
+/// A port that was free a moment ago and that this process has not handed out before.
+pub fn free_port() -> u16 {
+    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("bind 127.0.0.1:0")
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if given.get_or_insert_with(HashSet::new).insert(port) {
+            return port;
+        }
+    }
+}
+
+/// Poll `f` until it returns `Some`, or panic with `what` after `deadline`.
+pub async fn eventually<T>(deadline: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Start `n` in-process backends named b1..bn on free ports.
+pub async fn backends(n: usize) -> Vec<Backend> {
+    let mut v = Vec::new();
+    for i in 1..=n {
+        v.push(
+            Backend::spawn("127.0.0.1:0".parse().unwrap(), &format!("b{i}"))
+                .await
+                .expect("spawn backend"),
+        );
+    }
+    v
+}
+
+/// `backends = [...]` TOML for `addrs` with optional weights.
+pub fn backends_toml(addrs: &[(SocketAddr, Option<u32>)]) -> String {
+    let items: Vec<String> = addrs
+        .iter()
+        .map(|(a, w)| match w {
+            Some(w) => format!("{{ addr = \"{a}\", weight = {w} }}"),
+            None => format!("{{ addr = \"{a}\" }}"),
+        })
+        .collect();
+    format!("backends = [{}]", items.join(", "))
+}
+
+/// A running Sluice process.
+pub struct Sluice {
+    child: Child,
+    /// The plain HTTP listener.
+    pub addr: SocketAddr,
+    /// The TLS listener, when one was asked for.
+    pub tls_addr: Option<SocketAddr>,
+    dir: tempfile::TempDir,
+}
+
+/// How to start a Sluice process.
+#[derive(Default)]
+pub struct SluiceBuilder {
+    body: String,
+    tls: bool,
+    threads: Option<usize>,
+}
+
+impl SluiceBuilder {
+    /// Add a TLS listener with the demo certificate in `conf/tls/`.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Proxy worker threads (default 2).
+    pub fn threads(mut self, n: usize) -> Self {
+        self.threads = Some(n);
+        self
+    }
+
+    /// Start it and wait until every listener accepts connections.
+    pub async fn start(self) -> Sluice {
+        // A port can be taken between our probe and Sluice's bind: try a few fresh ones.
+        let mut last_log = String::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let tls_addr: Option<SocketAddr> = self
+                .tls
+                .then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+            let mut server = format!(
+                "[server]\nlisten = [\"{addr}\"]\nthreads = {}\ngrace_period_seconds = 0\n",
+                self.threads.unwrap_or(2)
+            );
+            if let Some(t) = tls_addr {
+                let tls_dir = workspace_root().join("conf/tls");
+                server.push_str(&format!(
+                    "[[server.tls]]\nlisten = \"{t}\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    tls_dir.join("cert.pem").display(),
+                    tls_dir.join("key.pem").display()
+                ));
+            }
+            let config = dir.path().join("sluice.toml");
+            std::fs::write(&config, format!("{server}\n{}", self.body)).unwrap();
+            let log = dir.path().join("sluice.log");
+            let child = Command::new(SLUICE_BIN)
+                .arg("--config")
+                .arg(&config)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .expect("spawn sluice");
+            let mut s = Sluice {
+                child,
+                addr,
+                tls_addr,
+                dir,
+            };
+            match s.wait_ready(Duration::from_secs(30)).await {
+                Ok(()) => return s,
+                Err(log) => last_log = log,
+            }
+        }
+        panic!("sluice did not start; last log:\n{last_log}");
+    }
+}
+
+impl Sluice {
+    /// A builder whose config is `[server]` (chosen by the harness) followed by `body`.
+    pub fn with_config(body: impl Into<String>) -> SluiceBuilder {
+        SluiceBuilder {
+            body: body.into(),
+            ..SluiceBuilder::default()
+        }
+    }
+
+    /// Start Sluice with `body` after a harness-made `[server]` section.
+    pub async fn start(body: impl Into<String>) -> Sluice {
+        Self::with_config(body).start().await
+    }
+
+    /// Poll until every listener accepts, or return the log if the process exited.
+    async fn wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
+        let end = Instant::now() + deadline;
+        let addrs: Vec<SocketAddr> = std::iter::once(self.addr).chain(self.tls_addr).collect();
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!("exited with {status}:\n{}", self.log()));
+            }
+            if addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
+                return Ok(());
+            }
+            if Instant::now() > end {
+                return Err(format!("not listening after {deadline:?}:\n{}", self.log()));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What Sluice has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sluice.log")).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Peak resident memory (VmHWM) in KiB, from /proc.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run the Sluice binary with `args` to completion (e.g. `--check`).
+pub fn run_sluice(args: &[&str]) -> (ExitStatus, String, String) {
+    let out = Command::new(SLUICE_BIN)
+        .args(args)
+        .output()
+        .expect("run sluice");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// An HTTP client that keeps connections alive; `local` binds its source address.
+pub fn client(local: Option<IpAddr>) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .no_proxy();
+    if let Some(ip) = local {
+        b = b.local_address(ip);
+    }
+    b.build().expect("client")
+}
+
+/// `x-backend-id` of a response.
+pub fn backend_of(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-backend-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// Requests served per backend id for `path`, counted by the backends themselves.
+pub fn served(backends: &[Backend], path: &str) -> BTreeMap<String, u64> {
+    backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            (
+                format!("b{}", i + 1),
+                b.shared.served().get(path).copied().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Send `n` sequential GETs to `url`, asserting each one is a 200.
+pub async fn get_n(client: &reqwest::Client, url: &str, n: usize) {
+    for i in 0..n {
+        let r = client
+            .get(url)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(r.status(), 200, "request {i} to {url}");
+        r.bytes().await.unwrap();
+    }
+}
