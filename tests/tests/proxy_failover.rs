@@ -78,3 +78,21 @@ async fn retries_zero_means_one_attempt() {
     statuses.sort();
     assert_eq!(statuses, [200, 200, 502, 502]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_slower_than_read_timeout_gives_504() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\nread_timeout_ms = 200\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[(bs[0].addr, None)])
+    ))
+    .await;
+    let c = client(None);
+    let t = Instant::now();
+    let r = c.get(sluice.url("/delay/3000")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    // A fast request on the same pool still works.
+    let r = c.get(sluice.url("/delay/10")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what building and testing Sluice needs, only when it is missing:
+#   cmake         - Pingora builds zlib-ng with it
+#   redis-server  - the test harness starts real Redis servers (rate limits, cache)
+# Usage: scripts/install-deps.sh [extra apt packages...]
+set -euo pipefail
+
+need=()
+command -v cmake >/dev/null 2>&1 || need+=(cmake)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+for pkg in "$@"; do
+  command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+[ ${#need[@]} -eq 0 ] && exit 0
+
+echo "install-deps: installing ${need[*]} from apt" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "install-deps: need root or sudo to apt-get install ${need[*]}" >&2; exit 1; }
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# Debian starts a system redis-server on install; the tests start their own on free ports.
+if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
+  $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+fi
