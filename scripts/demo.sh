@@ -48,7 +48,7 @@ Sluice is running in front of backends b1, b2, b3 (conf/sluice.toml). Try:
   curl -i http://127.0.0.1:8080/hello          # weighted 5:1:1 -> watch x-backend-id
   for i in $(seq 7); do curl -s -o /dev/null -D - http://127.0.0.1:8080/ | grep -i x-backend-id; done
   curl -i http://127.0.0.1:8080/delay/200      # least_conn pool
-  curl -i http://127.0.0.1:8080/ws             # ip_hash pool (sticky per client IP)
+  for i in 1 2 3; do curl -s http://127.0.0.1:8080/ws/echo | grep -o '"id":"b."'; done   # ip_hash: same backend every time
   curl -k --http2 -i https://localhost:8443/   # TLS, HTTP/2 by ALPN (self-signed demo cert)
   curl http://127.0.0.1:9001/control/stats     # what b1 served
   oha -z 10s -c 50 http://127.0.0.1:8080/ping  # load test (cargo install oha)

@@ -1,6 +1,6 @@
 //! Header rules for proxied requests: `X-Forwarded-*`, `X-Real-IP`, `Host` and `X-Request-Id`.
 
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::{header, HeaderValue};
@@ -45,37 +45,60 @@ fn hex_u128(v: u128, buf: &mut [u8; 32]) -> &[u8] {
     &buf[..]
 }
 
+/// The client IP as a header value, formatted once per request without a heap string.
+pub fn ip_value(ip: IpAddr) -> HeaderValue {
+    let mut buf = [0u8; 45]; // longest IPv6 text form
+    let mut w = &mut buf[..];
+    let _ = write!(w, "{ip}");
+    let n = 45 - w.len();
+    HeaderValue::from_bytes(&buf[..n]).expect("an IP address is a valid header value")
+}
+
 /// Set the forwarding headers on the upstream request. `Host` is kept as the client sent it
-/// (and filled from `:authority` for HTTP/2 clients, whose requests have no `Host`).
+/// (and filled from `:authority` for HTTP/2 clients, whose requests have no `Host`). Values are
+/// shared with the client request where possible, so this does not allocate in the common case
+/// (no prior `X-Forwarded-For`).
 pub fn forwarded(
     up: &mut RequestHeader,
     client_req: &RequestHeader,
-    client_ip: Option<IpAddr>,
+    client_ip: Option<&HeaderValue>,
     tls: bool,
 ) -> Result<()> {
-    let host = host(client_req);
-    if up.headers.get(header::HOST).is_none() && !host.is_empty() {
-        up.insert_header(header::HOST, host)?;
-    }
-    if !host.is_empty() {
+    let host = match client_req.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => client_req
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+    };
+    if let Some(host) = host {
+        if up.headers.get(header::HOST).is_none() {
+            up.insert_header(header::HOST, host.clone())?;
+        }
         up.insert_header("x-forwarded-host", host)?;
     }
-    up.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    up.insert_header(
+        "x-forwarded-proto",
+        HeaderValue::from_static(if tls { "https" } else { "http" }),
+    )?;
     if let Some(ip) = client_ip {
-        let mut s = String::with_capacity(64);
-        let _ = write!(s, "{ip}");
-        up.insert_header("x-real-ip", s.as_str())?;
+        up.insert_header("x-real-ip", ip.clone())?;
         // Append to what earlier proxies recorded, joining repeated headers into one.
-        let prior: Vec<&str> = client_req
+        let mut prior = client_req
             .headers
             .get_all("x-forwarded-for")
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        let xff = if prior.is_empty() {
-            s
+            .peekable();
+        let xff = if prior.peek().is_none() {
+            ip.clone()
         } else {
-            format!("{}, {s}", prior.join(", "))
+            let mut v = Vec::with_capacity(64);
+            for p in prior {
+                v.extend_from_slice(p.as_bytes());
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(ip.as_bytes());
+            HeaderValue::from_bytes(&v).expect("joined header values stay valid")
         };
         up.insert_header("x-forwarded-for", xff)?;
     }
@@ -98,13 +121,34 @@ mod tests {
     fn forwarded_headers_append_and_set() {
         let client = req(&[("host", "shop.example"), ("x-forwarded-for", "1.2.3.4")]);
         let mut up = client.clone();
-        forwarded(&mut up, &client, Some("10.0.0.9".parse().unwrap()), true).unwrap();
+        let ip = ip_value("10.0.0.9".parse().unwrap());
+        forwarded(&mut up, &client, Some(&ip), true).unwrap();
         let h = |k| up.headers.get(k).unwrap().to_str().unwrap().to_owned();
         assert_eq!(h("x-forwarded-for"), "1.2.3.4, 10.0.0.9");
         assert_eq!(h("x-real-ip"), "10.0.0.9");
         assert_eq!(h("x-forwarded-proto"), "https");
         assert_eq!(h("x-forwarded-host"), "shop.example");
         assert_eq!(h("host"), "shop.example");
+    }
+
+    #[test]
+    fn repeated_forwarded_for_headers_are_joined() {
+        let client = req(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2"),
+        ]);
+        let mut up = client.clone();
+        let ip = ip_value("::1".parse().unwrap());
+        forwarded(&mut up, &client, Some(&ip), false).unwrap();
+        assert_eq!(
+            up.headers.get("x-forwarded-for").unwrap(),
+            "1.1.1.1, 2.2.2.2, ::1"
+        );
+        assert_eq!(up.headers.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(
+            ip_value("2001:db8:85a3:8d3:1319:8a2e:370:7348".parse().unwrap()),
+            "2001:db8:85a3:8d3:1319:8a2e:370:7348"
+        );
     }
 
     #[test]

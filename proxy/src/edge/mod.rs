@@ -54,6 +54,8 @@ pub struct RequestCtx {
     request_id: Option<HeaderValue>,
     /// Client IP (the TCP peer).
     client_ip: Option<IpAddr>,
+    /// `client_ip` as a header value, for `X-Real-IP` / `X-Forwarded-For`.
+    client_ip_value: Option<HeaderValue>,
     /// Whether the client connection is TLS.
     tls: bool,
 }
@@ -73,6 +75,11 @@ impl ProxyHttp for Edge {
         RequestCtx::default()
     }
 
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
+        // Pingora's default installs a (disabled) response-compression module that still runs on
+        // every response header and body chunk. Sluice does not compress, so it installs none.
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         let req = session.req_header();
         ctx.request_id = Some(headers::request_id(req));
@@ -80,6 +87,7 @@ impl ProxyHttp for Edge {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.client_ip_value = ctx.client_ip.map(headers::ip_value);
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
         let snapshot = self.snapshot.load_full();
@@ -152,7 +160,7 @@ impl ProxyHttp for Edge {
         headers::forwarded(
             upstream_request,
             session.req_header(),
-            ctx.client_ip,
+            ctx.client_ip_value.as_ref(),
             ctx.tls,
         )?;
         if let Some(id) = &ctx.request_id {
