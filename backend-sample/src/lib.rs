@@ -11,7 +11,9 @@
 //! - `GET /ws`: WebSocket echo whose first message names the backend;
 //! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
 //! - `GET /control/stats` (requests served per path), `POST /control/reset`,
-//!   `POST /control/delay?ms=N` (added to every non-control request).
+//!   `POST /control/delay?ms=N` (added to every non-control request),
+//!   `POST /control/fail?status=N` (every non-control request except `/health` answers N;
+//!   0 turns it off).
 
 pub mod cli;
 
@@ -49,6 +51,7 @@ pub struct Shared {
     id_header: HeaderValue,
     health_status: AtomicU16,
     delay_ms: AtomicU64,
+    fail_status: AtomicU16,
     served: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -60,6 +63,7 @@ impl Shared {
             id_header: HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("invalid")),
             health_status: AtomicU16::new(200),
             delay_ms: AtomicU64::new(0),
+            fail_status: AtomicU16::new(0),
             served: Mutex::new(BTreeMap::new()),
         })
     }
@@ -82,6 +86,11 @@ impl Shared {
         self.health_status.store(status, Relaxed);
     }
 
+    /// Make every non-control request except `/health` answer `status` (0: off).
+    pub fn set_fail_status(&self, status: u16) {
+        self.fail_status.store(status, Relaxed);
+    }
+
     /// Add `ms` of delay before every non-control response.
     pub fn set_delay_ms(&self, ms: u64) {
         self.delay_ms.store(ms, Relaxed);
@@ -102,6 +111,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/control/reset", post(reset))
         .route("/control/health", post(control_health))
         .route("/control/delay", post(control_delay))
+        .route("/control/fail", post(control_fail))
         .fallback(any(echo))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
@@ -122,6 +132,13 @@ async fn tag_and_count(State(s): State<Arc<Shared>>, req: Request, next: Next) -
         let d = s.delay_ms.load(Relaxed);
         if d > 0 {
             tokio::time::sleep(Duration::from_millis(d)).await;
+        }
+        let fail = s.fail_status.load(Relaxed);
+        if fail != 0 && path != "/health" {
+            let code = StatusCode::from_u16(fail).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            let mut resp = (code, format!("failing with {fail}\n")).into_response();
+            resp.headers_mut().insert(BACKEND_ID, s.id_header.clone());
+            return resp;
         }
     }
     let mut resp = next.run(req).await;
@@ -155,6 +172,14 @@ struct MsParam {
 async fn control_delay(State(s): State<Arc<Shared>>, Query(q): Query<MsParam>) -> Response {
     s.set_delay_ms(q.ms);
     Json(json!({"id": s.id, "delay_ms": q.ms})).into_response()
+}
+
+async fn control_fail(State(s): State<Arc<Shared>>, Query(q): Query<StatusParam>) -> Response {
+    if q.status != 0 && StatusCode::from_u16(q.status).is_err() {
+        return (StatusCode::BAD_REQUEST, "status must be 0 or 100..=999").into_response();
+    }
+    s.set_fail_status(q.status);
+    Json(json!({"id": s.id, "fail": q.status})).into_response()
 }
 
 async fn stats(State(s): State<Arc<Shared>>) -> Response {

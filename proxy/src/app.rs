@@ -11,6 +11,7 @@ use pingora::server::configuration::ServerConf;
 use crate::balancer::StateRegistry;
 use crate::config::Config;
 use crate::edge::Edge;
+use crate::health::HealthService;
 use crate::snapshot::Snapshot;
 
 /// Why the server could not be assembled (configuration already validated).
@@ -81,5 +82,9 @@ pub fn build_server(config: &Config, app: &App, opt: Opt) -> Result<Server, AppE
         proxy.add_tls_with_settings(&listen, None, settings);
     }
     server.add_service(proxy);
+    server.add_service(pingora::services::background::background_service(
+        "sluice-health",
+        HealthService::new(Arc::clone(&app.snapshot)),
+    ));
     Ok(server)
 }

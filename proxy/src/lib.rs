@@ -9,6 +9,7 @@ pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod edge;
+pub mod health;
 pub mod logging;
 pub mod router;
 pub mod snapshot;

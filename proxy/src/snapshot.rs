@@ -4,8 +4,11 @@
 
 use pingora::upstreams::peer::HttpPeer;
 
-use crate::balancer::{Balancer, Slot, StateRegistry};
-use crate::config::{Config, UpstreamSpec};
+use std::time::Duration;
+
+use crate::balancer::{Balancer, PassivePolicy, PickPolicy, Slot, StateRegistry};
+use crate::config::{Config, HealthSpec, NextUpstream, UpstreamSpec};
+use crate::edge::RetryBudget;
 use crate::router::Router;
 
 /// One pool ready to serve: its balancer and a prepared peer per member.
@@ -17,8 +20,26 @@ pub struct Pool {
     pub balancer: Balancer,
     /// A peer template per member, same order as the balancer's slots; cloned per attempt.
     pub peers: Vec<HttpPeer>,
-    /// Extra attempts after a connect failure.
+    /// The members as configured (`host:port`), same order as the slots; for logs.
+    pub names: Vec<String>,
+    /// Extra attempts after a retryable failure.
     pub retries: u32,
+    /// Which failures are retried.
+    pub next_upstream: NextUpstream,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout: Option<Duration>,
+    /// Shared by every request on this pool (rebuilt on reload).
+    pub retry_budget: RetryBudget,
+    /// Passive health policy.
+    pub passive: PassivePolicy,
+    /// Whether 5xx responses count as passive failures.
+    pub fail_on_5xx: bool,
+    /// Backups, slow start, panic mode.
+    pub pick: PickPolicy,
+    /// Idle limit for upgraded connections.
+    pub websocket_idle_timeout: Duration,
+    /// Active probes, read by the health service.
+    pub health: Option<HealthSpec>,
 }
 
 impl Pool {
@@ -30,7 +51,12 @@ impl Pool {
             .map(|b| Slot {
                 key: b.name.clone(),
                 weight: b.weight,
-                state: registry.get(&spec.name, b.addr),
+                state: registry.get(
+                    &spec.name,
+                    b.addr,
+                    spec.health.as_ref().is_none_or(|h| h.initial_healthy),
+                ),
+                backup: b.backup,
             })
             .collect();
         let peers = spec
@@ -49,7 +75,25 @@ impl Pool {
             name: spec.name.clone(),
             balancer: Balancer::new(spec.strategy, slots),
             peers,
+            names: spec.backends.iter().map(|b| b.name.clone()).collect(),
             retries: spec.retries,
+            next_upstream: spec.next_upstream,
+            retry_timeout: spec.retry_timeout,
+            retry_budget: RetryBudget::new(
+                spec.retry_budget,
+                crate::balancer::now_ns() / 1_000_000,
+            ),
+            passive: PassivePolicy {
+                max_fails: spec.passive.max_fails,
+                fail_timeout: spec.passive.fail_timeout,
+            },
+            fail_on_5xx: spec.passive.on_5xx,
+            pick: PickPolicy {
+                slow_start_ns: spec.slow_start.as_nanos() as u64,
+                panic_mode: spec.panic_mode,
+            },
+            websocket_idle_timeout: spec.websocket_idle_timeout,
+            health: spec.health.clone(),
         }
     }
 }

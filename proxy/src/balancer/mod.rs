@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 pub use ring::{hash64, HashRing};
-pub use state::{BackendState, Lease, StateRegistry, EWMA_DECAY};
+pub use state::{now_ns, BackendState, Lease, PassivePolicy, StateRegistry, EWMA_DECAY};
 
 use crate::config::Strategy;
 
@@ -25,6 +25,17 @@ pub struct Slot {
     pub weight: u32,
     /// Live counters shared with leases.
     pub state: Arc<BackendState>,
+    /// Only picked while no primary is available.
+    pub backup: bool,
+}
+
+/// Pool-level rules applied around the strategy by [`Balancer::pick`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PickPolicy {
+    /// Slow-start ramp in nanoseconds (0: none).
+    pub slow_start_ns: u64,
+    /// With nothing available, pick among all untried members anyway.
+    pub panic_mode: bool,
 }
 
 /// The selection state of one pool.
@@ -64,6 +75,65 @@ impl Balancer {
     /// The pool members.
     pub fn slots(&self) -> &[Slot] {
         &self.slots
+    }
+
+    /// Pick a member for a request that has already tried `tried`, at time `now` ([`now_ns`]):
+    /// an available primary (probes up, not ejected), else an available backup, else (in panic
+    /// mode) any untried member. A member in slow start is admitted with a probability equal to
+    /// its ramp fraction while others are available. `None`: nothing may be tried.
+    pub fn pick(
+        &self,
+        hash_key: &[u8],
+        tried: &Tried,
+        now: u64,
+        policy: PickPolicy,
+    ) -> Option<usize> {
+        let avail = |i: usize, backup: bool| {
+            let s = &self.slots[i];
+            s.backup == backup && !tried.contains(i) && s.state.available(now)
+        };
+        // One draw per pick, so every call of the filter within one selection agrees.
+        let draw = if policy.slow_start_ns > 0 {
+            rand::random::<u64>()
+        } else {
+            0
+        };
+        for backup in [false, true] {
+            if policy.slow_start_ns > 0 {
+                let ramped = self.select(hash_key, |i| {
+                    avail(i, backup) && self.ramp_admits(i, now, policy.slow_start_ns, draw)
+                });
+                if ramped.is_some() {
+                    return ramped;
+                }
+            }
+            if let Some(i) = self.select(hash_key, |i| avail(i, backup)) {
+                return Some(i);
+            }
+        }
+        if policy.panic_mode {
+            return self.select(hash_key, |i| !tried.contains(i));
+        }
+        None
+    }
+
+    /// Whether [`Balancer::pick`] could find a member, without picking (no rotation moves).
+    pub fn has_candidate(&self, tried: &Tried, now: u64, policy: PickPolicy) -> bool {
+        self.slots
+            .iter()
+            .enumerate()
+            .any(|(i, s)| !tried.contains(i) && (policy.panic_mode || s.state.available(now)))
+    }
+
+    /// Whether slow start lets member `i` take this request (always, once ramped up).
+    fn ramp_admits(&self, i: usize, now: u64, slow_start_ns: u64, draw: u64) -> bool {
+        match self.slots[i].state.ramp(now, slow_start_ns) {
+            None => true,
+            Some(fraction) => {
+                let r = hash64(&(draw ^ i as u64).to_le_bytes()) >> 11;
+                (r as f64 / (1u64 << 53) as f64) < fraction.max(0.01)
+            }
+        }
     }
 
     /// Pick a member among those for which `eligible(index)` holds. `hash_key` (the client IP) is

@@ -4,21 +4,38 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 /// Decay time constant of the peak-EWMA latency (as in Finagle and linkerd).
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
 
-/// Live counters for one backend of one pool.
-#[derive(Debug, Default)]
+/// Live counters and health of one backend of one pool. All atomics: the request path reads them
+/// without locks, the health checker and failures write them.
+#[derive(Debug)]
 pub struct BackendState {
     inflight: AtomicUsize,
     /// Peak-EWMA latency in nanoseconds (0 until first observation).
     ewma_ns: AtomicU64,
     /// When `ewma_ns` was last updated, in nanoseconds since [`epoch`].
     ewma_at_ns: AtomicU64,
+    /// Verdict of the active health checks (true when there are none).
+    probe_up: AtomicBool,
+    /// Passive health: ejected until this time ([`now_ns`]).
+    ejected_until_ns: AtomicU64,
+    /// Passive health: failures counted in the current window.
+    fail_count: AtomicU32,
+    /// Passive health: when the current failure window started.
+    fail_window_start_ns: AtomicU64,
+    /// When the backend last (re)entered rotation, for slow start (0: long ago).
+    up_since_ns: AtomicU64,
+}
+
+impl Default for BackendState {
+    fn default() -> Self {
+        Self::new(true)
+    }
 }
 
 fn epoch() -> Instant {
@@ -26,7 +43,99 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// Nanoseconds on Sluice's monotonic clock (starts near 1 s so that 0 means "never").
+pub fn now_ns() -> u64 {
+    epoch().elapsed().as_nanos() as u64 + 1_000_000_000
+}
+
+/// How the passive failure table judges a backend (nginx's `max_fails` / `fail_timeout`).
+#[derive(Debug, Clone, Copy)]
+pub struct PassivePolicy {
+    /// Failures within the window that eject (0: never eject).
+    pub max_fails: u32,
+    /// The window, and how long an ejection lasts.
+    pub fail_timeout: Duration,
+}
+
 impl BackendState {
+    /// A fresh state; `probe_up` is the active-check verdict before the first probe.
+    pub fn new(probe_up: bool) -> Self {
+        BackendState {
+            inflight: AtomicUsize::new(0),
+            ewma_ns: AtomicU64::new(0),
+            ewma_at_ns: AtomicU64::new(0),
+            probe_up: AtomicBool::new(probe_up),
+            ejected_until_ns: AtomicU64::new(0),
+            fail_count: AtomicU32::new(0),
+            fail_window_start_ns: AtomicU64::new(0),
+            up_since_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The active-check verdict.
+    pub fn probe_up(&self) -> bool {
+        self.probe_up.load(Relaxed)
+    }
+
+    /// Record the active-check verdict; returns whether it changed. Coming back up starts the
+    /// slow-start ramp and clears any passive ejection: `rise` good probes after an outage are
+    /// better evidence of recovery than the failures counted while it was down.
+    pub fn set_probe_up(&self, up: bool, now: u64) -> bool {
+        let was = self.probe_up.swap(up, Relaxed);
+        if up && !was {
+            self.up_since_ns.store(now, Relaxed);
+            self.ejected_until_ns.store(0, Relaxed);
+            self.fail_count.store(0, Relaxed);
+        }
+        was != up
+    }
+
+    /// Whether the passive failure table has this backend ejected at `now`.
+    pub fn ejected(&self, now: u64) -> bool {
+        self.ejected_until_ns.load(Relaxed) > now
+    }
+
+    /// Whether the backend may be picked at `now`: the probes say up and it is not ejected.
+    pub fn available(&self, now: u64) -> bool {
+        self.probe_up() && !self.ejected(now)
+    }
+
+    /// Count one failure at `now`; returns true when this failure ejects the backend.
+    pub fn record_failure(&self, now: u64, policy: PassivePolicy) -> bool {
+        if policy.max_fails == 0 {
+            return false;
+        }
+        let window = policy.fail_timeout.as_nanos() as u64;
+        let start = self.fail_window_start_ns.load(Relaxed);
+        let count = if now.saturating_sub(start) > window {
+            self.fail_window_start_ns.store(now, Relaxed);
+            self.fail_count.store(1, Relaxed);
+            1
+        } else {
+            self.fail_count.fetch_add(1, Relaxed) + 1
+        };
+        if count >= policy.max_fails && !self.ejected(now) {
+            let until = now + window;
+            self.ejected_until_ns.store(until, Relaxed);
+            // The ramp starts when the ejection ends.
+            self.up_since_ns.store(until, Relaxed);
+            self.fail_count.store(0, Relaxed);
+            self.fail_window_start_ns.store(now, Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// During slow start, the fraction (0..1) of its normal share the backend gets at `now`;
+    /// `None` once ramped up (or with no ramp configured).
+    pub fn ramp(&self, now: u64, slow_start_ns: u64) -> Option<f64> {
+        if slow_start_ns == 0 {
+            return None;
+        }
+        let since = self.up_since_ns.load(Relaxed);
+        let elapsed = now.checked_sub(since)?;
+        (since != 0 && elapsed < slow_start_ns).then(|| elapsed as f64 / slow_start_ns as f64)
+    }
     /// Requests (and upgraded connections) currently held by leases on this backend.
     pub fn inflight(&self) -> usize {
         self.inflight.load(Relaxed)
@@ -41,7 +150,7 @@ impl BackendState {
     /// ones pull the estimate down with time constant [`EWMA_DECAY`]. Races between threads can
     /// lose a sample, which a moving estimate tolerates.
     pub fn observe_latency(&self, rtt: Duration) {
-        let now = epoch().elapsed().as_nanos() as u64;
+        let now = now_ns();
         let sample = rtt.as_nanos().min(u64::MAX as u128) as u64;
         let prev = self.ewma_ns.load(Relaxed);
         let then = self.ewma_at_ns.swap(now, Relaxed);
@@ -92,15 +201,16 @@ pub struct StateRegistry {
 }
 
 impl StateRegistry {
-    /// The state for `addr` in `pool`, created on first use.
-    pub fn get(&self, pool: &str, addr: SocketAddr) -> Arc<BackendState> {
+    /// The state for `addr` in `pool`, created on first use with `probe_up` as its initial
+    /// active-check verdict. An existing state keeps its verdict (reload keeps health).
+    pub fn get(&self, pool: &str, addr: SocketAddr, probe_up: bool) -> Arc<BackendState> {
         let mut map = self.states.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, w| w.strong_count() > 0);
         let key = (pool.to_owned(), addr);
         if let Some(s) = map.get(&key).and_then(Weak::upgrade) {
             return s;
         }
-        let s = Arc::new(BackendState::default());
+        let s = Arc::new(BackendState::new(probe_up));
         map.insert(key, Arc::downgrade(&s));
         s
     }
@@ -126,12 +236,62 @@ mod tests {
     fn registry_keeps_state_across_rebuilds_while_used() {
         let r = StateRegistry::default();
         let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        let a = r.get("api", addr);
+        let a = r.get("api", addr, false);
         let _lease = Lease::new(&a);
-        let b = r.get("api", addr);
+        let b = r.get("api", addr, true);
         assert!(Arc::ptr_eq(&a, &b));
         assert_eq!(b.inflight(), 1);
-        assert!(!Arc::ptr_eq(&a, &r.get("other", addr)));
+        assert!(!b.probe_up(), "an existing state keeps its health");
+        assert!(!Arc::ptr_eq(&a, &r.get("other", addr, true)));
+    }
+
+    #[test]
+    fn passive_ejection_follows_max_fails_within_the_window() {
+        let s = BackendState::new(true);
+        let p = PassivePolicy {
+            max_fails: 3,
+            fail_timeout: Duration::from_secs(10),
+        };
+        let t0 = now_ns();
+        let sec = 1_000_000_000;
+        assert!(!s.record_failure(t0, p));
+        assert!(!s.record_failure(t0 + sec, p));
+        // A failure after the window restarts the count.
+        assert!(!s.record_failure(t0 + 12 * sec, p));
+        assert!(!s.record_failure(t0 + 13 * sec, p));
+        assert!(s.available(t0 + 13 * sec));
+        assert!(
+            s.record_failure(t0 + 14 * sec, p),
+            "third failure in the window ejects"
+        );
+        assert!(!s.available(t0 + 15 * sec));
+        assert!(s.available(t0 + 25 * sec), "back after fail_timeout");
+        // Slow start begins when the ejection ends.
+        let ramp = s.ramp(t0 + 29 * sec, 10 * sec).unwrap();
+        assert!((ramp - 0.5).abs() < 0.01, "{ramp}");
+        assert_eq!(s.ramp(t0 + 40 * sec, 10 * sec), None);
+    }
+
+    #[test]
+    fn probe_verdicts_and_ramp() {
+        let s = BackendState::new(false);
+        assert!(!s.available(now_ns()));
+        let t = now_ns();
+        assert!(s.set_probe_up(true, t));
+        assert!(!s.set_probe_up(true, t));
+        assert!(s.available(t));
+        assert!(s.ramp(t + 1, 1000).is_some());
+        assert_eq!(s.ramp(t + 1, 0), None);
+        // Passive ejection while up stays; a probe-confirmed return clears it.
+        let p = PassivePolicy {
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(60),
+        };
+        assert!(s.record_failure(t, p));
+        assert!(!s.available(t + 1));
+        s.set_probe_up(false, t + 2);
+        s.set_probe_up(true, t + 3);
+        assert!(s.available(t + 4));
     }
 
     #[test]

@@ -11,8 +11,74 @@ fn slots(weights: &[u32]) -> Vec<Slot> {
             key: format!("10.0.0.{}:80", i + 1),
             weight: w,
             state: Arc::new(BackendState::default()),
+            backup: false,
         })
         .collect()
+}
+
+fn pick(b: &Balancer, tried: &Tried, policy: PickPolicy) -> Option<usize> {
+    b.pick(b"k", tried, now_ns(), policy)
+}
+
+#[test]
+fn backups_serve_only_while_no_primary_is_available() {
+    let mut s = slots(&[1, 1, 1]);
+    s[2].backup = true;
+    let b = Balancer::new(Strategy::RoundRobin, s.clone());
+    let none = Tried::default();
+    for _ in 0..10 {
+        assert_ne!(pick(&b, &none, PickPolicy::default()), Some(2));
+    }
+    let t = now_ns();
+    s[0].state.set_probe_up(false, t);
+    assert_eq!(pick(&b, &none, PickPolicy::default()), Some(1));
+    s[1].state.set_probe_up(false, t);
+    assert_eq!(pick(&b, &none, PickPolicy::default()), Some(2));
+    // A primary tried and failed also hands over to the backup.
+    s[1].state.set_probe_up(true, t);
+    let mut tried = Tried::default();
+    tried.insert(1);
+    assert_eq!(pick(&b, &tried, PickPolicy::default()), Some(2));
+    // Nothing available: none, unless in panic mode.
+    s[1].state.set_probe_up(false, t);
+    s[2].state.set_probe_up(false, t);
+    assert_eq!(pick(&b, &none, PickPolicy::default()), None);
+    let panic = PickPolicy {
+        panic_mode: true,
+        ..PickPolicy::default()
+    };
+    assert!(pick(&b, &none, panic).is_some());
+    assert!(!b.has_candidate(&none, now_ns(), PickPolicy::default()));
+    assert!(b.has_candidate(&none, now_ns(), panic));
+    assert_eq!(pick(&b, &tried, panic).map(|i| i != 1), Some(true));
+}
+
+#[test]
+fn slow_start_admits_a_returning_member_in_proportion_to_its_ramp() {
+    let s = slots(&[1, 1]);
+    let b = Balancer::new(Strategy::RoundRobin, s.clone());
+    let slow = 10_000_000_000u64;
+    // A synthetic "now" well past the clock's start, so that t - slow/4 is a real time.
+    let t = now_ns() + 100 * slow;
+    s[1].state.set_probe_up(false, t);
+    // Came back a quarter of the way into the ramp.
+    s[1].state.set_probe_up(true, t.saturating_sub(slow / 4));
+    let policy = PickPolicy {
+        slow_start_ns: slow,
+        panic_mode: false,
+    };
+    let mut n = 0;
+    for _ in 0..4000 {
+        if b.pick(b"k", &Tried::default(), t, policy) == Some(1) {
+            n += 1;
+        }
+    }
+    // Round-robin would give it 2000; at 25% of the ramp it gets about a quarter of that.
+    assert!((350..=700).contains(&n), "{n}");
+    // Alone, it takes everything: the ramp never turns requests away.
+    let mut tried = Tried::default();
+    tried.insert(0);
+    assert_eq!(b.pick(b"k", &tried, t, policy), Some(1));
 }
 
 fn counts(b: &Balancer, n: usize) -> Vec<usize> {

@@ -49,10 +49,54 @@ pub struct FileUpstream {
     pub write_timeout_ms: Option<i64>,
     /// How long an idle upstream connection is kept for reuse.
     pub keepalive_timeout_ms: Option<i64>,
-    /// Extra attempts on another backend after a connect failure.
+    /// Extra attempts on another backend after a retryable failure.
     pub retries: Option<i64>,
+    /// Which failures are retried on another backend (nginx's `proxy_next_upstream`).
+    pub next_upstream: Option<Vec<String>>,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout_ms: Option<i64>,
+    /// Retries may add at most this percentage to the pool's request rate.
+    pub retry_budget_percent: Option<i64>,
+    /// Retries always allowed per second regardless of the percentage.
+    pub retry_budget_min_per_second: Option<i64>,
+    /// Passive health: failures within `fail_timeout_ms` that eject a backend.
+    pub max_fails: Option<i64>,
+    /// Passive health: the failure window and the ejection time.
+    pub fail_timeout_ms: Option<i64>,
+    /// Passive health: whether 5xx responses count as failures.
+    pub fail_on_5xx: Option<bool>,
+    /// With nothing healthy, try every backend anyway instead of answering 503.
+    pub panic_mode: Option<bool>,
+    /// A returning backend's share of traffic ramps up linearly over this time.
+    pub slow_start_ms: Option<i64>,
+    /// Idle limit for upgraded (WebSocket) connections, replacing the read timeouts.
+    pub websocket_idle_timeout_ms: Option<i64>,
+    /// Active health checks.
+    pub health: Option<FileHealth>,
     /// The pool members.
     pub backends: Vec<FileBackend>,
+}
+
+/// `[upstreams.NAME.health]`: active probes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    /// `http` or `tcp`.
+    pub kind: Option<String>,
+    /// HTTP path probed with GET.
+    pub path: Option<String>,
+    /// Time between probes of one backend.
+    pub interval_ms: Option<i64>,
+    /// Probe timeout (connect and response).
+    pub timeout_ms: Option<i64>,
+    /// Accepted status: `"200"` or a range `"200-399"`.
+    pub expect_status: Option<String>,
+    /// Consecutive successes to return to rotation.
+    pub rise: Option<i64>,
+    /// Consecutive failures to leave rotation.
+    pub fall: Option<i64>,
+    /// State of a backend before its first probe: `healthy` or `unhealthy`.
+    pub initial: Option<String>,
 }
 
 /// One entry of `backends = [...]`.
@@ -63,6 +107,8 @@ pub struct FileBackend {
     pub addr: String,
     /// Relative share of traffic.
     pub weight: Option<i64>,
+    /// Only used while no primary backend is available.
+    pub backup: Option<bool>,
 }
 
 /// `[[routes]]`: one routing rule.

@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 
 pub use model::*;
 
-use file::{FileRoute, FileServer, FileUpstream, TOP_LEVEL_KEYS};
+use file::{FileHealth, FileRoute, FileServer, FileUpstream, TOP_LEVEL_KEYS};
 use span::{LineIndex, SpanIndex};
 
 /// One problem found in a config file.
@@ -349,6 +349,17 @@ impl Validator {
             write_timeout_ms,
             keepalive_timeout_ms,
             retries,
+            next_upstream,
+            retry_timeout_ms,
+            retry_budget_percent,
+            retry_budget_min_per_second,
+            max_fails,
+            fail_timeout_ms,
+            fail_on_5xx,
+            panic_mode,
+            slow_start_ms,
+            websocket_idle_timeout_ms,
+            health,
             backends,
         } = u;
         let before = self.problems.len();
@@ -392,6 +403,74 @@ impl Validator {
             0,
             MAX_RETRIES as i64,
         );
+        let next = match next_upstream {
+            None => NextUpstream::DEFAULT,
+            Some(names) => {
+                let mut n = NextUpstream::default();
+                for (i, name) in names.iter().enumerate() {
+                    if !n.set(name) {
+                        self.problem(
+                            format!("{path}.next_upstream[{i}]"),
+                            format!(
+                                "unknown condition `{name}`, expected one of: {}",
+                                NextUpstream::NAMES
+                            ),
+                        );
+                    }
+                }
+                n
+            }
+        };
+        let retry_timeout = self
+            .int_in(
+                &format!("{path}.retry_timeout_ms"),
+                retry_timeout_ms,
+                0,
+                0,
+                86_400_000,
+            )
+            .map(|v| (v > 0).then(|| Duration::from_millis(v as u64)));
+        let budget_percent = self.int_in(
+            &format!("{path}.retry_budget_percent"),
+            retry_budget_percent,
+            DEFAULT_RETRY_BUDGET_PERCENT as i64,
+            0,
+            1000,
+        );
+        let budget_min = self.int_in(
+            &format!("{path}.retry_budget_min_per_second"),
+            retry_budget_min_per_second,
+            DEFAULT_RETRY_BUDGET_MIN_PER_SECOND as i64,
+            0,
+            1_000_000,
+        );
+        let max_fails = self.int_in(
+            &format!("{path}.max_fails"),
+            max_fails,
+            DEFAULT_MAX_FAILS as i64,
+            0,
+            1_000_000,
+        );
+        let fail_timeout = self.ms(
+            &format!("{path}.fail_timeout_ms"),
+            fail_timeout_ms,
+            DEFAULT_FAIL_TIMEOUT_MS,
+        );
+        let slow_start = self
+            .int_in(
+                &format!("{path}.slow_start_ms"),
+                slow_start_ms,
+                0,
+                0,
+                86_400_000,
+            )
+            .map(|v| Duration::from_millis(v as u64));
+        let ws_idle = self.ms(
+            &format!("{path}.websocket_idle_timeout_ms"),
+            websocket_idle_timeout_ms,
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS,
+        );
+        let health = health.map(|h| self.health(&format!("{path}.health"), h));
         if backends.is_empty() {
             self.problem(
                 format!("{path}.backends"),
@@ -443,8 +522,15 @@ impl Validator {
                     name: b.addr,
                     addr,
                     weight: weight as u32,
+                    backup: b.backup.unwrap_or(false),
                 });
             }
+        }
+        if !out.is_empty() && out.iter().all(|b| b.backup) {
+            self.problem(
+                format!("{path}.backends"),
+                "every backend is a backup: mark at least one as a primary (backup = false)",
+            );
         }
         if self.problems.len() > before {
             return None;
@@ -457,7 +543,98 @@ impl Validator {
             write_timeout: write?,
             keepalive_timeout: keepalive?,
             retries: retries? as u32,
+            next_upstream: next,
+            retry_timeout: retry_timeout?,
+            retry_budget: RetryBudgetSpec {
+                percent: budget_percent? as u32,
+                min_per_second: budget_min? as u32,
+            },
+            passive: PassiveSpec {
+                max_fails: max_fails? as u32,
+                fail_timeout: fail_timeout?,
+                on_5xx: fail_on_5xx.unwrap_or(false),
+            },
+            panic_mode: panic_mode.unwrap_or(false),
+            slow_start: slow_start?,
+            websocket_idle_timeout: ws_idle?,
+            health: health.flatten(),
             backends: out,
+        })
+    }
+
+    fn health(&mut self, path: &str, h: FileHealth) -> Option<HealthSpec> {
+        let FileHealth {
+            kind,
+            path: probe_path,
+            interval_ms,
+            timeout_ms,
+            expect_status,
+            rise,
+            fall,
+            initial,
+        } = h;
+        let http = match kind.as_deref().unwrap_or("http") {
+            "http" => true,
+            "tcp" => false,
+            other => {
+                self.problem(
+                    format!("{path}.kind"),
+                    format!("unknown probe kind `{other}`, expected `http` or `tcp`"),
+                );
+                true
+            }
+        };
+        let probe_path = probe_path.unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_owned());
+        if !probe_path.starts_with('/') {
+            self.problem(
+                format!("{path}.path"),
+                format!("`{probe_path}` must start with `/`"),
+            );
+        }
+        let interval = self.ms(
+            &format!("{path}.interval_ms"),
+            interval_ms,
+            DEFAULT_HEALTH_INTERVAL_MS,
+        );
+        let timeout = self.ms(
+            &format!("{path}.timeout_ms"),
+            timeout_ms,
+            DEFAULT_HEALTH_TIMEOUT_MS,
+        );
+        let expect = match parse_status_range(expect_status.as_deref().unwrap_or("200-399")) {
+            Some(r) => Some(r),
+            None => {
+                self.problem(
+                    format!("{path}.expect_status"),
+                    format!(
+                        "`{}` is not a status or range: expected e.g. \"200\" or \"200-399\"",
+                        expect_status.unwrap_or_default()
+                    ),
+                );
+                None
+            }
+        };
+        let rise = self.int_in(&format!("{path}.rise"), rise, DEFAULT_RISE as i64, 1, 100);
+        let fall = self.int_in(&format!("{path}.fall"), fall, DEFAULT_FALL as i64, 1, 100);
+        let initial_healthy = match initial.as_deref().unwrap_or("healthy") {
+            "healthy" => Some(true),
+            "unhealthy" => Some(false),
+            other => {
+                self.problem(
+                    format!("{path}.initial"),
+                    format!("`{other}` is not a state: expected `healthy` or `unhealthy`"),
+                );
+                None
+            }
+        };
+        Some(HealthSpec {
+            http_path: http.then_some(probe_path),
+            interval: interval?,
+            timeout: timeout?,
+            expect_status: expect?,
+            rise: rise? as u32,
+            fall: fall? as u32,
+            initial_healthy: initial_healthy?,
         })
     }
 
@@ -535,6 +712,14 @@ fn resolve(addr: &str) -> Result<SocketAddr, &'static str> {
         .ok()
         .and_then(|mut it| it.next())
         .ok_or("does not resolve")
+}
+
+/// `"200"` or `"200-399"` -> inclusive range of valid statuses.
+fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let lo: u16 = lo.trim().parse().ok()?;
+    let hi: u16 = hi.trim().parse().ok()?;
+    ((100..=999).contains(&lo) && (lo..=999).contains(&hi)).then_some((lo, hi))
 }
 
 /// Parse a route host pattern.

@@ -32,6 +32,26 @@ pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_BACKENDS: usize = 256;
 /// Largest accepted `retries`.
 pub const MAX_RETRIES: u32 = 16;
+/// Default retry budget: retries may add this percentage to a pool's request rate.
+pub const DEFAULT_RETRY_BUDGET_PERCENT: u32 = 20;
+/// Default retries always allowed per second on top of the percentage.
+pub const DEFAULT_RETRY_BUDGET_MIN_PER_SECOND: u32 = 10;
+/// Default passive-health failure count (nginx's `max_fails`).
+pub const DEFAULT_MAX_FAILS: u32 = 3;
+/// Default passive-health window and ejection time (nginx's `fail_timeout`).
+pub const DEFAULT_FAIL_TIMEOUT_MS: u64 = 30_000;
+/// Default idle limit of upgraded (WebSocket) connections: one hour.
+pub const DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS: u64 = 3_600_000;
+/// Default active-probe interval.
+pub const DEFAULT_HEALTH_INTERVAL_MS: u64 = 1_000;
+/// Default active-probe timeout.
+pub const DEFAULT_HEALTH_TIMEOUT_MS: u64 = 500;
+/// Default consecutive successes to return.
+pub const DEFAULT_RISE: u32 = 2;
+/// Default consecutive failures to leave.
+pub const DEFAULT_FALL: u32 = 3;
+/// Default probed path.
+pub const DEFAULT_HEALTH_PATH: &str = "/health";
 
 /// A whole validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -132,10 +152,128 @@ pub struct UpstreamSpec {
     pub write_timeout: Duration,
     /// Idle pooled-connection lifetime.
     pub keepalive_timeout: Duration,
-    /// Extra attempts after a connect failure.
+    /// Extra attempts after a retryable failure.
     pub retries: u32,
+    /// Which failures are retried.
+    pub next_upstream: NextUpstream,
+    /// No retry starts later than this after the first attempt (`None`: no limit).
+    pub retry_timeout: Option<Duration>,
+    /// Retry budget.
+    pub retry_budget: RetryBudgetSpec,
+    /// Passive health.
+    pub passive: PassiveSpec,
+    /// Try every backend when none is available, instead of answering 503.
+    pub panic_mode: bool,
+    /// Ramp-up time for a returning backend (zero: none).
+    pub slow_start: Duration,
+    /// Idle limit for upgraded connections.
+    pub websocket_idle_timeout: Duration,
+    /// Active health checks (`None`: backends are only judged passively).
+    pub health: Option<HealthSpec>,
     /// Members, in file order.
     pub backends: Vec<BackendSpec>,
+}
+
+/// Which failures send a request to another backend (nginx's `proxy_next_upstream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NextUpstream {
+    /// Connection refused/reset, broken response.
+    pub error: bool,
+    /// Connect, read or write timeout.
+    pub timeout: bool,
+    /// Retry on these response statuses.
+    pub http_500: bool,
+    /// `502 Bad Gateway`.
+    pub http_502: bool,
+    /// `503 Service Unavailable`.
+    pub http_503: bool,
+    /// `504 Gateway Timeout`.
+    pub http_504: bool,
+    /// `429 Too Many Requests`.
+    pub http_429: bool,
+}
+
+impl NextUpstream {
+    /// Every accepted name, for error messages.
+    pub const NAMES: &'static str =
+        "error, timeout, http_500, http_502, http_503, http_504, http_429";
+    /// The default: `["error", "timeout"]`, as nginx.
+    pub const DEFAULT: NextUpstream = NextUpstream {
+        error: true,
+        timeout: true,
+        http_500: false,
+        http_502: false,
+        http_503: false,
+        http_504: false,
+        http_429: false,
+    };
+
+    /// Turn on one condition by name; `false` for an unknown name.
+    pub fn set(&mut self, name: &str) -> bool {
+        let flag = match name {
+            "error" => &mut self.error,
+            "timeout" => &mut self.timeout,
+            "http_500" => &mut self.http_500,
+            "http_502" => &mut self.http_502,
+            "http_503" => &mut self.http_503,
+            "http_504" => &mut self.http_504,
+            "http_429" => &mut self.http_429,
+            _ => return false,
+        };
+        *flag = true;
+        true
+    }
+
+    /// Whether a response with `status` is retried.
+    pub fn status(&self, status: u16) -> bool {
+        match status {
+            500 => self.http_500,
+            502 => self.http_502,
+            503 => self.http_503,
+            504 => self.http_504,
+            429 => self.http_429,
+            _ => false,
+        }
+    }
+}
+
+/// How many retries a pool may add.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryBudgetSpec {
+    /// Percentage of the request rate.
+    pub percent: u32,
+    /// Always allowed per second.
+    pub min_per_second: u32,
+}
+
+/// nginx-style passive health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveSpec {
+    /// Failures within `fail_timeout` that eject a backend (0: never).
+    pub max_fails: u32,
+    /// Failure window and ejection time.
+    pub fail_timeout: Duration,
+    /// Whether 5xx responses count as failures.
+    pub on_5xx: bool,
+}
+
+/// Active probes of one pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthSpec {
+    /// `None`: TCP connect only; `Some(path)`: HTTP GET of `path`.
+    pub http_path: Option<String>,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Accepted statuses, inclusive.
+    pub expect_status: (u16, u16),
+    /// Consecutive successes to return.
+    pub rise: u32,
+    /// Consecutive failures to leave.
+    pub fall: u32,
+    /// Whether backends start in rotation.
+    pub initial_healthy: bool,
 }
 
 /// One pool member.
@@ -147,6 +285,8 @@ pub struct BackendSpec {
     pub addr: SocketAddr,
     /// Relative share of traffic, `1..=1000`.
     pub weight: u32,
+    /// Only used while no primary is available.
+    pub backup: bool,
 }
 
 /// Which `Host` values a route accepts.

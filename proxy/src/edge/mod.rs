@@ -2,6 +2,7 @@
 //! routing to [`crate::router`], selection to [`crate::balancer`], header rules to [`headers`].
 
 mod headers;
+mod retry;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,12 +17,14 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
+use tracing::warn;
 
-use crate::balancer::{Lease, Tried};
+use crate::balancer::{now_ns, Lease, Tried};
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
 
 pub use headers::REQUEST_ID;
+pub use retry::{Failure, RetryBudget};
 
 /// The proxy: reads the current [`Snapshot`] once per request.
 pub struct Edge {
@@ -46,6 +49,14 @@ pub struct RequestCtx {
     tried: Tried,
     /// Connection attempts made.
     attempts: u32,
+    /// Member index of the current attempt.
+    current: Option<usize>,
+    /// When the first attempt started (for `retry_timeout_ms`).
+    first_attempt: Option<Instant>,
+    /// The current attempt's response status was turned into a retry.
+    status_retry: bool,
+    /// The request asks for a protocol upgrade (WebSocket).
+    upgrade: bool,
     /// In-flight unit on the current backend; released on drop.
     lease: Option<Lease>,
     /// When the current attempt was sent, for latency tracking.
@@ -65,6 +76,71 @@ impl RequestCtx {
     fn pool(&self) -> Option<&crate::snapshot::Pool> {
         self.snapshot.as_ref().map(|s| &s.pools[self.pool])
     }
+
+    /// Count a failure of the current attempt in the passive health table, logging an ejection.
+    fn record_failure(&self, failure: Failure) {
+        let (Some(pool), Some(idx)) = (self.pool(), self.current) else {
+            return;
+        };
+        let state = &pool.balancer.slots()[idx].state;
+        if state.record_failure(now_ns(), pool.passive) {
+            warn!(
+                event = "backend_ejected",
+                pool = %pool.name,
+                backend = %pool.names[idx],
+                reason = failure.label(),
+                old = "available",
+                new = "ejected",
+                for_ms = pool.passive.fail_timeout.as_millis() as u64,
+                "backend ejected after {} failures",
+                pool.passive.max_fails
+            );
+        }
+    }
+
+    /// Whether another attempt may follow `failure`. `session` is given when the attempt may
+    /// have reached the backend: then only idempotent methods with a fully buffered body are
+    /// retried, and never once response bytes went to the client. Spends the retry budget.
+    fn may_retry(&self, failure: Failure, session: Option<&Session>) -> bool {
+        let Some(pool) = self.pool() else {
+            return false;
+        };
+        if !failure.retried_by(&pool.next_upstream) || self.attempts > pool.retries {
+            return false;
+        }
+        let now = now_ns();
+        if !pool.balancer.has_candidate(&self.tried, now, pool.pick) {
+            // Nobody else to try: let the real failure (504, the backend's 503, ...) through.
+            return false;
+        }
+        if let (Some(limit), Some(t)) = (pool.retry_timeout, self.first_attempt) {
+            if t.elapsed() > limit {
+                return false;
+            }
+        }
+        if let Some(s) = session {
+            let req = s.req_header();
+            if !is_idempotent(&req.method)
+                || s.as_ref().retry_buffer_truncated()
+                || s.response_written().is_some()
+            {
+                return false;
+            }
+        }
+        pool.retry_budget.try_withdraw(now / 1_000_000)
+    }
+}
+
+/// Methods safe to send twice (RFC 9110 §9.2.2), minus the rarely proxied TRACE.
+fn is_idempotent(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET
+            | http::Method::HEAD
+            | http::Method::OPTIONS
+            | http::Method::PUT
+            | http::Method::DELETE
+    )
 }
 
 #[async_trait]
@@ -94,6 +170,12 @@ impl ProxyHttp for Edge {
         let host = normalize_host(headers::host(req));
         match snapshot.router.find(&host, req.uri.path()) {
             Some(pool) => {
+                ctx.upgrade = session.is_upgrade_req();
+                if ctx.upgrade {
+                    // Replaces Pingora's 60 s downstream read timeout for the upgraded connection.
+                    let idle = snapshot.pools[pool].websocket_idle_timeout;
+                    session.set_read_timeout(Some(idle));
+                }
                 ctx.pool = pool;
                 ctx.snapshot = Some(snapshot);
                 Ok(false)
@@ -116,21 +198,33 @@ impl ProxyHttp for Edge {
         _session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
-        let pool = ctx
-            .pool()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "request was not routed"))?;
+        // Borrow only the snapshot field, so the other fields stay assignable.
+        let pool = match &ctx.snapshot {
+            Some(s) => &s.pools[ctx.pool],
+            None => return Error::e_explain(ErrorType::InternalError, "request was not routed"),
+        };
         let mut key = [0u8; 16];
         let key = client_key(ctx.client_ip, &mut key);
-        let tried = ctx.tried;
-        let Some(idx) = pool.balancer.select(key, |i| !tried.contains(i)) else {
-            // Nothing left: 503 before any attempt, 502 once every member failed.
-            let status = if tried.is_empty() { 503 } else { 502 };
+        if ctx.attempts == 0 {
+            pool.retry_budget.deposit();
+            ctx.first_attempt = Some(Instant::now());
+        }
+        let Some(idx) = pool.balancer.pick(key, &ctx.tried, now_ns(), pool.pick) else {
+            // Nothing may be tried: 503 at once before any attempt (never wait for timeouts),
+            // 502 once every candidate failed.
+            let status = if ctx.tried.is_empty() { 503 } else { 502 };
             return Error::e_explain(ErrorType::HTTPStatus(status), "no backend left to try");
         };
         let lease = Lease::new(&pool.balancer.slots()[idx].state);
-        let peer = Box::new(pool.peers[idx].clone());
+        let mut peer = Box::new(pool.peers[idx].clone());
+        if ctx.upgrade {
+            // An idle WebSocket is normal: only the WebSocket idle limit applies.
+            peer.options.read_timeout = Some(pool.websocket_idle_timeout);
+        }
         ctx.tried.insert(idx);
         ctx.attempts += 1;
+        ctx.current = Some(idx);
+        ctx.status_retry = false;
         ctx.lease = Some(lease);
         ctx.attempt_started = Some(Instant::now());
         Ok(peer)
@@ -143,11 +237,36 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        // Connect failures never reached the backend, so any method may go elsewhere.
-        if ctx.pool().is_some_and(|p| ctx.attempts <= p.retries) {
-            e.set_retry(true);
-        }
+        let failure = Failure::of(&e);
+        ctx.record_failure(failure);
+        // A failed connect never reached the backend, so any method may go elsewhere.
+        let retry = ctx.may_retry(failure, None);
+        e.set_retry(retry);
         ctx.lease = None;
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Self::CTX,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let retry = if std::mem::take(&mut ctx.status_retry) {
+            // Decided (and budgeted) in upstream_response_filter.
+            true
+        } else {
+            let failure = Failure::of(&e);
+            ctx.record_failure(failure);
+            ctx.may_retry(failure, Some(session))
+        };
+        e.set_retry(retry);
+        if retry {
+            ctx.lease = None;
+        }
         e
     }
 
@@ -171,12 +290,26 @@ impl ProxyHttp for Edge {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
-        _upstream_response: &mut ResponseHeader,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let (Some(lease), Some(t)) = (&ctx.lease, ctx.attempt_started) {
             lease.state().observe_latency(t.elapsed());
+        }
+        let status = upstream_response.status.as_u16();
+        if status >= 500 && ctx.pool().is_some_and(|p| p.fail_on_5xx) {
+            ctx.record_failure(Failure::Status(status));
+        }
+        let failure = Failure::Status(status);
+        if ctx
+            .pool()
+            .is_some_and(|p| failure.retried_by(&p.next_upstream))
+            && ctx.may_retry(failure, Some(session))
+        {
+            // Nothing has reached the client yet: drop this response and try elsewhere.
+            ctx.status_retry = true;
+            return Error::e_explain(ErrorType::HTTPStatus(status), "retrying on another backend");
         }
         Ok(())
     }

@@ -138,7 +138,10 @@ impl SluiceBuilder {
             let child = Command::new(SLUICE_BIN)
                 .arg("--config")
                 .arg(&config)
-                .env("RUST_LOG", "warn")
+                .env(
+                    "RUST_LOG",
+                    "info,pingora_core=warn,pingora_proxy=warn,pingora=warn",
+                )
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
@@ -281,4 +284,218 @@ pub async fn get_n(client: &reqwest::Client, url: &str, n: usize) {
         assert_eq!(r.status(), 200, "request {i} to {url}");
         r.bytes().await.unwrap();
     }
+}
+
+/// A backend-sample running as its own process (so it can be killed and restarted on the same
+/// port, closing every connection as a real crash does).
+pub struct BackendProc {
+    child: Option<Child>,
+    /// Where it listens (kept across restarts).
+    pub addr: SocketAddr,
+    /// Its id (`x-backend-id`).
+    pub id: String,
+}
+
+impl BackendProc {
+    /// Start backend `id` on a free port and wait until it accepts connections.
+    pub async fn start(id: &str) -> BackendProc {
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut b = BackendProc {
+            child: None,
+            addr,
+            id: id.to_owned(),
+        };
+        b.restart().await;
+        b
+    }
+
+    /// Start it again on the same address (after [`BackendProc::kill`]).
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "{} is still running", self.id);
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut child = Command::new(BACKEND_BIN)
+                .args([
+                    "--listen",
+                    &self.addr.to_string(),
+                    "--id",
+                    &self.id,
+                    "--threads",
+                    "1",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn backend-sample");
+            // Ready when it answers; a port still held by the old process makes it exit: retry.
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if TcpStream::connect(self.addr).is_ok() {
+                    self.child = Some(child);
+                    return;
+                }
+                assert!(Instant::now() < end, "backend {} did not start", self.id);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            assert!(
+                Instant::now() < end,
+                "backend {} could not bind {}",
+                self.id,
+                self.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL it and wait for it to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// `GET /control/stats`: requests served per path.
+    pub async fn served(&self) -> BTreeMap<String, u64> {
+        let v: serde_json::Value = client(None)
+            .get(format!("http://{}/control/stats", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        v["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, n)| (k.clone(), n.as_u64().unwrap()))
+            .collect()
+    }
+
+    /// Requests served on `path`.
+    pub async fn served_on(&self, path: &str) -> u64 {
+        self.served().await.get(path).copied().unwrap_or(0)
+    }
+
+    /// `POST /control/<what>?<query>`, e.g. `control("health", "status=503")`.
+    pub async fn control(&self, what: &str, query: &str) {
+        let r = client(None)
+            .post(format!("http://{}/control/{what}?{query}", self.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "control {what}?{query} on {}", self.id);
+    }
+}
+
+impl Drop for BackendProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A TCP server that accepts connections and never answers (a hung backend). Each accepted
+/// socket is held until the server is dropped.
+pub struct HangingServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl HangingServer {
+    /// Start it on a free port.
+    pub async fn start() -> HangingServer {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = l.accept().await {
+                held.push(s);
+            }
+        });
+        HangingServer { addr, task }
+    }
+}
+
+impl Drop for HangingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A TCP server that reads one request's head and then closes the connection without answering
+/// (a backend that dies mid-request). Counts the requests it saw.
+pub struct DyingServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests whose head it read.
+    pub seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl DyingServer {
+    /// Start it on a free port.
+    pub async fn start() -> DyingServer {
+        use tokio::io::AsyncReadExt;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            return; // drop: close without a response
+                        }
+                    }
+                });
+            }
+        });
+        DyingServer { addr, seen, task }
+    }
+}
+
+impl Drop for DyingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Sluice {
+    /// Poll the log until a line contains every one of `needles`; returns that line.
+    pub async fn wait_log(&self, needles: &[&str], deadline: Duration) -> String {
+        let what = format!("a log line with {needles:?}");
+        eventually(deadline, &what, || {
+            self.log()
+                .lines()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+                .map(str::to_owned)
+        })
+        .await
+    }
+
+    /// How many log lines contain every one of `needles`.
+    pub fn count_log(&self, needles: &[&str]) -> usize {
+        self.log()
+            .lines()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+}
+
+/// `[[routes]]` sending everything to pool `name`.
+pub fn route_all(name: &str) -> String {
+    format!("[[routes]]\nupstream = \"{name}\"\n")
 }
