@@ -21,6 +21,9 @@ pub struct Args {
     /// Runtime worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Share `/ws/broadcast` with other instances through this Redis (e.g. redis://127.0.0.1/).
+    #[arg(long)]
+    pub redis: Option<String>,
 }
 
 /// Parse the process arguments and serve until Ctrl-C or SIGTERM.
@@ -39,6 +42,17 @@ pub fn main() -> ExitCode {
         }
     };
     rt.block_on(async move {
+        // Subscribe before listening: once the port accepts, no broadcast is missed.
+        let broadcast = match &args.redis {
+            None => crate::broadcast::Broadcast::default(),
+            Some(url) => match crate::broadcast::Broadcast::connect(url).await {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!("backend-sample: cannot use redis {url}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+        };
         let listener = match tokio::net::TcpListener::bind(args.listen).await {
             Ok(l) => l,
             Err(e) => {
@@ -47,7 +61,7 @@ pub fn main() -> ExitCode {
             }
         };
         eprintln!("backend-sample {} listening on {}", args.id, args.listen);
-        let shared = crate::Shared::new(&args.id);
+        let shared = crate::Shared::with_broadcast(&args.id, broadcast);
         match crate::serve(listener, shared, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -9,12 +9,15 @@
 //! - `GET /cache/{seconds}`: `Cache-Control: public, max-age=…` with an `ETag`, 304 on a
 //!   matching `If-None-Match`;
 //! - `GET /ws`: WebSocket echo whose first message names the backend;
+//! - `GET /ws/broadcast`: WebSocket whose text messages reach every broadcast client, on every
+//!   instance when started with `--redis URL` (see [`broadcast`]);
 //! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
 //! - `GET /control/stats` (requests served per path), `POST /control/reset`,
 //!   `POST /control/delay?ms=N` (added to every non-control request),
 //!   `POST /control/fail?status=N` (every non-control request except `/health` answers N;
 //!   0 turns it off).
 
+pub mod broadcast;
 pub mod cli;
 
 use std::collections::BTreeMap;
@@ -53,11 +56,17 @@ pub struct Shared {
     delay_ms: AtomicU64,
     fail_status: AtomicU16,
     served: Mutex<BTreeMap<String, u64>>,
+    broadcast: broadcast::Broadcast,
 }
 
 impl Shared {
-    /// A fresh state for backend `id`.
+    /// A fresh state for backend `id`, broadcasting within this instance only.
     pub fn new(id: &str) -> Arc<Self> {
+        Self::with_broadcast(id, broadcast::Broadcast::default())
+    }
+
+    /// A fresh state for backend `id` using `broadcast` for `/ws/broadcast`.
+    pub fn with_broadcast(id: &str, broadcast: broadcast::Broadcast) -> Arc<Self> {
         Arc::new(Shared {
             id: id.to_owned(),
             id_header: HeaderValue::from_str(id).unwrap_or(HeaderValue::from_static("invalid")),
@@ -65,6 +74,7 @@ impl Shared {
             delay_ms: AtomicU64::new(0),
             fail_status: AtomicU16::new(0),
             served: Mutex::new(BTreeMap::new()),
+            broadcast,
         })
     }
 
@@ -107,6 +117,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/bytes/{n}", get(bytes_n))
         .route("/cache/{seconds}", get(cache))
         .route("/ws", get(ws))
+        .route("/ws/broadcast", get(ws_broadcast))
         .route("/control/stats", get(stats))
         .route("/control/reset", post(reset))
         .route("/control/health", post(control_health))
@@ -276,15 +287,54 @@ async fn ws_echo(mut socket: WebSocket, id: String) {
     while let Some(Ok(msg)) = socket.recv().await {
         let reply = match msg {
             Message::Text(_) | Message::Binary(_) => msg,
-            Message::Close(frame) => {
-                let _ = socket.send(Message::Close(frame)).await;
-                return;
-            }
-            // Pings are answered by the library; pongs need nothing.
-            Message::Ping(_) | Message::Pong(_) => continue,
+            // Answer at once: the library's automatic pong is only flushed by the next write.
+            Message::Ping(payload) => Message::Pong(payload),
+            Message::Pong(_) => continue,
+            // The library answers the close (echoing its code) and ends the stream.
+            Message::Close(_) => continue,
         };
         if socket.send(reply).await.is_err() {
             return;
+        }
+    }
+}
+
+async fn ws_broadcast(State(s): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| ws_broadcast_client(socket, s))
+}
+
+/// Relay between one broadcast client and the shared channel.
+async fn ws_broadcast_client(mut socket: WebSocket, s: Arc<Shared>) {
+    let mut rx = s.broadcast.subscribe();
+    if socket
+        .send(Message::Text(format!("hello from {}", s.id).into()))
+        .await
+        .is_err()
+    {
+        return;
+    }
+    loop {
+        tokio::select! {
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Text(t))) => s.broadcast.publish(t.to_string()).await,
+                Some(Ok(Message::Ping(p))) => {
+                    if socket.send(Message::Pong(p)).await.is_err() {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            out = rx.recv() => match out {
+                Ok(text) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                // A slow client skips what it missed rather than stalling everyone.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
         }
     }
 }

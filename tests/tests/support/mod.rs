@@ -140,7 +140,9 @@ impl SluiceBuilder {
                 .arg(&config)
                 .env(
                     "RUST_LOG",
-                    "info,pingora_core=warn,pingora_proxy=warn,pingora=warn",
+                    std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| {
+                        "info,pingora_core=warn,pingora_proxy=warn,pingora=warn".into()
+                    }),
                 )
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
@@ -294,16 +296,23 @@ pub struct BackendProc {
     pub addr: SocketAddr,
     /// Its id (`x-backend-id`).
     pub id: String,
+    extra: Vec<String>,
 }
 
 impl BackendProc {
     /// Start backend `id` on a free port and wait until it accepts connections.
     pub async fn start(id: &str) -> BackendProc {
+        Self::start_with(id, &[]).await
+    }
+
+    /// Like [`BackendProc::start`] with extra arguments (e.g. `["--redis", url]`).
+    pub async fn start_with(id: &str, extra: &[&str]) -> BackendProc {
         let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let mut b = BackendProc {
             child: None,
             addr,
             id: id.to_owned(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         b.restart().await;
         b
@@ -323,6 +332,7 @@ impl BackendProc {
                     "--threads",
                     "1",
                 ])
+                .args(&self.extra)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()
@@ -498,4 +508,67 @@ impl Sluice {
 /// `[[routes]]` sending everything to pool `name`.
 pub fn route_all(name: &str) -> String {
     format!("[[routes]]\nupstream = \"{name}\"\n")
+}
+
+/// A real `redis-server` on a free port with no persistence, its files in a temp dir; stopped on
+/// drop. Ready once it answers PING.
+pub struct RedisServer {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    /// Start one and wait (up to 10 s) until it answers PING.
+    pub async fn start() -> RedisServer {
+        use std::io::{Read, Write};
+        let dir = tempfile::tempdir().unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let port = free_port();
+            let mut child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (scripts/install-deps.sh)");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break; // lost the port: try another
+                }
+                if let Ok(mut s) = TcpStream::connect(addr) {
+                    let mut buf = [0u8; 7];
+                    if s.write_all(b"PING\r\n").is_ok()
+                        && s.read_exact(&mut buf).is_ok()
+                        && &buf == b"+PONG\r\n"
+                    {
+                        return RedisServer {
+                            child,
+                            addr,
+                            _dir: dir,
+                        };
+                    }
+                }
+                assert!(Instant::now() < end, "redis-server did not start");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+
+    /// `redis://127.0.0.1:PORT/`.
+    pub fn url(&self) -> String {
+        format!("redis://{}/", self.addr)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
