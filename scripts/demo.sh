@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: builds release binaries, starts three backend-sample instances (127.0.0.1:9001-9003)
-# and Sluice in front of them with conf/sluice.toml (embedded defaults, no Redis), prints what to
-# try, and stops everything on Ctrl-C.
+# and Sluice in front of them with conf/sluice.toml (embedded defaults: Sluice needs no Redis),
+# prints what to try, and stops everything on Ctrl-C. When redis-server is installed, it also
+# starts one on 127.0.0.1:6390 so that the backends' /ws/broadcast reaches clients on all three.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cmake >/dev/null 2>&1 || scripts/install-deps.sh
@@ -9,7 +10,9 @@ command -v cmake >/dev/null 2>&1 || scripts/install-deps.sh
 cargo build --release --locked -p sluice -p backend-sample
 bin=target/release
 
-for port in 8080 8443 9001 9002 9003; do
+redis_args=()
+if command -v redis-server >/dev/null 2>&1; then ports="8080 8443 9001 9002 9003 6390"; else ports="8080 8443 9001 9002 9003"; fi
+for port in $ports; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is already in use; stop what is listening there first" >&2
     exit 1
@@ -26,8 +29,14 @@ cleanup() {
 }
 trap cleanup INT TERM EXIT
 
+if command -v redis-server >/dev/null 2>&1; then
+  redis-server --port 6390 --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+  pids+=($!)
+  for _ in $(seq 1 100); do (exec 3<>/dev/tcp/127.0.0.1/6390) 2>/dev/null && break; sleep 0.05; done
+  redis_args=(--redis redis://127.0.0.1:6390/)
+fi
 for i in 1 2 3; do
-  "$bin/backend-sample" --listen "127.0.0.1:900$i" --id "b$i" &
+  "$bin/backend-sample" --listen "127.0.0.1:900$i" --id "b$i" "${redis_args[@]}" &
   pids+=($!)
 done
 RUST_LOG=${RUST_LOG:-info} "$bin/sluice" --config conf/sluice.toml &
@@ -36,7 +45,7 @@ pids+=($!)
 # Wait (up to 30 s) until Sluice accepts connections.
 for _ in $(seq 1 300); do
   if (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null; then ready=1; break; fi
-  if ! kill -0 "${pids[3]}" 2>/dev/null; then echo "demo: sluice exited" >&2; exit 1; fi
+  if ! kill -0 "${pids[-1]}" 2>/dev/null; then echo "demo: sluice exited" >&2; exit 1; fi
   sleep 0.1
 done
 [ "${ready:-}" = 1 ] || { echo "demo: sluice did not start listening" >&2; exit 1; }
@@ -51,6 +60,13 @@ Sluice is running in front of backends b1, b2, b3 (conf/sluice.toml). Try:
   for i in 1 2 3; do curl -s http://127.0.0.1:8080/ws/echo | grep -o '"id":"b."'; done   # ip_hash: same backend every time
   curl -k --http2 -i https://localhost:8443/   # TLS, HTTP/2 by ALPN (self-signed demo cert)
   curl http://127.0.0.1:9001/control/stats     # what b1 served
+  curl -X POST 'http://127.0.0.1:9002/control/health?status=503'   # b2 leaves rotation (see log)
+  curl -X POST 'http://127.0.0.1:9002/control/health?status=200'   # ... and returns, slow-started
+
+WebSocket (any client, e.g. `cargo install websocat`):
+  websocat ws://127.0.0.1:8080/ws               # echo; the first message names the backend
+  websocat ws://127.0.0.1:8080/ws/broadcast     # open two: what one sends, all receive
+                                                # (across backends when redis-server is installed)
   oha -z 10s -c 50 http://127.0.0.1:8080/ping  # load test (cargo install oha)
 
 Ctrl-C stops everything.

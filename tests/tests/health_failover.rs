@@ -441,3 +441,64 @@ async fn slow_start_ramps_a_returning_backend() {
     assert!(early < 0.2, "early share {early}");
     assert!(late > early + 0.15, "early {early}, late {late}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_timeout_stops_retrying_after_its_deadline() {
+    let h1 = HangingServer::start().await;
+    let h2 = HangingServer::start().await;
+    let b1 = BackendProc::start("b1").await;
+    let members = [member(h1.addr), member(h2.addr), member(b1.addr)];
+    let settings = "strategy = \"round_robin\"\nread_timeout_ms = 300\nmax_fails = 0";
+    // Without a deadline: two read timeouts, then b1 answers.
+    let patient = Sluice::start(format!(
+        "{}{}",
+        pool("api", settings, &members),
+        route_all("api")
+    ))
+    .await;
+    let r = client(None).get(patient.url("/slow")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // With a 400 ms deadline: the second timeout ends after it, so the 504 is final.
+    let hasty = Sluice::start(format!(
+        "{}{}",
+        pool(
+            "api",
+            &format!("{settings}\nretry_timeout_ms = 400"),
+            &members
+        ),
+        route_all("api")
+    ))
+    .await;
+    let r = client(None).get(hasty.url("/slow")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_configured_initially_unhealthy_wait_for_rise_probes() {
+    let b1 = BackendProc::start("b1").await;
+    b1.control("health", "status=503").await;
+    let health =
+        "[upstreams.api.health]\ninterval_ms = 100\nrise = 2\nfall = 1\ninitial = \"unhealthy\"\n";
+    let sluice = Sluice::start(format!(
+        "{}{health}{}",
+        pool("api", "", &[member(b1.addr)]),
+        route_all("api")
+    ))
+    .await;
+    let c = client(None);
+    assert_eq!(c.get(sluice.url("/i")).send().await.unwrap().status(), 503);
+    b1.control("health", "status=200").await;
+    let line = sluice
+        .wait_log(
+            &["back in rotation", &b1.addr.to_string()],
+            Duration::from_secs(3),
+        )
+        .await;
+    assert!(line.contains("successes=2"), "{line}");
+    assert_eq!(c.get(sluice.url("/i")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        b1.served_on("/i").await,
+        1,
+        "nothing reached it before it was healthy"
+    );
+}

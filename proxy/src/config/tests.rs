@@ -134,3 +134,63 @@ fn tls_files_must_exist() {
     let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["server.tls[0].cert", "server.tls[0].key"], "{err}");
 }
+
+#[test]
+fn failover_and_health_keys_are_validated_together() {
+    let text = r#"[upstreams.api]
+next_upstream = ["error", "http_418"]
+slow_start_ms = -1
+backends = [{ addr = "127.0.0.1:1", backup = true }]
+
+[upstreams.api.health]
+kind = "udp"
+path = "health"
+expect_status = "200-99"
+rise = 0
+
+[[routes]]
+upstream = "api"
+"#;
+    let err = load(text).unwrap_err();
+    let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "upstreams.api.next_upstream[1]",
+            "upstreams.api.slow_start_ms",
+            "upstreams.api.health.kind",
+            "upstreams.api.health.path",
+            "upstreams.api.health.expect_status",
+            "upstreams.api.health.rise",
+            "upstreams.api.backends",
+        ],
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("every backend is a backup"),
+        "{err}"
+    );
+}
+
+#[test]
+fn failover_and_health_defaults() {
+    let c = load(
+        "[upstreams.api]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n[upstreams.api.health]\n[[routes]]\nupstream = \"api\"\n",
+    )
+    .unwrap();
+    let u = &c.upstreams[0];
+    assert_eq!(u.next_upstream, NextUpstream::DEFAULT);
+    assert_eq!(u.retry_timeout, None);
+    assert_eq!(u.passive.max_fails, DEFAULT_MAX_FAILS);
+    assert_eq!(
+        u.websocket_idle_timeout.as_millis() as u64,
+        DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS
+    );
+    let h = u.health.as_ref().unwrap();
+    assert_eq!(h.http_path.as_deref(), Some(DEFAULT_HEALTH_PATH));
+    assert_eq!(
+        (h.rise, h.fall, h.expect_status),
+        (DEFAULT_RISE, DEFAULT_FALL, (200, 399))
+    );
+    assert!(h.initial_healthy);
+}
