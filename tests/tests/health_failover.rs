@@ -502,3 +502,43 @@ async fn backends_configured_initially_unhealthy_wait_for_rise_probes() {
         "nothing reached it before it was healthy"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_retried_once_response_bytes_reached_the_client() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers headers and 5 of 100 promised bytes, then hangs up.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let partial = l.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nx-backend-id: partial\r\n\r\nhello",
+                )
+                .await;
+            let _ = s.flush().await;
+        }
+    });
+    let b1 = BackendProc::start("b1").await;
+    let sluice = Sluice::start(format!(
+        "{}{}",
+        pool(
+            "api",
+            "strategy = \"round_robin\"\nmax_fails = 0\nnext_upstream = [\"error\", \"timeout\"]",
+            &[member(partial), member(b1.addr)]
+        ),
+        route_all("api")
+    ))
+    .await;
+    let r = client(None).get(sluice.url("/half")).send().await.unwrap();
+    // The headers went out: the client sees the partial response fail, not a replay elsewhere.
+    assert_eq!(backend_of(&r), "partial");
+    assert!(
+        r.bytes().await.is_err(),
+        "a truncated body must not look complete"
+    );
+    assert_eq!(b1.served_on("/half").await, 0);
+    server.abort();
+}
