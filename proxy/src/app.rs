@@ -12,6 +12,7 @@ use crate::balancer::StateRegistry;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::health::HealthService;
+use crate::ratelimit::RateLimiter;
 use crate::snapshot::Snapshot;
 
 /// Why the server could not be assembled (configuration already validated).
@@ -33,6 +34,8 @@ pub struct App {
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     /// Live per-backend state shared by successive snapshots.
     pub registry: Arc<StateRegistry>,
+    /// Rate-limit stores and breaker (process-wide; limits themselves are in the snapshot).
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl App {
@@ -40,7 +43,12 @@ impl App {
     pub fn new(config: &Config) -> Self {
         let registry = Arc::new(StateRegistry::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, &registry, 1)));
-        App { snapshot, registry }
+        let limiter = Arc::new(RateLimiter::new(config.redis.as_ref()));
+        App {
+            snapshot,
+            registry,
+            limiter,
+        }
     }
 }
 
@@ -63,7 +71,7 @@ pub fn build_server(config: &Config, app: &App, opt: Opt) -> Result<Server, AppE
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Edge::new(Arc::clone(&app.snapshot)),
+        Edge::new(Arc::clone(&app.snapshot), Arc::clone(&app.limiter)),
         "sluice-proxy",
     );
     for addr in &config.server.listen {

@@ -11,5 +11,6 @@ pub mod config;
 pub mod edge;
 pub mod health;
 pub mod logging;
+pub mod ratelimit;
 pub mod router;
 pub mod snapshot;

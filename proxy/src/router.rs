@@ -6,17 +6,17 @@ use std::collections::HashMap;
 
 use crate::config::{HostMatch, RouteSpec};
 
-/// Routes for one host pattern, longest prefix first.
+/// Route indexes for one host pattern, longest prefix first.
 #[derive(Debug, Default)]
 struct Group {
     prefixes: Vec<(String, usize)>,
 }
 
 impl Group {
-    fn add(&mut self, prefix: &str, upstream: usize) {
+    fn add(&mut self, prefix: &str, route: usize) {
         // The first route listed for a prefix wins, as in the file.
         if !self.prefixes.iter().any(|(p, _)| p == prefix) {
-            self.prefixes.push((prefix.to_owned(), upstream));
+            self.prefixes.push((prefix.to_owned(), route));
             self.prefixes
                 .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
         }
@@ -30,7 +30,8 @@ impl Group {
     }
 }
 
-fn prefix_matches(prefix: &str, path: &str) -> bool {
+/// Whether `path` is `prefix` or below it, on `/` boundaries.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     path.starts_with(prefix)
         && (prefix.ends_with('/')
             || path.len() == prefix.len()
@@ -50,7 +51,7 @@ impl Router {
     /// Build the table from validated routes.
     pub fn new(routes: &[RouteSpec]) -> Self {
         let mut r = Router::default();
-        for route in routes {
+        for (idx, route) in routes.iter().enumerate() {
             let group = match &route.host {
                 HostMatch::Any => &mut r.any,
                 HostMatch::Exact(h) => r.exact.entry(h.clone()).or_default(),
@@ -62,13 +63,14 @@ impl Router {
                     }
                 },
             };
-            group.add(&route.path_prefix, route.upstream);
+            group.add(&route.path_prefix, idx);
         }
         r.suffix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         r
     }
 
-    /// The upstream index for `host` (lower-case, without port) and `path`.
+    /// The index (in the config's `routes`) of the route for `host` (lower-case, without port)
+    /// and `path`.
     pub fn find(&self, host: &str, path: &str) -> Option<usize> {
         if let Some(u) = self.exact.get(host).and_then(|g| g.find(path)) {
             return Some(u);
@@ -111,11 +113,14 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
 mod tests {
     use super::*;
 
+    /// A route whose index in the test's list is given as `upstream` (the router returns
+    /// route indexes; the tests list routes in that order).
     fn route(host: HostMatch, prefix: &str, upstream: usize) -> RouteSpec {
         RouteSpec {
             host,
             path_prefix: prefix.into(),
             upstream,
+            rate_limit: Default::default(),
         }
     }
 

@@ -7,8 +7,9 @@ use pingora::upstreams::peer::HttpPeer;
 use std::time::Duration;
 
 use crate::balancer::{Balancer, PassivePolicy, PickPolicy, Slot, StateRegistry};
-use crate::config::{Config, HealthSpec, NextUpstream, UpstreamSpec};
+use crate::config::{Config, HealthSpec, NextUpstream, RateLimitSpec, RouteLimit, UpstreamSpec};
 use crate::edge::RetryBudget;
+use crate::ratelimit::JwtVerifier;
 use crate::router::Router;
 
 /// One pool ready to serve: its balancer and a prepared peer per member.
@@ -98,11 +99,41 @@ impl Pool {
     }
 }
 
+/// One route's runtime settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Route {
+    /// Index of its pool in [`Snapshot::pools`].
+    pub upstream: usize,
+    /// Its rate-limit rule.
+    pub rate_limit: RouteLimit,
+}
+
+/// The reloadable part of rate limiting: limits, identities and the JWT verifier.
+pub struct RatePolicies {
+    /// The validated `[rate_limit]` section.
+    pub spec: RateLimitSpec,
+    /// Built once from `spec.jwt`.
+    pub jwt: Option<JwtVerifier>,
+}
+
+impl std::fmt::Debug for RatePolicies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RatePolicies")
+            .field("tiers", &self.spec.tiers)
+            .field("jwt", &self.jwt.is_some())
+            .finish()
+    }
+}
+
 /// Everything the request path reads, built once per config generation.
 #[derive(Debug)]
 pub struct Snapshot {
-    /// Routes -> pool index.
+    /// Host and path -> route index.
     pub router: Router,
+    /// Routes, indexed as in the config.
+    pub routes: Vec<Route>,
+    /// Rate limiting, when configured.
+    pub rate_limit: Option<RatePolicies>,
     /// Pools, indexed as in [`Config::upstreams`].
     pub pools: Vec<Pool>,
     /// Which config generation this is (1 for the first load).
@@ -114,6 +145,18 @@ impl Snapshot {
     pub fn build(config: &Config, registry: &StateRegistry, generation: u64) -> Self {
         Snapshot {
             router: Router::new(&config.routes),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| Route {
+                    upstream: r.upstream,
+                    rate_limit: r.rate_limit,
+                })
+                .collect(),
+            rate_limit: config.rate_limit.as_ref().map(|spec| RatePolicies {
+                jwt: spec.jwt.as_ref().and_then(JwtVerifier::new),
+                spec: spec.clone(),
+            }),
             pools: config
                 .upstreams
                 .iter()

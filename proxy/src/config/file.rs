@@ -5,7 +5,97 @@ use serde::Deserialize;
 
 /// The whole file, as written. Top-level sections are deserialized one by one (see
 /// [`super::load_str`]) so that a problem in one section does not hide problems in another.
-pub const TOP_LEVEL_KEYS: &[&str] = &["server", "upstreams", "routes"];
+pub const TOP_LEVEL_KEYS: &[&str] = &["server", "upstreams", "routes", "redis", "rate_limit"];
+
+/// `[redis]`: the shared store for rate limits (and later the cache).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedis {
+    /// A single node, `redis://host:port/db`.
+    pub url: Option<String>,
+    /// Redis Cluster seed nodes.
+    pub cluster: Option<Vec<String>>,
+    /// Bound on each Redis call.
+    pub command_timeout_ms: Option<i64>,
+    /// Consecutive failures that open the circuit breaker.
+    pub breaker_failures: Option<i64>,
+    /// How long an open breaker skips Redis before probing it again.
+    pub breaker_cooldown_ms: Option<i64>,
+}
+
+/// `[rate_limit]`: per-client limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRateLimit {
+    /// `enforce` or `shadow`.
+    pub mode: Option<String>,
+    /// `local`, `open` or `closed`.
+    pub on_redis_error: Option<String>,
+    /// Sluice instances sharing the limits (the local fallback divides limits by it).
+    pub instances: Option<i64>,
+    /// Header carrying an API key.
+    pub api_key_header: Option<String>,
+    /// Redis hash mapping API keys to `client:tier`.
+    pub api_keys_redis_hash: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Path prefixes never limited.
+    pub exempt_paths: Option<Vec<String>>,
+    /// Prefix of every Redis key.
+    pub key_prefix: Option<String>,
+    /// Bearer-token verification.
+    pub jwt: Option<FileJwt>,
+    /// Limits per tier.
+    pub tiers: Option<std::collections::BTreeMap<String, FileLimit>>,
+    /// API keys known from the config.
+    pub api_keys: Option<Vec<FileApiKey>>,
+}
+
+/// `[rate_limit.jwt]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileJwt {
+    /// HS256 shared secret.
+    pub hs256_secret: Option<String>,
+    /// Environment variable holding the HS256 secret.
+    pub hs256_secret_env: Option<String>,
+    /// RS256 public key (PEM file).
+    pub rs256_public_key: Option<String>,
+    /// ES256 public key (PEM file).
+    pub es256_public_key: Option<String>,
+    /// Claim naming the client's tier.
+    pub tier_claim: Option<String>,
+    /// Clock skew allowed on `exp`/`nbf`, in seconds.
+    pub leeway_seconds: Option<i64>,
+}
+
+/// A limit: `{ limit, window_ms, algorithm, burst }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimit {
+    /// Requests per window.
+    pub limit: Option<i64>,
+    /// Window length.
+    pub window_ms: Option<i64>,
+    /// `sliding_window_log`, `fixed_window`, `sliding_window` or `gcra`.
+    pub algorithm: Option<String>,
+    /// GCRA: requests allowed at once.
+    pub burst: Option<i64>,
+    /// Routes only: `true` turns limiting off for the route.
+    pub off: Option<bool>,
+}
+
+/// One `[[rate_limit.api_keys]]` entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileApiKey {
+    /// The key as clients send it.
+    pub key: String,
+    /// Client id used for the limit.
+    pub client: String,
+    /// Tier name.
+    pub tier: Option<String>,
+}
 
 /// `[server]`: settings fixed for the life of the process (a reload may not change them).
 #[derive(Debug, Deserialize)]
@@ -121,4 +211,6 @@ pub struct FileRoute {
     pub path_prefix: Option<String>,
     /// Name of an `[upstreams.NAME]` section.
     pub upstream: String,
+    /// Per-route limit replacing the tier's, or `{ off = true }`.
+    pub rate_limit: Option<FileLimit>,
 }

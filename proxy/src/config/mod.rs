@@ -18,7 +18,10 @@ use serde::de::DeserializeOwned;
 
 pub use model::*;
 
-use file::{FileHealth, FileRoute, FileServer, FileUpstream, TOP_LEVEL_KEYS};
+use file::{
+    FileApiKey, FileHealth, FileJwt, FileLimit, FileRateLimit, FileRedis, FileRoute, FileServer,
+    FileUpstream, TOP_LEVEL_KEYS,
+};
 use span::{LineIndex, SpanIndex};
 
 /// One problem found in a config file.
@@ -210,10 +213,357 @@ impl Validator {
             ),
         }
 
+        let redis = table
+            .remove("redis")
+            .and_then(|v| self.section::<FileRedis>("redis", v))
+            .and_then(|r| self.redis(r));
+        let rate_limit = table
+            .remove("rate_limit")
+            .and_then(|v| self.section::<FileRateLimit>("rate_limit", v))
+            .and_then(|r| self.rate_limit(r, base_dir));
+
         Some(Config {
             server: server?,
             upstreams,
             routes,
+            redis,
+            rate_limit,
+        })
+    }
+
+    fn redis(&mut self, r: FileRedis) -> Option<RedisSpec> {
+        let FileRedis {
+            url,
+            cluster,
+            command_timeout_ms,
+            breaker_failures,
+            breaker_cooldown_ms,
+        } = r;
+        let target = match (url, cluster) {
+            (Some(u), None) => self.redis_url("redis.url", &u).map(RedisTarget::Single),
+            (None, Some(nodes)) if !nodes.is_empty() => {
+                let before = self.problems.len();
+                for (i, n) in nodes.iter().enumerate() {
+                    self.redis_url(&format!("redis.cluster[{i}]"), n);
+                }
+                (self.problems.len() == before).then_some(RedisTarget::Cluster(nodes))
+            }
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "redis",
+                    "give either `url` (one node) or `cluster` (seed nodes), not both",
+                );
+                None
+            }
+            _ => {
+                self.problem(
+                    "redis",
+                    "give `url = \"redis://127.0.0.1:6379/\"` or `cluster = [\"redis://…\", …]`",
+                );
+                None
+            }
+        };
+        let timeout = self.ms(
+            "redis.command_timeout_ms",
+            command_timeout_ms,
+            DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+        );
+        let failures = self.int_in(
+            "redis.breaker_failures",
+            breaker_failures,
+            DEFAULT_BREAKER_FAILURES as i64,
+            1,
+            1_000_000,
+        );
+        let cooldown = self.ms(
+            "redis.breaker_cooldown_ms",
+            breaker_cooldown_ms,
+            DEFAULT_BREAKER_COOLDOWN_MS,
+        );
+        Some(RedisSpec {
+            target: target?,
+            command_timeout: timeout?,
+            breaker_failures: failures? as u32,
+            breaker_cooldown: cooldown?,
+        })
+    }
+
+    fn redis_url(&mut self, path: &str, url: &str) -> Option<String> {
+        match redis::Client::open(url) {
+            Ok(_) => Some(url.to_owned()),
+            Err(e) => {
+                self.problem(
+                    path,
+                    format!("`{url}` is not a Redis URL ({e}): expected redis://host:port/"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A limit table; `default` fills what it leaves out.
+    fn limit(
+        &mut self,
+        path: &str,
+        l: FileLimit,
+        default: Option<LimitPolicy>,
+    ) -> Option<LimitPolicy> {
+        let FileLimit {
+            limit,
+            window_ms,
+            algorithm,
+            burst,
+            off,
+        } = l;
+        if off.is_some() {
+            self.problem(
+                format!("{path}.off"),
+                "`off` is only meaningful on a route's rate_limit",
+            );
+        }
+        let algorithm = match algorithm.as_deref() {
+            None => Some(default.map_or(Algorithm::SlidingWindow, |d| d.algorithm)),
+            Some(a) => Algorithm::parse(a).or_else(|| {
+                self.problem(
+                    format!("{path}.algorithm"),
+                    format!(
+                        "unknown algorithm `{a}`, expected one of: {}",
+                        Algorithm::NAMES
+                    ),
+                );
+                None
+            }),
+        };
+        let limit = match (limit, default) {
+            (None, Some(d)) => Some(d.limit as i64),
+            (None, None) => {
+                self.problem(
+                    format!("{path}.limit"),
+                    "missing: requests allowed per window",
+                );
+                None
+            }
+            (Some(v), _) => self.int_in(&format!("{path}.limit"), Some(v), 0, 1, 1_000_000_000),
+        };
+        let window = self.int_in(
+            &format!("{path}.window_ms"),
+            window_ms,
+            default.map_or(DEFAULT_WINDOW_MS, |d| d.window_ms) as i64,
+            1,
+            86_400_000 * 30,
+        );
+        let burst = match (burst, limit) {
+            (Some(b), _) => self.int_in(&format!("{path}.burst"), Some(b), 0, 1, 1_000_000_000),
+            (None, Some(l)) => Some(l),
+            (None, None) => None,
+        };
+        Some(LimitPolicy {
+            algorithm: algorithm?,
+            limit: limit? as u64,
+            window_ms: window? as u64,
+            burst: burst? as u64,
+        })
+    }
+
+    fn rate_limit(&mut self, r: FileRateLimit, base_dir: &Path) -> Option<RateLimitSpec> {
+        let FileRateLimit {
+            mode,
+            on_redis_error,
+            instances,
+            api_key_header,
+            api_keys_redis_hash,
+            trusted_proxies,
+            exempt_paths,
+            key_prefix,
+            jwt,
+            tiers,
+            api_keys,
+        } = r;
+        let mode = match mode.as_deref().unwrap_or("enforce") {
+            "enforce" => Some(LimitMode::Enforce),
+            "shadow" => Some(LimitMode::Shadow),
+            other => {
+                self.problem(
+                    "rate_limit.mode",
+                    format!("`{other}`: expected `enforce` or `shadow`"),
+                );
+                None
+            }
+        };
+        let on_error = match on_redis_error.as_deref().unwrap_or("local") {
+            "local" => Some(OnRedisError::Local),
+            "open" => Some(OnRedisError::Open),
+            "closed" => Some(OnRedisError::Closed),
+            other => {
+                self.problem(
+                    "rate_limit.on_redis_error",
+                    format!("`{other}`: expected `local`, `open` or `closed`"),
+                );
+                None
+            }
+        };
+        let instances = self.int_in("rate_limit.instances", instances, 1, 1, 10_000);
+        let header = api_key_header
+            .unwrap_or_else(|| DEFAULT_API_KEY_HEADER.to_owned())
+            .to_ascii_lowercase();
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            self.problem(
+                "rate_limit.api_key_header",
+                format!("`{header}` is not a header name"),
+            );
+        }
+        let mut proxies = Vec::new();
+        for (i, p) in trusted_proxies.unwrap_or_default().iter().enumerate() {
+            let parsed = p
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => proxies.push(n),
+                Err(_) => self.problem(
+                    format!("rate_limit.trusted_proxies[{i}]"),
+                    format!("`{p}` is not an IP or CIDR, e.g. 10.0.0.0/8"),
+                ),
+            }
+        }
+        let exempt = exempt_paths
+            .unwrap_or_else(|| DEFAULT_EXEMPT_PATHS.iter().map(|s| s.to_string()).collect());
+        for (i, p) in exempt.iter().enumerate() {
+            if !p.starts_with('/') {
+                self.problem(
+                    format!("rate_limit.exempt_paths[{i}]"),
+                    format!("`{p}` must start with `/`"),
+                );
+            }
+        }
+        let builtin = |limit| LimitPolicy {
+            algorithm: Algorithm::SlidingWindow,
+            limit,
+            window_ms: DEFAULT_WINDOW_MS,
+            burst: limit,
+        };
+        let mut tier_map = std::collections::BTreeMap::from([
+            (TIER_ANONYMOUS.to_owned(), builtin(100)),
+            (TIER_AUTHENTICATED.to_owned(), builtin(500)),
+            (TIER_PREMIUM.to_owned(), builtin(5000)),
+        ]);
+        for (name, l) in tiers.unwrap_or_default() {
+            let default = tier_map.get(&name).copied();
+            if let Some(p) = self.limit(&format!("rate_limit.tiers.{name}"), l, default) {
+                tier_map.insert(name, p);
+            }
+        }
+        let mut keys = std::collections::HashMap::new();
+        for (i, FileApiKey { key, client, tier }) in
+            api_keys.unwrap_or_default().into_iter().enumerate()
+        {
+            let tier = tier.unwrap_or_else(|| TIER_PREMIUM.to_owned());
+            if !tier_map.contains_key(&tier) {
+                self.problem(
+                    format!("rate_limit.api_keys[{i}].tier"),
+                    format!(
+                        "no tier named `{tier}` (defined: {})",
+                        tier_map.keys().cloned().collect::<Vec<_>>().join(", ")
+                    ),
+                );
+            }
+            if key.is_empty() || keys.insert(key, ApiKeyOwner { client, tier }).is_some() {
+                self.problem(
+                    format!("rate_limit.api_keys[{i}].key"),
+                    "empty or listed twice",
+                );
+            }
+        }
+        let jwt = jwt.and_then(|j| self.jwt(j, base_dir));
+        Some(RateLimitSpec {
+            mode: mode?,
+            on_redis_error: on_error?,
+            instances: instances? as u32,
+            api_key_header: header,
+            api_keys_redis_hash,
+            trusted_proxies: proxies,
+            exempt_paths: exempt,
+            key_prefix: key_prefix.unwrap_or_else(|| DEFAULT_RATE_LIMIT_PREFIX.to_owned()),
+            jwt,
+            tiers: tier_map,
+            api_keys: keys,
+        })
+    }
+
+    fn jwt(&mut self, j: FileJwt, base_dir: &Path) -> Option<JwtSpec> {
+        let FileJwt {
+            hs256_secret,
+            hs256_secret_env,
+            rs256_public_key,
+            es256_public_key,
+            tier_claim,
+            leeway_seconds,
+        } = j;
+        let given = [
+            hs256_secret.is_some(),
+            hs256_secret_env.is_some(),
+            rs256_public_key.is_some(),
+            es256_public_key.is_some(),
+        ]
+        .iter()
+        .filter(|g| **g)
+        .count();
+        if given != 1 {
+            self.problem(
+                "rate_limit.jwt",
+                "give exactly one of hs256_secret, hs256_secret_env, rs256_public_key, es256_public_key",
+            );
+            return None;
+        }
+        let key = if let Some(s) = hs256_secret {
+            Some(JwtKey::Hs256(s.into_bytes()))
+        } else if let Some(var) = hs256_secret_env {
+            match std::env::var(&var) {
+                Ok(v) if !v.is_empty() => Some(JwtKey::Hs256(v.into_bytes())),
+                _ => {
+                    self.problem(
+                        "rate_limit.jwt.hs256_secret_env",
+                        format!("environment variable `{var}` is not set"),
+                    );
+                    None
+                }
+            }
+        } else {
+            let (path, pem, rsa) = match (rs256_public_key, es256_public_key) {
+                (Some(p), _) => ("rate_limit.jwt.rs256_public_key", p, true),
+                (_, Some(p)) => ("rate_limit.jwt.es256_public_key", p, false),
+                _ => unreachable!("exactly one key source was checked above"),
+            };
+            let file = self.existing_file(path, &pem, base_dir)?;
+            match std::fs::read(&file) {
+                Ok(bytes) => {
+                    let ok = if rsa {
+                        jsonwebtoken::DecodingKey::from_rsa_pem(&bytes).is_ok()
+                    } else {
+                        jsonwebtoken::DecodingKey::from_ec_pem(&bytes).is_ok()
+                    };
+                    if !ok {
+                        self.problem(
+                            path,
+                            format!("`{}` is not a PEM public key of that type", file.display()),
+                        );
+                        None
+                    } else if rsa {
+                        Some(JwtKey::Rs256(bytes))
+                    } else {
+                        Some(JwtKey::Es256(bytes))
+                    }
+                }
+                Err(e) => {
+                    self.problem(path, format!("cannot read `{}`: {e}", file.display()));
+                    None
+                }
+            }
+        };
+        let leeway = self.int_in("rate_limit.jwt.leeway_seconds", leeway_seconds, 30, 0, 3600);
+        Some(JwtSpec {
+            key: key?,
+            tier_claim: tier_claim.unwrap_or_else(|| DEFAULT_TIER_CLAIM.to_owned()),
+            leeway_seconds: leeway? as u64,
         })
     }
 
@@ -649,7 +999,19 @@ impl Validator {
             host,
             path_prefix,
             upstream,
+            rate_limit,
         } = r;
+        let rate_limit = match rate_limit {
+            None => Some(RouteLimit::Tier),
+            Some(FileLimit {
+                off: Some(true), ..
+            }) => Some(RouteLimit::Off),
+            Some(mut l) => {
+                l.off = None;
+                self.limit(&format!("{path}.rate_limit"), l, None)
+                    .map(RouteLimit::Policy)
+            }
+        };
         let host = match parse_host(host.as_deref().unwrap_or("*")) {
             Ok(h) => Some(h),
             Err(why) => {
@@ -683,6 +1045,7 @@ impl Validator {
             host: host?,
             path_prefix: prefix,
             upstream: idx?,
+            rate_limit: rate_limit?,
         })
     }
 }

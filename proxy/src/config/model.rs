@@ -62,6 +62,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSpec>,
     /// Routes in file order.
     pub routes: Vec<RouteSpec>,
+    /// `[redis]`, when configured.
+    pub redis: Option<RedisSpec>,
+    /// `[rate_limit]`, when configured (no limits otherwise).
+    pub rate_limit: Option<RateLimitSpec>,
 }
 
 /// Process-level settings (listeners, threads): fixed for the life of the process.
@@ -309,4 +313,193 @@ pub struct RouteSpec {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
+    /// Rate-limit rule of this route.
+    pub rate_limit: RouteLimit,
+}
+
+/// Default bound on one Redis call for rate limiting.
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 50;
+/// Default consecutive Redis failures that open the circuit breaker.
+pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
+/// Default time an open breaker skips Redis before probing it.
+pub const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 5_000;
+/// Default header carrying API keys.
+pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
+/// Default prefix of rate-limit keys in Redis.
+pub const DEFAULT_RATE_LIMIT_PREFIX: &str = "sluice:rl";
+/// Default JWT claim naming the tier.
+pub const DEFAULT_TIER_CLAIM: &str = "tier";
+/// Default paths never limited.
+pub const DEFAULT_EXEMPT_PATHS: &[&str] = &["/health", "/metrics", "/docs"];
+/// Tier of clients identified by IP.
+pub const TIER_ANONYMOUS: &str = "anonymous";
+/// Default tier of clients identified by a JWT.
+pub const TIER_AUTHENTICATED: &str = "authenticated";
+/// Default tier of clients identified by an API key.
+pub const TIER_PREMIUM: &str = "premium";
+/// Default window of the built-in tiers: one minute.
+pub const DEFAULT_WINDOW_MS: u64 = 60_000;
+
+/// Where Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTarget {
+    /// One node (`redis://…`).
+    Single(String),
+    /// Redis Cluster seed nodes.
+    Cluster(Vec<String>),
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSpec {
+    /// Node or cluster.
+    pub target: RedisTarget,
+    /// Bound on each call.
+    pub command_timeout: Duration,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// Open-breaker cool-down.
+    pub breaker_cooldown: Duration,
+}
+
+/// Rate-limit algorithms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Exact: a sorted set of request times.
+    SlidingWindowLog,
+    /// One counter per window.
+    FixedWindow,
+    /// Two-window weighted counter (approximate, cheap).
+    SlidingWindow,
+    /// Generic cell rate: a token bucket with `burst`.
+    Gcra,
+}
+
+impl Algorithm {
+    /// Every accepted name.
+    pub const NAMES: &'static str = "sliding_window_log | fixed_window | sliding_window | gcra";
+
+    /// Parse a config name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "sliding_window_log" => Algorithm::SlidingWindowLog,
+            "fixed_window" => Algorithm::FixedWindow,
+            "sliding_window" => Algorithm::SlidingWindow,
+            "gcra" => Algorithm::Gcra,
+            _ => return None,
+        })
+    }
+
+    /// Short stable tag used in Redis keys.
+    pub fn tag(self) -> &'static str {
+        match self {
+            Algorithm::SlidingWindowLog => "swl",
+            Algorithm::FixedWindow => "fw",
+            Algorithm::SlidingWindow => "sw",
+            Algorithm::Gcra => "gcra",
+        }
+    }
+}
+
+/// One limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LimitPolicy {
+    /// How requests are counted.
+    pub algorithm: Algorithm,
+    /// Requests per window.
+    pub limit: u64,
+    /// Window length in milliseconds.
+    pub window_ms: u64,
+    /// GCRA: requests allowed at once (defaults to `limit`).
+    pub burst: u64,
+}
+
+/// What a route does about rate limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RouteLimit {
+    /// The client's tier limit.
+    #[default]
+    Tier,
+    /// No limit on this route.
+    Off,
+    /// This limit instead of the tier's (counted separately per route).
+    Policy(LimitPolicy),
+}
+
+/// Whether limits reject or only report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitMode {
+    /// Over-limit requests get 429.
+    Enforce,
+    /// Counted and reported, never rejected.
+    Shadow,
+}
+
+/// What to do when Redis cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Use the embedded limiter with limits divided by `instances`.
+    Local,
+    /// Allow the request.
+    Open,
+    /// Reject the request (503).
+    Closed,
+}
+
+/// How a JWT is verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtKey {
+    /// HS256 shared secret.
+    Hs256(Vec<u8>),
+    /// RS256 public key, PEM.
+    Rs256(Vec<u8>),
+    /// ES256 public key, PEM.
+    Es256(Vec<u8>),
+}
+
+/// `[rate_limit.jwt]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtSpec {
+    /// Verification key.
+    pub key: JwtKey,
+    /// Claim naming the tier.
+    pub tier_claim: String,
+    /// Allowed clock skew in seconds.
+    pub leeway_seconds: u64,
+}
+
+/// An API key's owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyOwner {
+    /// Client id.
+    pub client: String,
+    /// Tier name.
+    pub tier: String,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitSpec {
+    /// Enforce or shadow.
+    pub mode: LimitMode,
+    /// Redis failure policy.
+    pub on_redis_error: OnRedisError,
+    /// Instances sharing the limits.
+    pub instances: u32,
+    /// Header carrying API keys (lower-case).
+    pub api_key_header: String,
+    /// Redis hash of API keys, when keys live in Redis.
+    pub api_keys_redis_hash: Option<String>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Path prefixes never limited.
+    pub exempt_paths: Vec<String>,
+    /// Redis key prefix.
+    pub key_prefix: String,
+    /// Bearer-token verification.
+    pub jwt: Option<JwtSpec>,
+    /// Limits per tier name.
+    pub tiers: std::collections::BTreeMap<String, LimitPolicy>,
+    /// API keys from the config.
+    pub api_keys: std::collections::HashMap<String, ApiKeyOwner>,
 }

@@ -2,6 +2,7 @@
 //! routing to [`crate::router`], selection to [`crate::balancer`], header rules to [`headers`].
 
 mod headers;
+mod limits;
 mod retry;
 
 use std::net::IpAddr;
@@ -20,6 +21,7 @@ use pingora::{ErrorSource, ErrorType};
 use tracing::warn;
 
 use crate::balancer::{now_ns, Lease, Tried};
+use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
 
@@ -29,12 +31,14 @@ pub use retry::{Failure, RetryBudget};
 /// The proxy: reads the current [`Snapshot`] once per request.
 pub struct Edge {
     snapshot: Arc<ArcSwap<Snapshot>>,
+    limiter: Arc<RateLimiter>,
 }
 
 impl Edge {
-    /// A proxy serving whatever snapshot `snapshot` holds at each request's start.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>) -> Self {
-        Edge { snapshot }
+    /// A proxy serving whatever snapshot `snapshot` holds at each request's start, limiting
+    /// rates through `limiter`.
+    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, limiter: Arc<RateLimiter>) -> Self {
+        Edge { snapshot, limiter }
     }
 }
 
@@ -69,6 +73,8 @@ pub struct RequestCtx {
     client_ip_value: Option<HeaderValue>,
     /// Whether the client connection is TLS.
     tls: bool,
+    /// The rate-limit decision, for response headers.
+    rate: Option<limits::RateInfo>,
 }
 
 impl RequestCtx {
@@ -169,7 +175,8 @@ impl ProxyHttp for Edge {
         let snapshot = self.snapshot.load_full();
         let host = normalize_host(headers::host(req));
         match snapshot.router.find(&host, req.uri.path()) {
-            Some(pool) => {
+            Some(route) => {
+                let pool = snapshot.routes[route].upstream;
                 ctx.upgrade = session.is_upgrade_req();
                 if ctx.upgrade {
                     // Replaces Pingora's 60 s downstream read timeout for the upgraded connection.
@@ -177,6 +184,9 @@ impl ProxyHttp for Edge {
                     session.set_read_timeout(Some(idle));
                 }
                 ctx.pool = pool;
+                if limits::apply(&self.limiter, &snapshot, route, session, ctx).await? {
+                    return Ok(true);
+                }
                 ctx.snapshot = Some(snapshot);
                 Ok(false)
             }
@@ -185,7 +195,9 @@ impl ProxyHttp for Edge {
                     session,
                     ctx,
                     StatusCode::NOT_FOUND,
-                    "no route for this host and path\n",
+                    Bytes::from_static(b"no route for this host and path\n"),
+                    "text/plain; charset=utf-8",
+                    &[],
                 )
                 .await?;
                 Ok(true)
@@ -323,6 +335,12 @@ impl ProxyHttp for Edge {
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(REQUEST_ID, id.clone())?;
         }
+        if let Some(rate) = &ctx.rate {
+            for (name, value) in crate::ratelimit::headers(&rate.decision, &rate.policy, &rate.name)
+            {
+                upstream_response.insert_header(name, value)?;
+            }
+        }
         Ok(())
     }
 
@@ -340,7 +358,15 @@ impl ProxyHttp for Edge {
             // next request on a socket we are closing.
             session.set_keepalive(None);
             // The client may be gone already; there is nothing more to do then.
-            let _ = respond(session, ctx, status, body).await;
+            let _ = respond(
+                session,
+                ctx,
+                status,
+                Bytes::from_static(body.as_bytes()),
+                "text/plain; charset=utf-8",
+                &[],
+            )
+            .await;
         }
         FailToProxy {
             error_code: code,
@@ -397,24 +423,29 @@ fn client_key(ip: Option<IpAddr>, buf: &mut [u8; 16]) -> &[u8] {
     }
 }
 
-/// Answer the client from Sluice itself (404, 502, 503, ...), with the request id.
+/// Answer the client from Sluice itself (404, 401, 429, 502, 503, ...), with the request id and
+/// `extra` headers.
 async fn respond(
     session: &mut Session,
     ctx: &RequestCtx,
     status: StatusCode,
-    body: &'static str,
+    body: Bytes,
+    content_type: &'static str,
+    extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4))?;
-    resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header(header::CONTENT_TYPE, content_type)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     if let Some(id) = &ctx.request_id {
         resp.insert_header(REQUEST_ID, id.clone())?;
     }
-    if status == StatusCode::SERVICE_UNAVAILABLE {
+    if status == StatusCode::SERVICE_UNAVAILABLE && !extra.iter().any(|(k, _)| *k == "retry-after")
+    {
         resp.insert_header(header::RETRY_AFTER, "1")?;
     }
+    for (k, v) in extra {
+        resp.insert_header(*k, v.as_str())?;
+    }
     session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body.as_bytes())), true)
-        .await
+    session.write_response_body(Some(body), true).await
 }

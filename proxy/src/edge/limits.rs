@@ -1,0 +1,145 @@
+//! The rate-limit step of `request_filter`: identify, check, and answer 401/429/503 when the
+//! request must not go on. Response headers for allowed requests are added in `response_filter`.
+
+use bytes::Bytes;
+use http::StatusCode;
+use pingora::prelude::*;
+use tracing::debug;
+
+use super::{respond, RequestCtx};
+use crate::config::{LimitMode, LimitPolicy, RouteLimit};
+use crate::ratelimit::{self, headers, identify, Decision, RateLimiter, Reject, Source};
+use crate::router::prefix_matches;
+use crate::snapshot::Snapshot;
+
+/// What was decided for this request, for the response headers.
+pub struct RateInfo {
+    /// The decision.
+    pub decision: Decision,
+    /// The limit that applied.
+    pub policy: LimitPolicy,
+    /// Tier name, or `route` for a route's own limit.
+    pub name: String,
+}
+
+/// Apply rate limiting; `Ok(true)` when the request was answered here.
+pub async fn apply(
+    limiter: &RateLimiter,
+    snapshot: &Snapshot,
+    route: usize,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+) -> Result<bool> {
+    let Some(rl) = &snapshot.rate_limit else {
+        return Ok(false);
+    };
+    let rule = snapshot.routes[route].rate_limit;
+    let req = session.req_header();
+    if matches!(rule, RouteLimit::Off)
+        || rl
+            .spec
+            .exempt_paths
+            .iter()
+            .any(|p| prefix_matches(p, req.uri.path()))
+    {
+        return Ok(false);
+    }
+    let identity = match identify(
+        &rl.spec,
+        rl.jwt.as_ref(),
+        req,
+        ctx.client_ip,
+        limiter.redis(),
+    )
+    .await
+    {
+        Ok(i) => i,
+        Err(reject) => {
+            let (status, body, reason) = match &reject {
+                Reject::UnknownApiKey => (
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"error":"unauthorized","reason":"unknown API key"}"#,
+                    "unknown API key".to_owned(),
+                ),
+                Reject::BadToken(why) => (
+                    StatusCode::UNAUTHORIZED,
+                    r#"{"error":"unauthorized","reason":"invalid bearer token"}"#,
+                    why.clone(),
+                ),
+                Reject::KeyLookupFailed => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    r#"{"error":"unavailable","reason":"cannot check the API key now"}"#,
+                    "key lookup failed".to_owned(),
+                ),
+            };
+            debug!(reason = %reason, "request rejected before rate limiting");
+            let mut extra: Vec<(&'static str, String)> = Vec::new();
+            if matches!(reject, Reject::BadToken(_)) {
+                extra.push((
+                    "www-authenticate",
+                    "Bearer error=\"invalid_token\"".to_owned(),
+                ));
+            }
+            respond(
+                session,
+                ctx,
+                status,
+                Bytes::from_static(body.as_bytes()),
+                "application/json",
+                &extra,
+            )
+            .await?;
+            return Ok(true);
+        }
+    };
+    let (policy, name, route_part) = match rule {
+        RouteLimit::Policy(p) => (p, "route".to_owned(), Some(route)),
+        _ => match rl.spec.tiers.get(&identity.tier) {
+            Some(p) => (*p, identity.tier.clone(), None),
+            None => return Ok(false),
+        },
+    };
+    let key = ratelimit::key(&rl.spec.key_prefix, &identity, &policy, route_part);
+    let (decision, source) = limiter.check(&key, &policy, &rl.spec).await;
+    let enforce = rl.spec.mode == LimitMode::Enforce;
+    if !decision.allowed && source == Source::FailClosed {
+        let body = r#"{"error":"unavailable","reason":"rate limits cannot be checked now"}"#;
+        let extra = [("retry-after", "1".to_owned())];
+        respond(
+            session,
+            ctx,
+            StatusCode::SERVICE_UNAVAILABLE,
+            Bytes::from_static(body.as_bytes()),
+            "application/json",
+            &extra,
+        )
+        .await?;
+        return Ok(true);
+    }
+    if !decision.allowed && enforce {
+        let retry = ratelimit::ceil_secs(decision.retry_after_ms).max(1);
+        let body = format!(
+            r#"{{"error":"rate_limited","policy":"{name}","limit":{},"window_seconds":{},"retry_after_seconds":{retry}}}"#,
+            policy.limit,
+            ratelimit::ceil_secs(policy.window_ms)
+        );
+        let mut extra: Vec<(&'static str, String)> = headers(&decision, &policy, &name).into();
+        extra.push(("retry-after", retry.to_string()));
+        respond(
+            session,
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            Bytes::from(body),
+            "application/json",
+            &extra,
+        )
+        .await?;
+        return Ok(true);
+    }
+    ctx.rate = Some(RateInfo {
+        decision,
+        policy,
+        name,
+    });
+    Ok(false)
+}

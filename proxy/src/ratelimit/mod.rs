@@ -1,0 +1,193 @@
+//! Rate limiting: `check(key, policy) -> Decision` against Redis (shared by every instance) or the
+//! embedded store, with the Redis failure policy (`local`, `open`, `closed`) and a circuit
+//! breaker. Knows nothing of sessions or responses: `edge/` asks and answers.
+
+mod algo;
+mod breaker;
+mod identity;
+mod local;
+mod redis;
+
+use std::fmt::Write as _;
+
+use tracing::warn;
+
+pub use algo::Decision;
+pub use breaker::{Breaker, BreakerState};
+pub use identity::{client_ip, identify, Identity, JwtVerifier, Reject};
+pub use local::LocalStore;
+pub use redis::{RedisStore, StoreError};
+
+use crate::balancer::now_ns;
+use crate::config::{LimitPolicy, OnRedisError, RateLimitSpec, RedisSpec};
+
+/// Which store decided (or why none did).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Redis answered.
+    Redis,
+    /// The embedded store answered (no Redis configured, or the `local` fallback).
+    Local,
+    /// Redis failed and the policy is `open`: allowed without counting.
+    FailOpen,
+    /// Redis failed and the policy is `closed`: rejected.
+    FailClosed,
+}
+
+/// Process-wide limiter state: the stores and the breaker. Survives config reloads.
+pub struct RateLimiter {
+    redis: Option<RedisStore>,
+    breaker: Breaker,
+    local: LocalStore,
+}
+
+fn now_ms() -> u64 {
+    now_ns() / 1_000_000
+}
+
+impl RateLimiter {
+    /// A limiter using Redis when `redis` is given, the embedded store otherwise.
+    pub fn new(redis: Option<&RedisSpec>) -> Self {
+        let breaker = redis.map_or(Breaker::new(1, 0), |r| {
+            Breaker::new(r.breaker_failures, r.breaker_cooldown.as_millis() as u64)
+        });
+        RateLimiter {
+            redis: redis.cloned().map(RedisStore::new),
+            breaker,
+            local: LocalStore::default(),
+        }
+    }
+
+    /// The Redis store, for API-key lookups.
+    pub fn redis(&self) -> Option<&RedisStore> {
+        self.redis.as_ref()
+    }
+
+    /// Breaker state (closed when there is no Redis).
+    pub fn breaker_state(&self) -> BreakerState {
+        self.breaker.state()
+    }
+
+    /// Count one request on `key` under `policy`.
+    pub async fn check(
+        &self,
+        key: &str,
+        policy: &LimitPolicy,
+        spec: &RateLimitSpec,
+    ) -> (Decision, Source) {
+        let Some(redis) = &self.redis else {
+            return (self.local.check(key, policy, now_ms()), Source::Local);
+        };
+        if self.breaker.allow(now_ms()) {
+            match redis.check(key, policy).await {
+                Ok(d) => {
+                    self.breaker.success();
+                    return (d, Source::Redis);
+                }
+                Err(e) => {
+                    if self.breaker.failure(now_ms()) {
+                        warn!(
+                            event = "redis_breaker_open",
+                            kind = e.kind(),
+                            error = %e,
+                            policy = ?spec.on_redis_error,
+                            "rate limiting stops calling Redis for the cool-down"
+                        );
+                    }
+                }
+            }
+        }
+        self.fallback(key, policy, spec)
+    }
+
+    fn fallback(
+        &self,
+        key: &str,
+        policy: &LimitPolicy,
+        spec: &RateLimitSpec,
+    ) -> (Decision, Source) {
+        match spec.on_redis_error {
+            OnRedisError::Local => {
+                // Each instance enforces its share so that together they roughly hold the limit.
+                let n = u64::from(spec.instances.max(1));
+                let share = LimitPolicy {
+                    limit: policy.limit.div_ceil(n),
+                    burst: policy.burst.div_ceil(n),
+                    ..*policy
+                };
+                (self.local.check(key, &share, now_ms()), Source::Local)
+            }
+            OnRedisError::Open => (
+                Decision {
+                    allowed: true,
+                    limit: policy.limit,
+                    remaining: policy.limit,
+                    reset_ms: policy.window_ms,
+                    retry_after_ms: 0,
+                },
+                Source::FailOpen,
+            ),
+            OnRedisError::Closed => (
+                Decision {
+                    allowed: false,
+                    limit: policy.limit,
+                    remaining: 0,
+                    reset_ms: policy.window_ms,
+                    retry_after_ms: 1000,
+                },
+                Source::FailClosed,
+            ),
+        }
+    }
+}
+
+/// The Redis key for `identity` under `policy` (`route`: a per-route override's route index).
+/// The identity part is the hash tag, so a client's keys share a Cluster slot.
+pub fn key(
+    prefix: &str,
+    identity: &Identity,
+    policy: &LimitPolicy,
+    route: Option<usize>,
+) -> String {
+    let mut k = String::with_capacity(prefix.len() + identity.key.len() + 40);
+    let _ = write!(
+        k,
+        "{{{prefix}:{}}}:{}:{}:{}",
+        identity.key,
+        policy.algorithm.tag(),
+        policy.limit,
+        policy.window_ms
+    );
+    if let Some(r) = route {
+        let _ = write!(k, ":r{r}");
+    }
+    k
+}
+
+/// Seconds, rounded up, for headers.
+pub fn ceil_secs(ms: u64) -> u64 {
+    ms.div_ceil(1000)
+}
+
+/// The rate-limit response headers: `X-RateLimit-*` and the IETF draft's `RateLimit-Policy` and
+/// `RateLimit` structured fields. `name` is the policy name (tier or `route`).
+pub fn headers(d: &Decision, policy: &LimitPolicy, name: &str) -> [(&'static str, String); 5] {
+    let reset = ceil_secs(d.reset_ms);
+    [
+        ("x-ratelimit-limit", d.limit.to_string()),
+        ("x-ratelimit-remaining", d.remaining.to_string()),
+        ("x-ratelimit-reset", reset.to_string()),
+        (
+            "ratelimit-policy",
+            format!(
+                "\"{name}\";q={};w={}",
+                policy.limit,
+                ceil_secs(policy.window_ms)
+            ),
+        ),
+        (
+            "ratelimit",
+            format!("\"{name}\";r={};t={reset}", d.remaining),
+        ),
+    ]
+}

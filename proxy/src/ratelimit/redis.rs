@@ -1,0 +1,227 @@
+//! Rate-limit checks on Redis: one Lua script per algorithm, sent by EVALSHA (loaded on demand by
+//! `redis::Script`), one atomic round trip per check, on the Redis server's clock (`TIME`) so
+//! instances with skewed clocks agree. Each check touches exactly one key, passed as `KEYS[1]`,
+//! so it works on Redis Cluster; every key gets an expiry.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{RedisResult, Script};
+use tokio::sync::OnceCell;
+
+use super::algo::Decision;
+use crate::config::{Algorithm, LimitPolicy, RedisSpec, RedisTarget};
+
+/// Shared prologue: the server's clock in ms.
+const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
+
+/// ARGV: limit, window_ms. Returns {allowed, remaining, reset_ms, retry_after_ms}.
+const FIXED_WINDOW: &str = r#"
+local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local start = now - (now % window)
+local h = redis.call('HMGET', key, 's', 'c')
+local count = 0
+if tonumber(h[1]) == start then count = tonumber(h[2]) end
+local reset = start + window - now
+if count >= limit then return {0, 0, reset, math.max(reset, 1)} end
+count = count + 1
+redis.call('HSET', key, 's', start, 'c', count)
+redis.call('PEXPIRE', key, math.max(reset, 1))
+return {1, limit - count, reset, 0}
+"#;
+
+/// ARGV: limit, window_ms.
+const SLIDING_WINDOW: &str = r#"
+local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local start = now - (now % window)
+local h = redis.call('HMGET', key, 's', 'c', 'p')
+local s, cur, prev = tonumber(h[1]), 0, 0
+if s == start then cur = tonumber(h[2]); prev = tonumber(h[3])
+elseif s ~= nil and s + window == start then prev = tonumber(h[2]) end
+local elapsed = now - start
+local weighted = prev * (window - elapsed) / window + cur
+local reset = window - elapsed
+if weighted + 1 > limit then
+  local retry = reset
+  if cur + 1 <= limit and prev > 0 then
+    retry = math.min(math.ceil((weighted + 1 - limit) / prev * window), reset)
+  end
+  return {0, 0, reset, math.max(retry, 1)}
+end
+redis.call('HSET', key, 's', start, 'c', cur + 1, 'p', prev)
+redis.call('PEXPIRE', key, 2 * window)
+return {1, math.floor(limit - weighted - 1), reset, 0}
+"#;
+
+/// ARGV: limit, window_ms, unique member suffix.
+const SLIDING_WINDOW_LOG: &str = r#"
+local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+local n = redis.call('ZCARD', key)
+local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')
+local reset = window
+if oldest[2] then reset = tonumber(oldest[2]) + window - now end
+if n >= limit then return {0, 0, reset, math.max(reset, 1)} end
+redis.call('ZADD', key, now, now .. '-' .. ARGV[3])
+redis.call('PEXPIRE', key, window)
+if n == 0 then reset = window end
+return {1, limit - n - 1, reset, 0}
+"#;
+
+/// ARGV: limit, window_ms, burst.
+const GCRA: &str = r#"
+local key, limit, window, burst = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local emission = window / limit
+local tolerance = emission * burst
+local tat = tonumber(redis.call('GET', key))
+if tat == nil or tat < now then tat = now end
+local new_tat = tat + emission
+local allow_at = new_tat - tolerance
+if allow_at > now then return {0, 0, math.ceil(tat - now), math.max(math.ceil(allow_at - now), 1)} end
+redis.call('SET', key, tostring(new_tat), 'PX', math.max(math.ceil(new_tat - now), 1))
+return {1, math.max(math.floor((tolerance - (new_tat - now)) / emission), 0), math.ceil(new_tat - now), 0}
+"#;
+
+/// Why a Redis check gave no decision.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No answer within the command timeout.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Redis answered with an error or the connection failed.
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+impl StoreError {
+    /// A fixed label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            StoreError::Timeout(_) => "timeout",
+            StoreError::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
+            StoreError::Redis(_) => "response",
+        }
+    }
+}
+
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// Rate-limit counters in Redis (one node or a Cluster). Connects on first use, from inside the
+/// proxy's runtime, and reconnects by itself afterwards (the `redis` crate's connection manager
+/// and cluster client).
+pub struct RedisStore {
+    spec: RedisSpec,
+    conn: OnceCell<Conn>,
+    scripts: [Script; 4],
+}
+
+impl RedisStore {
+    /// A store for `spec`; nothing is connected yet.
+    pub fn new(spec: RedisSpec) -> Self {
+        let script = |body: &str| Script::new(&format!("{NOW}{body}"));
+        RedisStore {
+            spec,
+            conn: OnceCell::new(),
+            scripts: [
+                script(SLIDING_WINDOW_LOG),
+                script(FIXED_WINDOW),
+                script(SLIDING_WINDOW),
+                script(GCRA),
+            ],
+        }
+    }
+
+    async fn connect(&self) -> RedisResult<Conn> {
+        let t = self.spec.command_timeout;
+        match &self.spec.target {
+            RedisTarget::Single(url) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(t.max(Duration::from_millis(250))))
+                    .set_response_timeout(Some(t));
+                let client = redis::Client::open(url.as_str())?;
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .retries(1)
+                    .connection_timeout(t.max(Duration::from_millis(250)))
+                    .response_timeout(t)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+
+    /// Run the check for `policy` on `key`. Bounded by the command timeout (connecting counts).
+    pub async fn check(&self, key: &str, policy: &LimitPolicy) -> Result<Decision, StoreError> {
+        let t = self.spec.command_timeout;
+        let work = async {
+            let conn = self.conn.get_or_try_init(|| self.connect()).await?;
+            let script = &self.scripts[match policy.algorithm {
+                Algorithm::SlidingWindowLog => 0,
+                Algorithm::FixedWindow => 1,
+                Algorithm::SlidingWindow => 2,
+                Algorithm::Gcra => 3,
+            }];
+            let mut inv = script.key(key);
+            inv.arg(policy.limit).arg(policy.window_ms);
+            match policy.algorithm {
+                Algorithm::Gcra => {
+                    inv.arg(policy.burst);
+                }
+                Algorithm::SlidingWindowLog => {
+                    inv.arg(rand::random::<u64>());
+                }
+                _ => {}
+            }
+            let v: Vec<i64> = match conn {
+                Conn::Single(c) => inv.invoke_async(&mut c.clone()).await?,
+                Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await?,
+            };
+            Ok::<_, StoreError>(v)
+        };
+        // The first connect may take longer than one command; allow it a little more.
+        let bound = if self.conn.initialized() {
+            t
+        } else {
+            t.max(Duration::from_millis(250))
+        };
+        let v = tokio::time::timeout(bound, work)
+            .await
+            .map_err(|_| StoreError::Timeout(bound))??;
+        let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        Ok(Decision {
+            allowed: at(0) == 1,
+            limit: policy.limit,
+            remaining: at(1),
+            reset_ms: at(2),
+            retry_after_ms: at(3),
+        })
+    }
+
+    /// `HGET hash field` for API keys kept in Redis, bounded by the command timeout.
+    pub async fn hget(&self, hash: &str, field: &str) -> Result<Option<String>, StoreError> {
+        let t = self.spec.command_timeout.max(Duration::from_millis(250));
+        let work = async {
+            let conn = self.conn.get_or_try_init(|| self.connect()).await?;
+            let mut cmd = redis::cmd("HGET");
+            cmd.arg(hash).arg(field);
+            let v: Option<String> = match conn {
+                Conn::Single(c) => cmd.query_async(&mut c.clone()).await?,
+                Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
+            };
+            Ok::<_, StoreError>(v)
+        };
+        tokio::time::timeout(t, work)
+            .await
+            .map_err(|_| StoreError::Timeout(t))?
+    }
+}
