@@ -572,3 +572,138 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
     }
 }
+
+/// A real 3-master Redis Cluster on free ports (no replicas), created with
+/// `redis-cli --cluster create`; ready once `CLUSTER INFO` says `cluster_state:ok` on every node.
+pub struct RedisCluster {
+    nodes: Vec<Child>,
+    /// The masters' addresses.
+    pub addrs: Vec<SocketAddr>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl RedisCluster {
+    /// Start three nodes and join them into a cluster.
+    pub async fn start() -> RedisCluster {
+        let mut nodes = Vec::new();
+        let mut addrs = Vec::new();
+        let mut dirs = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = free_port();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                ])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server");
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            eventually(Duration::from_secs(10), "cluster node to listen", || {
+                TcpStream::connect(addr).ok()
+            })
+            .await;
+            nodes.push(child);
+            addrs.push(addr);
+            dirs.push(dir);
+        }
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(addrs.iter().map(|a| a.to_string()))
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli");
+        assert!(
+            out.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        for a in &addrs {
+            let port = a.port().to_string();
+            eventually(Duration::from_secs(20), "cluster_state:ok", || {
+                let out = Command::new("redis-cli")
+                    .args(["-p", &port, "cluster", "info"])
+                    .output()
+                    .ok()?;
+                String::from_utf8_lossy(&out.stdout)
+                    .contains("cluster_state:ok")
+                    .then_some(())
+            })
+            .await;
+        }
+        RedisCluster {
+            nodes,
+            addrs,
+            _dirs: dirs,
+        }
+    }
+
+    /// The seed list for Sluice's `[redis] cluster = [...]`.
+    pub fn urls_toml(&self) -> String {
+        let urls: Vec<String> = self
+            .addrs
+            .iter()
+            .map(|a| format!("\"redis://{a}/\""))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.kill();
+            let _ = n.wait();
+        }
+    }
+}
+
+impl RedisServer {
+    /// Kill it (a Redis outage); the address stays reserved for [`RedisServer::restart`].
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port.
+    pub async fn restart(&mut self) {
+        let port = self.addr.port().to_string();
+        self.child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port,
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server");
+        let addr = self.addr;
+        eventually(Duration::from_secs(10), "redis to restart", || {
+            TcpStream::connect(addr).ok()
+        })
+        .await;
+    }
+
+    /// A client connection for inspecting keys.
+    pub async fn client(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+}

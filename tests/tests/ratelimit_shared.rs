@@ -1,0 +1,177 @@
+//! Limits shared by several Sluice processes through Redis (one node and a 3-master Cluster), and
+//! what happens when Redis dies mid-stream under each failure policy.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn config(backend: SocketAddr, redis: &str, rate_limit: &str) -> String {
+    format!(
+        "[upstreams.api]\nbackends = [{{ addr = \"{backend}\" }}]\n[[routes]]\nupstream = \"api\"\n{redis}[rate_limit]\n{rate_limit}"
+    )
+}
+
+/// 30 requests spread round-robin over `sluices`; how many were allowed.
+async fn combined_allowed(sluices: &[Sluice], path: &str) -> usize {
+    let c = client(None);
+    let mut ok = 0;
+    for i in 0..30 {
+        let r = c
+            .get(sluices[i % sluices.len()].url(path))
+            .send()
+            .await
+            .unwrap();
+        match r.status().as_u16() {
+            200 => ok += 1,
+            429 => {}
+            s => panic!("unexpected {s}"),
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_redis_enforce_one_combined_limit() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    for algo in [
+        "fixed_window",
+        "sliding_window",
+        "sliding_window_log",
+        "gcra",
+    ] {
+        let body = config(
+            bs[0].addr,
+            &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+            &format!("[rate_limit.tiers.anonymous]\nlimit = 10\nalgorithm = \"{algo}\"\n"),
+        );
+        let sluices = vec![
+            Sluice::start(body.clone()).await,
+            Sluice::start(body.clone()).await,
+            Sluice::start(body).await,
+        ];
+        let path = format!("/shared-{algo}");
+        assert_eq!(combined_allowed(&sluices, &path).await, 10, "{algo}");
+        let mut conn = redis.client().await;
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_a_redis_cluster_enforce_one_combined_limit() {
+    let cluster = RedisCluster::start().await;
+    let bs = backends(1).await;
+    let body = config(
+        bs[0].addr,
+        &format!("[redis]\ncluster = {}\ncommand_timeout_ms = 500\n", cluster.urls_toml()),
+        "[rate_limit.tiers.anonymous]\nlimit = 10\n[rate_limit.tiers.premium]\nlimit = 7\nalgorithm = \"gcra\"\n[[rate_limit.api_keys]]\nkey = \"k1\"\nclient = \"one\"\n[[rate_limit.api_keys]]\nkey = \"k2\"\nclient = \"two\"\n",
+    );
+    let sluices = vec![
+        Sluice::start(body.clone()).await,
+        Sluice::start(body.clone()).await,
+        Sluice::start(body).await,
+    ];
+    assert_eq!(combined_allowed(&sluices, "/c").await, 10);
+    // Different clients hash to different slots (and nodes): each has its own combined limit.
+    let c = client(None);
+    for key in ["k1", "k2"] {
+        let mut ok = 0;
+        for i in 0..12 {
+            let r = c
+                .get(sluices[i % 3].url("/c"))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 200 {
+                ok += 1;
+            }
+        }
+        assert_eq!(ok, 7, "{key}");
+    }
+}
+
+/// Kill Redis mid-stream under `policy`; returns the statuses seen while it was down.
+/// The backends come back too, to stay alive while the caller uses Sluice.
+async fn redis_outage(policy: &str, limit: u32) -> (Vec<u16>, Sluice, RedisServer, Vec<Backend>) {
+    let mut redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(
+        bs[0].addr,
+        &format!(
+            "[redis]\nurl = \"{}\"\ncommand_timeout_ms = 50\nbreaker_failures = 3\nbreaker_cooldown_ms = 500\n",
+            redis.url()
+        ),
+        &format!("on_redis_error = \"{policy}\"\ninstances = 2\n[rate_limit.tiers.anonymous]\nlimit = {limit}\n"),
+    ))
+    .await;
+    let c = client(None);
+    for _ in 0..3 {
+        assert_eq!(c.get(sluice.url("/o")).send().await.unwrap().status(), 200);
+    }
+    redis.kill();
+    let mut seen = Vec::new();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..30 {
+        let t = Instant::now();
+        let r = c.get(sluice.url("/o")).send().await.unwrap();
+        slowest = slowest.max(t.elapsed());
+        seen.push(r.status().as_u16());
+    }
+    // Bounded by the 50 ms command timeout (and the breaker after 3 failures), never hanging.
+    assert!(
+        slowest < Duration::from_millis(600),
+        "{policy}: slowest request {slowest:?}"
+    );
+    let _ = sluice
+        .wait_log(&["redis_breaker_open"], Duration::from_secs(2))
+        .await;
+    (seen, sluice, redis, bs)
+}
+
+async fn redis_backed_again(sluice: &Sluice, redis: &mut RedisServer) {
+    redis.restart().await;
+    let c = client(None);
+    let mut conn = redis.client().await;
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.get(sluice.url("/o")).send().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if r.status() == 200 && !keys.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < end, "Redis-backed limiting did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_local_policy_falls_back_to_a_divided_local_limit() {
+    let (seen, sluice, mut redis, _bs) = redis_outage("local", 10).await;
+    // 10 shared by 2 instances: this one allows 5 on its own while Redis is away.
+    let ok = seen.iter().filter(|&&s| s == 200).count();
+    assert_eq!(ok, 5, "{seen:?}");
+    assert!(seen.iter().all(|&s| s == 200 || s == 429), "{seen:?}");
+    redis_backed_again(&sluice, &mut redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_open_policy_allows_everything() {
+    let (seen, sluice, mut redis, _bs) = redis_outage("open", 10).await;
+    assert!(seen.iter().all(|&s| s == 200), "{seen:?}");
+    redis_backed_again(&sluice, &mut redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_closed_policy_rejects_quickly() {
+    let (seen, sluice, mut redis, _bs) = redis_outage("closed", 1000).await;
+    assert!(seen.iter().all(|&s| s == 503), "{seen:?}");
+    redis_backed_again(&sluice, &mut redis).await;
+}
