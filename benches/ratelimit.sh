@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Cost of rate limiting: oha against the same route with and without a limit (one that is never
+# reached, counted in a real redis-server), interleaved, plus raw limiter checks per second.
+#
+# Usage: benches/ratelimit.sh [--duration 10s] [--conns 64] [--rounds 3]
+# Writes benches/results/ratelimit-<UTC time>.json. Installs oha, redis-server when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=10s CONNS=64 ROUNDS=3 THREADS=2
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --conns) CONNS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+scripts/install-deps.sh
+command -v oha >/dev/null 2>&1 || cargo install oha --locked
+cargo build --release --locked -p sluice -p backend-sample
+
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT INT TERM
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 1 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done
+  echo "nothing listening on $1" >&2; return 1
+}
+
+REDIS=$(free_port); BACKEND=$(free_port); PLAIN=$(free_port); LIMITED=$(free_port)
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+pids+=($!)
+target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
+pids+=($!)
+common="[upstreams.b]
+backends = [{ addr = \"127.0.0.1:$BACKEND\" }]
+[[routes]]
+upstream = \"b\""
+printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds = 0\n%s\n' "$PLAIN" "$THREADS" "$common" >"$work/plain.toml"
+printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds = 0\n%s\n[redis]\nurl = "redis://127.0.0.1:%s/"\n[rate_limit]\n[rate_limit.tiers.anonymous]\nlimit = 1000000000\n' \
+  "$LIMITED" "$THREADS" "$common" "$REDIS" >"$work/limited.toml"
+RUST_LOG=warn target/release/sluice --config "$work/plain.toml" 2>"$work/plain.log" &
+pids+=($!)
+RUST_LOG=warn target/release/sluice --config "$work/limited.toml" 2>"$work/limited.log" &
+pids+=($!)
+for p in $REDIS $BACKEND $PLAIN $LIMITED; do wait_port "$p"; done
+
+# The limited route answers with rate-limit headers: make sure limiting is really on.
+curl -sf -D - -o /dev/null "http://127.0.0.1:$LIMITED/ping" | grep -qi '^x-ratelimit-limit' \
+  || { echo "limited Sluice sends no rate-limit headers" >&2; exit 1; }
+
+declare -A PORT=([unlimited]=$PLAIN [limited]=$LIMITED)
+for t in unlimited limited; do oha -z 2s -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null; done
+for r in $(seq 1 "$ROUNDS"); do
+  for t in unlimited limited; do
+    echo "round $r/$ROUNDS: $t"
+    oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$work/$t-$r.json"
+  done
+done
+
+echo "limiter checks per second (64 concurrent callers, 5 s each)"
+REDIS_URL="redis://127.0.0.1:$REDIS/" cargo bench --locked -q -p sluice --bench ratelimit_checks >"$work/checks.jsonl"
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out="benches/results/ratelimit-$stamp.json"
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$THREADS" <<'PY'
+import json, statistics, sys
+work, rounds, out, duration, conns, threads = sys.argv[1:]
+rounds = int(rounds)
+res = {}
+for t in ["unlimited", "limited"]:
+    runs = []
+    for r in range(1, rounds + 1):
+        d = json.load(open(f"{work}/{t}-{r}.json"))
+        lat = d["latencyPercentiles"]
+        codes = d.get("statusCodeDistribution", {})
+        runs.append({"rps": d["summary"]["requestsPerSec"], "p50_ms": lat["p50"] * 1000,
+                     "p99_ms": lat["p99"] * 1000,
+                     "non_200": sum(v for k, v in codes.items() if k != "200")})
+    med = lambda k: statistics.median(x[k] for x in runs)
+    res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+              "non_200": sum(x["non_200"] for x in runs), "runs": runs}
+checks = [json.loads(l) for l in open(f"{work}/checks.jsonl") if l.startswith("{")]
+doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
+                "sluice_threads": int(threads), "statistic": "median"},
+       "results": res,
+       "limited_over_unlimited_rps": res["limited"]["rps"] / res["unlimited"]["rps"],
+       "p99_added_ms": res["limited"]["p99_ms"] - res["unlimited"]["p99_ms"],
+       "checks": checks}
+json.dump(doc, open(out, "w"), indent=2)
+print("\n| route | req/s | p50 ms | p99 ms | non-200 |\n|---|---:|---:|---:|---:|")
+for t, v in res.items():
+    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['non_200']} |")
+print(f"\nlimited/unlimited req/s: {doc['limited_over_unlimited_rps']:.2f}; p99 added: {doc['p99_added_ms']:.2f} ms")
+for c in checks:
+    print(f"{c['store']} checks/s: {c['checks_per_sec']} (bad: {c['not_from_store_or_denied']})")
+print(f"written to {out}")
+PY
