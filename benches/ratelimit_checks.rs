@@ -43,6 +43,7 @@ async fn run(store: &str, redis: Option<&str>, concurrency: usize, seconds: u64)
         )
         .await;
     let want_redis = redis.is_some();
+    let run_for = Duration::from_secs(seconds);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..concurrency {
@@ -55,7 +56,12 @@ async fn run(store: &str, redis: Option<&str>, concurrency: usize, seconds: u64)
         );
         tasks.push(tokio::spawn(async move {
             let mut i = 0u64;
-            while !done.load(Ordering::Relaxed) {
+            // The embedded store never awaits: check a clock deadline (not only the flag, whose
+            // timer needs a free worker) and yield now and then so the runtime stays live.
+            while !done.load(Ordering::Relaxed) && start.elapsed() < run_for {
+                if i % 256 == 255 {
+                    tokio::task::yield_now().await;
+                }
                 let id = Identity {
                     key: format!("ip:10.{t}.{}", i % 1000),
                     tier: "anonymous".into(),
