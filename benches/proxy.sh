@@ -27,19 +27,7 @@ scripts/install-deps.sh nginx haproxy
 command -v oha >/dev/null 2>&1 || cargo install oha --locked
 cargo build --release --locked -p sluice -p backend-sample
 
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT INT TERM
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.05
-  done
-  echo "nothing listening on $1" >&2; return 1
-}
+source benches/lib.sh
 
 BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); SLUICE=$(free_port)
 KEEPALIVE=$((CONNS * 2))
