@@ -163,4 +163,7 @@ print()
 for k, v in ratios.items():
     print(f"{k}: {v:.2f}")
 print(f"\nwritten to {out}")
+bad = {t: v["errors"] + v["non_200"] for t, v in res.items() if v["errors"] + v["non_200"]}
+if bad:
+    sys.exit(f"INVALID RUN: failed or non-200 responses {bad}; these numbers measure an error path")
 PY

@@ -72,10 +72,14 @@ for t in ["unlimited", "limited"]:
         codes = d.get("statusCodeDistribution", {})
         runs.append({"rps": d["summary"]["requestsPerSec"], "p50_ms": lat["p50"] * 1000,
                      "p99_ms": lat["p99"] * 1000,
-                     "non_200": sum(v for k, v in codes.items() if k != "200")})
+                     "non_200": sum(v for k, v in codes.items() if k != "200"),
+                     # oha cuts the requests in flight when -z expires; not proxy errors.
+                     "errors": sum(v for k, v in d.get("errorDistribution", {}).items()
+                                   if k != "aborted due to deadline")})
     med = lambda k: statistics.median(x[k] for x in runs)
     res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
-              "non_200": sum(x["non_200"] for x in runs), "runs": runs}
+              "non_200": sum(x["non_200"] for x in runs),
+              "errors": sum(x["errors"] for x in runs), "runs": runs}
 checks = [json.loads(l) for l in open(f"{work}/checks.jsonl") if l.startswith("{")]
 doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
                 "sluice_threads": int(threads), "statistic": "median"},
@@ -91,4 +95,8 @@ print(f"\nlimited/unlimited req/s: {doc['limited_over_unlimited_rps']:.2f}; p99 
 for c in checks:
     print(f"{c['store']} checks/s: {c['checks_per_sec']} (bad: {c['not_from_store_or_denied']})")
 print(f"written to {out}")
+bad = {t: v["errors"] + v["non_200"] for t, v in res.items() if v["errors"] + v["non_200"]}
+bad.update({c["store"]: c["not_from_store_or_denied"] for c in checks if c["not_from_store_or_denied"]})
+if bad:
+    sys.exit(f"INVALID RUN: failed or non-200 responses / bad checks {bad}; not a result")
 PY

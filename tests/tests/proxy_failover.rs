@@ -96,3 +96,27 @@ async fn a_backend_slower_than_read_timeout_gives_504() {
     let r = c.get(sluice.url("/delay/10")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// A client that hangs up while its request is in flight is the client's doing, not the
+/// backend's: it must never count toward passive ejection (a load generator stopping 64
+/// connections at once used to eject the only backend for `fail_timeout`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_never_eject_a_backend() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\nmax_fails = 2\nfail_timeout_ms = 30000\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[(bs[0].addr, None)])
+    ))
+    .await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    for _ in 0..6 {
+        let r = impatient.get(sluice.url("/delay/1000")).send().await;
+        assert!(r.is_err(), "the client should have given up first: {r:?}");
+    }
+    let r = client(None).get(sluice.url("/after")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "the backend was ejected by client hang-ups");
+    assert_eq!(sluice.count_log(&["backend_ejected"]), 0);
+}

@@ -270,6 +270,10 @@ impl ProxyHttp for Edge {
         let retry = if std::mem::take(&mut ctx.status_retry) {
             // Decided (and budgeted) in upstream_response_filter.
             true
+        } else if e.esource() != &ErrorSource::Upstream {
+            // The client hung up or sent garbage mid-request: not the backend's fault, so it
+            // neither counts toward passive ejection nor earns a retry.
+            false
         } else {
             let failure = Failure::of(&e);
             ctx.record_failure(failure);
