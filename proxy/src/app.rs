@@ -1,18 +1,24 @@
-//! Builds the Pingora server and services from a validated [`Config`]. Knows nothing about
-//! selection algorithms or request handling; those live in `balancer/` and `edge/`.
+//! Builds the Pingora server and services from a validated [`Config`], and holds the
+//! process-wide [`App`] state they share. Knows nothing about selection algorithms or request
+//! handling; those live in `balancer/` and `edge/`.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 
+use crate::admin::AdminApi;
 use crate::balancer::StateRegistry;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::health::HealthService;
+use crate::metrics::METRICS;
 use crate::ratelimit::RateLimiter;
+use crate::reload::ReloadService;
 use crate::snapshot::Snapshot;
 
 /// Why the server could not be assembled (configuration already validated).
@@ -32,23 +38,68 @@ pub enum AppError {
 pub struct App {
     /// The snapshot requests run against; replaced whole on reload.
     pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// The validated config the snapshot was built from (for `GET /config` and reload checks).
+    pub config: ArcSwap<Config>,
     /// Live per-backend state shared by successive snapshots.
     pub registry: Arc<StateRegistry>,
     /// Rate-limit stores and breaker (process-wide; limits themselves are in the snapshot).
     pub limiter: Arc<RateLimiter>,
+    /// The config file, re-read on reload.
+    pub config_path: PathBuf,
+    /// Where relative paths in the config file resolve.
+    pub base_dir: PathBuf,
+    /// Serializes reloads; holds the file text last read.
+    pub(crate) reload_lock: Mutex<String>,
+    /// Set once a graceful stop or upgrade began: `/readyz` answers 503.
+    pub draining: AtomicBool,
+    /// Latched once every actively checked backend has been probed at least once.
+    pub health_ready: AtomicBool,
 }
 
 impl App {
-    /// State for `config` as the first generation.
-    pub fn new(config: &Config) -> Self {
+    /// State for `config` (read from `path`, whose content was `text`) as the first generation.
+    pub fn new(config: Config, path: &Path, text: String) -> Arc<Self> {
         let registry = Arc::new(StateRegistry::default());
-        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(config, &registry, 1)));
+        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
+            &config, &registry, 1,
+        )));
         let limiter = Arc::new(RateLimiter::new(config.redis.as_ref()));
-        App {
+        METRICS.set_generation(1);
+        let base_dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned();
+        Arc::new(App {
             snapshot,
+            config: ArcSwap::from_pointee(config),
             registry,
             limiter,
+            config_path: path.to_owned(),
+            base_dir,
+            reload_lock: Mutex::new(text),
+            draining: AtomicBool::new(false),
+            health_ready: AtomicBool::new(false),
+        })
+    }
+
+    /// Whether every backend with active checks has had its first probe (latched: once true,
+    /// stays true, so a reload that adds backends does not flap readiness).
+    pub fn health_checked(&self) -> bool {
+        if self.health_ready.load(Relaxed) {
+            return true;
         }
+        let snapshot = self.snapshot.load();
+        let done = snapshot
+            .pools
+            .iter()
+            .filter(|p| p.health.is_some())
+            .flat_map(|p| p.balancer.slots())
+            .all(|s| s.state.probed());
+        if done {
+            self.health_ready.store(true, Relaxed);
+        }
+        done
     }
 }
 
@@ -60,18 +111,24 @@ pub fn server_conf(config: &Config) -> ServerConf {
         grace_period_seconds: Some(s.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(s.grace_period.as_secs().max(1)),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
         ..ServerConf::default()
     }
 }
 
-/// A bootstrapped Pingora server with Sluice's proxy service on every configured listener.
-pub fn build_server(config: &Config, app: &App, opt: Opt) -> Result<Server, AppError> {
+/// A bootstrapped Pingora server with Sluice's proxy service on every configured listener, the
+/// admin API, health checks and reload triggers.
+pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server, AppError> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(config));
     server.bootstrap();
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Edge::new(Arc::clone(&app.snapshot), Arc::clone(&app.limiter)),
+        Edge::new(
+            Arc::clone(&app.snapshot),
+            Arc::clone(&app.limiter),
+            config.logging.access_log,
+        ),
         "sluice-proxy",
     );
     for addr in &config.server.listen {
@@ -90,9 +147,22 @@ pub fn build_server(config: &Config, app: &App, opt: Opt) -> Result<Server, AppE
         proxy.add_tls_with_settings(&listen, None, settings);
     }
     server.add_service(proxy);
+    if let Some(addr) = config.admin.listen {
+        let mut admin = pingora::services::listening::Service::new(
+            "sluice-admin".to_owned(),
+            AdminApi::new(Arc::clone(app)),
+        );
+        admin.add_tcp(&addr.to_string());
+        admin.threads = Some(1);
+        server.add_service(admin);
+    }
     server.add_service(pingora::services::background::background_service(
         "sluice-health",
         HealthService::new(Arc::clone(&app.snapshot)),
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "sluice-reload",
+        ReloadService::new(Arc::clone(app)),
     ));
     Ok(server)
 }

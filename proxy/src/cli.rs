@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use pingora::server::configuration::Opt;
+use pingora::server::RunArgs;
 
 use crate::{app, config};
 
@@ -24,6 +25,10 @@ pub struct Args {
     /// Validate the config, print every problem, and exit (0 when valid).
     #[arg(long)]
     pub check: bool,
+    /// Take the listening sockets over from a running Sluice (send it SIGQUIT after starting
+    /// this one) through `server.upgrade_sock`: a binary upgrade without dropping connections.
+    #[arg(long)]
+    pub upgrade: bool,
 }
 
 /// Run the command line with the process's arguments; what `main` calls.
@@ -33,6 +38,7 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments.
 pub fn run(args: Args) -> ExitCode {
+    let text = std::fs::read_to_string(&args.config).unwrap_or_default();
     let config = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -44,9 +50,13 @@ pub fn run(args: Args) -> ExitCode {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
-    crate::logging::init();
-    let state = app::App::new(&config);
-    let server = match app::build_server(&config, &state, Opt::default()) {
+    crate::logging::init(config.logging.format);
+    let state = app::App::new(config.clone(), &args.config, text);
+    let opt = Opt {
+        upgrade: args.upgrade,
+        ..Opt::default()
+    };
+    let server = match app::build_server(&config, &state, opt) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: {e}");
@@ -59,7 +69,17 @@ pub fn run(args: Args) -> ExitCode {
         tls = config.server.tls.len(),
         pools = config.upstreams.len(),
         routes = config.routes.len(),
+        admin = ?config.admin.listen,
+        upgrade = args.upgrade,
         "sluice starting"
     );
-    server.run_forever()
+    let signals = crate::lifecycle::Signals::new(
+        state,
+        config.server.grace_period,
+        config.server.drain_delay,
+    );
+    server.run(RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
+    ExitCode::SUCCESS
 }

@@ -183,7 +183,9 @@ async fn probe_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match prober.probe(&target, spec.timeout).await {
+        let verdict = prober.probe(&target, spec.timeout).await;
+        state.mark_probed();
+        match verdict {
             Ok(()) => {
                 successes = successes.saturating_add(1);
                 failures = 0;

@@ -4,13 +4,17 @@
 //! model, built into a [`snapshot::Snapshot`] (routes + pools), and served by [`edge::Edge`], which
 //! selects backends through [`balancer`].
 
+pub mod admin;
 pub mod app;
 pub mod balancer;
 pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod health;
+pub mod lifecycle;
 pub mod logging;
+pub mod metrics;
 pub mod ratelimit;
+pub mod reload;
 pub mod router;
 pub mod snapshot;

@@ -121,6 +121,8 @@ mod tests {
             path_prefix: prefix.into(),
             upstream,
             rate_limit: Default::default(),
+            name: format!("{prefix}#{upstream}"),
+            access_log: true,
         }
     }
 

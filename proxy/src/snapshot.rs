@@ -4,11 +4,14 @@
 
 use pingora::upstreams::peer::HttpPeer;
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balancer::{Balancer, PassivePolicy, PickPolicy, Slot, StateRegistry};
 use crate::config::{Config, HealthSpec, NextUpstream, RateLimitSpec, RouteLimit, UpstreamSpec};
 use crate::edge::RetryBudget;
+use crate::metrics::{PoolMetrics, RouteMetrics, TierMetrics, METRICS};
 use crate::ratelimit::JwtVerifier;
 use crate::router::Router;
 
@@ -41,6 +44,8 @@ pub struct Pool {
     pub websocket_idle_timeout: Duration,
     /// Active probes, read by the health service.
     pub health: Option<HealthSpec>,
+    /// Upstream latency series.
+    pub metrics: Arc<PoolMetrics>,
 }
 
 impl Pool {
@@ -95,17 +100,22 @@ impl Pool {
             },
             websocket_idle_timeout: spec.websocket_idle_timeout,
             health: spec.health.clone(),
+            metrics: METRICS.pool(&spec.name),
         }
     }
 }
 
 /// One route's runtime settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Route {
     /// Index of its pool in [`Snapshot::pools`].
     pub upstream: usize,
     /// Its rate-limit rule.
     pub rate_limit: RouteLimit,
+    /// Whether its requests are access-logged.
+    pub access_log: bool,
+    /// Its request series.
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// The reloadable part of rate limiting: limits, identities and the JWT verifier.
@@ -114,6 +124,8 @@ pub struct RatePolicies {
     pub spec: RateLimitSpec,
     /// Built once from `spec.jwt`.
     pub jwt: Option<JwtVerifier>,
+    /// Check counters per tier name (and `route` for routes' own limits).
+    pub tier_metrics: HashMap<String, Arc<TierMetrics>>,
 }
 
 impl std::fmt::Debug for RatePolicies {
@@ -138,6 +150,8 @@ pub struct Snapshot {
     pub pools: Vec<Pool>,
     /// Which config generation this is (1 for the first load).
     pub generation: u64,
+    /// Ports of the proxy listeners (for the open-connections gauge).
+    pub listen_ports: Vec<u16>,
 }
 
 impl Snapshot {
@@ -151,10 +165,19 @@ impl Snapshot {
                 .map(|r| Route {
                     upstream: r.upstream,
                     rate_limit: r.rate_limit,
+                    access_log: r.access_log,
+                    metrics: METRICS.route(&r.name, &config.upstreams[r.upstream].name),
                 })
                 .collect(),
             rate_limit: config.rate_limit.as_ref().map(|spec| RatePolicies {
                 jwt: spec.jwt.as_ref().and_then(JwtVerifier::new),
+                tier_metrics: spec
+                    .tiers
+                    .keys()
+                    .map(String::as_str)
+                    .chain(std::iter::once("route"))
+                    .map(|t| (t.to_owned(), METRICS.tier(t)))
+                    .collect(),
                 spec: spec.clone(),
             }),
             pools: config
@@ -163,6 +186,13 @@ impl Snapshot {
                 .map(|u| Pool::new(u, registry))
                 .collect(),
             generation,
+            listen_ports: config
+                .server
+                .listen
+                .iter()
+                .chain(config.server.tls.iter().map(|t| &t.listen))
+                .map(|a| a.port())
+                .collect(),
         }
     }
 }

@@ -117,6 +117,10 @@ async fn clients_hanging_up_never_eject_a_backend() {
         assert!(r.is_err(), "the client should have given up first: {r:?}");
     }
     let r = client(None).get(sluice.url("/after")).send().await.unwrap();
-    assert_eq!(r.status(), 200, "the backend was ejected by client hang-ups");
+    assert_eq!(
+        r.status(),
+        200,
+        "the backend was ejected by client hang-ups"
+    );
     assert_eq!(sluice.count_log(&["backend_ejected"]), 0);
 }

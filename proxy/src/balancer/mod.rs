@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 pub use ring::{hash64, HashRing};
-pub use state::{now_ns, BackendState, Lease, PassivePolicy, StateRegistry, EWMA_DECAY};
+pub use state::{
+    now_ns, BackendCounters, BackendState, Lease, PassivePolicy, StateRegistry, EWMA_DECAY,
+};
 
 use crate::config::Strategy;
 

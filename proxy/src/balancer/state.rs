@@ -30,6 +30,29 @@ pub struct BackendState {
     fail_window_start_ns: AtomicU64,
     /// When the backend last (re)entered rotation, for slow start (0: long ago).
     up_since_ns: AtomicU64,
+    /// Times the balancer picked it (metrics).
+    selections: AtomicU64,
+    /// Failed attempts (metrics).
+    failures: AtomicU64,
+    /// Passive ejections (metrics).
+    ejections: AtomicU64,
+    /// Failed attempts retried elsewhere (metrics).
+    retries: AtomicU64,
+    /// An active probe has run at least once (readiness).
+    probed: AtomicBool,
+}
+
+/// A backend's monotonic counters, as read for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendCounters {
+    /// Times the balancer picked it.
+    pub selections: u64,
+    /// Failed attempts.
+    pub failures: u64,
+    /// Passive ejections.
+    pub ejections: u64,
+    /// Failed attempts retried on another backend.
+    pub retries: u64,
 }
 
 impl Default for BackendState {
@@ -69,6 +92,11 @@ impl BackendState {
             fail_count: AtomicU32::new(0),
             fail_window_start_ns: AtomicU64::new(0),
             up_since_ns: AtomicU64::new(0),
+            selections: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            ejections: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            probed: AtomicBool::new(false),
         }
     }
 
@@ -95,6 +123,36 @@ impl BackendState {
         self.ejected_until_ns.load(Relaxed) > now
     }
 
+    /// Record that an active probe finished (either way).
+    pub fn mark_probed(&self) {
+        self.probed.store(true, Relaxed);
+    }
+
+    /// Whether an active probe has finished at least once.
+    pub fn probed(&self) -> bool {
+        self.probed.load(Relaxed)
+    }
+
+    /// Count one pick by the balancer.
+    pub fn count_selection(&self) {
+        self.selections.fetch_add(1, Relaxed);
+    }
+
+    /// Count one failed attempt that is retried on another backend.
+    pub fn count_retry(&self) {
+        self.retries.fetch_add(1, Relaxed);
+    }
+
+    /// The monotonic counters.
+    pub fn counters(&self) -> BackendCounters {
+        BackendCounters {
+            selections: self.selections.load(Relaxed),
+            failures: self.failures.load(Relaxed),
+            ejections: self.ejections.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+        }
+    }
+
     /// Whether the backend may be picked at `now`: the probes say up and it is not ejected.
     pub fn available(&self, now: u64) -> bool {
         self.probe_up() && !self.ejected(now)
@@ -102,6 +160,7 @@ impl BackendState {
 
     /// Count one failure at `now`; returns true when this failure ejects the backend.
     pub fn record_failure(&self, now: u64, policy: PassivePolicy) -> bool {
+        self.failures.fetch_add(1, Relaxed);
         if policy.max_fails == 0 {
             return false;
         }
@@ -121,6 +180,7 @@ impl BackendState {
             self.up_since_ns.store(until, Relaxed);
             self.fail_count.store(0, Relaxed);
             self.fail_window_start_ns.store(now, Relaxed);
+            self.ejections.fetch_add(1, Relaxed);
             return true;
         }
         false

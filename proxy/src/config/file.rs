@@ -5,7 +5,50 @@ use serde::Deserialize;
 
 /// The whole file, as written. Top-level sections are deserialized one by one (see
 /// [`super::load_str`]) so that a problem in one section does not hide problems in another.
-pub const TOP_LEVEL_KEYS: &[&str] = &["server", "upstreams", "routes", "redis", "rate_limit"];
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "server",
+    "admin",
+    "logging",
+    "reload",
+    "upstreams",
+    "routes",
+    "redis",
+    "rate_limit",
+];
+
+/// `[admin]`: the admin API listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// Whether the admin listener runs.
+    pub enabled: Option<bool>,
+    /// `ip:port` of the admin listener.
+    pub listen: Option<String>,
+    /// Bearer token, inline.
+    pub token: Option<String>,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+}
+
+/// `[logging]`: log format and the access log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogging {
+    /// `text` or `json`.
+    pub format: Option<String>,
+    /// One line per request (routes may turn it off).
+    pub access_log: Option<bool>,
+}
+
+/// `[reload]`: what triggers a live reload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReload {
+    /// Watch the config file and reload when it changes.
+    pub watch: Option<bool>,
+    /// How often the file is looked at, and how long it must stay unchanged before a reload.
+    pub debounce_ms: Option<i64>,
+}
 
 /// `[redis]`: the shared store for rate limits (and later the cache).
 #[derive(Debug, Deserialize)]
@@ -111,6 +154,10 @@ pub struct FileServer {
     pub grace_period_seconds: Option<i64>,
     /// Idle upstream connections kept for reuse, across all pools.
     pub upstream_keepalive_pool_size: Option<i64>,
+    /// Unix socket over which listeners are handed to a new process (`--upgrade`).
+    pub upgrade_sock: Option<String>,
+    /// After SIGTERM, keep serving this long with `/readyz` at 503 before closing listeners.
+    pub drain_delay_ms: Option<i64>,
 }
 
 /// `[[server.tls]]`: one TLS listener.
@@ -213,4 +260,8 @@ pub struct FileRoute {
     pub upstream: String,
     /// Per-route limit replacing the tier's, or `{ off = true }`.
     pub rate_limit: Option<FileLimit>,
+    /// Name used in metrics and logs.
+    pub name: Option<String>,
+    /// Whether requests on this route are access-logged (default: `[logging] access_log`).
+    pub access_log: Option<bool>,
 }

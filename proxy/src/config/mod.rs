@@ -6,6 +6,7 @@
 
 mod file;
 pub mod model;
+pub mod ser;
 mod span;
 
 use std::collections::{BTreeMap, HashSet};
@@ -19,8 +20,8 @@ use serde::de::DeserializeOwned;
 pub use model::*;
 
 use file::{
-    FileApiKey, FileHealth, FileJwt, FileLimit, FileRateLimit, FileRedis, FileRoute, FileServer,
-    FileUpstream, TOP_LEVEL_KEYS,
+    FileAdmin, FileApiKey, FileHealth, FileJwt, FileLimit, FileLogging, FileRateLimit, FileRedis,
+    FileReload, FileRoute, FileServer, FileUpstream, TOP_LEVEL_KEYS,
 };
 use span::{LineIndex, SpanIndex};
 
@@ -170,6 +171,19 @@ impl Validator {
             None => Some(self.server(FileServer::empty(), base_dir)?),
         };
 
+        let admin_file = table
+            .remove("admin")
+            .and_then(|v| self.section::<FileAdmin>("admin", v));
+        let admin = self.admin(admin_file);
+        let logging_file = table
+            .remove("logging")
+            .and_then(|v| self.section::<FileLogging>("logging", v));
+        let logging = self.logging(logging_file);
+        let reload_file = table
+            .remove("reload")
+            .and_then(|v| self.section::<FileReload>("reload", v));
+        let reload = self.reload(reload_file);
+
         let mut names: Vec<String> = Vec::new();
         let mut upstreams = Vec::new();
         match table.remove("upstreams") {
@@ -197,10 +211,21 @@ impl Validator {
                 if a.is_empty() {
                     self.problem("routes", "empty: define at least one [[routes]]");
                 }
+                let access_log = logging.is_none_or(|l| l.access_log);
+                let mut route_names = HashSet::new();
                 for (i, value) in a.into_iter().enumerate() {
                     let path = format!("routes[{i}]");
                     if let Some(r) = self.section::<FileRoute>(&path, value) {
-                        if let Some(spec) = self.route(&path, r, &names, &upstreams) {
+                        if let Some(spec) = self.route(&path, r, &names, &upstreams, access_log) {
+                            if !route_names.insert(spec.name.clone()) {
+                                self.problem(
+                                    format!("{path}.name"),
+                                    format!(
+                                        "route name `{}` is used twice: give each route a unique `name`",
+                                        spec.name
+                                    ),
+                                );
+                            }
                             routes.push(spec);
                         }
                     }
@@ -224,10 +249,110 @@ impl Validator {
 
         Some(Config {
             server: server?,
+            admin: admin?,
+            logging: logging?,
+            reload: reload?,
             upstreams,
             routes,
             redis,
             rate_limit,
+        })
+    }
+
+    fn admin(&mut self, a: Option<FileAdmin>) -> Option<AdminSettings> {
+        let FileAdmin {
+            enabled,
+            listen,
+            token,
+            token_env,
+        } = a.unwrap_or(FileAdmin {
+            enabled: None,
+            listen: None,
+            token: None,
+            token_env: None,
+        });
+        let listen_text = listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
+        let addr = match listen_text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    "admin.listen",
+                    format!("`{listen_text}` is not a listen address: expected ip:port, e.g. 127.0.0.1:9901"),
+                );
+                None
+            }
+        };
+        let token = match (token, token_env) {
+            (Some(_), Some(_)) => {
+                self.problem("admin", "give either `token` or `token_env`, not both");
+                return None;
+            }
+            (Some(t), None) if t.trim().is_empty() => {
+                self.problem("admin.token", "empty: give a secret or leave the key out");
+                return None;
+            }
+            (Some(t), None) => Some(t),
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(t) if !t.trim().is_empty() => Some(t),
+                _ => {
+                    self.problem(
+                        "admin.token_env",
+                        format!("environment variable `{var}` is not set or empty"),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => None,
+        };
+        let enabled = enabled.unwrap_or(true);
+        let addr = addr?;
+        if enabled && token.is_none() && !addr.ip().is_loopback() {
+            self.problem(
+                "admin.listen",
+                format!(
+                    "`{addr}` is not a loopback address, so the admin API needs a bearer token: \
+                     set `token` or `token_env`"
+                ),
+            );
+            return None;
+        }
+        Some(AdminSettings {
+            listen: enabled.then_some(addr),
+            token,
+        })
+    }
+
+    fn logging(&mut self, l: Option<FileLogging>) -> Option<LoggingSettings> {
+        let (format, access_log) = l.map_or((None, None), |l| (l.format, l.access_log));
+        let format = match format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem(
+                    "logging.format",
+                    format!("unknown format `{other}`, expected one of: text, json"),
+                );
+                return None;
+            }
+        };
+        Some(LoggingSettings {
+            format,
+            access_log: access_log.unwrap_or(true),
+        })
+    }
+
+    fn reload(&mut self, r: Option<FileReload>) -> Option<ReloadSettings> {
+        let (watch, debounce) = r.map_or((None, None), |r| (r.watch, r.debounce_ms));
+        let debounce = self.int_in(
+            "reload.debounce_ms",
+            debounce,
+            DEFAULT_RELOAD_DEBOUNCE_MS as i64,
+            10,
+            60_000,
+        )?;
+        Some(ReloadSettings {
+            watch: watch.unwrap_or(true),
+            debounce: Duration::from_millis(debounce as u64),
         })
     }
 
@@ -574,6 +699,8 @@ impl Validator {
             tls,
             grace_period_seconds,
             upstream_keepalive_pool_size,
+            upgrade_sock,
+            drain_delay_ms,
         } = s;
         let mut seen = HashSet::new();
         let mut plain = Vec::new();
@@ -620,6 +747,16 @@ impl Validator {
             threads,
             grace_period: Duration::from_secs(grace as u64),
             upstream_keepalive_pool_size: pool as usize,
+            upgrade_sock: PathBuf::from(
+                upgrade_sock.unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.into()),
+            ),
+            drain_delay: Duration::from_millis(self.int_in(
+                "server.drain_delay_ms",
+                drain_delay_ms,
+                0,
+                0,
+                600_000,
+            )? as u64),
         })
     }
 
@@ -994,13 +1131,34 @@ impl Validator {
         r: FileRoute,
         names: &[String],
         upstreams: &[UpstreamSpec],
+        access_log_default: bool,
     ) -> Option<RouteSpec> {
         let FileRoute {
             host,
             path_prefix,
             upstream,
             rate_limit,
+            name,
+            access_log,
         } = r;
+        let name = name.unwrap_or_else(|| {
+            format!(
+                "{}{}",
+                host.as_deref().unwrap_or("*"),
+                path_prefix.as_deref().unwrap_or("/")
+            )
+        });
+        if name.is_empty()
+            || name.len() > 128
+            || name
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
+            self.problem(
+                format!("{path}.name"),
+                "expected 1-128 printable characters without quotes or backslashes",
+            );
+        }
         let rate_limit = match rate_limit {
             None => Some(RouteLimit::Tier),
             Some(FileLimit {
@@ -1046,6 +1204,8 @@ impl Validator {
             path_prefix: prefix,
             upstream: idx?,
             rate_limit: rate_limit?,
+            name,
+            access_log: access_log.unwrap_or(access_log_default),
         })
     }
 }
@@ -1058,6 +1218,8 @@ impl FileServer {
             tls: None,
             grace_period_seconds: None,
             upstream_keepalive_pool_size: None,
+            upgrade_sock: None,
+            drain_delay_ms: None,
         }
     }
 }

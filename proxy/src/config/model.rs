@@ -1,6 +1,9 @@
 //! The validated runtime configuration. Built only by [`super::load`]; every value here has been
 //! checked, so the rest of Sluice never re-validates.
 
+use serde::Serialize;
+
+use super::ser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -53,11 +56,63 @@ pub const DEFAULT_FALL: u32 = 3;
 /// Default probed path.
 pub const DEFAULT_HEALTH_PATH: &str = "/health";
 
+/// Default admin listener.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+/// Default Unix socket for handing listeners to a new process on `--upgrade`.
+pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/sluice_upgrade.sock";
+/// Default interval of the config-file watch (and its debounce).
+pub const DEFAULT_RELOAD_DEBOUNCE_MS: u64 = 500;
+
+/// `[admin]`: the admin API listener (fixed for the life of the process, except the token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AdminSettings {
+    /// Where the admin API listens; `None` when disabled.
+    pub listen: Option<SocketAddr>,
+    /// Bearer token required for mutating calls (and every call off loopback).
+    #[serde(serialize_with = "ser::secret")]
+    pub token: Option<String>,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable `key=value` lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[logging]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct LoggingSettings {
+    /// Line format (fixed for the life of the process).
+    pub format: LogFormat,
+    /// Default of each route's `access_log`.
+    pub access_log: bool,
+}
+
+/// `[reload]`: live reload triggers other than SIGHUP and `POST /reload` (always on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ReloadSettings {
+    /// Reload when the config file changes on disk.
+    pub watch: bool,
+    /// Poll interval of the watch; a change is applied once the file stayed the same this long.
+    #[serde(serialize_with = "ser::ms")]
+    pub debounce: Duration,
+}
+
 /// A whole validated configuration.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     /// Settings that need a restart to change.
     pub server: ServerSettings,
+    /// The admin API.
+    pub admin: AdminSettings,
+    /// Log format and access log.
+    pub logging: LoggingSettings,
+    /// Reload triggers.
+    pub reload: ReloadSettings,
     /// Pools, in file order (sorted by name, as TOML tables are).
     pub upstreams: Vec<UpstreamSpec>,
     /// Routes in file order.
@@ -69,7 +124,7 @@ pub struct Config {
 }
 
 /// Process-level settings (listeners, threads): fixed for the life of the process.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ServerSettings {
     /// Plain HTTP listeners.
     pub listen: Vec<SocketAddr>,
@@ -78,13 +133,19 @@ pub struct ServerSettings {
     /// Proxy worker threads.
     pub threads: usize,
     /// Graceful stop wait.
+    #[serde(serialize_with = "ser::ms")]
     pub grace_period: Duration,
     /// Idle upstream connections kept for reuse.
     pub upstream_keepalive_pool_size: usize,
+    /// Unix socket for the listener hand-over of a graceful upgrade.
+    pub upgrade_sock: PathBuf,
+    /// After SIGTERM: how long listeners stay open while `/readyz` already answers 503.
+    #[serde(serialize_with = "ser::ms")]
+    pub drain_delay: Duration,
 }
 
 /// One TLS listener with its resolved certificate and key paths.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TlsListener {
     /// Address to listen on.
     pub listen: SocketAddr,
@@ -95,7 +156,8 @@ pub struct TlsListener {
 }
 
 /// How a pool picks a backend for each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Strategy {
     /// Exact rotation.
     RoundRobin,
@@ -142,25 +204,30 @@ impl Strategy {
 }
 
 /// One upstream pool.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamSpec {
     /// The `[upstreams.NAME]` name.
     pub name: String,
     /// Selection strategy.
     pub strategy: Strategy,
     /// TCP connect timeout.
+    #[serde(serialize_with = "ser::ms")]
     pub connect_timeout: Duration,
     /// Read timeout.
+    #[serde(serialize_with = "ser::ms")]
     pub read_timeout: Duration,
     /// Write timeout.
+    #[serde(serialize_with = "ser::ms")]
     pub write_timeout: Duration,
     /// Idle pooled-connection lifetime.
+    #[serde(serialize_with = "ser::ms")]
     pub keepalive_timeout: Duration,
     /// Extra attempts after a retryable failure.
     pub retries: u32,
     /// Which failures are retried.
     pub next_upstream: NextUpstream,
     /// No retry starts later than this after the first attempt (`None`: no limit).
+    #[serde(serialize_with = "ser::opt_ms")]
     pub retry_timeout: Option<Duration>,
     /// Retry budget.
     pub retry_budget: RetryBudgetSpec,
@@ -169,8 +236,10 @@ pub struct UpstreamSpec {
     /// Try every backend when none is available, instead of answering 503.
     pub panic_mode: bool,
     /// Ramp-up time for a returning backend (zero: none).
+    #[serde(serialize_with = "ser::ms")]
     pub slow_start: Duration,
     /// Idle limit for upgraded connections.
+    #[serde(serialize_with = "ser::ms")]
     pub websocket_idle_timeout: Duration,
     /// Active health checks (`None`: backends are only judged passively).
     pub health: Option<HealthSpec>,
@@ -179,7 +248,7 @@ pub struct UpstreamSpec {
 }
 
 /// Which failures send a request to another backend (nginx's `proxy_next_upstream`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct NextUpstream {
     /// Connection refused/reset, broken response.
     pub error: bool,
@@ -242,7 +311,7 @@ impl NextUpstream {
 }
 
 /// How many retries a pool may add.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RetryBudgetSpec {
     /// Percentage of the request rate.
     pub percent: u32,
@@ -251,24 +320,27 @@ pub struct RetryBudgetSpec {
 }
 
 /// nginx-style passive health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PassiveSpec {
     /// Failures within `fail_timeout` that eject a backend (0: never).
     pub max_fails: u32,
     /// Failure window and ejection time.
+    #[serde(serialize_with = "ser::ms")]
     pub fail_timeout: Duration,
     /// Whether 5xx responses count as failures.
     pub on_5xx: bool,
 }
 
 /// Active probes of one pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthSpec {
     /// `None`: TCP connect only; `Some(path)`: HTTP GET of `path`.
     pub http_path: Option<String>,
     /// Time between probes.
+    #[serde(serialize_with = "ser::ms")]
     pub interval: Duration,
     /// Probe timeout.
+    #[serde(serialize_with = "ser::ms")]
     pub timeout: Duration,
     /// Accepted statuses, inclusive.
     pub expect_status: (u16, u16),
@@ -281,7 +353,7 @@ pub struct HealthSpec {
 }
 
 /// One pool member.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BackendSpec {
     /// The address as written (`host:port`), used in logs and as the stable identity.
     pub name: String,
@@ -294,7 +366,7 @@ pub struct BackendSpec {
 }
 
 /// Which `Host` values a route accepts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum HostMatch {
     /// `*`: any host.
     Any,
@@ -305,9 +377,10 @@ pub enum HostMatch {
 }
 
 /// One route.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteSpec {
     /// Host pattern.
+    #[serde(serialize_with = "ser::host")]
     pub host: HostMatch,
     /// Path prefix, starting with `/`.
     pub path_prefix: String,
@@ -315,6 +388,10 @@ pub struct RouteSpec {
     pub upstream: usize,
     /// Rate-limit rule of this route.
     pub rate_limit: RouteLimit,
+    /// Label in metrics and logs (`name`, or `host` + `path_prefix`).
+    pub name: String,
+    /// Whether requests on this route are access-logged.
+    pub access_log: bool,
 }
 
 /// Default bound on one Redis call for rate limiting.
@@ -341,7 +418,7 @@ pub const TIER_PREMIUM: &str = "premium";
 pub const DEFAULT_WINDOW_MS: u64 = 60_000;
 
 /// Where Redis is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum RedisTarget {
     /// One node (`redis://…`).
     Single(String),
@@ -350,20 +427,24 @@ pub enum RedisTarget {
 }
 
 /// `[redis]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedisSpec {
     /// Node or cluster.
+    #[serde(serialize_with = "ser::redis_target")]
     pub target: RedisTarget,
     /// Bound on each call.
+    #[serde(serialize_with = "ser::ms")]
     pub command_timeout: Duration,
     /// Consecutive failures that open the breaker.
     pub breaker_failures: u32,
     /// Open-breaker cool-down.
+    #[serde(serialize_with = "ser::ms")]
     pub breaker_cooldown: Duration,
 }
 
 /// Rate-limit algorithms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Algorithm {
     /// Exact: a sorted set of request times.
     SlidingWindowLog,
@@ -402,7 +483,7 @@ impl Algorithm {
 }
 
 /// One limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 pub struct LimitPolicy {
     /// How requests are counted.
     pub algorithm: Algorithm,
@@ -415,7 +496,7 @@ pub struct LimitPolicy {
 }
 
 /// What a route does about rate limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub enum RouteLimit {
     /// The client's tier limit.
     #[default]
@@ -427,7 +508,8 @@ pub enum RouteLimit {
 }
 
 /// Whether limits reject or only report.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum LimitMode {
     /// Over-limit requests get 429.
     Enforce,
@@ -436,7 +518,8 @@ pub enum LimitMode {
 }
 
 /// What to do when Redis cannot answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum OnRedisError {
     /// Use the embedded limiter with limits divided by `instances`.
     Local,
@@ -447,7 +530,7 @@ pub enum OnRedisError {
 }
 
 /// How a JWT is verified.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub enum JwtKey {
     /// HS256 shared secret.
     Hs256(Vec<u8>),
@@ -458,9 +541,10 @@ pub enum JwtKey {
 }
 
 /// `[rate_limit.jwt]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JwtSpec {
     /// Verification key.
+    #[serde(serialize_with = "ser::jwt_key")]
     pub key: JwtKey,
     /// Claim naming the tier.
     pub tier_claim: String,
@@ -469,7 +553,7 @@ pub struct JwtSpec {
 }
 
 /// An API key's owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ApiKeyOwner {
     /// Client id.
     pub client: String,
@@ -478,7 +562,7 @@ pub struct ApiKeyOwner {
 }
 
 /// `[rate_limit]`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RateLimitSpec {
     /// Enforce or shadow.
     pub mode: LimitMode,
@@ -491,6 +575,7 @@ pub struct RateLimitSpec {
     /// Redis hash of API keys, when keys live in Redis.
     pub api_keys_redis_hash: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed.
+    #[serde(serialize_with = "ser::display_list")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Path prefixes never limited.
     pub exempt_paths: Vec<String>,
@@ -501,5 +586,6 @@ pub struct RateLimitSpec {
     /// Limits per tier name.
     pub tiers: std::collections::BTreeMap<String, LimitPolicy>,
     /// API keys from the config.
+    #[serde(serialize_with = "ser::api_keys")]
     pub api_keys: std::collections::HashMap<String, ApiKeyOwner>,
 }

@@ -8,6 +8,7 @@ use tracing::debug;
 
 use super::{respond, RequestCtx};
 use crate::config::{LimitMode, LimitPolicy, RouteLimit};
+use crate::metrics::LimitResult;
 use crate::ratelimit::{self, headers, identify, Decision, RateLimiter, Reject, Source};
 use crate::router::prefix_matches;
 use crate::snapshot::Snapshot;
@@ -102,6 +103,18 @@ pub async fn apply(
     let key = ratelimit::key(&rl.spec.key_prefix, &identity, &policy, route_part);
     let (decision, source) = limiter.check(&key, &policy, &rl.spec).await;
     let enforce = rl.spec.mode == LimitMode::Enforce;
+    if source != Source::FailClosed {
+        let result = match (decision.allowed, enforce) {
+            (true, _) => LimitResult::Allowed,
+            (false, true) => LimitResult::Limited,
+            (false, false) => LimitResult::ShadowLimited,
+        };
+        let near = decision.allowed && decision.remaining.saturating_mul(10) < decision.limit;
+        if let Some(m) = rl.tier_metrics.get(name.as_str()) {
+            m.record(result, near);
+        }
+        ctx.limit_result = Some(result);
+    }
     if !decision.allowed && source == Source::FailClosed {
         let body = r#"{"error":"unavailable","reason":"rate limits cannot be checked now"}"#;
         let extra = [("retry-after", "1".to_owned())];

@@ -18,9 +18,10 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::balancer::{now_ns, Lease, Tried};
+use crate::metrics::{GaugeGuard, LimitResult, Method, METRICS};
 use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
@@ -32,13 +33,23 @@ pub use retry::{Failure, RetryBudget};
 pub struct Edge {
     snapshot: Arc<ArcSwap<Snapshot>>,
     limiter: Arc<RateLimiter>,
+    /// Access-log requests that match no route (`[logging] access_log`).
+    log_unrouted: bool,
 }
 
 impl Edge {
     /// A proxy serving whatever snapshot `snapshot` holds at each request's start, limiting
     /// rates through `limiter`.
-    pub fn new(snapshot: Arc<ArcSwap<Snapshot>>, limiter: Arc<RateLimiter>) -> Self {
-        Edge { snapshot, limiter }
+    pub fn new(
+        snapshot: Arc<ArcSwap<Snapshot>>,
+        limiter: Arc<RateLimiter>,
+        log_unrouted: bool,
+    ) -> Self {
+        Edge {
+            snapshot,
+            limiter,
+            log_unrouted,
+        }
     }
 }
 
@@ -75,6 +86,16 @@ pub struct RequestCtx {
     tls: bool,
     /// The rate-limit decision, for response headers.
     rate: Option<limits::RateInfo>,
+    /// How rate limiting judged the request, for the access log.
+    limit_result: Option<LimitResult>,
+    /// The matched route's index.
+    route: Option<usize>,
+    /// When the request header had been read.
+    started: Option<Instant>,
+    /// This request's unit of the in-flight gauge.
+    _in_flight: Option<GaugeGuard>,
+    /// This connection's unit of the open-WebSockets gauge, once upgraded.
+    websocket: Option<GaugeGuard>,
 }
 
 impl RequestCtx {
@@ -133,7 +154,13 @@ impl RequestCtx {
                 return false;
             }
         }
-        pool.retry_budget.try_withdraw(now / 1_000_000)
+        let ok = pool.retry_budget.try_withdraw(now / 1_000_000);
+        if ok {
+            if let Some(idx) = self.current {
+                pool.balancer.slots()[idx].state.count_retry();
+            }
+        }
+        ok
     }
 }
 
@@ -154,7 +181,11 @@ impl ProxyHttp for Edge {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx::default()
+        RequestCtx {
+            started: Some(Instant::now()),
+            _in_flight: Some(GaugeGuard::request()),
+            ..RequestCtx::default()
+        }
     }
 
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {
@@ -184,6 +215,7 @@ impl ProxyHttp for Edge {
                     session.set_read_timeout(Some(idle));
                 }
                 ctx.pool = pool;
+                ctx.route = Some(route);
                 if limits::apply(&self.limiter, &snapshot, route, session, ctx).await? {
                     return Ok(true);
                 }
@@ -227,7 +259,9 @@ impl ProxyHttp for Edge {
             let status = if ctx.tried.is_empty() { 503 } else { 502 };
             return Error::e_explain(ErrorType::HTTPStatus(status), "no backend left to try");
         };
-        let lease = Lease::new(&pool.balancer.slots()[idx].state);
+        let state = &pool.balancer.slots()[idx].state;
+        state.count_selection();
+        let lease = Lease::new(state);
         let mut peer = Box::new(pool.peers[idx].clone());
         if ctx.upgrade {
             // An idle WebSocket is normal: only the WebSocket idle limit applies.
@@ -310,10 +344,17 @@ impl ProxyHttp for Edge {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if let (Some(lease), Some(t)) = (&ctx.lease, ctx.attempt_started) {
-            lease.state().observe_latency(t.elapsed());
-        }
         let status = upstream_response.status.as_u16();
+        if let (Some(lease), Some(t)) = (&ctx.lease, ctx.attempt_started) {
+            let took = t.elapsed();
+            lease.state().observe_latency(took);
+            if let Some(pool) = ctx.pool() {
+                pool.metrics.upstream_duration.observe(took);
+            }
+        }
+        if status == 101 && ctx.upgrade {
+            ctx.websocket = Some(GaugeGuard::websocket());
+        }
         if status >= 500 && ctx.pool().is_some_and(|p| p.fail_on_5xx) {
             ctx.record_failure(Failure::Status(status));
         }
@@ -387,8 +428,53 @@ impl ProxyHttp for Edge {
             )
     }
 
-    async fn logging(&self, _session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         ctx.lease = None;
+        ctx.websocket = None;
+        let took = ctx
+            .started
+            .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        let req = session.req_header();
+        let method = Method::of(&req.method);
+        let snapshot = ctx.snapshot.clone().or_else(|| {
+            // Answered in request_filter (rate limited, unauthorized): routed, not proxied.
+            ctx.route.map(|_| self.snapshot.load_full())
+        });
+        let route = ctx.route.and_then(|r| snapshot.as_ref()?.routes.get(r));
+        match route {
+            Some(r) => r.metrics.record(method, status, took),
+            None => METRICS.unrouted().record(method, status, took),
+        }
+        let logged = match route {
+            Some(r) => r.access_log,
+            None => self.log_unrouted,
+        };
+        if !logged {
+            return;
+        }
+        let pool = ctx.pool();
+        info!(
+            target: "sluice::access",
+            client = %ctx.client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            method = %req.method,
+            host = %headers::host(req),
+            path = %req.uri.path(),
+            query = req.uri.query().unwrap_or(""),
+            status,
+            bytes = session.body_bytes_sent(),
+            duration_ms = took.as_secs_f64() * 1000.0,
+            upstream = pool.map_or("-", |p| p.name.as_str()),
+            backend = match (pool, ctx.current) {
+                (Some(p), Some(i)) => p.names[i].as_str(),
+                _ => "-",
+            },
+            retries = ctx.attempts.saturating_sub(1),
+            cache = "-",
+            ratelimit = ctx.limit_result.map_or("-", LimitResult::label),
+            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
+            "access"
+        );
     }
 }
 

@@ -85,6 +85,7 @@ impl RateLimiter {
                     return (d, Source::Redis);
                 }
                 Err(e) => {
+                    crate::metrics::METRICS.redis_error(e.kind());
                     if self.breaker.failure(now_ms()) {
                         warn!(
                             event = "redis_breaker_open",

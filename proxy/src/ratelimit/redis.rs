@@ -207,6 +207,25 @@ impl RedisStore {
         })
     }
 
+    /// Round-trip time of a `PING` (admin status), bounded like API-key lookups.
+    pub async fn ping(&self) -> Result<Duration, StoreError> {
+        let t = self.spec.command_timeout.max(Duration::from_millis(250));
+        let start = std::time::Instant::now();
+        let work = async {
+            let conn = self.conn.get_or_try_init(|| self.connect()).await?;
+            let cmd = redis::cmd("PING");
+            let _: String = match conn {
+                Conn::Single(c) => cmd.query_async(&mut c.clone()).await?,
+                Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
+            };
+            Ok::<_, StoreError>(())
+        };
+        tokio::time::timeout(t, work)
+            .await
+            .map_err(|_| StoreError::Timeout(t))??;
+        Ok(start.elapsed())
+    }
+
     /// `HGET hash field` for API keys kept in Redis, bounded by the command timeout.
     pub async fn hget(&self, hash: &str, field: &str) -> Result<Option<String>, StoreError> {
         let t = self.spec.command_timeout.max(Duration::from_millis(250));

@@ -86,6 +86,10 @@ pub struct Sluice {
     pub addr: SocketAddr,
     /// The TLS listener, when one was asked for.
     pub tls_addr: Option<SocketAddr>,
+    /// The admin API listener.
+    pub admin: SocketAddr,
+    /// The `[server]` and `[admin]` sections the harness wrote before the test's body.
+    pub head: String,
     dir: tempfile::TempDir,
 }
 
@@ -95,6 +99,11 @@ pub struct SluiceBuilder {
     body: String,
     tls: bool,
     threads: Option<usize>,
+    admin_token: Option<String>,
+    grace: u64,
+    server_extra: String,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 impl SluiceBuilder {
@@ -110,6 +119,37 @@ impl SluiceBuilder {
         self
     }
 
+    /// `server.grace_period_seconds` (the harness's default is 0 so tests stop fast).
+    pub fn grace(mut self, secs: u64) -> Self {
+        self.grace = secs;
+        self
+    }
+
+    /// Require this bearer token on the admin API.
+    pub fn admin_token(mut self, token: &str) -> Self {
+        self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// Extra lines for the `[server]` section.
+    pub fn server_extra(mut self, lines: &str) -> Self {
+        self.server_extra.push_str(lines);
+        self.server_extra.push('\n');
+        self
+    }
+
+    /// Extra command-line arguments.
+    pub fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_owned());
+        self
+    }
+
+    /// An environment variable for the process.
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_owned(), v.to_owned()));
+        self
+    }
+
     /// Start it and wait until every listener accepts connections.
     pub async fn start(self) -> Sluice {
         // A port can be taken between our probe and Sluice's bind: try a few fresh ones.
@@ -120,9 +160,13 @@ impl SluiceBuilder {
             let tls_addr: Option<SocketAddr> = self
                 .tls
                 .then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());
+            let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
             let mut server = format!(
-                "[server]\nlisten = [\"{addr}\"]\nthreads = {}\ngrace_period_seconds = 0\n",
-                self.threads.unwrap_or(2)
+                "[server]\nlisten = [\"{addr}\"]\nthreads = {}\ngrace_period_seconds = {}\nupgrade_sock = \"{}\"\n{}",
+                self.threads.unwrap_or(2),
+                self.grace,
+                dir.path().join("upgrade.sock").display(),
+                self.server_extra,
             );
             if let Some(t) = tls_addr {
                 let tls_dir = workspace_root().join("conf/tls");
@@ -131,6 +175,10 @@ impl SluiceBuilder {
                     tls_dir.join("cert.pem").display(),
                     tls_dir.join("key.pem").display()
                 ));
+            }
+            server.push_str(&format!("[admin]\nlisten = \"{admin}\"\n"));
+            if let Some(t) = &self.admin_token {
+                server.push_str(&format!("token = \"{t}\"\n"));
             }
             let config = dir.path().join("sluice.toml");
             std::fs::write(&config, format!("{server}\n{}", self.body)).unwrap();
@@ -144,6 +192,8 @@ impl SluiceBuilder {
                         "info,pingora_core=warn,pingora_proxy=warn,pingora=warn".into()
                     }),
                 )
+                .args(&self.args)
+                .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap())
                 .spawn()
@@ -152,6 +202,8 @@ impl SluiceBuilder {
                 child,
                 addr,
                 tls_addr,
+                admin,
+                head: server,
                 dir,
             };
             match s.wait_ready(Duration::from_secs(30)).await {
@@ -180,7 +232,10 @@ impl Sluice {
     /// Poll until every listener accepts, or return the log if the process exited.
     async fn wait_ready(&mut self, deadline: Duration) -> Result<(), String> {
         let end = Instant::now() + deadline;
-        let addrs: Vec<SocketAddr> = std::iter::once(self.addr).chain(self.tls_addr).collect();
+        let addrs: Vec<SocketAddr> = [self.addr, self.admin]
+            .into_iter()
+            .chain(self.tls_addr)
+            .collect();
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}:\n{}", self.log()));
@@ -208,6 +263,90 @@ impl Sluice {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// `http://ADMIN` + `path`.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// The config file Sluice was started with (tests rewrite it to reload).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("sluice.toml")
+    }
+
+    /// Replace the test's part of the config file (the harness's head is kept).
+    pub fn write_body(&self, body: &str) {
+        let tmp = self.dir.path().join("sluice.toml.tmp");
+        std::fs::write(&tmp, format!("{}\n{body}", self.head)).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
+    /// Send signal `sig` (`TERM`, `HUP`, `QUIT`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {}", self.pid());
+    }
+
+    /// Wait for the process to exit, up to `deadline`; its status, or `None` if still running.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> Option<ExitStatus> {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Start a second Sluice with `--upgrade` on the same config (and upgrade socket), then
+    /// send this one SIGQUIT once the new one waits for the listeners. Returns the new process.
+    pub async fn upgrade(&self) -> Sluice {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("sluice.log");
+        let sock = self.dir.path().join("upgrade.sock");
+        let child = Command::new(SLUICE_BIN)
+            .arg("--config")
+            .arg(self.config_path())
+            .arg("--upgrade")
+            .env(
+                "RUST_LOG",
+                std::env::var("SLUICE_TEST_LOG")
+                    .unwrap_or_else(|_| "info,pingora_core=info,pingora=warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn upgraded sluice");
+        let mut new = Sluice {
+            child,
+            addr: self.addr,
+            tls_addr: self.tls_addr,
+            admin: self.admin,
+            head: self.head.clone(),
+            dir,
+        };
+        // The new process listens on the upgrade socket before it asks for the listeners.
+        let end = Instant::now() + Duration::from_secs(20);
+        while !sock.exists() {
+            if let Ok(Some(st)) = new.child.try_wait() {
+                panic!(
+                    "upgraded sluice exited with {st}:\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(Instant::now() < end, "no upgrade socket after 20 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.signal("QUIT");
+        new
     }
 
     /// Peak resident memory (VmHWM) in KiB, from /proc.

@@ -113,6 +113,10 @@ pub type ProcessCustomSession<SV, C> = Arc<
         + 'static,
 >;
 
+/// SLUICE PATCH: how long idle keep-alive connections may still send one last request (served
+/// with `Connection: close`) after a graceful shutdown began. See `http_cleanup`.
+pub const KEEPALIVE_CLOSE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Shutdown [`Notify`] sharded by worker thread.
 ///
 /// Every request that parks in `read_request()` registers a shutdown waiter and
@@ -1596,6 +1600,13 @@ where
     }
 
     async fn http_cleanup(&self) {
+        // SLUICE PATCH (graceful keep-alive close): the listener is closed and every request
+        // read from now on is answered with `Connection: close`. Before aborting the
+        // keep-alive connections that sit idle in `read_request()`, give their clients a moment
+        // to send the next request and get that clean close: aborting at once resets
+        // connections on which a request is already on the wire (seen as lost requests during a
+        // graceful upgrade). Connections still idle after the pause are closed as before.
+        tokio::time::sleep(KEEPALIVE_CLOSE_PAUSE).await;
         self.shutdown_flag.store(true, Ordering::Release);
         // Notify all keepalived requests blocking on read_request() to abort
         self.shutdown.notify_waiters();

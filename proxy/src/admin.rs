@@ -1,0 +1,285 @@
+//! The admin API on its own listener (default `127.0.0.1:9901`): liveness, readiness, status,
+//! the effective config (secrets redacted), Prometheus metrics and live reload.
+//!
+//! Authorization: a bearer token (`[admin] token` or `token_env`) is required for every
+//! mutating call, and for every call when the listener is not on loopback. Without a token,
+//! mutating calls are refused (403); the config loader refuses a non-loopback listener without
+//! one, so a token-less admin API is never reachable off the machine.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{header, Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+
+use crate::app::App;
+use crate::metrics::METRICS;
+use crate::reload::ReloadError;
+
+/// The admin API application.
+pub struct AdminApi {
+    app: Arc<App>,
+}
+
+impl AdminApi {
+    /// The admin API over `app`.
+    pub fn new(app: Arc<App>) -> Self {
+        AdminApi { app }
+    }
+
+    /// `Err(response)` when the call is not allowed.
+    fn authorize(
+        &self,
+        session: &ServerSession,
+        mutating: bool,
+    ) -> Result<(), Box<Response<Vec<u8>>>> {
+        let config = self.app.config.load();
+        let loopback = config.admin.listen.is_none_or(|a| a.ip().is_loopback());
+        if !mutating && loopback {
+            return Ok(());
+        }
+        let Some(token) = &config.admin.token else {
+            return Err(Box::new(json_response(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "forbidden", "reason": "mutating admin calls need a token: set [admin] token or token_env"}),
+            )));
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            Ok(())
+        } else {
+            let mut r = json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({"error": "unauthorized", "reason": "missing or wrong bearer token"}),
+            );
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, "Bearer".parse().expect("static"));
+            Err(Box::new(r))
+        }
+    }
+
+    fn readiness(&self) -> Response<Vec<u8>> {
+        let draining = self.app.draining.load(Relaxed);
+        let health = self.app.health_checked();
+        let ready = !draining && health;
+        let body = json!({
+            "ready": ready,
+            "config_loaded": true,
+            "health_checked": health,
+            "warmed": true,
+            "draining": draining,
+            "generation": self.app.snapshot.load().generation,
+        });
+        let status = if ready {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        json_response(status, &body)
+    }
+
+    async fn status(&self) -> Response<Vec<u8>> {
+        let snapshot = self.app.snapshot.load_full();
+        let config = self.app.config.load_full();
+        let now = crate::balancer::now_ns();
+        let redis = match self.app.limiter.redis() {
+            None => json!({"configured": false}),
+            Some(r) => match r.ping().await {
+                Ok(rtt) => json!({
+                    "configured": true,
+                    "reachable": true,
+                    "latency_ms": rtt.as_secs_f64() * 1000.0,
+                }),
+                Err(e) => json!({"configured": true, "reachable": false, "error": e.kind()}),
+            },
+        };
+        let pools: Vec<Value> = snapshot
+            .pools
+            .iter()
+            .zip(&config.upstreams)
+            .map(|(pool, spec)| {
+                let backends: Vec<Value> = pool
+                    .balancer
+                    .slots()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, slot)| {
+                        let s = &slot.state;
+                        let c = s.counters();
+                        json!({
+                            "backend": pool.names[i],
+                            "weight": slot.weight,
+                            "backup": slot.backup,
+                            "healthy": s.probe_up(),
+                            "ejected": s.ejected(now),
+                            "available": s.available(now),
+                            "in_flight": s.inflight(),
+                            "selections": c.selections,
+                            "failures": c.failures,
+                            "ejections": c.ejections,
+                            "retries": c.retries,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": pool.name,
+                    "strategy": spec.strategy.name(),
+                    "active_health_checks": pool.health.is_some(),
+                    "backends": backends,
+                })
+            })
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "pid": std::process::id(),
+                "generation": snapshot.generation,
+                "draining": self.app.draining.load(Relaxed),
+                "in_flight": METRICS.in_flight.load(Relaxed),
+                "websockets": METRICS.websockets.load(Relaxed),
+                "redis": redis,
+                "pools": pools,
+            }),
+        )
+    }
+
+    async fn reload(&self) -> Response<Vec<u8>> {
+        let app = Arc::clone(&self.app);
+        let result = tokio::task::spawn_blocking(move || app.reload("admin")).await;
+        match result {
+            Ok(Ok(r)) => json_response(
+                StatusCode::OK,
+                &json!({"reloaded": true, "generation": r.generation}),
+            ),
+            Ok(Err(ReloadError::Invalid(e))) => {
+                let problems: Vec<Value> = e
+                    .problems
+                    .iter()
+                    .map(|p| {
+                        json!({
+                            "file": e.file.display().to_string(),
+                            "key": p.path,
+                            "line": p.location.map(|l| l.0),
+                            "column": p.location.map(|l| l.1),
+                            "message": p.message,
+                        })
+                    })
+                    .collect();
+                json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({"reloaded": false, "error": "invalid_config", "problems": problems}),
+                )
+            }
+            Ok(Err(ReloadError::RestartRequired(keys))) => json_response(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &json!({
+                    "reloaded": false,
+                    "error": "restart_required",
+                    "keys": keys,
+                    "message": "these settings only change with a restart (or --upgrade); nothing was reloaded",
+                }),
+            ),
+            Err(_) => json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &json!({"reloaded": false, "error": "reload task failed"}),
+            ),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_owned();
+        let mutating = !matches!(method, Method::GET | Method::HEAD);
+        if let Err(r) = self.authorize(session, mutating) {
+            return *r;
+        }
+        // Drain any request body so the connection can be reused; admin calls take none.
+        while let Ok(Some(_)) = session.read_request_body().await {}
+        match (method, path.as_str()) {
+            (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"alive": true})),
+            (Method::GET, "/readyz") => self.readiness(),
+            (Method::GET, "/status") => self.status().await,
+            (Method::GET, "/config") => {
+                let config = self.app.config.load_full();
+                match serde_json::to_value(&*config) {
+                    Ok(v) => json_response(StatusCode::OK, &v),
+                    Err(e) => json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &json!({"error": e.to_string()}),
+                    ),
+                }
+            }
+            (Method::GET, "/metrics") => {
+                let snapshot = self.app.snapshot.load_full();
+                let body = METRICS.render(&snapshot, &self.app.limiter);
+                response(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4; charset=utf-8",
+                    body.into_bytes(),
+                )
+            }
+            (Method::POST, "/reload") => self.reload().await,
+            (_, "/healthz" | "/readyz" | "/status" | "/config" | "/metrics" | "/reload") => {
+                json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({"error": "method not allowed"}),
+                )
+            }
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /status", "GET /config", "GET /metrics", "POST /reload"]}),
+            ),
+        }
+    }
+}
+
+fn response(status: StatusCode, content_type: &'static str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let len = r.body().len();
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, content_type.parse().expect("static"));
+    h.insert(header::CONTENT_LENGTH, len.into());
+    h.insert(header::CACHE_CONTROL, "no-store".parse().expect("static"));
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response<Vec<u8>> {
+    let mut body = serde_json::to_vec_pretty(v).unwrap_or_default();
+    body.push(b'\n');
+    response(status, "application/json", body)
+}
+
+/// Compare secrets without an early exit on the first differing byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}

@@ -1,0 +1,116 @@
+//! How the effective config is shown by the admin API's `GET /config`: durations in
+//! milliseconds, and every secret (admin token, JWT keys, API keys, Redis passwords) redacted.
+
+use serde::ser::{SerializeSeq, Serializer};
+
+use super::model::{ApiKeyOwner, HostMatch, JwtKey, RedisTarget};
+
+/// What a secret is shown as.
+pub const REDACTED: &str = "<redacted>";
+
+/// A duration as whole milliseconds.
+pub fn ms<S: Serializer>(d: &std::time::Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(d.as_millis() as u64)
+}
+
+/// An optional duration as whole milliseconds.
+pub fn opt_ms<S: Serializer>(d: &Option<std::time::Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ms(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// A secret: shown as set or not, never its value.
+pub fn secret<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(_) => s.serialize_str(REDACTED),
+        None => s.serialize_none(),
+    }
+}
+
+/// Values by their `Display` form.
+pub fn display_list<S: Serializer, T: std::fmt::Display>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+    let mut seq = s.serialize_seq(Some(v.len()))?;
+    for x in v {
+        seq.serialize_element(&x.to_string())?;
+    }
+    seq.end()
+}
+
+/// API keys: their owners only.
+pub fn api_keys<S: Serializer>(
+    v: &std::collections::HashMap<String, ApiKeyOwner>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut owners: Vec<&ApiKeyOwner> = v.values().collect();
+    owners.sort_by(|a, b| (&a.client, &a.tier).cmp(&(&b.client, &b.tier)));
+    let mut seq = s.serialize_seq(Some(owners.len()))?;
+    for o in owners {
+        seq.serialize_element(
+            &serde_json::json!({"key": REDACTED, "client": o.client, "tier": o.tier}),
+        )?;
+    }
+    seq.end()
+}
+
+/// A Redis URL with any password replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
+            None => format!("{scheme}://{REDACTED}@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+/// The Redis target, passwords redacted.
+pub fn redis_target<S: Serializer>(t: &RedisTarget, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        RedisTarget::Single(u) => serde_json::json!({ "url": redact_url(u) }).serialize(s),
+        RedisTarget::Cluster(nodes) => {
+            let nodes: Vec<String> = nodes.iter().map(|u| redact_url(u)).collect();
+            serde_json::json!({ "cluster": nodes }).serialize(s)
+        }
+    }
+}
+
+/// A host pattern as written.
+pub fn host<S: Serializer>(h: &HostMatch, s: S) -> Result<S::Ok, S::Error> {
+    match h {
+        HostMatch::Any => s.serialize_str("*"),
+        HostMatch::Exact(e) => s.serialize_str(e),
+        HostMatch::Suffix(suffix) => s.serialize_str(&format!("*{suffix}")),
+    }
+}
+
+/// A JWT key: its algorithm only.
+pub fn jwt_key<S: Serializer>(k: &JwtKey, s: S) -> Result<S::Ok, S::Error> {
+    let alg = match k {
+        JwtKey::Hs256(_) => "HS256",
+        JwtKey::Rs256(_) => "RS256",
+        JwtKey::Es256(_) => "ES256",
+    };
+    serde_json::json!({ "algorithm": alg, "key": REDACTED }).serialize(s)
+}
+
+use serde::Serialize as _;
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn redis_passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://u:hunter2@h:6379/0"),
+            "redis://u:<redacted>@h:6379/0"
+        );
+        assert_eq!(redact_url("redis://:hunter2@h/"), "redis://:<redacted>@h/");
+        assert_eq!(redact_url("redis://h:6379/"), "redis://h:6379/");
+    }
+}

@@ -1,0 +1,215 @@
+//! Live reload: read the config file, validate it, refuse changes that need a restart, build a
+//! new [`Snapshot`] and swap it in. Triggers: the file changing on disk (polled, debounced),
+//! SIGHUP, and the admin API's `POST /reload`. Requests and WebSockets in flight keep the
+//! snapshot they started with; per-backend state carries over through the
+//! [`crate::balancer::StateRegistry`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{info, warn};
+
+use crate::app::App;
+use crate::config::{self, Config, ConfigError};
+use crate::metrics::{ReloadResult, METRICS};
+use crate::snapshot::Snapshot;
+
+/// Why a reload changed nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new file has problems; every one is listed.
+    #[error("{0}")]
+    Invalid(ConfigError),
+    /// Settings that only a restart can change were edited.
+    #[error("these settings need a restart, so nothing was reloaded: {}", .0.join(", "))]
+    RestartRequired(Vec<&'static str>),
+}
+
+/// What a successful reload did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reloaded {
+    /// The generation now serving.
+    pub generation: u64,
+}
+
+/// The restart-only settings that differ between `old` and `new`, by config key.
+pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let mut changed = Vec::new();
+    let checks: [(&'static str, bool); 10] = [
+        ("server.listen", o.listen != n.listen),
+        ("server.tls", o.tls != n.tls),
+        ("server.threads", o.threads != n.threads),
+        (
+            "server.grace_period_seconds",
+            o.grace_period != n.grace_period,
+        ),
+        (
+            "server.upstream_keepalive_pool_size",
+            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
+        ),
+        ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
+        ("server.drain_delay_ms", o.drain_delay != n.drain_delay),
+        (
+            "admin.listen (and admin.enabled)",
+            old.admin.listen != new.admin.listen,
+        ),
+        ("logging.format", old.logging.format != new.logging.format),
+        ("redis", old.redis != new.redis),
+    ];
+    for (key, differs) in checks {
+        if differs {
+            changed.push(key);
+        }
+    }
+    changed
+}
+
+impl App {
+    /// Reload from the config file now. `trigger` names the cause in the log (`file`, `sighup`,
+    /// `admin`). Never changes anything unless the whole new config is valid and applicable.
+    pub fn reload(&self, trigger: &'static str) -> Result<Reloaded, ReloadError> {
+        let text = std::fs::read_to_string(&self.config_path).map_err(|e| {
+            ReloadError::Invalid(ConfigError {
+                file: self.config_path.clone(),
+                problems: vec![config::Problem {
+                    path: String::new(),
+                    location: None,
+                    message: format!("cannot read the file: {e}"),
+                }],
+            })
+        })?;
+        self.reload_text(&text, trigger)
+    }
+
+    /// Reload from `text` (the config file's content).
+    pub fn reload_text(&self, text: &str, trigger: &'static str) -> Result<Reloaded, ReloadError> {
+        // One reload at a time; held only here, never on the request path or across an await.
+        let mut last = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        *last = text.to_owned();
+        let result = config::load_str(text, &self.config_path, &self.base_dir)
+            .map_err(ReloadError::Invalid)
+            .and_then(|new| {
+                let old = self.config.load();
+                let changed = restart_only_changes(&old, &new);
+                if changed.is_empty() {
+                    Ok(new)
+                } else {
+                    Err(ReloadError::RestartRequired(changed))
+                }
+            });
+        match result {
+            Ok(new) => {
+                let generation = self.snapshot.load().generation + 1;
+                let snapshot = Snapshot::build(&new, &self.registry, generation);
+                self.config.store(Arc::new(new));
+                self.snapshot.store(Arc::new(snapshot));
+                METRICS.reload(ReloadResult::Ok);
+                METRICS.set_generation(generation);
+                info!(
+                    event = "config_reloaded",
+                    trigger, generation, "config reloaded"
+                );
+                Ok(Reloaded { generation })
+            }
+            Err(e) => {
+                match &e {
+                    ReloadError::Invalid(c) => {
+                        METRICS.reload(ReloadResult::Invalid);
+                        for p in &c.problems {
+                            warn!(
+                                event = "config_reload_failed",
+                                trigger,
+                                key = %p.path,
+                                line = p.location.map(|l| l.0),
+                                column = p.location.map(|l| l.1),
+                                problem = %p.message,
+                                "config reload rejected; the previous config keeps serving"
+                            );
+                        }
+                    }
+                    ReloadError::RestartRequired(keys) => {
+                        METRICS.reload(ReloadResult::Refused);
+                        warn!(
+                            event = "config_reload_refused",
+                            trigger,
+                            keys = %keys.join(", "),
+                            "config reload refused: these settings need a restart; the previous config keeps serving"
+                        );
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The file content the last reload attempt (or the start) read.
+    pub fn last_loaded_text(&self) -> String {
+        self.reload_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// Background service: SIGHUP and the file watch.
+pub struct ReloadService {
+    app: Arc<App>,
+}
+
+impl ReloadService {
+    /// Reload triggers for `app`.
+    pub fn new(app: Arc<App>) -> Self {
+        ReloadService { app }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGHUP; reload by file or admin API only");
+                None
+            }
+        };
+        let settings = self.app.config.load().reload;
+        let mut tick = tokio::time::interval(settings.debounce);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A change is applied once the file reads the same on two consecutive polls, so an
+        // editor's partial write is never loaded.
+        let mut pending: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    let app = self.app.clone();
+                    let _ = tokio::task::spawn_blocking(move || app.reload("sighup")).await;
+                    pending = None;
+                }
+                _ = tick.tick() => {
+                    if !self.app.config.load().reload.watch {
+                        pending = None;
+                        continue;
+                    }
+                    let Ok(text) = tokio::fs::read_to_string(&self.app.config_path).await else {
+                        continue;
+                    };
+                    if text == self.app.last_loaded_text() {
+                        pending = None;
+                    } else if pending.as_deref() == Some(text.as_str()) {
+                        pending = None;
+                        let app = self.app.clone();
+                        let _ = tokio::task::spawn_blocking(move || app.reload_text(&text, "file")).await;
+                    } else {
+                        pending = Some(text);
+                    }
+                }
+            }
+        }
+    }
+}

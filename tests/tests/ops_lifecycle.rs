@@ -1,0 +1,235 @@
+//! Process lifecycle and logs: SIGTERM drains in-flight requests and exits early, readiness turns
+//! 503 while draining, `--upgrade` takes the listeners over with no request lost, and the access
+//! log (text and JSON) has one line per request, switchable per route.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::*;
+
+fn pool(b: &Backend) -> String {
+    format!(
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[(b.addr, None)])
+    )
+}
+
+async fn in_flight(c: &reqwest::Client, sluice: &Sluice) -> i64 {
+    let v: serde_json::Value = c
+        .get(sluice.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["in_flight"].as_i64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_a_slow_request_then_exits_before_the_grace_period() {
+    let bs = backends(1).await;
+    let mut sluice = Sluice::with_config(pool(&bs[0]))
+        .grace(20)
+        .server_extra("drain_delay_ms = 1000")
+        .start()
+        .await;
+    let admin = client(None);
+    // A pooled admin connection, reused after the listeners close.
+    assert_eq!(
+        admin
+            .get(sluice.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let url = sluice.url("/delay/1500");
+    let slow = tokio::spawn(async move { client(None).get(url).send().await });
+    let end = Instant::now() + Duration::from_secs(5);
+    // In flight counts proxied requests only (not admin calls).
+    while in_flight(&admin, &sluice).await < 1 {
+        assert!(Instant::now() < end, "the slow request never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t = Instant::now();
+    sluice.signal("TERM");
+    // During the drain delay: not ready, but still serving.
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    loop {
+        let r = fresh()
+            .get(sluice.admin_url("/readyz"))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 503 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["draining"], true);
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_millis(900),
+            "never reported not ready"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = fresh()
+        .get(sluice.url("/during-delay"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "requests are still served during the drain delay"
+    );
+    // After the delay, new connections are refused.
+    loop {
+        if fresh().get(sluice.url("/new")).send().await.is_err() {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "still accepting after the drain delay"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let r = slow
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(r.status(), 200);
+    let st = sluice
+        .wait_exit(Duration::from_secs(10))
+        .await
+        .expect("exits once drained");
+    assert!(st.success(), "{st}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "waited {:?}: it should exit once drained, not after the 20 s grace period",
+        t.elapsed()
+    );
+    assert!(
+        sluice.log().contains("event=\"drained\""),
+        "{}",
+        sluice.log()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_upgrade_during_a_stream_of_requests_loses_none() {
+    let bs = backends(1).await;
+    let mut old = Sluice::with_config(pool(&bs[0])).grace(10).start().await;
+    let old_pid = old.pid();
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, url) = (stop.clone(), ok.clone(), old.url("/up"));
+        load.push(tokio::spawn(async move {
+            let c = client(None);
+            let mut failures = Vec::new();
+            while !stop.load(Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        r.bytes().await.unwrap();
+                        ok.fetch_add(1, Relaxed);
+                    }
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(format!("{e:?}")),
+                }
+            }
+            failures
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = old.upgrade().await;
+    // The old process hands over, drains and exits; the new one serves alone.
+    let st = old
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("the old process exits after the hand-over");
+    assert!(st.success());
+    let served_before = ok.load(Relaxed);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Relaxed);
+    for t in load {
+        let failures = t.await.unwrap();
+        assert!(
+            failures.is_empty(),
+            "lost requests: {failures:?}\nold log:\n{}\nnew log:\n{}",
+            old.log(),
+            new.log()
+        );
+    }
+    assert!(
+        ok.load(Relaxed) > served_before,
+        "nothing served after the old process exited"
+    );
+    let v: serde_json::Value = client(None)
+        .get(new.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_ne!(v["pid"].as_u64().unwrap(), u64::from(old_pid));
+    assert_eq!(v["pid"].as_u64().unwrap(), u64::from(new.pid()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_json_line_per_request_and_routes_can_opt_out() {
+    let bs = backends(1).await;
+    let sluice = Sluice::with_config(format!(
+        "[logging]\nformat = \"json\"\n[upstreams.api]\n{}\n[[routes]]\nname = \"quiet\"\npath_prefix = \"/quiet\"\nupstream = \"api\"\naccess_log = false\n[[routes]]\nname = \"main\"\nupstream = \"api\"\n",
+        backends_toml(&[(bs[0].addr, None)])
+    ))
+    .env("RUST_LOG", "info,pingora=warn")
+    .start()
+    .await;
+    let c = client(None);
+    for i in 0..3 {
+        let r = c
+            .get(sluice.url(&format!("/logged/{i}?q=1")))
+            .header("x-request-id", format!("req-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    c.get(sluice.url("/quiet/x")).send().await.unwrap();
+    sluice.wait_log(&["req-2"], Duration::from_secs(5)).await;
+    let log = sluice.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "sluice::access")
+        .collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    let l = &lines[1];
+    assert_eq!(l["method"], "GET");
+    assert_eq!(l["path"], "/logged/1");
+    assert_eq!(l["query"], "q=1");
+    assert_eq!(l["status"], 200);
+    assert_eq!(l["client"], "127.0.0.1");
+    assert_eq!(l["upstream"], "api");
+    assert_eq!(l["backend"], bs[0].addr.to_string());
+    assert_eq!(l["retries"], 0);
+    assert_eq!(l["request_id"], "req-1");
+    assert_eq!(l["ratelimit"], "-");
+    assert!(l["bytes"].as_u64().unwrap() > 0);
+    assert!(l["duration_ms"].as_f64().is_some());
+    assert!(l["timestamp"].as_str().is_some());
+    assert!(!log.contains("/quiet/x"), "{log}");
+}

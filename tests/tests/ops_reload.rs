@@ -1,0 +1,302 @@
+//! Live reload: by file change, SIGHUP and `POST /reload`, under a steady stream of requests and
+//! open WebSockets; invalid files and restart-only changes keep the old config serving.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const TOKEN: &str = "reload-test-token";
+
+/// A weighted pool over `bs` with `weights`, and one route.
+fn weighted(bs: &[Backend], weights: &[u32]) -> String {
+    let members: Vec<_> = bs
+        .iter()
+        .zip(weights)
+        .map(|(b, w)| (b.addr, Some(*w)))
+        .collect();
+    format!(
+        "[upstreams.api]\nstrategy = \"weighted\"\n{}\n[[routes]]\nname = \"all\"\nupstream = \"api\"\n",
+        backends_toml(&members)
+    )
+}
+
+async fn generation(c: &reqwest::Client, sluice: &Sluice) -> u64 {
+    let v: serde_json::Value = c
+        .get(sluice.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["generation"].as_u64().unwrap()
+}
+
+/// Poll until the config generation reaches `want`.
+async fn wait_generation(c: &reqwest::Client, sluice: &Sluice, want: u64) {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let g = generation(c, sluice).await;
+        if g >= want {
+            assert_eq!(g, want, "more reloads than triggers");
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "generation {g}, waited for {want}:\n{}",
+            sluice.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Share of each backend over `n` requests.
+async fn shares(c: &reqwest::Client, sluice: &Sluice, n: usize) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for _ in 0..n {
+        let r = c.get(sluice.url("/share")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        *m.entry(backend_of(&r)).or_default() += 1;
+    }
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_reloads_under_load_lose_nothing_and_apply_new_weights() {
+    let bs = backends(3).await;
+    let sluice = Sluice::with_config(weighted(&bs, &[1, 1, 1]))
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let c = client(None);
+
+    // Open WebSockets that must survive every reload.
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/ws", sluice.addr))
+            .await
+            .expect("websocket through sluice");
+        assert_eq!(resp.status(), 101);
+        let hello = ws.next().await.unwrap().unwrap();
+        assert!(hello.to_text().unwrap().starts_with("hello from "));
+        sockets.push(ws);
+    }
+
+    // A steady stream of requests from 4 clients while reloading.
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, url) = (stop.clone(), ok.clone(), sluice.url("/load"));
+        load.push(tokio::spawn(async move {
+            let c = client(None);
+            let mut failures = Vec::new();
+            while !stop.load(Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => {
+                        r.bytes().await.unwrap();
+                        ok.fetch_add(1, Relaxed);
+                    }
+                    Ok(r) => failures.push(format!("status {}", r.status())),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        }));
+    }
+
+    // Twenty reloads, by every trigger, alternating weights.
+    for i in 0..20u64 {
+        let w: [u32; 3] = if i % 2 == 0 { [5, 1, 1] } else { [1, 1, 5] };
+        sluice.write_body(&weighted(&bs, &w));
+        match i % 3 {
+            0 => {} // the file watch picks it up
+            1 => sluice.signal("HUP"),
+            _ => {
+                let r = c
+                    .post(sluice.admin_url("/reload"))
+                    .bearer_auth(TOKEN)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+            }
+        }
+        wait_generation(&c, &sluice, 2 + i).await;
+        // The file watch must not apply the same content again afterwards.
+    }
+    stop.store(true, Relaxed);
+    for t in load {
+        let failures = t.await.unwrap();
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+    }
+    assert!(
+        ok.load(Relaxed) > 100,
+        "too little load: {}",
+        ok.load(Relaxed)
+    );
+
+    // The last reload (i = 19) set weights 1,1,5: b3 gets 5 of every 7.
+    let s = shares(&c, &sluice, 70).await;
+    assert_eq!(s.get("b3"), Some(&50), "{s:?}");
+    assert_eq!(s.get("b1"), Some(&10), "{s:?}");
+
+    // Every WebSocket opened before the reloads still echoes.
+    for ws in &mut sockets {
+        ws.send(Message::Text("still here".into())).await.unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("echo within 5 s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(m.to_text().unwrap(), "still here");
+    }
+    // And no extra reload was applied by the watcher after the last trigger.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(generation(&c, &sluice).await, 21);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_file_keeps_the_old_config_serving_and_says_why() {
+    let bs = backends(2).await;
+    let sluice = Sluice::with_config(weighted(&bs, &[1, 1]))
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let c = client(None);
+    sluice.write_body(&format!(
+        "{}\n[upstreams.extra]\nstrategy = \"fastest\"\nbackends = []\n",
+        weighted(&bs, &[0, 1])
+    ));
+    // The watcher finds the bad file first: it logs every problem and changes nothing.
+    sluice
+        .wait_log(
+            &["config_reload_failed", "trigger=\"file\""],
+            Duration::from_secs(5),
+        )
+        .await;
+    let r = c
+        .post(sluice.admin_url("/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "invalid_config");
+    let keys: Vec<&str> = v["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
+    for k in [
+        "upstreams.api.backends[0].weight",
+        "upstreams.extra.strategy",
+        "upstreams.extra.backends",
+    ] {
+        assert!(keys.contains(&k), "{k} not reported: {v:#}");
+    }
+    assert!(v["problems"][0]["line"].as_u64().is_some(), "{v:#}");
+    // Each problem was logged once, by the watcher; the admin call re-read the same file.
+    assert_eq!(
+        sluice.count_log(&[
+            "config_reload_failed",
+            "trigger=\"file\"",
+            "upstreams.extra.strategy"
+        ]),
+        1
+    );
+    assert_eq!(generation(&c, &sluice).await, 1);
+    get_n(&c, &sluice.url("/still"), 10).await;
+    let metrics = c
+        .get(sluice.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_config_reloads_total{result=\"invalid\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_only_change_is_refused_by_name() {
+    let bs = backends(1).await;
+    let sluice = Sluice::with_config(weighted(&bs, &[1]))
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let c = client(None);
+    // Rewrite the whole file with other listeners and thread count.
+    let other = format!("127.0.0.1:{}", free_port());
+    let head = sluice
+        .head
+        .replace(&sluice.addr.to_string(), &other)
+        .replace("threads = 2", "threads = 3");
+    let tmp = sluice.config_path().with_extension("tmp");
+    std::fs::write(&tmp, format!("{head}\n{}", weighted(&bs, &[1]))).unwrap();
+    std::fs::rename(&tmp, sluice.config_path()).unwrap();
+    let r = c
+        .post(sluice.admin_url("/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error"], "restart_required");
+    assert_eq!(
+        v["keys"],
+        serde_json::json!(["server.listen", "server.threads"])
+    );
+    assert_eq!(generation(&c, &sluice).await, 1);
+    get_n(&c, &sluice.url("/still"), 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_routes() {
+    let bs = backends(2).await;
+    let one = |b: &Backend| {
+        format!(
+            "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n",
+            backends_toml(&[(b.addr, None)])
+        )
+    };
+    let sluice = Sluice::with_config(one(&bs[0])).start().await;
+    let c = client(None);
+    let r = c.get(sluice.url("/x")).send().await.unwrap();
+    assert_eq!(backend_of(&r), "b1");
+    // Turn the watcher off in the new file, so only the signal can apply it.
+    sluice.write_body(&format!("[reload]\nwatch = false\n{}", one(&bs[1])));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // `watch = false` only takes effect once loaded: the watcher may have applied this file.
+    let g = generation(&c, &sluice).await;
+    if g == 1 {
+        sluice.signal("HUP");
+        wait_generation(&c, &sluice, 2).await;
+    }
+    let r = c.get(sluice.url("/x")).send().await.unwrap();
+    assert_eq!(backend_of(&r), "b2");
+    sluice.write_body(&format!("[reload]\nwatch = false\n{}", one(&bs[0])));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let g2 = generation(&c, &sluice).await;
+    assert_eq!(
+        g2, 2,
+        "the watch is off: a file change alone must not reload"
+    );
+    sluice.signal("HUP");
+    wait_generation(&c, &sluice, 3).await;
+    let r = c.get(sluice.url("/x")).send().await.unwrap();
+    assert_eq!(backend_of(&r), "b1");
+}
