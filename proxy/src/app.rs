@@ -112,6 +112,10 @@ pub fn server_conf(config: &Config) -> ServerConf {
         graceful_shutdown_timeout_seconds: Some(s.grace_period.as_secs().max(1)),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
+        pid_file: s.pid_file.to_string_lossy().into_owned(),
+        // With `--daemon`, the launching process exits only once the daemon is serving, which
+        // is what a `Type=forking` systemd unit waits for.
+        daemon_wait_for_ready: true,
         ..ServerConf::default()
     }
 }
@@ -119,8 +123,16 @@ pub fn server_conf(config: &Config) -> ServerConf {
 /// A bootstrapped Pingora server with Sluice's proxy service on every configured listener, the
 /// admin API, health checks and reload triggers.
 pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server, AppError> {
+    let daemon = opt.daemon;
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(config));
-    server.bootstrap();
+    // A daemon must take over listeners (and tell its launcher it is ready) after the fork, so
+    // bootstrap runs as a service the listeners depend on; otherwise it runs right here.
+    let bootstrap = if daemon {
+        Some(server.bootstrap_as_a_service())
+    } else {
+        server.bootstrap();
+        None
+    };
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -146,7 +158,10 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         settings.enable_h2();
         proxy.add_tls_with_settings(&listen, None, settings);
     }
-    server.add_service(proxy);
+    let proxy = server.add_service(proxy);
+    if let Some(b) = &bootstrap {
+        proxy.add_dependency(b);
+    }
     if let Some(addr) = config.admin.listen {
         let mut admin = pingora::services::listening::Service::new(
             "sluice-admin".to_owned(),
@@ -154,7 +169,10 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         );
         admin.add_tcp(&addr.to_string());
         admin.threads = Some(1);
-        server.add_service(admin);
+        let admin = server.add_service(admin);
+        if let Some(b) = &bootstrap {
+            admin.add_dependency(b);
+        }
     }
     server.add_service(pingora::services::background::background_service(
         "sluice-health",

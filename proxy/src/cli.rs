@@ -29,6 +29,10 @@ pub struct Args {
     /// this one) through `server.upgrade_sock`: a binary upgrade without dropping connections.
     #[arg(long)]
     pub upgrade: bool,
+    /// Run in the background: the command returns once Sluice serves, and the process id is in
+    /// `server.pid_file` (for a `Type=forking` systemd unit; see docs/operations.md).
+    #[arg(short, long)]
+    pub daemon: bool,
 }
 
 /// Run the command line with the process's arguments; what `main` calls.
@@ -38,7 +42,9 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments.
 pub fn run(args: Args) -> ExitCode {
-    let text = std::fs::read_to_string(&args.config).unwrap_or_default();
+    // Reloads re-read this path, possibly after `--daemon` changed the working directory.
+    let path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
     let config = match config::load(&args.config) {
         Ok(c) => c,
         Err(e) => {
@@ -51,9 +57,10 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     crate::logging::init(config.logging.format);
-    let state = app::App::new(config.clone(), &args.config, text);
+    let state = app::App::new(config.clone(), &path, text);
     let opt = Opt {
         upgrade: args.upgrade,
+        daemon: args.daemon,
         ..Opt::default()
     };
     let server = match app::build_server(&config, &state, opt) {

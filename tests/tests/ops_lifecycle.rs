@@ -233,3 +233,123 @@ async fn access_log_has_one_json_line_per_request_and_routes_can_opt_out() {
     assert!(l["timestamp"].as_str().is_some());
     assert!(!log.contains("/quiet/x"), "{log}");
 }
+
+/// Kills a daemon the test started when the test ends, even by a failed assertion.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if alive(self.0) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
+}
+
+/// Whether process `pid` still exists (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+fn read_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `--daemon` returns once serving and writes `server.pid_file`; the `ExecReload` steps of
+/// `docs/sluice.service` (SIGQUIT to the running process, then `--daemon --upgrade`) replace it
+/// with a new process that serves on the same listeners.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_mode_and_the_systemd_reload_upgrade() {
+    use std::process::Command;
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (listen, admin) = (free_port(), free_port());
+    let pid_file = dir.path().join("sluice.pid");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = [\"127.0.0.1:{listen}\"]\nthreads = 1\ngrace_period_seconds = 5\npid_file = \"{}\"\nupgrade_sock = \"{}\"\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{}",
+            pid_file.display(),
+            dir.path().join("upgrade.sock").display(),
+            pool(&bs[0])
+        ),
+    )
+    .unwrap();
+    let sluice = |extra: &[&str], log: &str| {
+        Command::new(SLUICE_BIN)
+            .arg("--daemon")
+            .args(extra)
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "info,pingora=warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(log)).unwrap())
+            .spawn()
+            .unwrap()
+    };
+    let c = client(None);
+    let status_pid = |c: reqwest::Client| async move {
+        let v: serde_json::Value = c
+            .get(format!("http://127.0.0.1:{admin}/status"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["pid"].as_u64()
+    };
+
+    // ExecStart: returns once the daemon serves.
+    let st = sluice(&[], "start.log").wait().unwrap();
+    assert!(st.success(), "{st}");
+    let first = read_pid(&pid_file).expect("pid file written");
+    let _first_guard = KillOnDrop(first);
+    assert!(alive(first));
+    assert_eq!(status_pid(c.clone()).await, Some(u64::from(first)));
+    get_n(&c, &format!("http://127.0.0.1:{listen}/a"), 5).await;
+
+    // ExecReload: SIGQUIT to $MAINPID, then the new daemon with --upgrade.
+    assert!(Command::new("kill")
+        .args(["-QUIT", &first.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let st = sluice(&["--upgrade"], "upgrade.log").wait().unwrap();
+    assert!(
+        st.success(),
+        "{st}: {}",
+        std::fs::read_to_string(dir.path().join("upgrade.log")).unwrap_or_default()
+    );
+    let second = read_pid(&pid_file).expect("pid file rewritten");
+    let _second_guard = KillOnDrop(second);
+    assert_ne!(first, second);
+    let end = Instant::now() + Duration::from_secs(20);
+    while alive(first) {
+        assert!(Instant::now() < end, "the old daemon never exited");
+        get_n(&c, &format!("http://127.0.0.1:{listen}/during"), 1).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    assert_eq!(status_pid(fresh).await, Some(u64::from(second)));
+    get_n(&c, &format!("http://127.0.0.1:{listen}/b"), 5).await;
+
+    // systemctl stop: SIGTERM.
+    assert!(Command::new("kill")
+        .args(["-TERM", &second.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let end = Instant::now() + Duration::from_secs(10);
+    while alive(second) {
+        assert!(Instant::now() < end, "the daemon did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

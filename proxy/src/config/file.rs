@@ -158,6 +158,8 @@ pub struct FileServer {
     pub upgrade_sock: Option<String>,
     /// After SIGTERM, keep serving this long with `/readyz` at 503 before closing listeners.
     pub drain_delay_ms: Option<i64>,
+    /// Where `--daemon` writes the process id.
+    pub pid_file: Option<String>,
 }
 
 /// `[[server.tls]]`: one TLS listener.

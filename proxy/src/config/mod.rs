@@ -701,6 +701,7 @@ impl Validator {
             upstream_keepalive_pool_size,
             upgrade_sock,
             drain_delay_ms,
+            pid_file,
         } = s;
         let mut seen = HashSet::new();
         let mut plain = Vec::new();
@@ -757,6 +758,7 @@ impl Validator {
                 0,
                 600_000,
             )? as u64),
+            pid_file: PathBuf::from(pid_file.unwrap_or_else(|| DEFAULT_PID_FILE.into())),
         })
     }
 
@@ -1220,6 +1222,7 @@ impl FileServer {
             upstream_keepalive_pool_size: None,
             upgrade_sock: None,
             drain_delay_ms: None,
+            pid_file: None,
         }
     }
 }

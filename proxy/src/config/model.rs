@@ -60,6 +60,8 @@ pub const DEFAULT_HEALTH_PATH: &str = "/health";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 /// Default Unix socket for handing listeners to a new process on `--upgrade`.
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/sluice_upgrade.sock";
+/// Default PID file of `--daemon`.
+pub const DEFAULT_PID_FILE: &str = "/tmp/sluice.pid";
 /// Default interval of the config-file watch (and its debounce).
 pub const DEFAULT_RELOAD_DEBOUNCE_MS: u64 = 500;
 
@@ -142,6 +144,8 @@ pub struct ServerSettings {
     /// After SIGTERM: how long listeners stay open while `/readyz` already answers 503.
     #[serde(serialize_with = "ser::ms")]
     pub drain_delay: Duration,
+    /// Where `--daemon` writes the process id.
+    pub pid_file: PathBuf,
 }
 
 /// One TLS listener with its resolved certificate and key paths.
