@@ -119,3 +119,36 @@ fn a_bad_config_never_starts_the_proxy() {
         "{stderr}"
     );
 }
+
+#[test]
+fn operations_sections_are_validated_together() {
+    check_fails_naming(
+        r#"[admin]
+listen = "nowhere"
+
+[logging]
+format = "yaml"
+
+[reload]
+debounce_ms = 1
+
+[upstreams.api]
+backends = [{ addr = "127.0.0.1:9001" }]
+
+[[routes]]
+name = "same"
+upstream = "api"
+
+[[routes]]
+name = "same"
+path_prefix = "/x"
+upstream = "api"
+"#,
+        &[
+            "broken.toml:2:1: admin.listen: `nowhere` is not a listen address",
+            "broken.toml:5:1: logging.format: unknown format `yaml`, expected one of: text, json",
+            "broken.toml:8:1: reload.debounce_ms",
+            "routes[1].name: route name `same` is used twice",
+        ],
+    );
+}

@@ -317,6 +317,30 @@ async fn metrics_parse_and_move_with_traffic() {
         })
         .unwrap();
     assert_eq!(count, 39.0);
-    // Unrouted requests have their own series.
     assert!(value(&after, "sluice_client_connections_open", &[]) >= 1.0);
+
+    // Prometheus' own linter, where installed (`apt-get install prometheus`; not in CI).
+    let (text, _) = metrics(&c, &sluice).await;
+    if let Ok(mut child) = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

@@ -300,3 +300,87 @@ async fn sighup_reloads_routes() {
     let r = c.get(sluice.url("/x")).send().await.unwrap();
     assert_eq!(backend_of(&r), "b1");
 }
+
+/// `available` and `in_flight` of every backend in `/status`, by backend address.
+async fn backend_status(c: &reqwest::Client, sluice: &Sluice) -> BTreeMap<String, (bool, u64)> {
+    let v: serde_json::Value = c
+        .get(sluice.admin_url("/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["pools"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["backend"].as_str().unwrap().to_owned(),
+                (
+                    b["available"].as_bool().unwrap(),
+                    b["in_flight"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_verdicts_and_least_conn_counts_survive_a_reload() {
+    let bs = backends(3).await;
+    let pool = |members: &[&Backend]| {
+        let m: Vec<_> = members.iter().map(|b| (b.addr, None)).collect();
+        format!(
+            "[upstreams.api]\nstrategy = \"least_conn\"\n{}\n[upstreams.api.health]\ninterval_ms = 100\nfall = 1\nrise = 50\n[[routes]]\nupstream = \"api\"\n",
+            backends_toml(&m)
+        )
+    };
+    let sluice = Sluice::with_config(pool(&[&bs[0], &bs[1]]))
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let c = client(None);
+    // b2 fails its probes and leaves rotation; it needs 50 good probes (5 s) to come back.
+    bs[1].shared.set_health(503);
+    let end = Instant::now() + Duration::from_secs(5);
+    while backend_status(&c, &sluice).await[&bs[1].addr.to_string()].0 {
+        assert!(Instant::now() < end, "b2 never left rotation");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bs[1].shared.set_health(200);
+    // An open WebSocket holds one unit of least_conn load on b1 (the only one in rotation).
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", sluice.addr))
+        .await
+        .unwrap();
+    let hello = ws.next().await.unwrap().unwrap();
+    assert_eq!(hello.to_text().unwrap(), "hello from b1");
+
+    // Reload: b3 joins, b1 and b2 stay.
+    sluice.write_body(&pool(&[&bs[0], &bs[1], &bs[2]]));
+    let r = c
+        .post(sluice.admin_url("/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let s = backend_status(&c, &sluice).await;
+    assert_eq!(s.len(), 3);
+    assert_eq!(
+        s[&bs[0].addr.to_string()],
+        (true, 1),
+        "b1 lost its WebSocket count: {s:?}"
+    );
+    assert!(
+        !s[&bs[1].addr.to_string()].0,
+        "b2's health verdict was reset: {s:?}"
+    );
+    // least_conn now prefers the new, idle b3 over b1 (which holds the WebSocket); b2 stays out.
+    let r = c.get(sluice.url("/x")).send().await.unwrap();
+    assert_eq!(backend_of(&r), "b3");
+    ws.send(Message::Text("after reload".into())).await.unwrap();
+    let m = ws.next().await.unwrap().unwrap();
+    assert_eq!(m.to_text().unwrap(), "after reload");
+}
