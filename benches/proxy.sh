@@ -81,6 +81,10 @@ listen = ["127.0.0.1:$SLUICE"]
 threads = $THREADS
 grace_period_seconds = 0
 upstream_keepalive_pool_size = $KEEPALIVE
+[admin]
+enabled = false
+[logging]
+access_log = false
 [upstreams.b]
 backends = [{ addr = "127.0.0.1:$BACKEND" }]
 [[routes]]

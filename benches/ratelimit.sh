@@ -28,7 +28,11 @@ redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/nu
 pids+=($!)
 target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
 pids+=($!)
-common="[upstreams.b]
+common="[admin]
+enabled = false
+[logging]
+access_log = false
+[upstreams.b]
 backends = [{ addr = \"127.0.0.1:$BACKEND\" }]
 [[routes]]
 upstream = \"b\""
