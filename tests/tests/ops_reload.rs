@@ -384,3 +384,43 @@ async fn health_verdicts_and_least_conn_counts_survive_a_reload() {
     let m = ws.next().await.unwrap().unwrap();
     assert_eq!(m.to_text().unwrap(), "after reload");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limits_change_live() {
+    let bs = backends(1).await;
+    let limited = |limit: u32| {
+        format!(
+            "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n[rate_limit]\n[rate_limit.tiers.anonymous]\nlimit = {limit}\nalgorithm = \"fixed_window\"\n",
+            backends_toml(&[(bs[0].addr, None)])
+        )
+    };
+    let sluice = Sluice::with_config(limited(3))
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let c = client(None);
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(
+            c.get(sluice.url("/r"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    sluice.write_body(&limited(10));
+    let r = c
+        .post(sluice.admin_url("/reload"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The new limit applies at once; the same window's counter (keyed by the limit) starts over.
+    let r = c.get(sluice.url("/r")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-ratelimit-limit"], "10");
+}
