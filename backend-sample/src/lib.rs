@@ -12,6 +12,9 @@
 //! - `GET /ws/broadcast`: WebSocket whose text messages reach every broadcast client, on every
 //!   instance when started with `--redis URL` (see [`broadcast`]);
 //! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
+//! - `GET /respond/{anything}?name=value&...`: 200 whose response headers are the query pairs
+//!   (e.g. `cache-control=no-store`, `vary=accept`), with a body naming the backend and how many
+//!   times this path was served, so a test can tell a cached answer from a fresh one;
 //! - `GET /control/stats` (requests served per path), `POST /control/reset`,
 //!   `POST /control/delay?ms=N` (added to every non-control request),
 //!   `POST /control/fail?status=N` (every non-control request except `/health` answers N;
@@ -116,6 +119,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/status/{code}", get(status))
         .route("/bytes/{n}", get(bytes_n))
         .route("/cache/{seconds}", get(cache))
+        .route("/respond/{*rest}", get(respond))
         .route("/ws", get(ws))
         .route("/ws/broadcast", get(ws_broadcast))
         .route("/control/stats", get(stats))
@@ -268,6 +272,52 @@ async fn cache(Path(seconds): Path<u64>, headers: HeaderMap) -> Response {
         body,
     )
         .into_response()
+}
+
+async fn respond(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let path = req.uri().path().to_owned();
+    let n = s.served().get(&path).copied().unwrap_or(0);
+    let mut resp = format!("{} {path} #{n}\n", s.id).into_response();
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v);
+        if let (Ok(k), Ok(v)) = (
+            header::HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(&v),
+        ) {
+            resp.headers_mut().append(k, v);
+        }
+    }
+    resp
+}
+
+/// `%XX` and `+` decoding for `/respond` query values.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                Ok(v) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                Err(_) => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn ws(State(s): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {

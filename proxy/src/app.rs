@@ -13,6 +13,7 @@ use pingora::server::configuration::ServerConf;
 
 use crate::admin::AdminApi;
 use crate::balancer::StateRegistry;
+use crate::cache::CacheLayer;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::health::HealthService;
@@ -44,6 +45,8 @@ pub struct App {
     pub registry: Arc<StateRegistry>,
     /// Rate-limit stores and breaker (process-wide; limits themselves are in the snapshot).
     pub limiter: Arc<RateLimiter>,
+    /// The response cache's store and lock (process-wide; rules are in the snapshot).
+    pub cache: &'static CacheLayer,
     /// The config file, re-read on reload.
     pub config_path: PathBuf,
     /// Where relative paths in the config file resolve.
@@ -64,6 +67,7 @@ impl App {
             &config, &registry, 1,
         )));
         let limiter = Arc::new(RateLimiter::new(config.redis.as_ref()));
+        let cache: &'static CacheLayer = Box::leak(Box::new(CacheLayer::new(&config.cache)));
         METRICS.set_generation(1);
         let base_dir = path
             .parent()
@@ -75,6 +79,7 @@ impl App {
             config: ArcSwap::from_pointee(config),
             registry,
             limiter,
+            cache,
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),
@@ -113,9 +118,11 @@ pub fn server_conf(config: &Config) -> ServerConf {
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
         upgrade_sock: s.upgrade_sock.to_string_lossy().into_owned(),
         pid_file: s.pid_file.to_string_lossy().into_owned(),
-        // With `--daemon`, the launching process exits only once the daemon is serving, which
-        // is what a `Type=forking` systemd unit waits for.
-        daemon_wait_for_ready: true,
+        // Not `daemon_wait_for_ready`: in Pingora 0.9.1 the daemon may send its SIGUSR1 before
+        // the launcher has installed a handler for it, which kills the launcher (seen in
+        // `daemon_mode_and_the_systemd_reload_upgrade`). The launcher exits after the fork; a
+        // `Type=forking` unit waits for the PID file to appear.
+        daemon_wait_for_ready: false,
         ..ServerConf::default()
     }
 }
@@ -139,6 +146,7 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         Edge::new(
             Arc::clone(&app.snapshot),
             Arc::clone(&app.limiter),
+            app.cache,
             config.logging.access_log,
         ),
         "sluice-proxy",

@@ -29,7 +29,8 @@ pub struct Args {
     /// this one) through `server.upgrade_sock`: a binary upgrade without dropping connections.
     #[arg(long)]
     pub upgrade: bool,
-    /// Run in the background: the command returns once Sluice serves, and the process id is in
+    /// Run in the background: the command returns once the daemon runs (its listeners open a
+    /// moment later), and the process id is in
     /// `server.pid_file` (for a `Type=forking` systemd unit; see docs/operations.md).
     #[arg(short, long)]
     pub daemon: bool,

@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::app::App;
-use crate::config::{self, Config, ConfigError};
+use crate::config::{self, CacheSpec, Config, ConfigError};
 use crate::metrics::{ReloadResult, METRICS};
 use crate::snapshot::Snapshot;
 
@@ -39,7 +39,7 @@ pub struct Reloaded {
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 12] = [
         ("server.listen", o.listen != n.listen),
         ("server.tls", o.tls != n.tls),
         ("server.threads", o.threads != n.threads),
@@ -60,6 +60,13 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ),
         ("logging.format", old.logging.format != new.logging.format),
         ("redis", old.redis != new.redis),
+        (
+            "cache (store settings; route tiers and tier TTLs reload)",
+            CacheSpec {
+                ttl_seconds: new.cache.ttl_seconds,
+                ..old.cache.clone()
+            } != new.cache,
+        ),
     ];
     for (key, differs) in checks {
         if differs {

@@ -123,6 +123,7 @@ mod tests {
             rate_limit: Default::default(),
             name: format!("{prefix}#{upstream}"),
             access_log: true,
+            cache: Default::default(),
         }
     }
 

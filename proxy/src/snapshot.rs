@@ -116,6 +116,8 @@ pub struct Route {
     pub access_log: bool,
     /// Its request series.
     pub metrics: Arc<RouteMetrics>,
+    /// Its cache rule (`None`: not cached).
+    pub cache: Option<crate::cache::CacheRule>,
 }
 
 /// The reloadable part of rate limiting: limits, identities and the JWT verifier.
@@ -167,6 +169,7 @@ impl Snapshot {
                     rate_limit: r.rate_limit,
                     access_log: r.access_log,
                     metrics: METRICS.route(&r.name, &config.upstreams[r.upstream].name),
+                    cache: crate::cache::CacheRule::of(&r.cache, &config.cache),
                 })
                 .collect(),
             rate_limit: config.rate_limit.as_ref().map(|spec| RatePolicies {

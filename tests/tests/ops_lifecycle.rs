@@ -258,6 +258,18 @@ fn read_pid(path: &std::path::Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
+/// Poll until the PID file names a live process other than `not`.
+async fn wait_pid(path: &std::path::Path, not: Option<u32>) -> u32 {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(p) = read_pid(path).filter(|p| Some(*p) != not && alive(*p)) {
+            return p;
+        }
+        assert!(Instant::now() < end, "no new pid in {}", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `--daemon` returns once serving and writes `server.pid_file`; the `ExecReload` steps of
 /// `docs/sluice.service` (SIGQUIT to the running process, then `--daemon --upgrade`) replace it
 /// with a new process that serves on the same listeners.
@@ -304,13 +316,24 @@ async fn daemon_mode_and_the_systemd_reload_upgrade() {
         v["pid"].as_u64()
     };
 
-    // ExecStart: returns once the daemon serves.
+    // ExecStart: the launcher returns after the fork; the PID file and the listeners follow (as
+    // systemd does for Type=forking, wait for the PID file).
     let st = sluice(&[], "start.log").wait().unwrap();
     assert!(st.success(), "{st}");
-    let first = read_pid(&pid_file).expect("pid file written");
+    let first = wait_pid(&pid_file, None).await;
     let _first_guard = KillOnDrop(first);
     assert!(alive(first));
-    assert_eq!(status_pid(c.clone()).await, Some(u64::from(first)));
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        match status_pid(c.clone()).await {
+            Some(p) => {
+                assert_eq!(p, u64::from(first));
+                break;
+            }
+            None => assert!(Instant::now() < end, "the daemon never served"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     get_n(&c, &format!("http://127.0.0.1:{listen}/a"), 5).await;
 
     // ExecReload: SIGQUIT to $MAINPID, then the new daemon with --upgrade.
@@ -325,7 +348,7 @@ async fn daemon_mode_and_the_systemd_reload_upgrade() {
         "{st}: {}",
         std::fs::read_to_string(dir.path().join("upgrade.log")).unwrap_or_default()
     );
-    let second = read_pid(&pid_file).expect("pid file rewritten");
+    let second = wait_pid(&pid_file, Some(first)).await;
     let _second_guard = KillOnDrop(second);
     assert_ne!(first, second);
     let end = Instant::now() + Duration::from_secs(20);

@@ -14,7 +14,36 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
     "routes",
     "redis",
     "rate_limit",
+    "cache",
 ];
+
+/// `[cache]`: the shared response cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    /// Prefix of every cache key in Redis.
+    pub namespace: Option<String>,
+    /// Larger responses stream through uncached.
+    pub max_object_bytes: Option<i64>,
+    /// Body chunk size in Redis.
+    pub chunk_bytes: Option<i64>,
+    /// Bound of the embedded store (without `[redis]`).
+    pub memory_bytes: Option<i64>,
+    /// Bound on each Redis cache call.
+    pub command_timeout_ms: Option<i64>,
+    /// How long concurrent misses wait for the one fetching.
+    pub lock_timeout_ms: Option<i64>,
+    /// Default TTLs by tier.
+    pub tiers: Option<std::collections::BTreeMap<String, FileCacheTier>>,
+}
+
+/// `[cache.tiers.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheTier {
+    /// Freshness when the origin gives none.
+    pub ttl_seconds: Option<i64>,
+}
 
 /// `[admin]`: the admin API listener.
 #[derive(Debug, Deserialize)]
@@ -266,4 +295,8 @@ pub struct FileRoute {
     pub name: Option<String>,
     /// Whether requests on this route are access-logged (default: `[logging] access_log`).
     pub access_log: Option<bool>,
+    /// Cache tier: `hot`, `warm`, `cold` or `off`.
+    pub cache: Option<String>,
+    /// Store responses that set cookies.
+    pub cache_set_cookie: Option<bool>,
 }

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 pub use model::*;
 
 use file::{
-    FileAdmin, FileApiKey, FileHealth, FileJwt, FileLimit, FileLogging, FileRateLimit, FileRedis,
-    FileReload, FileRoute, FileServer, FileUpstream, TOP_LEVEL_KEYS,
+    FileAdmin, FileApiKey, FileCache, FileHealth, FileJwt, FileLimit, FileLogging, FileRateLimit,
+    FileRedis, FileReload, FileRoute, FileServer, FileUpstream, TOP_LEVEL_KEYS,
 };
 use span::{LineIndex, SpanIndex};
 
@@ -242,6 +242,10 @@ impl Validator {
             .remove("redis")
             .and_then(|v| self.section::<FileRedis>("redis", v))
             .and_then(|r| self.redis(r));
+        let cache_file = table
+            .remove("cache")
+            .and_then(|v| self.section::<FileCache>("cache", v));
+        let cache = self.cache(cache_file);
         let rate_limit = table
             .remove("rate_limit")
             .and_then(|v| self.section::<FileRateLimit>("rate_limit", v))
@@ -256,6 +260,95 @@ impl Validator {
             routes,
             redis,
             rate_limit,
+            cache: cache?,
+        })
+    }
+
+    fn cache(&mut self, c: Option<FileCache>) -> Option<CacheSpec> {
+        let FileCache {
+            namespace,
+            max_object_bytes,
+            chunk_bytes,
+            memory_bytes,
+            command_timeout_ms,
+            lock_timeout_ms,
+            tiers,
+        } = c.unwrap_or(FileCache {
+            namespace: None,
+            max_object_bytes: None,
+            chunk_bytes: None,
+            memory_bytes: None,
+            command_timeout_ms: None,
+            lock_timeout_ms: None,
+            tiers: None,
+        });
+        let namespace = namespace.unwrap_or_else(|| DEFAULT_CACHE_NAMESPACE.to_owned());
+        if namespace.is_empty() || namespace.contains(['{', '}', '*', '?', '[', ']']) {
+            self.problem(
+                "cache.namespace",
+                format!("`{namespace}` must be non-empty, without braces or glob characters"),
+            );
+        }
+        let max_object = self.int_in(
+            "cache.max_object_bytes",
+            max_object_bytes,
+            DEFAULT_MAX_OBJECT_BYTES as i64,
+            1,
+            1 << 30,
+        );
+        let chunk = self.int_in(
+            "cache.chunk_bytes",
+            chunk_bytes,
+            DEFAULT_CHUNK_BYTES as i64,
+            1024,
+            64 << 20,
+        );
+        let memory = self.int_in(
+            "cache.memory_bytes",
+            memory_bytes,
+            DEFAULT_CACHE_MEMORY_BYTES as i64,
+            0,
+            1 << 40,
+        );
+        let timeout = self.ms(
+            "cache.command_timeout_ms",
+            command_timeout_ms,
+            DEFAULT_CACHE_COMMAND_TIMEOUT_MS,
+        );
+        let lock = self.ms(
+            "cache.lock_timeout_ms",
+            lock_timeout_ms,
+            DEFAULT_CACHE_LOCK_TIMEOUT_MS,
+        );
+        let mut ttl = CacheTier::ALL.map(|t| t.ttl_bounds().0);
+        for (name, t) in tiers.unwrap_or_default() {
+            let path = format!("cache.tiers.{name}");
+            let Some(i) = CacheTier::ALL.iter().position(|x| x.name() == name) else {
+                self.problem(
+                    path,
+                    format!("unknown tier `{name}`, expected one of: hot, warm, cold"),
+                );
+                continue;
+            };
+            let (def, lo, hi) = CacheTier::ALL[i].ttl_bounds();
+            if let Some(v) = self.int_in(
+                &format!("{path}.ttl_seconds"),
+                t.ttl_seconds,
+                def as i64,
+                lo as i64,
+                hi as i64,
+            ) {
+                ttl[i] = v as u64;
+            }
+        }
+        Some(CacheSpec {
+            namespace,
+            max_object_bytes: max_object? as u64,
+            chunk_bytes: chunk? as u64,
+            memory_bytes: memory? as u64,
+            command_timeout: timeout?,
+            lock_timeout: lock?,
+            ttl_seconds: ttl,
         })
     }
 
@@ -1142,7 +1235,22 @@ impl Validator {
             rate_limit,
             name,
             access_log,
+            cache,
+            cache_set_cookie,
         } = r;
+        let tier = match cache.as_deref() {
+            None | Some("off") => Some(None),
+            Some(t) => match CacheTier::ALL.iter().find(|x| x.name() == t) {
+                Some(x) => Some(Some(*x)),
+                None => {
+                    self.problem(
+                        format!("{path}.cache"),
+                        format!("unknown cache tier `{t}`, expected one of: hot, warm, cold, off"),
+                    );
+                    None
+                }
+            },
+        };
         let name = name.unwrap_or_else(|| {
             format!(
                 "{}{}",
@@ -1208,6 +1316,10 @@ impl Validator {
             rate_limit: rate_limit?,
             name,
             access_log: access_log.unwrap_or(access_log_default),
+            cache: RouteCache {
+                tier: tier?,
+                set_cookie: cache_set_cookie.unwrap_or(false),
+            },
         })
     }
 }

@@ -123,6 +123,8 @@ pub struct Config {
     pub redis: Option<RedisSpec>,
     /// `[rate_limit]`, when configured (no limits otherwise).
     pub rate_limit: Option<RateLimitSpec>,
+    /// `[cache]` (defaults when absent; only routes with a tier cache).
+    pub cache: CacheSpec,
 }
 
 /// Process-level settings (listeners, threads): fixed for the life of the process.
@@ -396,6 +398,86 @@ pub struct RouteSpec {
     pub name: String,
     /// Whether requests on this route are access-logged.
     pub access_log: bool,
+    /// Response caching on this route.
+    pub cache: RouteCache,
+}
+
+/// A route's cache rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct RouteCache {
+    /// The tier (`None`: caching off).
+    pub tier: Option<CacheTier>,
+    /// Whether responses with `Set-Cookie` may be stored.
+    pub set_cookie: bool,
+}
+
+/// Cache tiers, by how long an object without origin freshness stays fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheTier {
+    /// Short-lived (default 60 s, 60..=300).
+    Hot,
+    /// Medium (default 300 s, 300..=600).
+    Warm,
+    /// Long-lived (default 1800 s, 600..=3600).
+    Cold,
+}
+
+impl CacheTier {
+    /// Every tier.
+    pub const ALL: [CacheTier; 3] = [CacheTier::Hot, CacheTier::Warm, CacheTier::Cold];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        match self {
+            CacheTier::Hot => "hot",
+            CacheTier::Warm => "warm",
+            CacheTier::Cold => "cold",
+        }
+    }
+
+    /// Default TTL and allowed range, in seconds.
+    pub fn ttl_bounds(self) -> (u64, u64, u64) {
+        match self {
+            CacheTier::Hot => (60, 60, 300),
+            CacheTier::Warm => (300, 300, 600),
+            CacheTier::Cold => (1800, 600, 3600),
+        }
+    }
+}
+
+/// Default cache key namespace in Redis.
+pub const DEFAULT_CACHE_NAMESPACE: &str = "sluice:cache";
+/// Default largest cached object.
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 8 * 1024 * 1024;
+/// Default body chunk in Redis.
+pub const DEFAULT_CHUNK_BYTES: u64 = 256 * 1024;
+/// Default bound of the embedded cache.
+pub const DEFAULT_CACHE_MEMORY_BYTES: u64 = 64 * 1024 * 1024;
+/// Default bound on one Redis cache call.
+pub const DEFAULT_CACHE_COMMAND_TIMEOUT_MS: u64 = 20;
+/// Default wait of concurrent misses for the one fetching.
+pub const DEFAULT_CACHE_LOCK_TIMEOUT_MS: u64 = 3_000;
+
+/// `[cache]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CacheSpec {
+    /// Prefix of every key in Redis.
+    pub namespace: String,
+    /// Larger responses stream through uncached.
+    pub max_object_bytes: u64,
+    /// Body chunk size in Redis.
+    pub chunk_bytes: u64,
+    /// Bound of the embedded store.
+    pub memory_bytes: u64,
+    /// Bound on each Redis call.
+    #[serde(serialize_with = "ser::ms")]
+    pub command_timeout: Duration,
+    /// Wait of concurrent misses for the one fetching.
+    #[serde(serialize_with = "ser::ms")]
+    pub lock_timeout: Duration,
+    /// TTL in seconds for hot, warm, cold.
+    pub ttl_seconds: [u64; 3],
 }
 
 /// Default bound on one Redis call for rate limiting.

@@ -13,6 +13,8 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{header, HeaderValue, StatusCode};
+use pingora::cache::key::HashBinary;
+use pingora::cache::{CacheKey, CacheMeta, NoCacheReason, RespCacheable};
 use pingora::http::ResponseHeader;
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
@@ -21,6 +23,7 @@ use pingora::{ErrorSource, ErrorType};
 use tracing::{info, warn};
 
 use crate::balancer::{now_ns, Lease, Tried};
+use crate::cache::{self, CacheLayer, CacheRule};
 use crate::metrics::{GaugeGuard, LimitResult, Method, METRICS};
 use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
@@ -33,6 +36,7 @@ pub use retry::{Failure, RetryBudget};
 pub struct Edge {
     snapshot: Arc<ArcSwap<Snapshot>>,
     limiter: Arc<RateLimiter>,
+    cache: &'static CacheLayer,
     /// Access-log requests that match no route (`[logging] access_log`).
     log_unrouted: bool,
 }
@@ -43,11 +47,13 @@ impl Edge {
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
         limiter: Arc<RateLimiter>,
+        cache: &'static CacheLayer,
         log_unrouted: bool,
     ) -> Self {
         Edge {
             snapshot,
             limiter,
+            cache,
             log_unrouted,
         }
     }
@@ -96,6 +102,10 @@ pub struct RequestCtx {
     _in_flight: Option<GaugeGuard>,
     /// This connection's unit of the open-WebSockets gauge, once upgraded.
     websocket: Option<GaugeGuard>,
+    /// The route's cache rule, when this request may be served from or stored in the cache.
+    cache: Option<CacheRule>,
+    /// The route caches but this request may not use the cache (method, upgrade).
+    cache_bypass: bool,
 }
 
 impl RequestCtx {
@@ -209,6 +219,15 @@ impl ProxyHttp for Edge {
             Some(route) => {
                 let pool = snapshot.routes[route].upstream;
                 ctx.upgrade = session.is_upgrade_req();
+                let method = &session.req_header().method;
+                if snapshot.routes[route].cache.is_some() {
+                    if !ctx.upgrade && (method == http::Method::GET || method == http::Method::HEAD)
+                    {
+                        ctx.cache = snapshot.routes[route].cache;
+                    } else {
+                        ctx.cache_bypass = true;
+                    }
+                }
                 if ctx.upgrade {
                     // Replaces Pingora's 60 s downstream read timeout for the upgraded connection.
                     let idle = snapshot.pools[pool].websocket_idle_timeout;
@@ -216,6 +235,7 @@ impl ProxyHttp for Edge {
                 }
                 ctx.pool = pool;
                 ctx.route = Some(route);
+
                 if limits::apply(&self.limiter, &snapshot, route, session, ctx).await? {
                     return Ok(true);
                 }
@@ -235,6 +255,49 @@ impl ProxyHttp for Edge {
                 Ok(true)
             }
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
+        if ctx.cache.is_some() {
+            session
+                .cache
+                .enable(self.cache.storage, None, None, Some(self.cache.lock), None);
+            session
+                .cache
+                .set_max_file_size_bytes(self.cache.max_object_bytes);
+        }
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<CacheKey> {
+        let req = session.req_header();
+        let host = normalize_host(headers::host(req));
+        Ok(cache::key(req, &host, ctx.tls))
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut Self::CTX,
+    ) -> Result<RespCacheable> {
+        let Some(rule) = &ctx.cache else {
+            return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
+        };
+        let auth = session
+            .req_header()
+            .headers
+            .contains_key(header::AUTHORIZATION);
+        Ok(cache::cacheability(resp, auth, rule))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut Self::CTX,
+        req: &RequestHeader,
+    ) -> Option<HashBinary> {
+        cache::variance(meta, req)
     }
 
     async fn upstream_peer(
@@ -373,10 +436,20 @@ impl ProxyHttp for Edge {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if ctx.cache.is_some() {
+            let phase = session.cache.phase();
+            if let (Some(x), Some(status)) = (cache::x_cache(phase), cache::cache_status(phase)) {
+                upstream_response.insert_header("x-cache", x)?;
+                upstream_response.insert_header("cache-status", status)?;
+            }
+        } else if ctx.cache_bypass && !ctx.upgrade {
+            upstream_response.insert_header("x-cache", "BYPASS")?;
+            upstream_response.insert_header("cache-status", "sluice; fwd=bypass")?;
+        }
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_header(REQUEST_ID, id.clone())?;
         }
@@ -470,7 +543,11 @@ impl ProxyHttp for Edge {
                 _ => "-",
             },
             retries = ctx.attempts.saturating_sub(1),
-            cache = "-",
+            cache = if ctx.cache.is_some() {
+                cache::x_cache(session.cache.phase()).unwrap_or("-")
+            } else {
+                "-"
+            },
             ratelimit = ctx.limit_result.map_or("-", LimitResult::label),
             request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
             "access"

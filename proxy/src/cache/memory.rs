@@ -1,0 +1,299 @@
+//! The embedded cache store (no `[redis]`): complete objects in memory, bounded by
+//! `cache.memory_bytes` with least-recently-used eviction. An entry becomes visible only once
+//! its body is complete. One short mutex section per lookup or insert; never held across an
+//! `.await`.
+
+use std::any::Any;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::cache::key::{CacheHashKey, CacheKey};
+use pingora::cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::CacheMeta;
+use pingora::Result;
+
+/// `CacheMeta` as serialized by pingora-cache: (internal, header).
+type BinaryMeta = (Vec<u8>, Vec<u8>);
+
+/// One stored response.
+struct Entry {
+    meta: BinaryMeta,
+    body: Bytes,
+    /// LRU position.
+    tick: u64,
+}
+
+impl Entry {
+    fn size(&self) -> u64 {
+        (self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64 + 64
+    }
+}
+
+#[derive(Default)]
+struct Lru {
+    entries: HashMap<String, Entry>,
+    order: BTreeMap<u64, String>,
+    bytes: u64,
+}
+
+impl Lru {
+    fn remove(&mut self, key: &str) -> bool {
+        match self.entries.remove(key) {
+            Some(e) => {
+                self.order.remove(&e.tick);
+                self.bytes -= e.size();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// The embedded store.
+pub struct MemoryStore {
+    lru: Mutex<Lru>,
+    capacity: u64,
+    tick: AtomicU64,
+}
+
+impl MemoryStore {
+    /// A store holding at most `capacity` bytes (metadata, headers and bodies).
+    pub fn new(capacity: u64) -> Self {
+        MemoryStore {
+            lru: Mutex::new(Lru::default()),
+            capacity,
+            tick: AtomicU64::new(0),
+        }
+    }
+
+    /// Entries and bytes stored.
+    pub fn usage(&self) -> (u64, u64) {
+        let lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        (lru.entries.len() as u64, lru.bytes)
+    }
+
+    /// Remove every entry.
+    pub fn clear(&self) -> u64 {
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        let n = lru.entries.len() as u64;
+        *lru = Lru::default();
+        n
+    }
+
+    fn insert(&self, key: String, meta: BinaryMeta, body: Bytes) {
+        let tick = self.tick.fetch_add(1, Relaxed);
+        let entry = Entry { meta, body, tick };
+        let size = entry.size();
+        if size > self.capacity {
+            return;
+        }
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        lru.remove(&key);
+        while lru.bytes + size > self.capacity {
+            let Some((_, oldest)) = lru.order.pop_first() else {
+                break;
+            };
+            if let Some(e) = lru.entries.remove(&oldest) {
+                lru.bytes -= e.size();
+            }
+        }
+        lru.bytes += size;
+        lru.order.insert(tick, key.clone());
+        lru.entries.insert(key, entry);
+    }
+
+    fn get(&self, key: &str) -> Option<(BinaryMeta, Bytes)> {
+        let tick = self.tick.fetch_add(1, Relaxed);
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        let lru = &mut *lru;
+        let e = lru.entries.get_mut(key)?;
+        lru.order.remove(&e.tick);
+        e.tick = tick;
+        lru.order.insert(tick, key.to_owned());
+        Some((e.meta.clone(), e.body.clone()))
+    }
+}
+
+/// Serves a stored body in one piece (or a seeked range of it).
+struct MemoryHit {
+    body: Bytes,
+    done: bool,
+    range: (usize, usize),
+}
+
+#[async_trait]
+impl HandleHit for MemoryHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.done = true;
+        Ok(Some(self.body.slice(self.range.0..self.range.1)))
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let len = self.body.len();
+        if start >= len {
+            return pingora::Error::e_explain(
+                pingora::ErrorType::InternalError,
+                format!("seek start {start} beyond body of {len} bytes"),
+            );
+        }
+        self.range = (start, end.map_or(len, |e| e.min(len)));
+        self.done = false;
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Buffers a response body and stores it when complete.
+struct MemoryMiss {
+    store: &'static MemoryStore,
+    key: String,
+    meta: BinaryMeta,
+    body: BytesMut,
+}
+
+#[async_trait]
+impl HandleMiss for MemoryMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        self.body.extend_from_slice(&data);
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let len = self.body.len();
+        self.store.insert(self.key, self.meta, self.body.freeze());
+        Ok(MissFinishType::Created(len))
+    }
+}
+
+#[async_trait]
+impl Storage for MemoryStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let Some((meta, body)) = self.get(&key.combined()) else {
+            return Ok(None);
+        };
+        let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+        let len = body.len();
+        let hit = MemoryHit {
+            body,
+            done: false,
+            range: (0, len),
+        };
+        Ok(Some((meta, Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(MemoryMiss {
+            store: self,
+            key: key.combined(),
+            meta: meta.serialize()?,
+            body: BytesMut::new(),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let removed = self
+            .lru
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&target.key().combined());
+        Ok(if removed {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let key = key.combined();
+        let meta = meta.serialize()?;
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        match lru.entries.get_mut(&key) {
+            Some(e) => {
+                let before = e.size();
+                e.meta = meta;
+                let after = e.size();
+                lru.bytes = lru.bytes + after - before;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn least_recently_used_entries_are_evicted_first() {
+        let s = MemoryStore::new(3 * (64 + 100));
+        for k in ["a", "b", "c"] {
+            s.insert(k.into(), (vec![], vec![]), Bytes::from(vec![0u8; 100]));
+        }
+        assert!(s.get("a").is_some()); // a is now the most recent
+        s.insert("d".into(), (vec![], vec![]), Bytes::from(vec![0u8; 100]));
+        assert!(s.get("b").is_none(), "b was least recently used");
+        assert!(s.get("a").is_some() && s.get("c").is_some() && s.get("d").is_some());
+        assert_eq!(s.usage(), (3, 3 * 164));
+    }
+
+    #[test]
+    fn an_object_larger_than_the_store_is_not_kept() {
+        let s = MemoryStore::new(100);
+        s.insert("big".into(), (vec![], vec![]), Bytes::from(vec![0u8; 200]));
+        assert_eq!(s.usage(), (0, 0));
+    }
+}

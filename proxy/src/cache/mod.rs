@@ -1,0 +1,285 @@
+//! The response cache, on `pingora-cache`: HTTP semantics (freshness, revalidation, `Vary`,
+//! stale serving, the per-process cache lock) come from the library; this module supplies the
+//! storage (the embedded LRU store, or Redis shared by every instance: see `redis.rs`), the
+//! cache key, the cacheability decision with tier defaults, and the `X-Cache` / `Cache-Status`
+//! labels. `edge/` calls it from the proxy's cache hooks.
+//!
+//! Status (issue 5, first slice): storage, tiers, key, cacheability rules (RFC 9111 via
+//! pingora-cache plus `Set-Cookie`, `Authorization` and `Vary: *`), `Vary`, 304 revalidation,
+//! `X-Cache`. Not yet: tags and purge endpoints, the cross-instance Redis lock, unsafe-method
+//! invalidation, `warm_urls`, stats and metrics (see docs/caching.md).
+
+pub mod memory;
+
+use std::time::{Duration, SystemTime};
+
+use http::header;
+use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
+use pingora::cache::filters::resp_cacheable;
+use pingora::cache::key::{CacheKey, HashBinary};
+use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
+use pingora::cache::storage::Storage;
+use pingora::cache::{
+    CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
+};
+use pingora::http::{RequestHeader, ResponseHeader};
+
+use crate::config::{CacheSpec, CacheTier, RouteCache};
+use memory::MemoryStore;
+
+/// No freshness unless the origin gives it: tier TTLs are applied by [`cacheability`].
+const ORIGIN_ONLY: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
+
+/// Process-wide cache state: the store and the lock. Built once at start (restart-only).
+pub struct CacheLayer {
+    /// Where entries live.
+    pub storage: &'static (dyn Storage + Sync),
+    /// Collapses concurrent misses for one key in this process.
+    pub lock: &'static CacheKeyLockImpl,
+    /// Larger responses pass through uncached.
+    pub max_object_bytes: usize,
+    /// The embedded store, when it is the storage (for stats and flush).
+    pub memory: Option<&'static MemoryStore>,
+}
+
+impl CacheLayer {
+    /// The layer for `spec`: the embedded store (Redis storage comes with the next slice).
+    pub fn new(spec: &CacheSpec) -> Self {
+        let memory: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(spec.memory_bytes)));
+        let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(spec.lock_timeout));
+        CacheLayer {
+            storage: memory,
+            lock,
+            max_object_bytes: spec.max_object_bytes as usize,
+            memory: Some(memory),
+        }
+    }
+}
+
+/// A route's resolved cache rule (in the snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheRule {
+    /// Freshness for responses that give none.
+    pub ttl: Duration,
+    /// Whether `Set-Cookie` responses may be stored.
+    pub set_cookie: bool,
+}
+
+impl CacheRule {
+    /// The rule for `route` under `spec`, or `None` when the route does not cache.
+    pub fn of(route: &RouteCache, spec: &CacheSpec) -> Option<Self> {
+        let tier = route.tier?;
+        let i = CacheTier::ALL
+            .iter()
+            .position(|t| *t == tier)
+            .expect("every tier is in ALL");
+        Some(CacheRule {
+            ttl: Duration::from_secs(spec.ttl_seconds[i]),
+            set_cookie: route.set_cookie,
+        })
+    }
+}
+
+/// The cache key: scheme, host (lower-case, without port) and path with query.
+pub fn key(req: &RequestHeader, host: &str, tls: bool) -> CacheKey {
+    let scheme = if tls { "https" } else { "http" };
+    let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    CacheKey::new(format!("{scheme}://{host}{path}"), "")
+}
+
+/// Statuses cacheable by default (RFC 9110 §15.1): only these get a tier TTL when the origin
+/// gives no freshness.
+fn heuristically_cacheable(status: u16) -> bool {
+    matches!(
+        status,
+        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+    )
+}
+
+/// Whether and how long to store `resp` (to a request with `authorization` present) under
+/// `rule`. The origin's `Cache-Control` / `Expires` win; the tier TTL applies only when the
+/// origin gives no freshness and does not forbid storing.
+pub fn cacheability(resp: &ResponseHeader, authorization: bool, rule: &CacheRule) -> RespCacheable {
+    let cc = CacheControl::from_resp_headers(resp);
+    if resp.headers.get_all(header::VARY).iter().any(|v| {
+        v.to_str()
+            .map_or(true, |s| s.split(',').any(|p| p.trim() == "*"))
+    }) {
+        // `Vary: *` never matches a later request.
+        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+    }
+    if !rule.set_cookie && resp.headers.contains_key(header::SET_COOKIE) {
+        return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
+    }
+    match resp_cacheable(cc.as_ref(), resp.clone(), authorization, &ORIGIN_ONLY) {
+        RespCacheable::Cacheable(meta) => RespCacheable::Cacheable(meta),
+        RespCacheable::Uncacheable(reason) => {
+            let forbidden = cc
+                .as_ref()
+                .is_some_and(|c| c.is_cacheable() == Cacheable::No)
+                || (authorization
+                    && !cc
+                        .as_ref()
+                        .is_some_and(|c| c.allow_caching_authorized_req()))
+                || cc.as_ref().is_some_and(|c| c.fresh_duration().is_some())
+                || resp.headers.contains_key(header::EXPIRES);
+            if forbidden || !heuristically_cacheable(resp.status.as_u16()) {
+                return RespCacheable::Uncacheable(reason);
+            }
+            let now = SystemTime::now();
+            let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs() as u32);
+            let (swr, sie) = cc.as_ref().map_or((0, 0), |c| {
+                (
+                    secs(c.serve_stale_while_revalidate_duration()),
+                    secs(c.serve_stale_if_error_duration()),
+                )
+            });
+            let mut header = resp.clone();
+            if let Some(c) = &cc {
+                c.strip_private_headers(&mut header);
+            }
+            RespCacheable::Cacheable(CacheMeta::new(now + rule.ttl, now, swr, sie, header))
+        }
+    }
+}
+
+/// The variance key of a stored response for `req`: the values of the request headers its
+/// `Vary` names (`None` when it has no `Vary`).
+pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
+    let mut names: Vec<String> = meta
+        .headers()
+        .get_all(header::VARY)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .filter(|n| !n.is_empty())
+        .collect();
+    if names.is_empty() {
+        return None;
+    }
+    names.sort();
+    names.dedup();
+    let mut vb = VarianceBuilder::new();
+    for n in names {
+        let value = req
+            .headers
+            .get_all(n.as_str())
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect::<Vec<_>>()
+            .join(&b","[..]);
+        vb.add_owned_name_value(n, value);
+    }
+    vb.finalize()
+}
+
+/// `X-Cache` for a finished cache phase, `None` when caching was off for the request.
+pub fn x_cache(phase: CachePhase) -> Option<&'static str> {
+    Some(match phase {
+        CachePhase::Hit => "HIT",
+        CachePhase::Miss => "MISS",
+        CachePhase::Expired => "EXPIRED",
+        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
+        CachePhase::Bypass => "BYPASS",
+        CachePhase::Disabled(NoCacheReason::NeverEnabled) => return None,
+        // Fetched from the origin, which did not allow storing it (or it was too large).
+        CachePhase::Disabled(_) => "MISS",
+        CachePhase::Uninit | CachePhase::CacheKey => "BYPASS",
+    })
+}
+
+/// RFC 9211 `Cache-Status` for a phase (`sluice` is the cache's name).
+pub fn cache_status(phase: CachePhase) -> Option<&'static str> {
+    Some(match x_cache(phase)? {
+        "HIT" => "sluice; hit",
+        "STALE" => "sluice; hit; fwd=stale",
+        "MISS" => "sluice; fwd=miss",
+        "EXPIRED" => "sluice; fwd=stale",
+        "REVALIDATED" => "sluice; hit; fwd=stale; fwd-status=304",
+        _ => "sluice; fwd=bypass",
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(headers: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(200, None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    const WARM: CacheRule = CacheRule {
+        ttl: Duration::from_secs(300),
+        set_cookie: false,
+    };
+
+    fn ttl(r: RespCacheable) -> Option<u64> {
+        match r {
+            RespCacheable::Cacheable(m) => Some(
+                m.fresh_until()
+                    .duration_since(m.created())
+                    .unwrap()
+                    .as_secs(),
+            ),
+            RespCacheable::Uncacheable(_) => None,
+        }
+    }
+
+    #[test]
+    fn origin_freshness_wins_and_the_tier_fills_in() {
+        assert_eq!(
+            ttl(cacheability(
+                &resp(&[("cache-control", "max-age=7")]),
+                false,
+                &WARM
+            )),
+            Some(7)
+        );
+        assert_eq!(
+            ttl(cacheability(
+                &resp(&[("cache-control", "public, s-maxage=9, max-age=7")]),
+                false,
+                &WARM
+            )),
+            Some(9)
+        );
+        assert_eq!(ttl(cacheability(&resp(&[]), false, &WARM)), Some(300));
+    }
+
+    #[test]
+    fn what_is_never_stored() {
+        for h in [
+            ("cache-control", "no-store"),
+            ("cache-control", "private"),
+            ("vary", "*"),
+            ("set-cookie", "a=b"),
+        ] {
+            assert_eq!(ttl(cacheability(&resp(&[h]), false, &WARM)), None, "{h:?}");
+        }
+        // Authorization: only when the response says so.
+        assert_eq!(ttl(cacheability(&resp(&[]), true, &WARM)), None);
+        assert_eq!(
+            ttl(cacheability(
+                &resp(&[("cache-control", "public, max-age=5")]),
+                true,
+                &WARM
+            )),
+            Some(5)
+        );
+        // Set-Cookie when the route allows it.
+        let allow = CacheRule {
+            set_cookie: true,
+            ..WARM
+        };
+        assert_eq!(
+            ttl(cacheability(&resp(&[("set-cookie", "a=b")]), false, &allow)),
+            Some(300)
+        );
+    }
+}

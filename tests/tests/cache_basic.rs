@@ -1,0 +1,209 @@
+//! The response cache with the embedded store (no Redis): miss then hit, tier TTLs and origin
+//! freshness, what is never stored, `Vary`, 304 revalidation, size cap and byte-exact bodies,
+//! and `X-Cache` / `Cache-Status` on every response of a caching route.
+
+mod support;
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+/// One pool over `b` and routes: `/` with `cache = tier`, `/off` without caching.
+fn config(b: &Backend, tier: &str, extra: &str) -> String {
+    format!(
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"{tier}\"\n{extra}\n[[routes]]\npath_prefix = \"/off\"\nupstream = \"api\"\n",
+        backends_toml(&[(b.addr, None)])
+    )
+}
+
+fn x_cache(r: &reqwest::Response) -> &str {
+    r.headers()
+        .get("x-cache")
+        .map_or("-", |v| v.to_str().unwrap())
+}
+
+async fn get(c: &reqwest::Client, url: &str) -> (String, String, reqwest::header::HeaderMap) {
+    let r = c.get(url).send().await.unwrap();
+    assert!(
+        r.status().is_success() || r.status() == 304,
+        "{}",
+        r.status()
+    );
+    let x = x_cache(&r).to_owned();
+    let h = r.headers().clone();
+    (x, r.text().await.unwrap(), h)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_miss_then_hits_served_from_the_cache() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    let (x, body, h) = get(&c, &sluice.url("/cache/60")).await;
+    assert_eq!(x, "MISS");
+    assert_eq!(h["cache-status"], "sluice; fwd=miss");
+    for _ in 0..5 {
+        let (x, again, h) = get(&c, &sluice.url("/cache/60")).await;
+        assert_eq!(x, "HIT");
+        assert_eq!(again, body);
+        assert!(h.contains_key("age"), "{h:?}");
+        assert_eq!(h["cache-status"], "sluice; hit");
+        assert_eq!(h["etag"], "\"c60\"");
+    }
+    assert_eq!(served(&bs, "/cache/60")["b1"], 1);
+    // The query is part of the key.
+    let (x, _, _) = get(&c, &sluice.url("/cache/60?v=2")).await;
+    assert_eq!(x, "MISS");
+    // A route without caching says nothing and always goes to the backend.
+    for _ in 0..2 {
+        let r = c.get(sluice.url("/off/cache/60")).send().await.unwrap();
+        assert!(r.headers().get("x-cache").is_none());
+    }
+    assert_eq!(served(&bs, "/off/cache/60")["b1"], 2);
+    // Unsafe methods on a caching route bypass it.
+    let r = c.post(sluice.url("/cache/60")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "BYPASS");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tier_ttl_applies_only_when_the_origin_gives_no_freshness() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "hot", "")).await;
+    let c = client(None);
+    // No freshness from the origin: the hot tier's 60 s.
+    let (x, first, _) = get(&c, &sluice.url("/respond/plain")).await;
+    assert_eq!(x, "MISS");
+    let (x, second, _) = get(&c, &sluice.url("/respond/plain")).await;
+    assert_eq!((x.as_str(), second), ("HIT", first));
+    // The origin's max-age=1 wins over the tier: stale after a second, fetched again.
+    let url = sluice.url("/respond/short?cache-control=max-age%3D1");
+    assert_eq!(get(&c, &url).await.0, "MISS");
+    assert_eq!(get(&c, &url).await.0, "HIT");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(get(&c, &url).await.0, "EXPIRED");
+    assert_eq!(served(&bs, "/respond/short")["b1"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_store_private_set_cookie_vary_star_and_authorization_are_not_stored() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    for (path, query) in [
+        ("/respond/nostore", "cache-control=no-store"),
+        (
+            "/respond/private",
+            "cache-control=private%2C%20max-age%3D60",
+        ),
+        ("/respond/cookie", "set-cookie=session%3Dabc"),
+        ("/respond/varystar", "vary=*"),
+    ] {
+        for _ in 0..2 {
+            let (x, _, _) = get(&c, &sluice.url(&format!("{path}?{query}"))).await;
+            assert_eq!(x, "MISS", "{path}");
+        }
+        assert_eq!(served(&bs, path)["b1"], 2, "{path} was stored");
+    }
+    // no-cache: stored, but revalidated with the origin every time (no validator here, so a full
+    // fetch each time).
+    let url = sluice.url("/respond/nocache?cache-control=no-cache");
+    assert_eq!(get(&c, &url).await.0, "MISS");
+    assert_eq!(get(&c, &url).await.0, "EXPIRED");
+    assert_eq!(served(&bs, "/respond/nocache")["b1"], 2);
+    // Authorization: not stored unless the response allows it (public).
+    let authed = |url: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(url).bearer_auth("t").send().await.unwrap();
+            x_cache(&r).to_owned()
+        }
+    };
+    assert_eq!(authed(sluice.url("/respond/auth")).await, "MISS");
+    assert_eq!(authed(sluice.url("/respond/auth")).await, "MISS");
+    assert_eq!(authed(sluice.url("/cache/30")).await, "MISS");
+    assert_eq!(authed(sluice.url("/cache/30")).await, "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_may_store_set_cookie_responses() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "cache_set_cookie = true")).await;
+    let c = client(None);
+    let url = sluice.url("/respond/cookie?set-cookie=a%3Db");
+    assert_eq!(get(&c, &url).await.0, "MISS");
+    assert_eq!(get(&c, &url).await.0, "HIT");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_keeps_one_variant_per_request_header_value() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    let url = sluice.url("/respond/v?vary=accept-language");
+    let ask = |lang: &'static str| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            let r = c
+                .get(url)
+                .header("accept-language", lang)
+                .send()
+                .await
+                .unwrap();
+            (x_cache(&r).to_owned(), r.text().await.unwrap())
+        }
+    };
+    let (x, fr) = ask("fr").await;
+    assert_eq!(x, "MISS");
+    let (x, de) = ask("de").await;
+    assert_eq!(x, "MISS");
+    assert_ne!(fr, de);
+    assert_eq!(ask("fr").await, ("HIT".to_owned(), fr));
+    assert_eq!(ask("de").await, ("HIT".to_owned(), de));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_entry_is_revalidated_with_its_etag() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    let (x, body, _) = get(&c, &sluice.url("/cache/1")).await;
+    assert_eq!(x, "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The backend answers the conditional request with 304; the client gets the full body.
+    let (x, again, h) = get(&c, &sluice.url("/cache/1")).await;
+    assert_eq!(x, "REVALIDATED");
+    assert_eq!(again, body);
+    assert_eq!(h["cache-status"], "sluice; hit; fwd=stale; fwd-status=304");
+    assert_eq!(get(&c, &sluice.url("/cache/1")).await.0, "HIT");
+    assert_eq!(served(&bs, "/cache/1")["b1"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_bodies_round_trip_byte_exact_and_objects_over_the_cap_pass_uncached() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "[cache]\nmax_object_bytes = 8388608\nmemory_bytes = 67108864\n{}",
+        config(&bs[0], "warm", "")
+    ))
+    .await;
+    let c = client(None);
+    let sha = |b: &[u8]| hex::encode(Sha256::digest(b));
+    let five = sluice.url("/bytes/5242880");
+    let r = c.get(&five).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let direct = sha(&r.bytes().await.unwrap());
+    let r = c.get(&five).send().await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
+    let body = r.bytes().await.unwrap();
+    assert_eq!(body.len(), 5 << 20);
+    assert_eq!(sha(&body), direct);
+
+    let twenty = sluice.url("/bytes/20971520");
+    for _ in 0..2 {
+        let r = c.get(&twenty).send().await.unwrap();
+        assert_eq!(x_cache(&r), "MISS");
+        assert_eq!(r.bytes().await.unwrap().len(), 20 << 20);
+    }
+    assert_eq!(served(&bs, "/bytes/20971520")["b1"], 2);
+}
