@@ -67,7 +67,10 @@ impl App {
             &config, &registry, 1,
         )));
         let limiter = Arc::new(RateLimiter::new(config.redis.as_ref()));
-        let cache: &'static CacheLayer = Box::leak(Box::new(CacheLayer::new(&config.cache)));
+        let cache: &'static CacheLayer = Box::leak(Box::new(CacheLayer::new(
+            &config.cache,
+            config.redis.as_ref(),
+        )));
         METRICS.set_generation(1);
         let base_dir = path
             .parent()

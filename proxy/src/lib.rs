@@ -16,6 +16,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod ratelimit;
+pub mod redisconn;
 pub mod reload;
 pub mod router;
 pub mod snapshot;

@@ -4,12 +4,13 @@
 //! cache key, the cacheability decision with tier defaults, and the `X-Cache` / `Cache-Status`
 //! labels. `edge/` calls it from the proxy's cache hooks.
 //!
-//! Status (issue 5, first slice): storage, tiers, key, cacheability rules (RFC 9111 via
+//! Status (issue 5, first slice): both stores, tiers, key, cacheability rules (RFC 9111 via
 //! pingora-cache plus `Set-Cookie`, `Authorization` and `Vary: *`), `Vary`, 304 revalidation,
 //! `X-Cache`. Not yet: tags and purge endpoints, the cross-instance Redis lock, unsafe-method
 //! invalidation, `warm_urls`, stats and metrics (see docs/caching.md).
 
 pub mod memory;
+pub mod redis;
 
 use std::time::{Duration, SystemTime};
 
@@ -24,8 +25,9 @@ use pingora::cache::{
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::config::{CacheSpec, CacheTier, RouteCache};
+use crate::config::{CacheSpec, CacheTier, RedisSpec, RouteCache};
 use memory::MemoryStore;
+use redis::RedisCacheStore;
 
 /// No freshness unless the origin gives it: tier TTLs are applied by [`cacheability`].
 const ORIGIN_ONLY: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
@@ -40,18 +42,39 @@ pub struct CacheLayer {
     pub max_object_bytes: usize,
     /// The embedded store, when it is the storage (for stats and flush).
     pub memory: Option<&'static MemoryStore>,
+    /// The Redis store, when `[redis]` is configured.
+    pub redis: Option<&'static RedisCacheStore>,
 }
 
 impl CacheLayer {
-    /// The layer for `spec`: the embedded store (Redis storage comes with the next slice).
-    pub fn new(spec: &CacheSpec) -> Self {
-        let memory: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(spec.memory_bytes)));
+    /// The layer for `spec`: on Redis when `redis` is configured, else the embedded store.
+    /// Leaked once per process: pingora-cache wants `'static` storage.
+    pub fn new(spec: &CacheSpec, redis: Option<&RedisSpec>) -> Self {
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(spec.lock_timeout));
-        CacheLayer {
-            storage: memory,
-            lock,
-            max_object_bytes: spec.max_object_bytes as usize,
-            memory: Some(memory),
+        let max_object_bytes = spec.max_object_bytes as usize;
+        match redis {
+            Some(r) => {
+                let store: &'static RedisCacheStore =
+                    Box::leak(Box::new(RedisCacheStore::new(r, spec)));
+                CacheLayer {
+                    storage: store,
+                    lock,
+                    max_object_bytes,
+                    memory: None,
+                    redis: Some(store),
+                }
+            }
+            None => {
+                let store: &'static MemoryStore =
+                    Box::leak(Box::new(MemoryStore::new(spec.memory_bytes)));
+                CacheLayer {
+                    storage: store,
+                    lock,
+                    max_object_bytes,
+                    memory: Some(store),
+                    redis: None,
+                }
+            }
         }
     }
 }

@@ -5,14 +5,11 @@
 
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::ClusterClient;
-use redis::cluster_async::ClusterConnection;
-use redis::{RedisResult, Script};
-use tokio::sync::OnceCell;
+use redis::Script;
 
 use super::algo::Decision;
-use crate::config::{Algorithm, LimitPolicy, RedisSpec, RedisTarget};
+use crate::config::{Algorithm, LimitPolicy, RedisSpec};
+use crate::redisconn::LazyConn;
 
 /// Shared prologue: the server's clock in ms.
 const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
@@ -106,17 +103,11 @@ impl StoreError {
     }
 }
 
-enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
 /// Rate-limit counters in Redis (one node or a Cluster). Connects on first use, from inside the
-/// proxy's runtime, and reconnects by itself afterwards (the `redis` crate's connection manager
-/// and cluster client).
+/// proxy's runtime, and reconnects by itself afterwards (see [`crate::redisconn`]).
 pub struct RedisStore {
     spec: RedisSpec,
-    conn: OnceCell<Conn>,
+    conn: LazyConn,
     scripts: [Script; 4],
 }
 
@@ -125,8 +116,8 @@ impl RedisStore {
     pub fn new(spec: RedisSpec) -> Self {
         let script = |body: &str| Script::new(&format!("{NOW}{body}"));
         RedisStore {
+            conn: LazyConn::new(spec.target.clone(), spec.command_timeout),
             spec,
-            conn: OnceCell::new(),
             scripts: [
                 script(SLIDING_WINDOW_LOG),
                 script(FIXED_WINDOW),
@@ -136,35 +127,11 @@ impl RedisStore {
         }
     }
 
-    async fn connect(&self) -> RedisResult<Conn> {
-        let t = self.spec.command_timeout;
-        match &self.spec.target {
-            RedisTarget::Single(url) => {
-                let config = ConnectionManagerConfig::new()
-                    .set_number_of_retries(1)
-                    .set_connection_timeout(Some(t.max(Duration::from_millis(250))))
-                    .set_response_timeout(Some(t));
-                let client = redis::Client::open(url.as_str())?;
-                Ok(Conn::Single(
-                    ConnectionManager::new_with_config(client, config).await?,
-                ))
-            }
-            RedisTarget::Cluster(nodes) => {
-                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
-                    .retries(1)
-                    .connection_timeout(t.max(Duration::from_millis(250)))
-                    .response_timeout(t)
-                    .build()?;
-                Ok(Conn::Cluster(client.get_async_connection().await?))
-            }
-        }
-    }
-
     /// Run the check for `policy` on `key`. Bounded by the command timeout (connecting counts).
     pub async fn check(&self, key: &str, policy: &LimitPolicy) -> Result<Decision, StoreError> {
         let t = self.spec.command_timeout;
         let work = async {
-            let conn = self.conn.get_or_try_init(|| self.connect()).await?;
+            let conn = self.conn.get().await?;
             let script = &self.scripts[match policy.algorithm {
                 Algorithm::SlidingWindowLog => 0,
                 Algorithm::FixedWindow => 1,
@@ -182,14 +149,11 @@ impl RedisStore {
                 }
                 _ => {}
             }
-            let v: Vec<i64> = match conn {
-                Conn::Single(c) => inv.invoke_async(&mut c.clone()).await?,
-                Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await?,
-            };
+            let v: Vec<i64> = conn.invoke(&inv).await?;
             Ok::<_, StoreError>(v)
         };
         // The first connect may take longer than one command; allow it a little more.
-        let bound = if self.conn.initialized() {
+        let bound = if self.conn.is_open() {
             t
         } else {
             t.max(Duration::from_millis(250))
@@ -212,12 +176,7 @@ impl RedisStore {
         let t = self.spec.command_timeout.max(Duration::from_millis(250));
         let start = std::time::Instant::now();
         let work = async {
-            let conn = self.conn.get_or_try_init(|| self.connect()).await?;
-            let cmd = redis::cmd("PING");
-            let _: String = match conn {
-                Conn::Single(c) => cmd.query_async(&mut c.clone()).await?,
-                Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
-            };
+            let _: String = self.conn.get().await?.query(&redis::cmd("PING")).await?;
             Ok::<_, StoreError>(())
         };
         tokio::time::timeout(t, work)
@@ -230,13 +189,9 @@ impl RedisStore {
     pub async fn hget(&self, hash: &str, field: &str) -> Result<Option<String>, StoreError> {
         let t = self.spec.command_timeout.max(Duration::from_millis(250));
         let work = async {
-            let conn = self.conn.get_or_try_init(|| self.connect()).await?;
             let mut cmd = redis::cmd("HGET");
             cmd.arg(hash).arg(field);
-            let v: Option<String> = match conn {
-                Conn::Single(c) => cmd.query_async(&mut c.clone()).await?,
-                Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await?,
-            };
+            let v: Option<String> = self.conn.get().await?.query(&cmd).await?;
             Ok::<_, StoreError>(v)
         };
         tokio::time::timeout(t, work)

@@ -1,0 +1,424 @@
+//! The Redis cache store, shared by every Sluice instance.
+//!
+//! Layout for an entry whose key hashes to `HASH`, all under the hash tag `{NS:HASH}` so one
+//! entry lives in one Redis Cluster slot:
+//! - `{NS:HASH}:m`, a hash: `i` and `h` (the serialized `CacheMeta`), `v` (the body version),
+//!   `n` (number of body chunks; 0 when the body is inline in field `b`);
+//! - `{NS:HASH}:b:V:I`, chunk `I` of body version `V`.
+//!
+//! Chunks are written while the body streams; the meta hash is written last, so an entry is
+//! visible only once complete, and a new version never mixes with an old one. Every key expires:
+//! TTL = freshness + how long a stale copy stays useful (its stale windows, or as long again as
+//! it was fresh, so it can be revalidated). Every call is bounded by `command_timeout_ms`; a
+//! failure is a miss (never an error to the client) and a circuit breaker stops calling a
+//! failing Redis for a cool-down.
+
+use std::any::Any;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use pingora::cache::key::{CacheHashKey, CacheKey};
+use pingora::cache::storage::{
+    HandleHit, HandleMiss, HitHandler, MissFinishType, MissHandler, PurgeOutcome, PurgeTarget,
+    PurgeType, Storage,
+};
+use pingora::cache::trace::SpanHandle;
+use pingora::cache::CacheMeta;
+use pingora::{Error, ErrorType, Result};
+use redis::RedisResult;
+use tracing::warn;
+
+use crate::config::{CacheSpec, RedisSpec};
+use crate::ratelimit::Breaker;
+use crate::redisconn::LazyConn;
+
+/// Longest a stale copy is kept for revalidation.
+const MAX_KEEP_STALE: Duration = Duration::from_secs(86_400);
+
+/// The Redis store.
+pub struct RedisCacheStore {
+    conn: LazyConn,
+    namespace: String,
+    chunk_bytes: usize,
+    timeout: Duration,
+    breaker: Breaker,
+}
+
+fn now_ms() -> u64 {
+    crate::balancer::now_ns() / 1_000_000
+}
+
+fn storage_error(what: &str, e: impl std::fmt::Display) -> Box<Error> {
+    Error::explain(
+        ErrorType::Custom("cache storage"),
+        format!("redis cache {what}: {e}"),
+    )
+}
+
+impl RedisCacheStore {
+    /// A store on `redis` for `spec`; nothing is connected yet.
+    pub fn new(redis: &RedisSpec, spec: &CacheSpec) -> Self {
+        RedisCacheStore {
+            conn: LazyConn::new(redis.target.clone(), spec.command_timeout),
+            namespace: spec.namespace.clone(),
+            chunk_bytes: spec.chunk_bytes as usize,
+            timeout: spec.command_timeout,
+            breaker: Breaker::new(
+                redis.breaker_failures,
+                redis.breaker_cooldown.as_millis() as u64,
+            ),
+        }
+    }
+
+    /// `{NS:HASH}` for `key`.
+    fn prefix(&self, key: &CacheKey) -> String {
+        format!("{{{}:{}}}", self.namespace, key.combined())
+    }
+
+    /// Run `work` under the timeout and the breaker. `None` when Redis is skipped or failed.
+    async fn call<T>(
+        &self,
+        what: &str,
+        work: impl std::future::Future<Output = RedisResult<T>>,
+    ) -> Option<T> {
+        if !self.breaker.allow(now_ms()) {
+            return None;
+        }
+        // The first call also connects: give it a little longer.
+        let bound = if self.conn.is_open() {
+            self.timeout
+        } else {
+            self.timeout.max(Duration::from_millis(250))
+        };
+        let failure = match tokio::time::timeout(bound, work).await {
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                return Some(v);
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {} ms", bound.as_millis()),
+        };
+        if self.breaker.failure(now_ms()) {
+            warn!(
+                event = "cache_redis_breaker_open",
+                call = what,
+                error = %failure,
+                "the cache stops calling Redis for the cool-down; requests go to the origin"
+            );
+        }
+        None
+    }
+
+    /// How long an entry with `meta` is kept in Redis.
+    fn ttl(meta: &CacheMeta) -> Duration {
+        let now = SystemTime::now();
+        let fresh = meta
+            .fresh_until()
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO);
+        let stale_windows = Duration::from_secs(u64::from(
+            meta.stale_while_revalidate_sec()
+                .max(meta.stale_if_error_sec()),
+        ));
+        let fresh_for = Duration::from_secs(meta.fresh_sec());
+        (fresh + stale_windows.max(fresh_for).min(MAX_KEEP_STALE)).max(Duration::from_secs(1))
+    }
+}
+
+/// Reads an entry's body: inline, or chunk by chunk on demand.
+struct RedisHit {
+    store: &'static RedisCacheStore,
+    prefix: String,
+    version: u64,
+    chunks: u64,
+    next: u64,
+    inline: Option<Bytes>,
+}
+
+#[async_trait]
+impl HandleHit for RedisHit {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if let Some(b) = self.inline.take() {
+            return Ok(Some(b));
+        }
+        if self.next >= self.chunks {
+            return Ok(None);
+        }
+        let key = format!("{}:b:{}:{}", self.prefix, self.version, self.next);
+        let conn = &self.store.conn;
+        let chunk: Option<Vec<u8>> = self
+            .store
+            .call("read chunk", async {
+                conn.get().await?.query(redis::cmd("GET").arg(&key)).await
+            })
+            .await
+            .flatten();
+        match chunk {
+            Some(c) => {
+                self.next += 1;
+                Ok(Some(Bytes::from(c)))
+            }
+            // Evicted or expired mid-read: the response cannot be completed from the cache.
+            None => Err(storage_error("read", format!("chunk {key} is gone"))),
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Streams a body into chunks and publishes the meta hash when complete. Redis failures only
+/// abandon the entry; the client's response is never affected.
+struct RedisMiss {
+    store: &'static RedisCacheStore,
+    prefix: String,
+    meta: (Vec<u8>, Vec<u8>),
+    ttl_ms: u64,
+    version: u64,
+    buf: BytesMut,
+    chunks: u64,
+    len: usize,
+    failed: bool,
+}
+
+impl RedisMiss {
+    async fn write_chunk(&mut self, data: Bytes) {
+        let key = format!("{}:b:{}:{}", self.prefix, self.version, self.chunks);
+        let conn = &self.store.conn;
+        let ttl = self.ttl_ms;
+        let ok = self
+            .store
+            .call("write chunk", async {
+                conn.get()
+                    .await?
+                    .query::<()>(
+                        redis::cmd("SET")
+                            .arg(&key)
+                            .arg(&data[..])
+                            .arg("PX")
+                            .arg(ttl),
+                    )
+                    .await
+            })
+            .await
+            .is_some();
+        if ok {
+            self.chunks += 1;
+        } else {
+            self.failed = true;
+        }
+    }
+}
+
+#[async_trait]
+impl HandleMiss for RedisMiss {
+    async fn write_body(&mut self, data: Bytes, _eof: bool) -> Result<()> {
+        if self.failed {
+            return Ok(());
+        }
+        self.len += data.len();
+        self.buf.extend_from_slice(&data);
+        while self.buf.len() >= self.store.chunk_bytes && !self.failed {
+            let chunk = self.buf.split_to(self.store.chunk_bytes).freeze();
+            self.write_chunk(chunk).await;
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<MissFinishType> {
+        if self.failed {
+            return Ok(MissFinishType::Created(self.len));
+        }
+        let inline = self.chunks == 0;
+        if !inline && !self.buf.is_empty() {
+            let rest = std::mem::take(&mut self.buf).freeze();
+            self.write_chunk(rest).await;
+            if self.failed {
+                return Ok(MissFinishType::Created(self.len));
+            }
+        }
+        let meta_key = format!("{}:m", self.prefix);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(&meta_key)
+            .ignore()
+            .cmd("HSET")
+            .arg(&meta_key)
+            .arg("i")
+            .arg(&self.meta.0[..])
+            .arg("h")
+            .arg(&self.meta.1[..])
+            .arg("v")
+            .arg(self.version)
+            .arg("n")
+            .arg(self.chunks)
+            .ignore();
+        if inline {
+            pipe.cmd("HSET")
+                .arg(&meta_key)
+                .arg("b")
+                .arg(&self.buf[..])
+                .ignore();
+        }
+        pipe.cmd("PEXPIRE").arg(&meta_key).arg(self.ttl_ms).ignore();
+        let conn = &self.store.conn;
+        self.store
+            .call("publish entry", async {
+                conn.get().await?.pipe::<()>(&pipe).await
+            })
+            .await;
+        Ok(MissFinishType::Created(self.len))
+    }
+}
+
+/// Parse the meta hash: (internal, header, version, chunks, inline body).
+type MetaFields = (Vec<u8>, Vec<u8>, u64, u64, Option<Vec<u8>>);
+
+fn parse_meta(fields: Vec<(String, Vec<u8>)>) -> Option<MetaFields> {
+    let (mut i, mut h, mut v, mut n, mut b) = (None, None, None, None, None);
+    for (k, val) in fields {
+        match k.as_str() {
+            "i" => i = Some(val),
+            "h" => h = Some(val),
+            "v" => v = std::str::from_utf8(&val).ok()?.parse().ok(),
+            "n" => n = std::str::from_utf8(&val).ok()?.parse().ok(),
+            "b" => b = Some(val),
+            _ => {}
+        }
+    }
+    Some((i?, h?, v?, n?, b))
+}
+
+#[async_trait]
+impl Storage for RedisCacheStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let prefix = self.prefix(key);
+        let meta_key = format!("{prefix}:m");
+        let conn = &self.conn;
+        let fields: Option<Vec<(String, Vec<u8>)>> = self
+            .call("lookup", async {
+                conn.get()
+                    .await?
+                    .query(redis::cmd("HGETALL").arg(&meta_key))
+                    .await
+            })
+            .await;
+        let Some((internal, header, version, chunks, inline)) = fields.and_then(parse_meta) else {
+            return Ok(None);
+        };
+        let meta = CacheMeta::deserialize(&internal, &header)?;
+        let hit = RedisHit {
+            store: self,
+            prefix,
+            version,
+            chunks,
+            next: 0,
+            inline: if chunks == 0 {
+                Some(Bytes::from(inline.unwrap_or_default()))
+            } else {
+                None
+            },
+        };
+        Ok(Some((meta, Box::new(hit))))
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        Ok(Box::new(RedisMiss {
+            store: self,
+            prefix: self.prefix(key),
+            meta: meta.serialize()?,
+            ttl_ms: Self::ttl(meta).as_millis() as u64,
+            version: rand::random(),
+            buf: BytesMut::new(),
+            chunks: 0,
+            len: 0,
+            failed: false,
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        _purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let meta_key = format!("{{{}:{}}}:m", self.namespace, target.key().combined());
+        let conn = &self.conn;
+        let removed: Option<u64> = self
+            .call("purge", async {
+                conn.get()
+                    .await?
+                    .query(redis::cmd("DEL").arg(&meta_key))
+                    .await
+            })
+            .await;
+        Ok(match removed {
+            Some(n) if n > 0 => PurgeOutcome::Purged(None),
+            _ => PurgeOutcome::NotFound,
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let meta_key = format!("{}:m", self.prefix(key));
+        let (internal, header) = meta.serialize()?;
+        let ttl = Self::ttl(meta).as_millis() as u64;
+        // Only an existing, complete entry is refreshed (never resurrect a purged one).
+        // The body chunks get the new TTL too (same hash tag, so the same Cluster slot).
+        let script = redis::Script::new(
+            "if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end \
+             redis.call('HSET', KEYS[1], 'i', ARGV[1], 'h', ARGV[2]) \
+             redis.call('PEXPIRE', KEYS[1], ARGV[3]) \
+             local v = redis.call('HGET', KEYS[1], 'v') \
+             local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0 \
+             for i = 0, n - 1 do redis.call('PEXPIRE', ARGV[4] .. ':b:' .. v .. ':' .. i, ARGV[3]) end \
+             return 1",
+        );
+        let prefix = self.prefix(key);
+        let conn = &self.conn;
+        let updated: Option<i64> = self
+            .call("update meta", async {
+                let mut inv = script.key(&meta_key);
+                inv.arg(&internal[..])
+                    .arg(&header[..])
+                    .arg(ttl)
+                    .arg(&prefix);
+                conn.get().await?.invoke(&inv).await
+            })
+            .await;
+        Ok(updated == Some(1))
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}

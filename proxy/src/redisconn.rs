@@ -1,0 +1,100 @@
+//! One lazily opened Redis connection (a single node through the `redis` crate's connection
+//! manager, or a Cluster through its cluster client; both reconnect by themselves), shared by
+//! the rate limiter and the response cache.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, ScriptInvocation};
+use tokio::sync::OnceCell;
+
+use crate::config::RedisTarget;
+
+/// An open connection.
+#[derive(Clone)]
+pub enum Conn {
+    /// One node.
+    Single(ConnectionManager),
+    /// A Redis Cluster.
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// Run one command.
+    pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
+        }
+    }
+
+    /// Run a pipeline (all its keys must share a hash slot on a Cluster).
+    pub async fn pipe<T: FromRedisValue>(&self, p: &Pipeline) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => p.query_async(&mut c.clone()).await,
+            Conn::Cluster(c) => p.query_async(&mut c.clone()).await,
+        }
+    }
+
+    /// Run a Lua script by EVALSHA (loaded on demand).
+    pub async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> RedisResult<T> {
+        match self {
+            Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
+        }
+    }
+}
+
+/// A connection opened on first use (from inside a request's runtime) and kept.
+pub struct LazyConn {
+    target: RedisTarget,
+    timeout: Duration,
+    conn: OnceCell<Conn>,
+}
+
+impl LazyConn {
+    /// A connection to `target` whose commands give up after `timeout`.
+    pub fn new(target: RedisTarget, timeout: Duration) -> Self {
+        LazyConn {
+            target,
+            timeout,
+            conn: OnceCell::new(),
+        }
+    }
+
+    /// Whether the connection has been opened.
+    pub fn is_open(&self) -> bool {
+        self.conn.initialized()
+    }
+
+    /// The connection, opening it if needed.
+    pub async fn get(&self) -> RedisResult<&Conn> {
+        self.conn.get_or_try_init(|| self.connect()).await
+    }
+
+    async fn connect(&self) -> RedisResult<Conn> {
+        let t = self.timeout;
+        match &self.target {
+            RedisTarget::Single(url) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_connection_timeout(Some(t.max(Duration::from_millis(250))))
+                    .set_response_timeout(Some(t));
+                let client = redis::Client::open(url.as_str())?;
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+            RedisTarget::Cluster(nodes) => {
+                let client = ClusterClient::builder(nodes.iter().map(String::as_str))
+                    .retries(1)
+                    .connection_timeout(t.max(Duration::from_millis(250)))
+                    .response_timeout(t)
+                    .build()?;
+                Ok(Conn::Cluster(client.get_async_connection().await?))
+            }
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! The response cache on Redis, shared by every instance: a hit on a second instance, chunked
+//! bodies byte-exact, revalidation refreshing the stored entry, hash-tagged expiring keys,
+//! Redis stopped mid-load (no errors, hits resume), and the same hit on a Redis Cluster.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use support::*;
+
+fn config(b: &Backend, redis: &str) -> String {
+    format!(
+        "{redis}\n[cache]\nchunk_bytes = 65536\n[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+        backends_toml(&[(b.addr, None)])
+    )
+}
+
+fn x_cache(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("x-cache")
+        .map_or("-".into(), |v| v.to_str().unwrap().to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_fetched_by_one_instance_is_a_hit_on_another() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let body = config(&bs[0], &format!("[redis]\nurl = \"{}\"\n", redis.url()));
+    let (a, b) = (Sluice::start(body.clone()).await, Sluice::start(body).await);
+    let c = client(None);
+    let r = c.get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let first = r.text().await.unwrap();
+    for s in [&b, &a, &b] {
+        let r = c.get(s.url("/cache/60")).send().await.unwrap();
+        assert_eq!(x_cache(&r), "HIT");
+        assert!(r.headers().contains_key("age"));
+        assert_eq!(r.text().await.unwrap(), first);
+    }
+    assert_eq!(served(&bs, "/cache/60")["b1"], 1);
+
+    // The entry is hash-tagged under the namespace and expires.
+    let mut rc = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].starts_with("{sluice:cache:") && keys[0].ends_with("}:m"),
+        "{keys:?}"
+    );
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(&keys[0])
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    // max-age=60, kept as long again for revalidation.
+    assert!(ttl > 60_000 && ttl <= 120_000, "{ttl}");
+
+    // A 5 MB body goes into 80 chunks of 64 KiB and comes back byte-exact from the other one.
+    let sha = |x: &[u8]| hex::encode(Sha256::digest(x));
+    let r = c.get(a.url("/bytes/5242880")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let direct = sha(&r.bytes().await.unwrap());
+    let r = c.get(b.url("/bytes/5242880")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
+    let cached = r.bytes().await.unwrap();
+    assert_eq!(cached.len(), 5 << 20);
+    assert_eq!(sha(&cached), direct);
+    let chunks: Vec<String> = redis::cmd("KEYS")
+        .arg("*:b:*")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert_eq!(chunks.len(), 80);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revalidation_refreshes_the_shared_entry() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let body = config(&bs[0], &format!("[redis]\nurl = \"{}\"\n", redis.url()));
+    let (a, b) = (Sluice::start(body.clone()).await, Sluice::start(body).await);
+    let c = client(None);
+    let r = c.get(a.url("/cache/1")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = c.get(b.url("/cache/1")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "REVALIDATED");
+    assert_eq!(r.text().await.unwrap(), "cacheable for 1 s\n");
+    // The refreshed entry is fresh for the other instance too.
+    let r = c.get(a.url("/cache/1")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
+    assert_eq!(served(&bs, "/cache/1")["b1"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_load_costs_no_errors_and_hits_resume() {
+    let mut redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(
+        &bs[0],
+        &format!(
+            "[redis]\nurl = \"{}\"\nbreaker_failures = 2\nbreaker_cooldown_ms = 500\n",
+            redis.url()
+        ),
+    ))
+    .await;
+    let c = client(None);
+    let get = |path: &'static str| {
+        let (c, url) = (c.clone(), sluice.url(path));
+        async move {
+            let t = Instant::now();
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let x = x_cache(&r);
+            r.bytes().await.unwrap();
+            (x, t.elapsed())
+        }
+    };
+    assert_eq!(get("/cache/60").await.0, "MISS");
+    assert_eq!(get("/cache/60").await.0, "HIT");
+    redis.kill();
+    for i in 0..30 {
+        let (x, took) = get("/cache/60").await;
+        assert_eq!(x, "MISS", "request {i} while Redis is down");
+        assert!(took < Duration::from_secs(1), "request {i} took {took:?}");
+    }
+    redis.restart().await;
+    let end = Instant::now() + Duration::from_secs(15);
+    // Hits resume once the breaker probes Redis again and the entry is stored anew.
+    loop {
+        if get("/cache/60").await.0 == "HIT" {
+            break;
+        }
+        assert!(Instant::now() < end, "no hit after Redis came back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_hits_on_a_redis_cluster() {
+    let cluster = RedisCluster::start().await;
+    let bs = backends(1).await;
+    let body = config(
+        &bs[0],
+        &format!(
+            "[redis]\ncluster = {}\ncommand_timeout_ms = 500\n",
+            cluster.urls_toml()
+        ),
+    );
+    let (a, b) = (Sluice::start(body.clone()).await, Sluice::start(body).await);
+    let c = client(None);
+    for (i, path) in ["/cache/60", "/cache/61", "/bytes/300000"]
+        .iter()
+        .enumerate()
+    {
+        let r = c.get(a.url(path)).send().await.unwrap();
+        assert_eq!(x_cache(&r), "MISS", "{i}");
+        let first = r.bytes().await.unwrap();
+        let r = c.get(b.url(path)).send().await.unwrap();
+        assert_eq!(x_cache(&r), "HIT", "{i}");
+        assert_eq!(r.bytes().await.unwrap(), first);
+    }
+}
