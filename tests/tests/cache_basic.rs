@@ -207,3 +207,63 @@ async fn big_bodies_round_trip_byte_exact_and_objects_over_the_cap_pass_uncached
     }
     assert_eq!(served(&bs, "/bytes/20971520")["b1"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_while_revalidate_answers_at_once_and_refreshes_in_the_background() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    let url = sluice.url("/respond/swr?cache-control=max-age%3D1%2C%20stale-while-revalidate%3D30");
+    let (x, first, _) = get(&c, &url).await;
+    assert_eq!(x, "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Stale: answered from the cache (the old body) while a background request refreshes it.
+    bs[0].shared.set_delay_ms(300);
+    let t = std::time::Instant::now();
+    let (x, body, _) = get(&c, &url).await;
+    assert_eq!(x, "STALE");
+    assert_eq!(body, first);
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "waited for the origin: {:?}",
+        t.elapsed()
+    );
+    bs[0].shared.set_delay_ms(0);
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (x, body, _) = get(&c, &url).await;
+        if x == "HIT" && body != first {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "never refreshed: {x} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(served(&bs, "/respond/swr")["b1"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_if_error_serves_the_old_copy_when_the_origin_fails() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    let url = sluice.url("/respond/sie?cache-control=max-age%3D1%2C%20stale-if-error%3D30");
+    let (x, first, _) = get(&c, &url).await;
+    assert_eq!(x, "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bs[0].shared.set_fail_status(503);
+    let r = c.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(x_cache(&r), "STALE");
+    assert_eq!(r.text().await.unwrap(), first);
+    // Without stale-if-error the origin's 503 goes through.
+    let plain = sluice.url("/respond/plain503?cache-control=max-age%3D1");
+    bs[0].shared.set_fail_status(0);
+    assert_eq!(get(&c, &plain).await.0, "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    bs[0].shared.set_fail_status(503);
+    let r = c.get(&plain).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+}

@@ -235,8 +235,13 @@ impl ProxyHttp for Edge {
                 }
                 ctx.pool = pool;
                 ctx.route = Some(route);
+                // A background revalidation (stale-while-revalidate) replays a request that was
+                // already limited; it must not count again.
+                let background = session.subrequest_ctx.is_some();
 
-                if limits::apply(&self.limiter, &snapshot, route, session, ctx).await? {
+                if !background
+                    && limits::apply(&self.limiter, &snapshot, route, session, ctx).await?
+                {
                     return Ok(true);
                 }
                 ctx.snapshot = Some(snapshot);
@@ -289,6 +294,23 @@ impl ProxyHttp for Edge {
             .headers
             .contains_key(header::AUTHORIZATION);
         Ok(cache::cacheability(resp, auth, rule))
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::CTX,
+        error: Option<&Error>,
+    ) -> bool {
+        match error {
+            // stale-while-revalidate: pingora-cache already checked the entry's window.
+            None => true,
+            // stale-if-error (RFC 5861 §4): the origin failed or answered 500, 502, 503, 504.
+            Some(e) => match e.etype() {
+                ErrorType::HTTPStatus(code) => matches!(code, 500 | 502 | 503 | 504),
+                _ => e.esource() == &ErrorSource::Upstream,
+            },
+        }
     }
 
     fn cache_vary_filter(
