@@ -12,7 +12,7 @@
 //! - `GET /ws/broadcast`: WebSocket whose text messages reach every broadcast client, on every
 //!   instance when started with `--redis URL` (see [`broadcast`]);
 //! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
-//! - `GET /respond/{anything}?name=value&...`: 200 whose response headers are the query pairs
+//! - `/respond/{anything}?name=value&...` (any method): 200 whose response headers are the query pairs
 //!   (e.g. `cache-control=no-store`, `vary=accept`), with a body naming the backend and how many
 //!   times this path was served, so a test can tell a cached answer from a fresh one;
 //! - `GET /control/stats` (requests served per path), `POST /control/reset`,
@@ -119,7 +119,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/status/{code}", get(status))
         .route("/bytes/{n}", get(bytes_n))
         .route("/cache/{seconds}", get(cache))
-        .route("/respond/{*rest}", get(respond))
+        .route("/respond/{*rest}", any(respond))
         .route("/ws", get(ws))
         .route("/ws/broadcast", get(ws_broadcast))
         .route("/control/stats", get(stats))

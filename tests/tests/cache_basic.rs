@@ -267,3 +267,48 @@ async fn stale_if_error_serves_the_old_copy_when_the_origin_fails() {
     let r = c.get(&plain).send().await.unwrap();
     assert_eq!(r.status(), 503);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_successful_unsafe_request_invalidates_the_uri_and_its_location() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    for path in ["/items/1", "/items/2", "/items/3"] {
+        assert_eq!(get(&c, &sluice.url(path)).await.0, "MISS");
+        assert_eq!(get(&c, &sluice.url(path)).await.0, "HIT");
+    }
+    // A failed POST changes nothing.
+    bs[0].shared.set_fail_status(500);
+    let r = c
+        .post(sluice.url("/items/1"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 500);
+    bs[0].shared.set_fail_status(0);
+    assert_eq!(get(&c, &sluice.url("/items/1")).await.0, "HIT");
+    // A successful one invalidates its target.
+    for m in ["POST", "PUT", "PATCH", "DELETE"] {
+        let r = c
+            .request(m.parse().unwrap(), sluice.url("/items/1"))
+            .body("x")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(x_cache(&r), "BYPASS");
+        assert_eq!(get(&c, &sluice.url("/items/1")).await.0, "MISS", "{m}");
+    }
+    // ... and what its Location / Content-Location name on the same host, not elsewhere.
+    let r = c
+        .post(sluice.url(
+            "/respond/create?location=/items/2&content-location=http%3A%2F%2Fother.example%2Fitems%2F3",
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&c, &sluice.url("/items/2")).await.0, "MISS");
+    assert_eq!(get(&c, &sluice.url("/items/3")).await.0, "HIT");
+}

@@ -19,7 +19,7 @@ use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheContr
 use pingora::cache::filters::resp_cacheable;
 use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
-use pingora::cache::storage::Storage;
+use pingora::cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
 use pingora::cache::{
     CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
 };
@@ -108,6 +108,56 @@ pub fn key(req: &RequestHeader, host: &str, tls: bool) -> CacheKey {
     let scheme = if tls { "https" } else { "http" };
     let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
     CacheKey::new(format!("{scheme}://{host}{path}"), "")
+}
+
+/// URIs whose stored responses a successful unsafe request invalidates (RFC 9111 §4.4): the
+/// target URI, and `Location` / `Content-Location` when they point to the same host.
+pub fn invalidated_keys(
+    req: &RequestHeader,
+    resp: &ResponseHeader,
+    host: &str,
+    tls: bool,
+) -> Vec<CacheKey> {
+    let mut keys = vec![key(req, host, tls)];
+    for name in [header::LOCATION, header::CONTENT_LOCATION] {
+        let Some(target) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let Ok(uri) = target.parse::<http::Uri>() else {
+            continue;
+        };
+        let same_host = uri.host().is_none_or(|h| h.eq_ignore_ascii_case(host));
+        if !same_host || !uri.path().starts_with('/') {
+            continue;
+        }
+        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let scheme = if tls { "https" } else { "http" };
+        keys.push(CacheKey::new(format!("{scheme}://{host}{path}"), ""));
+    }
+    keys
+}
+
+impl CacheLayer {
+    /// Remove the stored responses for `keys` (an error only means nothing was removed).
+    pub async fn invalidate(&self, keys: &[CacheKey]) -> usize {
+        let span = pingora::cache::trace::Span::inactive();
+        let mut removed = 0;
+        for k in keys {
+            let compact = k.to_compact();
+            if let Ok(PurgeOutcome::Purged(_)) = self
+                .storage
+                .purge(
+                    PurgeTarget::Active(&compact),
+                    PurgeType::Invalidation,
+                    &span.handle(),
+                )
+                .await
+            {
+                removed += 1;
+            }
+        }
+        removed
+    }
 }
 
 /// Statuses cacheable by default (RFC 9110 §15.1): only these get a tier TTL when the origin

@@ -174,6 +174,14 @@ impl RequestCtx {
     }
 }
 
+/// Methods that do not change state (RFC 9110 §9.2.1).
+fn is_safe(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
+}
+
 /// Methods safe to send twice (RFC 9110 §9.2.2), minus the rarely proxied TRACE.
 fn is_idempotent(m: &http::Method) -> bool {
     matches!(
@@ -526,6 +534,16 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         ctx.lease = None;
         ctx.websocket = None;
+        if ctx.cache_bypass && !is_safe(&session.req_header().method) {
+            if let Some(resp) = session.response_written() {
+                if (200..400).contains(&resp.status.as_u16()) {
+                    let req = session.req_header();
+                    let host = normalize_host(headers::host(req));
+                    let keys = cache::invalidated_keys(req, resp, &host, ctx.tls);
+                    self.cache.invalidate(&keys).await;
+                }
+            }
+        }
         let took = ctx
             .started
             .map_or(std::time::Duration::ZERO, |t| t.elapsed());
