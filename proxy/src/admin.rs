@@ -197,6 +197,190 @@ impl AdminApi {
     }
 }
 
+impl AdminApi {
+    fn cache_store_name(&self) -> &'static str {
+        if self.app.cache.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
+    }
+
+    async fn cache_stats(&self) -> Response<Vec<u8>> {
+        let cache = self.app.cache;
+        let config = self.app.config.load_full();
+        let mut tiers = serde_json::Map::new();
+        let (mut hits, mut lookups, mut stale) = (0u64, 0u64, 0u64);
+        for (i, tier) in crate::config::CacheTier::ALL.iter().enumerate() {
+            let results = METRICS.cache_results(*tier);
+            let mut r = serde_json::Map::new();
+            for (label, n) in results {
+                r.insert(label.to_ascii_lowercase(), json!(n));
+                match label {
+                    "HIT" | "STALE" | "REVALIDATED" => {
+                        hits += n;
+                        lookups += n;
+                    }
+                    "MISS" | "EXPIRED" => lookups += n,
+                    _ => {}
+                }
+                if label == "STALE" {
+                    stale += n;
+                }
+            }
+            let routes: Vec<&str> = config
+                .routes
+                .iter()
+                .filter(|rt| rt.cache.tier == Some(*tier))
+                .map(|rt| rt.name.as_str())
+                .collect();
+            tiers.insert(
+                tier.name().to_owned(),
+                json!({"ttl_seconds": config.cache.ttl_seconds[i], "routes": routes, "results": r}),
+            );
+        }
+        let (stored, stored_bytes) = METRICS.cache_stored_totals();
+        let (entries, bytes) = match (cache.memory, cache.redis) {
+            (Some(m), _) => {
+                let (e, b) = m.usage();
+                (json!(e), json!(b))
+            }
+            (None, Some(r)) => (
+                r.count_entries().await.map_or(Value::Null, |n| json!(n)),
+                Value::Null,
+            ),
+            _ => (Value::Null, Value::Null),
+        };
+        let purged: serde_json::Map<String, Value> = METRICS
+            .cache_purges()
+            .iter()
+            .map(|(k, n)| (k.to_string(), json!(n)))
+            .collect();
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "store": self.cache_store_name(),
+                "hits": hits,
+                "misses": lookups - hits,
+                "hit_ratio": if lookups == 0 { 0.0 } else { hits as f64 / lookups as f64 },
+                "stale_served": stale,
+                "entries": entries,
+                "bytes": bytes,
+                "stored_by_this_instance": stored,
+                "stored_bytes_by_this_instance": stored_bytes,
+                "purged": purged,
+                "tiers": tiers,
+            }),
+        )
+    }
+
+    async fn cache_health(&self) -> Response<Vec<u8>> {
+        match self.app.cache.redis {
+            None => json_response(StatusCode::OK, &json!({"store": "memory", "healthy": true})),
+            Some(r) => match r.ping().await {
+                Ok(rtt) => json_response(
+                    StatusCode::OK,
+                    &json!({"store": "redis", "healthy": true, "latency_ms": rtt.as_secs_f64() * 1000.0, "breaker_open": r.breaker_open()}),
+                ),
+                Err(e) => json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"store": "redis", "healthy": false, "error": e, "breaker_open": r.breaker_open()}),
+                ),
+            },
+        }
+    }
+
+    async fn cache_delete(&self, query: &str) -> Response<Vec<u8>> {
+        let url = query
+            .split('&')
+            .find_map(|p| p.strip_prefix("url="))
+            .map(percent_decode);
+        let Some(url) = url.filter(|u| !u.is_empty()) else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "give the URL: DELETE /cache?url=http://host/path?query"}),
+            );
+        };
+        let key = pingora::cache::CacheKey::new(url.clone(), "");
+        let removed = self.app.cache.invalidate(&[key]).await;
+        METRICS.cache_purged("url", removed as u64);
+        json_response(StatusCode::OK, &json!({"url": url, "removed": removed}))
+    }
+
+    async fn cache_purge(&self, body: &[u8]) -> Response<Vec<u8>> {
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v) => v,
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("expected a JSON body like {{\"pattern\": \"http://host/api/*\"}}: {e}")}),
+                )
+            }
+        };
+        if v.get("tags").is_some() {
+            return json_response(
+                StatusCode::NOT_IMPLEMENTED,
+                &json!({"error": "purge by tag is not implemented yet (see docs/caching.md)"}),
+            );
+        }
+        let Some(pattern) = v.get("pattern").and_then(Value::as_str) else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "give `pattern`: a glob over URLs (scheme://host/path?query), e.g. \"http://example.com/api/*\""}),
+            );
+        };
+        let removed = match (self.app.cache.memory, self.app.cache.redis) {
+            (Some(m), _) => Ok(m.purge_matching(pattern)),
+            (None, Some(r)) => r.purge_scan(Some(pattern)).await.map_err(|e| e.to_string()),
+            _ => Ok(0),
+        };
+        match removed {
+            Ok(n) => {
+                METRICS.cache_purged("pattern", n);
+                json_response(StatusCode::OK, &json!({"pattern": pattern, "removed": n}))
+            }
+            Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e})),
+        }
+    }
+
+    async fn cache_flush(&self) -> Response<Vec<u8>> {
+        let removed = match (self.app.cache.memory, self.app.cache.redis) {
+            (Some(m), _) => Ok(m.clear()),
+            (None, Some(r)) => r.purge_scan(None).await.map_err(|e| e.to_string()),
+            _ => Ok(0),
+        };
+        match removed {
+            Ok(n) => {
+                METRICS.cache_purged("flush", n);
+                json_response(StatusCode::OK, &json!({"flushed": true, "removed": n}))
+            }
+            Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e})),
+        }
+    }
+}
+
+/// `%XX` decoding of a query value.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let Some(v) = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if b[i] == b'+' { b' ' } else { b[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -206,8 +390,18 @@ impl ServeHttp for AdminApi {
         if let Err(r) = self.authorize(session, mutating) {
             return *r;
         }
-        // Drain any request body so the connection can be reused; admin calls take none.
-        while let Ok(Some(_)) = session.read_request_body().await {}
+        // Read the (small) request body; the connection can then be reused.
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = session.read_request_body().await {
+            if body.len() + chunk.len() > 64 * 1024 {
+                return json_response(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &json!({"error": "admin request bodies are limited to 64 KiB"}),
+                );
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let query = session.req_header().uri.query().unwrap_or("").to_owned();
         match (method, path.as_str()) {
             (Method::GET, "/healthz") => json_response(StatusCode::OK, &json!({"alive": true})),
             (Method::GET, "/readyz") => self.readiness(),
@@ -224,7 +418,7 @@ impl ServeHttp for AdminApi {
             }
             (Method::GET, "/metrics") => {
                 let snapshot = self.app.snapshot.load_full();
-                let body = METRICS.render(&snapshot, &self.app.limiter);
+                let body = METRICS.render(&snapshot, &self.app.limiter, self.app.cache);
                 response(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",
@@ -232,15 +426,22 @@ impl ServeHttp for AdminApi {
                 )
             }
             (Method::POST, "/reload") => self.reload().await,
-            (_, "/healthz" | "/readyz" | "/status" | "/config" | "/metrics" | "/reload") => {
-                json_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({"error": "method not allowed"}),
-                )
-            }
+            (Method::GET, "/cache/stats") => self.cache_stats().await,
+            (Method::GET, "/cache/health") => self.cache_health().await,
+            (Method::DELETE, "/cache") => self.cache_delete(&query).await,
+            (Method::POST, "/cache/purge") => self.cache_purge(&body).await,
+            (Method::POST, "/cache/flush") => self.cache_flush().await,
+            (
+                _,
+                "/healthz" | "/readyz" | "/status" | "/config" | "/metrics" | "/reload"
+                | "/cache/stats" | "/cache/health" | "/cache" | "/cache/purge" | "/cache/flush",
+            ) => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "method not allowed"}),
+            ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
-                &json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /status", "GET /config", "GET /metrics", "POST /reload"]}),
+                &json!({"error": "not found", "endpoints": ["GET /healthz", "GET /readyz", "GET /status", "GET /config", "GET /metrics", "POST /reload", "GET /cache/stats", "GET /cache/health", "DELETE /cache?url=URL", "POST /cache/purge", "POST /cache/flush"]}),
             ),
         }
     }

@@ -229,9 +229,30 @@ pub enum ReloadResult {
 /// Redis failure kinds of rate-limit checks (see `StoreError::kind`).
 const REDIS_ERROR_KINDS: [&str; 3] = ["timeout", "connection", "response"];
 
+/// `X-Cache` results, as counted.
+pub const CACHE_RESULTS: [&str; 6] = ["HIT", "MISS", "EXPIRED", "STALE", "REVALIDATED", "BYPASS"];
+/// Kinds of cache purges.
+pub const CACHE_PURGES: [&str; 4] = ["invalidation", "url", "pattern", "flush"];
+/// Redis calls of the cache store.
+pub const CACHE_CALLS: [&str; 6] = [
+    "lookup",
+    "read chunk",
+    "write chunk",
+    "publish entry",
+    "purge",
+    "update meta",
+];
+
 /// Every metric of the process.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    /// Per tier (hot, warm, cold), per result.
+    cache_results: [[AtomicU64; CACHE_RESULTS.len()]; 3],
+    cache_purges: [AtomicU64; CACHE_PURGES.len()],
+    cache_calls: [Histogram; CACHE_CALLS.len()],
+    cache_call_errors: [AtomicU64; CACHE_CALLS.len()],
+    cache_stored: AtomicU64,
+    cache_stored_bytes: AtomicU64,
     routes: Mutex<HashMap<(String, String), Arc<RouteMetrics>>>,
     pools: Mutex<HashMap<String, Arc<PoolMetrics>>>,
     tiers: Mutex<HashMap<String, Arc<TierMetrics>>>,
@@ -290,6 +311,62 @@ impl Metrics {
             .clone()
     }
 
+    /// Count one cache outcome of a route of `tier` by its `X-Cache` label.
+    pub fn cache_result(&self, tier: crate::config::CacheTier, label: &str) {
+        if let Some(i) = CACHE_RESULTS.iter().position(|k| *k == label) {
+            self.cache_results[tier as usize][i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// The cache outcomes of `tier` so far, by `X-Cache` label.
+    pub fn cache_results(
+        &self,
+        tier: crate::config::CacheTier,
+    ) -> [(&'static str, u64); CACHE_RESULTS.len()] {
+        std::array::from_fn(|i| {
+            (
+                CACHE_RESULTS[i],
+                self.cache_results[tier as usize][i].load(Relaxed),
+            )
+        })
+    }
+
+    /// Count `n` entries removed by a purge of `kind`.
+    pub fn cache_purged(&self, kind: &str, n: u64) {
+        if let Some(i) = CACHE_PURGES.iter().position(|k| *k == kind) {
+            self.cache_purges[i].fetch_add(n, Relaxed);
+        }
+    }
+
+    /// The entries purged so far, by kind.
+    pub fn cache_purges(&self) -> [(&'static str, u64); CACHE_PURGES.len()] {
+        std::array::from_fn(|i| (CACHE_PURGES[i], self.cache_purges[i].load(Relaxed)))
+    }
+
+    /// Record one Redis call of the cache store.
+    pub fn cache_call(&self, call: &str, took: Duration, ok: bool) {
+        if let Some(i) = CACHE_CALLS.iter().position(|k| *k == call) {
+            self.cache_calls[i].observe(took);
+            if !ok {
+                self.cache_call_errors[i].fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Count an entry stored (`bytes` of body).
+    pub fn cache_stored(&self, bytes: u64) {
+        self.cache_stored.fetch_add(1, Relaxed);
+        self.cache_stored_bytes.fetch_add(bytes, Relaxed);
+    }
+
+    /// Entries and body bytes stored so far.
+    pub fn cache_stored_totals(&self) -> (u64, u64) {
+        (
+            self.cache_stored.load(Relaxed),
+            self.cache_stored_bytes.load(Relaxed),
+        )
+    }
+
     /// Count a failed rate-limit Redis call by its kind label.
     pub fn redis_error(&self, kind: &str) {
         if let Some(i) = REDIS_ERROR_KINDS.iter().position(|k| *k == kind) {
@@ -308,7 +385,12 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition (format 0.0.4) of every metric.
-    pub fn render(&self, snapshot: &Snapshot, limiter: &RateLimiter) -> String {
+    pub fn render(
+        &self,
+        snapshot: &Snapshot,
+        limiter: &RateLimiter,
+        cache: &crate::cache::CacheLayer,
+    ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let o = &mut out;
 
@@ -507,7 +589,100 @@ impl Metrics {
         );
         let open = u8::from(limiter.breaker_state() == BreakerState::Open);
         let _ = writeln!(o, "sluice_ratelimit_breaker_open {open}");
+        self.render_cache(o, cache);
         out
+    }
+
+    fn render_cache(&self, o: &mut String, cache: &crate::cache::CacheLayer) {
+        family(
+            o,
+            "sluice_cache_requests_total",
+            "counter",
+            "Requests on caching routes by tier and X-Cache result (hit, miss, expired, stale, revalidated, bypass).",
+        );
+        for tier in crate::config::CacheTier::ALL {
+            for (label, n) in self.cache_results(tier) {
+                let _ = writeln!(
+                    o,
+                    "sluice_cache_requests_total{{tier=\"{}\",result=\"{}\"}} {n}",
+                    tier.name(),
+                    label.to_ascii_lowercase()
+                );
+            }
+        }
+        family(
+            o,
+            "sluice_cache_purged_total",
+            "counter",
+            "Entries removed by kind (invalidation by unsafe methods, url, pattern, flush).",
+        );
+        for (kind, n) in self.cache_purges() {
+            let _ = writeln!(o, "sluice_cache_purged_total{{kind=\"{kind}\"}} {n}");
+        }
+        let (stored, bytes) = self.cache_stored_totals();
+        family(
+            o,
+            "sluice_cache_stored_total",
+            "counter",
+            "Entries written to the cache store by this instance.",
+        );
+        let _ = writeln!(o, "sluice_cache_stored_total {stored}");
+        family(
+            o,
+            "sluice_cache_stored_bytes_total",
+            "counter",
+            "Body bytes written to the cache store by this instance.",
+        );
+        let _ = writeln!(o, "sluice_cache_stored_bytes_total {bytes}");
+        if let Some(m) = cache.memory {
+            let (entries, bytes) = m.usage();
+            family(
+                o,
+                "sluice_cache_entries",
+                "gauge",
+                "Entries in the embedded cache store.",
+            );
+            let _ = writeln!(o, "sluice_cache_entries {entries}");
+            family(
+                o,
+                "sluice_cache_bytes",
+                "gauge",
+                "Bytes held by the embedded cache store.",
+            );
+            let _ = writeln!(o, "sluice_cache_bytes {bytes}");
+        }
+        family(
+            o,
+            "sluice_cache_redis_duration_seconds",
+            "histogram",
+            "Redis calls of the cache store, by call.",
+        );
+        for (i, call) in CACHE_CALLS.iter().enumerate() {
+            let labels = format!("call=\"{}\"", call.replace(' ', "_"));
+            self.cache_calls[i].render(o, "sluice_cache_redis_duration_seconds", &labels);
+        }
+        family(
+            o,
+            "sluice_cache_redis_errors_total",
+            "counter",
+            "Failed or timed-out Redis calls of the cache store (each one served as a miss).",
+        );
+        for (i, call) in CACHE_CALLS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "sluice_cache_redis_errors_total{{call=\"{}\"}} {}",
+                call.replace(' ', "_"),
+                self.cache_call_errors[i].load(Relaxed)
+            );
+        }
+        let open = u8::from(cache.redis.is_some_and(|r| r.breaker_open()));
+        family(
+            o,
+            "sluice_cache_breaker_open",
+            "gauge",
+            "1 while the cache's circuit breaker skips Redis.",
+        );
+        let _ = writeln!(o, "sluice_cache_breaker_open {open}");
     }
 }
 

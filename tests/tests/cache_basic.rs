@@ -312,3 +312,64 @@ async fn a_successful_unsafe_request_invalidates_the_uri_and_its_location() {
     assert_eq!(get(&c, &sluice.url("/items/2")).await.0, "MISS");
     assert_eq!(get(&c, &sluice.url("/items/3")).await.0, "HIT");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_store_reports_and_purges_through_the_admin_api() {
+    let bs = backends(1).await;
+    let sluice = Sluice::with_config(config(&bs[0], "hot", ""))
+        .admin_token("t")
+        .start()
+        .await;
+    let c = client(None);
+    for p in ["/a/1", "/a/2", "/b/1"] {
+        get(&c, &sluice.url(p)).await;
+        get(&c, &sluice.url(p)).await;
+    }
+    let stats: serde_json::Value = c
+        .get(sluice.admin_url("/cache/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["store"], "memory");
+    assert_eq!(stats["entries"], 3);
+    assert!(stats["bytes"].as_u64().unwrap() > 0);
+    assert_eq!(stats["hits"], 3);
+    assert_eq!(stats["misses"], 3);
+    assert_eq!(stats["hit_ratio"], 0.5);
+    assert_eq!(stats["tiers"]["hot"]["ttl_seconds"], 60);
+    let r = c
+        .post(sluice.admin_url("/cache/purge"))
+        .bearer_auth("t")
+        .json(&serde_json::json!({"pattern": "http://127.0.0.1/a/*"}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["removed"], 2);
+    assert_eq!(get(&c, &sluice.url("/a/1")).await.0, "MISS");
+    assert_eq!(get(&c, &sluice.url("/b/1")).await.0, "HIT");
+    let r = c
+        .post(sluice.admin_url("/cache/flush"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(get(&c, &sluice.url("/b/1")).await.0, "MISS");
+    let metrics = c
+        .get(sluice.admin_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("sluice_cache_requests_total{tier=\"hot\",result=\"hit\"} 4"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("sluice_cache_purged_total{kind=\"pattern\"} 2"));
+}

@@ -166,3 +166,113 @@ async fn instances_share_hits_on_a_redis_cluster() {
         assert_eq!(r.bytes().await.unwrap(), first);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_purges_are_seen_by_every_instance() {
+    const TOKEN: &str = "cache-admin";
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let body = config(&bs[0], &format!("[redis]\nurl = \"{}\"\n", redis.url()));
+    let a = Sluice::with_config(body.clone())
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let b = Sluice::with_config(body).admin_token(TOKEN).start().await;
+    let c = client(None);
+    let warm = |paths: &'static [&'static str]| {
+        let (c, a) = (c.clone(), a.url(""));
+        async move {
+            for p in paths {
+                c.get(format!("{a}{p}")).send().await.unwrap();
+            }
+        }
+    };
+    let on_b = |p: &'static str| {
+        let (c, u) = (c.clone(), b.url(p));
+        async move { x_cache(&c.get(u).send().await.unwrap()) }
+    };
+    let paths: &[&str] = &["/api/1", "/api/2", "/img/a.png", "/img/b.png", "/other"];
+    warm(paths).await;
+    for p in paths {
+        assert_eq!(on_b(p).await, "HIT", "{p}");
+    }
+    // Stats and health from the admin API.
+    let stats: serde_json::Value = c
+        .get(a.admin_url("/cache/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["store"], "redis");
+    assert_eq!(stats["entries"], 5);
+    assert_eq!(stats["tiers"]["warm"]["results"]["miss"], 5);
+    let health = c.get(b.admin_url("/cache/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+
+    // Mutating calls need the token.
+    let r = c.post(a.admin_url("/cache/flush")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+
+    // One URL (the key's host has no port, so both instances share it), deleted through A.
+    let r = c
+        .delete(a.admin_url("/cache?url=http%3A%2F%2F127.0.0.1%2Fapi%2F1"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["removed"], 1, "{v}");
+    assert_eq!(on_b("/api/1").await, "MISS");
+    assert_eq!(
+        x_cache(&c.get(a.url("/api/2")).send().await.unwrap()),
+        "HIT"
+    );
+
+    // A glob over URLs, scanned on the server.
+    let r = c
+        .post(b.admin_url("/cache/purge"))
+        .bearer_auth(TOKEN)
+        .json(&serde_json::json!({"pattern": "*/img/*.png"}))
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert!(v["removed"].as_u64().unwrap() >= 2, "{v}");
+    assert_eq!(
+        x_cache(&c.get(a.url("/img/a.png")).send().await.unwrap()),
+        "MISS"
+    );
+    assert_eq!(
+        x_cache(&c.get(a.url("/other")).send().await.unwrap()),
+        "HIT"
+    );
+
+    // Flush: the namespace only.
+    let mut rc = redis.client().await;
+    let _: () = redis::cmd("SET")
+        .arg("unrelated")
+        .arg("1")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    let r = c
+        .post(a.admin_url("/cache/flush"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        x_cache(&c.get(a.url("/other")).send().await.unwrap()),
+        "MISS"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(keys.contains(&"unrelated".to_owned()), "{keys:?}");
+}

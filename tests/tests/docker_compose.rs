@@ -219,6 +219,7 @@ fn grafana_provisioning_and_dashboard_parse_and_query_real_metrics() {
         "sluice_backend_up",
         "sluice_backend_in_flight",
         "result=\"limited\"",
+        "sluice_cache_requests_total",
     ] {
         assert!(
             exprs.iter().any(|e| e.contains(needed)),

@@ -24,6 +24,8 @@ type BinaryMeta = (Vec<u8>, Vec<u8>);
 
 /// One stored response.
 struct Entry {
+    /// The cache key's primary string (scheme://host/path?query), for pattern purges.
+    url: String,
     meta: BinaryMeta,
     body: Bytes,
     /// LRU position.
@@ -32,7 +34,7 @@ struct Entry {
 
 impl Entry {
     fn size(&self) -> u64 {
-        (self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64 + 64
+        (self.url.len() + self.meta.0.len() + self.meta.1.len() + self.body.len()) as u64 + 64
     }
 }
 
@@ -87,9 +89,29 @@ impl MemoryStore {
         n
     }
 
-    fn insert(&self, key: String, meta: BinaryMeta, body: Bytes) {
+    /// Remove every entry whose URL matches `glob`; returns how many.
+    pub fn purge_matching(&self, glob: &str) -> u64 {
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        let doomed: Vec<String> = lru
+            .entries
+            .iter()
+            .filter(|(_, e)| super::glob_match(glob, &e.url))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            lru.remove(k);
+        }
+        doomed.len() as u64
+    }
+
+    fn insert(&self, key: String, url: String, meta: BinaryMeta, body: Bytes) {
         let tick = self.tick.fetch_add(1, Relaxed);
-        let entry = Entry { meta, body, tick };
+        let entry = Entry {
+            url,
+            meta,
+            body,
+            tick,
+        };
         let size = entry.size();
         if size > self.capacity {
             return;
@@ -177,6 +199,7 @@ impl HandleHit for MemoryHit {
 struct MemoryMiss {
     store: &'static MemoryStore,
     key: String,
+    url: String,
     meta: BinaryMeta,
     body: BytesMut,
 }
@@ -190,7 +213,9 @@ impl HandleMiss for MemoryMiss {
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let len = self.body.len();
-        self.store.insert(self.key, self.meta, self.body.freeze());
+        crate::metrics::METRICS.cache_stored(len as u64);
+        self.store
+            .insert(self.key, self.url, self.meta, self.body.freeze());
         Ok(MissFinishType::Created(len))
     }
 }
@@ -224,6 +249,7 @@ impl Storage for MemoryStore {
         Ok(Box::new(MemoryMiss {
             store: self,
             key: key.combined(),
+            url: key.primary_key_str().unwrap_or_default().to_owned(),
             meta: meta.serialize()?,
             body: BytesMut::new(),
         }))
@@ -281,10 +307,20 @@ mod tests {
     fn least_recently_used_entries_are_evicted_first() {
         let s = MemoryStore::new(3 * (64 + 100));
         for k in ["a", "b", "c"] {
-            s.insert(k.into(), (vec![], vec![]), Bytes::from(vec![0u8; 100]));
+            s.insert(
+                k.into(),
+                String::new(),
+                (vec![], vec![]),
+                Bytes::from(vec![0u8; 100]),
+            );
         }
         assert!(s.get("a").is_some()); // a is now the most recent
-        s.insert("d".into(), (vec![], vec![]), Bytes::from(vec![0u8; 100]));
+        s.insert(
+            "d".into(),
+            String::new(),
+            (vec![], vec![]),
+            Bytes::from(vec![0u8; 100]),
+        );
         assert!(s.get("b").is_none(), "b was least recently used");
         assert!(s.get("a").is_some() && s.get("c").is_some() && s.get("d").is_some());
         assert_eq!(s.usage(), (3, 3 * 164));
@@ -293,7 +329,12 @@ mod tests {
     #[test]
     fn an_object_larger_than_the_store_is_not_kept() {
         let s = MemoryStore::new(100);
-        s.insert("big".into(), (vec![], vec![]), Bytes::from(vec![0u8; 200]));
+        s.insert(
+            "big".into(),
+            String::new(),
+            (vec![], vec![]),
+            Bytes::from(vec![0u8; 200]),
+        );
         assert_eq!(s.usage(), (0, 0));
     }
 }

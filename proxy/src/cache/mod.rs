@@ -82,6 +82,8 @@ impl CacheLayer {
 /// A route's resolved cache rule (in the snapshot).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheRule {
+    /// The route's tier.
+    pub tier: CacheTier,
     /// Freshness for responses that give none.
     pub ttl: Duration,
     /// Whether `Set-Cookie` responses may be stored.
@@ -97,6 +99,7 @@ impl CacheRule {
             .position(|t| *t == tier)
             .expect("every tier is in ALL");
         Some(CacheRule {
+            tier,
             ttl: Duration::from_secs(spec.ttl_seconds[i]),
             set_cookie: route.set_cookie,
         })
@@ -156,8 +159,33 @@ impl CacheLayer {
                 removed += 1;
             }
         }
+        crate::metrics::METRICS.cache_purged("invalidation", removed as u64);
         removed
     }
+}
+
+/// Whether `text` matches the glob `pattern` (`*`: any run of characters, `?`: one).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ti < t.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ti;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ti = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Statuses cacheable by default (RFC 9110 §15.1): only these get a tier TTL when the origin
@@ -288,6 +316,7 @@ mod tests {
     }
 
     const WARM: CacheRule = CacheRule {
+        tier: CacheTier::Warm,
         ttl: Duration::from_secs(300),
         set_cookie: false,
     };
@@ -302,6 +331,16 @@ mod tests {
             ),
             RespCacheable::Uncacheable(_) => None,
         }
+    }
+
+    #[test]
+    fn globs() {
+        assert!(glob_match("http://h/api/*", "http://h/api/x?y=1"));
+        assert!(glob_match("*/img/*.png", "https://h/img/a.png"));
+        assert!(!glob_match("*/img/*.png", "https://h/img/a.jpg"));
+        assert!(glob_match("http://h/?", "http://h/a"));
+        assert!(!glob_match("http://h/?", "http://h/ab"));
+        assert!(glob_match("*", ""));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use pingora::{Error, ErrorType, Result};
 use redis::RedisResult;
 use tracing::warn;
 
-use crate::config::{CacheSpec, RedisSpec};
+use crate::config::{CacheSpec, RedisSpec, RedisTarget};
 use crate::ratelimit::Breaker;
 use crate::redisconn::LazyConn;
 
@@ -39,6 +39,8 @@ const MAX_KEEP_STALE: Duration = Duration::from_secs(86_400);
 /// The Redis store.
 pub struct RedisCacheStore {
     conn: LazyConn,
+    /// For admin scans, which open their own connections to every master.
+    target: RedisTarget,
     namespace: String,
     chunk_bytes: usize,
     timeout: Duration,
@@ -61,6 +63,7 @@ impl RedisCacheStore {
     pub fn new(redis: &RedisSpec, spec: &CacheSpec) -> Self {
         RedisCacheStore {
             conn: LazyConn::new(redis.target.clone(), spec.command_timeout),
+            target: redis.target.clone(),
             namespace: spec.namespace.clone(),
             chunk_bytes: spec.chunk_bytes as usize,
             timeout: spec.command_timeout,
@@ -91,7 +94,10 @@ impl RedisCacheStore {
         } else {
             self.timeout.max(Duration::from_millis(250))
         };
-        let failure = match tokio::time::timeout(bound, work).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(bound, work).await;
+        crate::metrics::METRICS.cache_call(what, started.elapsed(), matches!(result, Ok(Ok(_))));
+        let failure = match result {
             Ok(Ok(v)) => {
                 self.breaker.success();
                 return Some(v);
@@ -108,6 +114,140 @@ impl RedisCacheStore {
             );
         }
         None
+    }
+
+    /// Round trip of a `PING` on the cache's connection (admin health).
+    pub async fn ping(&self) -> Result<Duration, String> {
+        let t = std::time::Instant::now();
+        let conn = &self.conn;
+        let work = async { conn.get().await?.query::<String>(&redis::cmd("PING")).await };
+        match tokio::time::timeout(self.timeout.max(Duration::from_millis(250)), work).await {
+            Ok(Ok(_)) => Ok(t.elapsed()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        }
+    }
+
+    /// Whether the breaker currently skips Redis.
+    pub fn breaker_open(&self) -> bool {
+        self.breaker.state() == crate::ratelimit::BreakerState::Open
+    }
+
+    /// A connection to every master (the one node, or each Cluster master from
+    /// `CLUSTER NODES`), for scans. Admin-only: not on the request path.
+    async fn masters(&self) -> RedisResult<Vec<redis::aio::MultiplexedConnection>> {
+        let open = |url: String| async move {
+            redis::Client::open(url)?
+                .get_multiplexed_async_connection()
+                .await
+        };
+        match &self.target {
+            RedisTarget::Single(url) => Ok(vec![open(url.clone()).await?]),
+            RedisTarget::Cluster(seeds) => {
+                let mut last = None;
+                for seed in seeds {
+                    let mut c = match open(seed.clone()).await {
+                        Ok(c) => c,
+                        Err(e) => {
+                            last = Some(e);
+                            continue;
+                        }
+                    };
+                    let nodes: String = redis::cmd("CLUSTER")
+                        .arg("NODES")
+                        .query_async(&mut c)
+                        .await?;
+                    let mut out = Vec::new();
+                    for line in nodes.lines() {
+                        let f: Vec<&str> = line.split_whitespace().collect();
+                        if f.len() < 3 || !f[2].split(',').any(|x| x == "master") {
+                            continue;
+                        }
+                        if f[2].contains("fail") {
+                            continue;
+                        }
+                        let addr = f[1].split('@').next().unwrap_or(f[1]);
+                        out.push(open(with_addr(seed, addr)).await?);
+                    }
+                    return Ok(out);
+                }
+                Err(last.unwrap_or_else(|| {
+                    redis::RedisError::from((redis::ErrorKind::Io, "no cluster seed reachable"))
+                }))
+            }
+        }
+    }
+
+    /// Delete the entries whose URL matches `glob` (or every key of the namespace when `glob`
+    /// is `None`), scanning every master with `SCAN` (never `KEYS`). Returns entries removed.
+    pub async fn purge_scan(&self, glob: Option<&str>) -> RedisResult<u64> {
+        let pattern = match glob {
+            Some(_) => format!("{{{}:*}}:m", self.namespace),
+            None => format!("{{{}:*}}*", self.namespace),
+        };
+        let mut removed = 0;
+        for mut c in self.masters().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(500)
+                    .query_async(&mut c)
+                    .await?;
+                for k in keys {
+                    let hit = match glob {
+                        None => true,
+                        Some(g) => {
+                            let url: Option<String> = redis::cmd("HGET")
+                                .arg(&k)
+                                .arg("u")
+                                .query_async(&mut c)
+                                .await?;
+                            url.is_some_and(|u| super::glob_match(g, &u))
+                        }
+                    };
+                    if hit {
+                        let n: u64 = redis::cmd("DEL").arg(&k).query_async(&mut c).await?;
+                        if k.ends_with(":m") {
+                            removed += n;
+                        }
+                    }
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Entries (meta keys) in the namespace, counted by `SCAN` on every master.
+    pub async fn count_entries(&self) -> RedisResult<u64> {
+        let pattern = format!("{{{}:*}}:m", self.namespace);
+        let mut n = 0;
+        for mut c in self.masters().await? {
+            let mut cursor: u64 = 0;
+            loop {
+                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query_async(&mut c)
+                    .await?;
+                n += keys.len() as u64;
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        Ok(n)
     }
 
     /// How long an entry with `meta` is kept in Redis.
@@ -187,6 +327,8 @@ impl HandleHit for RedisHit {
 struct RedisMiss {
     store: &'static RedisCacheStore,
     prefix: String,
+    /// The key's primary string, for pattern purges.
+    url: String,
     meta: (Vec<u8>, Vec<u8>),
     ttl_ms: u64,
     version: u64,
@@ -268,6 +410,8 @@ impl HandleMiss for RedisMiss {
             .arg(self.version)
             .arg("n")
             .arg(self.chunks)
+            .arg("u")
+            .arg(&self.url)
             .ignore();
         if inline {
             pipe.cmd("HSET")
@@ -278,13 +422,29 @@ impl HandleMiss for RedisMiss {
         }
         pipe.cmd("PEXPIRE").arg(&meta_key).arg(self.ttl_ms).ignore();
         let conn = &self.store.conn;
-        self.store
+        if self
+            .store
             .call("publish entry", async {
                 conn.get().await?.pipe::<()>(&pipe).await
             })
-            .await;
+            .await
+            .is_some()
+        {
+            crate::metrics::METRICS.cache_stored(self.len as u64);
+        }
         Ok(MissFinishType::Created(self.len))
     }
+}
+
+/// `url` with its `host:port` replaced by `addr` (keeping scheme, credentials and db).
+fn with_addr(url: &str, addr: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (format!("{a}@"), h),
+        None => (String::new(), rest),
+    };
+    let path = hostpart.find('/').map_or("/", |i| &hostpart[i..]);
+    format!("{scheme}://{auth}{addr}{path}")
 }
 
 /// Parse the meta hash: (internal, header, version, chunks, inline body).
@@ -351,6 +511,7 @@ impl Storage for RedisCacheStore {
         Ok(Box::new(RedisMiss {
             store: self,
             prefix: self.prefix(key),
+            url: key.primary_key_str().unwrap_or_default().to_owned(),
             meta: meta.serialize()?,
             ttl_ms: Self::ttl(meta).as_millis() as u64,
             version: rand::random(),

@@ -559,6 +559,19 @@ impl ProxyHttp for Edge {
             Some(r) => r.metrics.record(method, status, took),
             None => METRICS.unrouted().record(method, status, took),
         }
+        if let Some(rule) = &ctx.cache {
+            if let Some(x) = cache::x_cache(session.cache.phase()) {
+                METRICS.cache_result(rule.tier, x);
+            }
+        } else if ctx.cache_bypass {
+            let tier = snapshot
+                .as_ref()
+                .and_then(|s| s.routes.get(ctx.route?)?.cache)
+                .map(|r| r.tier);
+            if let Some(t) = tier {
+                METRICS.cache_result(t, "BYPASS");
+            }
+        }
         let logged = match route {
             Some(r) => r.access_log,
             None => self.log_unrouted,
