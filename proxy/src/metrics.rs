@@ -234,13 +234,16 @@ pub const CACHE_RESULTS: [&str; 6] = ["HIT", "MISS", "EXPIRED", "STALE", "REVALI
 /// Kinds of cache purges.
 pub const CACHE_PURGES: [&str; 4] = ["invalidation", "url", "pattern", "flush"];
 /// Redis calls of the cache store.
-pub const CACHE_CALLS: [&str; 6] = [
+pub const CACHE_CALLS: [&str; 9] = [
     "lookup",
     "read chunk",
     "write chunk",
     "publish entry",
     "purge",
     "update meta",
+    "lock",
+    "unlock",
+    "wait",
 ];
 
 /// Every metric of the process.

@@ -276,3 +276,36 @@ async fn admin_purges_are_seen_by_every_instance() {
         .unwrap();
     assert!(keys.contains(&"unrelated".to_owned()), "{keys:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_cold_requests_over_two_instances_cause_one_origin_fetch() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let body = config(&bs[0], &format!("[redis]\nurl = \"{}\"\n", redis.url()));
+    let (a, b) = (Sluice::start(body.clone()).await, Sluice::start(body).await);
+    // A slow origin, so every request arrives while the first fetch is in flight.
+    bs[0].shared.set_delay_ms(400);
+    let mut tasks = Vec::new();
+    for i in 0..50 {
+        let url = if i % 2 == 0 {
+            a.url("/respond/cold")
+        } else {
+            b.url("/respond/cold")
+        };
+        tasks.push(tokio::spawn(async move {
+            let r = client(None).get(url).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            (x_cache(&r), r.text().await.unwrap())
+        }));
+    }
+    let mut bodies = std::collections::BTreeSet::new();
+    let mut results = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks {
+        let (x, body) = t.await.unwrap();
+        *results.entry(x).or_default() += 1;
+        bodies.insert(body);
+    }
+    assert_eq!(served(&bs, "/respond/cold")["b1"], 1, "{results:?}");
+    assert_eq!(bodies.len(), 1, "{bodies:?}");
+    assert_eq!(results.get("MISS"), Some(&1), "{results:?}");
+}

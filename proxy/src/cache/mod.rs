@@ -40,6 +40,8 @@ pub struct CacheLayer {
     pub lock: &'static CacheKeyLockImpl,
     /// Larger responses pass through uncached.
     pub max_object_bytes: usize,
+    /// How long a fill lock (in-process and across instances) holds back other requests.
+    pub lock_timeout: Duration,
     /// The embedded store, when it is the storage (for stats and flush).
     pub memory: Option<&'static MemoryStore>,
     /// The Redis store, when `[redis]` is configured.
@@ -60,6 +62,7 @@ impl CacheLayer {
                     storage: store,
                     lock,
                     max_object_bytes,
+                    lock_timeout: spec.lock_timeout,
                     memory: None,
                     redis: Some(store),
                 }
@@ -71,6 +74,7 @@ impl CacheLayer {
                     storage: store,
                     lock,
                     max_object_bytes,
+                    lock_timeout: spec.lock_timeout,
                     memory: Some(store),
                     redis: None,
                 }
@@ -186,6 +190,40 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|c| *c == '*')
+}
+
+/// Answer `session` from the stored entry for `key` (filled by another instance). `Ok(false)`
+/// when there is no such entry after all (the caller then goes to the origin).
+pub async fn serve_stored(
+    session: &mut pingora::proxy::Session,
+    storage: &'static (dyn Storage + Sync),
+    key: &CacheKey,
+    extra: &[(&'static str, http::HeaderValue)],
+) -> pingora::Result<bool> {
+    let span = pingora::cache::trace::Span::inactive();
+    let Some((meta, mut hit)) = storage.lookup(key, &span.handle()).await? else {
+        return Ok(false);
+    };
+    let mut resp = meta.response_header_copy();
+    let age = SystemTime::now()
+        .duration_since(meta.created())
+        .unwrap_or_default()
+        .as_secs();
+    resp.insert_header(header::AGE, age)?;
+    resp.insert_header("x-cache", "HIT")?;
+    resp.insert_header("cache-status", "sluice; hit; detail=filled-by-peer")?;
+    for (k, v) in extra {
+        resp.insert_header(*k, v.clone())?;
+    }
+    let head = session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), head).await?;
+    if !head {
+        while let Some(chunk) = hit.read_body().await? {
+            session.write_response_body(Some(chunk), false).await?;
+        }
+        session.write_response_body(None, true).await?;
+    }
+    Ok(true)
 }
 
 /// Statuses cacheable by default (RFC 9110 §15.1): only these get a tier TTL when the origin

@@ -116,6 +116,70 @@ impl RedisCacheStore {
         None
     }
 
+    /// Try to become the one instance that fetches `key` from the origin: `SET NX PX` on
+    /// `{NS:HASH}:lock` for `ttl`.
+    pub async fn acquire_fill_lock(&self, key: &CacheKey, ttl: Duration) -> FillLock {
+        let lock = format!("{}:lock", self.prefix(key));
+        let token: u64 = rand::random();
+        let conn = &self.conn;
+        let set: Option<Option<String>> = self
+            .call("lock", async {
+                conn.get()
+                    .await?
+                    .query(
+                        redis::cmd("SET")
+                            .arg(&lock)
+                            .arg(token)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ttl.as_millis() as u64),
+                    )
+                    .await
+            })
+            .await;
+        match set {
+            Some(Some(_)) => FillLock::Acquired(token),
+            Some(None) => FillLock::HeldElsewhere,
+            None => FillLock::Unavailable,
+        }
+    }
+
+    /// Release a fill lock taken with `token` (only if it is still ours).
+    pub async fn release_fill_lock(&self, key: &CacheKey, token: u64) {
+        let lock = format!("{}:lock", self.prefix(key));
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+        );
+        let conn = &self.conn;
+        self.call("unlock", async {
+            let mut inv = script.key(&lock);
+            inv.arg(token.to_string());
+            conn.get().await?.invoke::<i64>(&inv).await
+        })
+        .await;
+    }
+
+    /// Wait while another instance fills `key`: `true` once the entry is stored, `false` when
+    /// the lock went away without an entry (uncacheable, failed) or `deadline` passed.
+    pub async fn wait_for_entry(&self, key: &CacheKey, deadline: std::time::Instant) -> bool {
+        let prefix = self.prefix(key);
+        let (meta, lock) = (format!("{prefix}:m"), format!("{prefix}:lock"));
+        let conn = &self.conn;
+        while std::time::Instant::now() < deadline {
+            let mut pipe = redis::pipe();
+            pipe.cmd("EXISTS").arg(&meta).cmd("EXISTS").arg(&lock);
+            let state: Option<(u8, u8)> = self
+                .call("wait", async { conn.get().await?.pipe(&pipe).await })
+                .await;
+            match state {
+                Some((1, _)) => return true,
+                Some((0, 1)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Round trip of a `PING` on the cache's connection (admin health).
     pub async fn ping(&self) -> Result<Duration, String> {
         let t = std::time::Instant::now();
@@ -264,6 +328,17 @@ impl RedisCacheStore {
         let fresh_for = Duration::from_secs(meta.fresh_sec());
         (fresh + stale_windows.max(fresh_for).min(MAX_KEEP_STALE)).max(Duration::from_secs(1))
     }
+}
+
+/// The outcome of [`RedisCacheStore::acquire_fill_lock`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FillLock {
+    /// This instance fetches; release with the token.
+    Acquired(u64),
+    /// Another instance is fetching.
+    HeldElsewhere,
+    /// Redis did not answer: fetch without coordination.
+    Unavailable,
 }
 
 /// Reads an entry's body: inline, or chunk by chunk on demand.

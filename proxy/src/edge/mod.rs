@@ -106,6 +106,10 @@ pub struct RequestCtx {
     cache: Option<CacheRule>,
     /// The route caches but this request may not use the cache (method, upgrade).
     cache_bypass: bool,
+    /// The cross-instance fill lock this request holds (key, token).
+    fill_lock: Option<(CacheKey, u64)>,
+    /// Answered from an entry another instance stored while this one waited.
+    peer_filled: bool,
 }
 
 impl RequestCtx {
@@ -302,6 +306,44 @@ impl ProxyHttp for Edge {
             .headers
             .contains_key(header::AUTHORIZATION);
         Ok(cache::cacheability(resp, auth, rule))
+    }
+
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::CTX,
+    ) -> Result<bool> {
+        // Across instances, one fetch per key: the request holding this process's cache lock
+        // also takes a Redis lock; if another instance holds it, wait for its entry.
+        let (Some(_), Some(redis)) = (&ctx.cache, self.cache.redis) else {
+            return Ok(true);
+        };
+        if !session.cache.is_cache_lock_writer() {
+            return Ok(true);
+        }
+        let key = session.cache.cache_key().clone();
+        match redis.acquire_fill_lock(&key, self.cache.lock_timeout).await {
+            cache::redis::FillLock::Acquired(token) => {
+                ctx.fill_lock = Some((key, token));
+                Ok(true)
+            }
+            cache::redis::FillLock::Unavailable => Ok(true),
+            cache::redis::FillLock::HeldElsewhere => {
+                let deadline = Instant::now() + self.cache.lock_timeout;
+                if redis.wait_for_entry(&key, deadline).await {
+                    let extra: Vec<(&'static str, HeaderValue)> = ctx
+                        .request_id
+                        .iter()
+                        .map(|id| (REQUEST_ID, id.clone()))
+                        .collect();
+                    if cache::serve_stored(session, self.cache.storage, &key, &extra).await? {
+                        ctx.peer_filled = true;
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
     }
 
     fn should_serve_stale(
@@ -534,6 +576,9 @@ impl ProxyHttp for Edge {
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         ctx.lease = None;
         ctx.websocket = None;
+        if let (Some((key, token)), Some(redis)) = (ctx.fill_lock.take(), self.cache.redis) {
+            redis.release_fill_lock(&key, token).await;
+        }
         if ctx.cache_bypass && !is_safe(&session.req_header().method) {
             if let Some(resp) = session.response_written() {
                 if (200..400).contains(&resp.status.as_u16()) {
@@ -560,7 +605,9 @@ impl ProxyHttp for Edge {
             None => METRICS.unrouted().record(method, status, took),
         }
         if let Some(rule) = &ctx.cache {
-            if let Some(x) = cache::x_cache(session.cache.phase()) {
+            if ctx.peer_filled {
+                METRICS.cache_result(rule.tier, "HIT");
+            } else if let Some(x) = cache::x_cache(session.cache.phase()) {
                 METRICS.cache_result(rule.tier, x);
             }
         } else if ctx.cache_bypass {
@@ -596,7 +643,9 @@ impl ProxyHttp for Edge {
                 _ => "-",
             },
             retries = ctx.attempts.saturating_sub(1),
-            cache = if ctx.cache.is_some() {
+            cache = if ctx.peer_filled {
+                "HIT"
+            } else if ctx.cache.is_some() {
                 cache::x_cache(session.cache.phase()).unwrap_or("-")
             } else {
                 "-"
