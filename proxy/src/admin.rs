@@ -317,11 +317,33 @@ impl AdminApi {
                 )
             }
         };
-        if v.get("tags").is_some() {
-            return json_response(
-                StatusCode::NOT_IMPLEMENTED,
-                &json!({"error": "purge by tag is not implemented yet (see docs/caching.md)"}),
-            );
+        if let Some(tags) = v.get("tags") {
+            let Some(tags) = tags
+                .as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|t| t.as_str().map(str::to_owned))
+                        .collect::<Option<Vec<String>>>()
+                })
+                .filter(|t| !t.is_empty())
+            else {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": "`tags` must be a non-empty array of strings"}),
+                );
+            };
+            let removed = match (self.app.cache.memory, self.app.cache.redis) {
+                (Some(m), _) => Ok(m.purge_tags(&tags)),
+                (None, Some(r)) => r.purge_tags(&tags).await.map_err(|e| e.to_string()),
+                _ => Ok(0),
+            };
+            return match removed {
+                Ok(n) => {
+                    METRICS.cache_purged("tag", n);
+                    json_response(StatusCode::OK, &json!({"tags": tags, "removed": n}))
+                }
+                Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e})),
+            };
         }
         let Some(pattern) = v.get("pattern").and_then(Value::as_str) else {
             return json_response(

@@ -232,9 +232,9 @@ const REDIS_ERROR_KINDS: [&str; 3] = ["timeout", "connection", "response"];
 /// `X-Cache` results, as counted.
 pub const CACHE_RESULTS: [&str; 6] = ["HIT", "MISS", "EXPIRED", "STALE", "REVALIDATED", "BYPASS"];
 /// Kinds of cache purges.
-pub const CACHE_PURGES: [&str; 4] = ["invalidation", "url", "pattern", "flush"];
+pub const CACHE_PURGES: [&str; 5] = ["invalidation", "url", "pattern", "tag", "flush"];
 /// Redis calls of the cache store.
-pub const CACHE_CALLS: [&str; 9] = [
+pub const CACHE_CALLS: [&str; 10] = [
     "lookup",
     "read chunk",
     "write chunk",
@@ -244,6 +244,7 @@ pub const CACHE_CALLS: [&str; 9] = [
     "lock",
     "unlock",
     "wait",
+    "tag",
 ];
 
 /// Every metric of the process.

@@ -124,6 +124,7 @@ mod tests {
             name: format!("{prefix}#{upstream}"),
             access_log: true,
             cache: Default::default(),
+            cache_tags: Vec::new(),
         }
     }
 

@@ -118,6 +118,8 @@ pub struct Route {
     pub metrics: Arc<RouteMetrics>,
     /// Its cache rule (`None`: not cached).
     pub cache: Option<crate::cache::CacheRule>,
+    /// Tags given to every entry cached on this route.
+    pub cache_tags: Vec<String>,
 }
 
 /// The reloadable part of rate limiting: limits, identities and the JWT verifier.
@@ -170,6 +172,7 @@ impl Snapshot {
                     access_log: r.access_log,
                     metrics: METRICS.route(&r.name, &config.upstreams[r.upstream].name),
                     cache: crate::cache::CacheRule::of(&r.cache, &config.cache),
+                    cache_tags: r.cache_tags.clone(),
                 })
                 .collect(),
             rate_limit: config.rate_limit.as_ref().map(|spec| RatePolicies {

@@ -152,12 +152,21 @@ async fn instances_share_hits_on_a_redis_cluster() {
             cluster.urls_toml()
         ),
     );
-    let (a, b) = (Sluice::start(body.clone()).await, Sluice::start(body).await);
+    let a = Sluice::with_config(body.clone())
+        .admin_token("t")
+        .start()
+        .await;
+    let b = Sluice::with_config(body).admin_token("t").start().await;
     let c = client(None);
-    for (i, path) in ["/cache/60", "/cache/61", "/bytes/300000"]
-        .iter()
-        .enumerate()
-    {
+    let paths = [
+        "/cache/60",
+        "/cache/61",
+        "/bytes/300000",
+        "/respond/t1?cache-tag=red",
+        "/respond/t2?cache-tag=red",
+        "/respond/t3?cache-tag=blue",
+    ];
+    for (i, path) in paths.iter().enumerate() {
         let r = c.get(a.url(path)).send().await.unwrap();
         assert_eq!(x_cache(&r), "MISS", "{i}");
         let first = r.bytes().await.unwrap();
@@ -165,6 +174,46 @@ async fn instances_share_hits_on_a_redis_cluster() {
         assert_eq!(x_cache(&r), "HIT", "{i}");
         assert_eq!(r.bytes().await.unwrap(), first);
     }
+    // Purges reach entries on every master.
+    let admin = |path: &'static str, body: serde_json::Value| {
+        let (c, url) = (c.clone(), a.admin_url(path));
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth("t")
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["removed"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        admin("/cache/purge", serde_json::json!({"tags": ["red"]})).await,
+        2
+    );
+    assert_eq!(
+        admin("/cache/purge", serde_json::json!({"pattern": "*/cache/6?"})).await,
+        2
+    );
+    for (p, want) in [
+        (paths[0], "MISS"),
+        (paths[1], "MISS"),
+        (paths[2], "HIT"),
+        (paths[3], "MISS"),
+        (paths[4], "MISS"),
+        (paths[5], "HIT"),
+    ] {
+        assert_eq!(x_cache(&c.get(b.url(p)).send().await.unwrap()), want, "{p}");
+    }
+    assert!(admin("/cache/flush", serde_json::json!({})).await >= 4);
+    assert_eq!(
+        x_cache(&c.get(b.url(paths[5])).send().await.unwrap()),
+        "MISS"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,4 +357,82 @@ async fn fifty_cold_requests_over_two_instances_cause_one_origin_fetch() {
     assert_eq!(served(&bs, "/respond/cold")["b1"], 1, "{results:?}");
     assert_eq!(bodies.len(), 1, "{bodies:?}");
     assert_eq!(results.get("MISS"), Some(&1), "{results:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purging_a_tag_removes_every_entry_carrying_it_for_every_instance() {
+    const TOKEN: &str = "tags";
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let body = format!(
+        "[redis]\nurl = \"{}\"\n[upstreams.api]\n{}\n[[routes]]\npath_prefix = \"/respond/shop\"\nupstream = \"api\"\ncache = \"warm\"\ncache_tags = [\"shop\"]\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+        redis.url(),
+        backends_toml(&[(bs[0].addr, None)])
+    );
+    let a = Sluice::with_config(body.clone())
+        .admin_token(TOKEN)
+        .start()
+        .await;
+    let b = Sluice::with_config(body).admin_token(TOKEN).start().await;
+    let c = client(None);
+    let paths = [
+        "/respond/p1?cache-tag=product-1,catalog",
+        "/respond/p2?surrogate-key=product-2%20catalog",
+        "/respond/p3?cache-tag=product-3",
+        "/respond/shop/cart",
+    ];
+    for p in paths {
+        let r = c.get(a.url(p)).send().await.unwrap();
+        assert_eq!(x_cache(&r), "MISS");
+        // The origin's tag headers never reach the client.
+        assert!(r.headers().get("cache-tag").is_none(), "{p}");
+        assert!(r.headers().get("surrogate-key").is_none(), "{p}");
+        assert!(r.headers().get("x-sluice-cache-tags").is_none(), "{p}");
+    }
+    for p in paths {
+        let r = c.get(b.url(p)).send().await.unwrap();
+        assert_eq!(x_cache(&r), "HIT", "{p}");
+        assert!(r.headers().get("cache-tag").is_none(), "{p}");
+        assert!(r.headers().get("x-sluice-cache-tags").is_none(), "{p}");
+    }
+    let purge = |tags: serde_json::Value| {
+        let (c, url) = (c.clone(), b.admin_url("/cache/purge"));
+        async move {
+            let r = c
+                .post(url)
+                .bearer_auth(TOKEN)
+                .json(&serde_json::json!({ "tags": tags }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.json::<serde_json::Value>().await.unwrap()["removed"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    // "catalog" tags p1 (Cache-Tag) and p2 (Surrogate-Key); purged through B, gone for A.
+    assert_eq!(purge(serde_json::json!(["catalog"])).await, 2);
+    for (p, want) in [
+        (paths[0], "MISS"),
+        (paths[1], "MISS"),
+        (paths[2], "HIT"),
+        (paths[3], "HIT"),
+    ] {
+        assert_eq!(x_cache(&c.get(a.url(p)).send().await.unwrap()), want, "{p}");
+    }
+    // A route's own tag.
+    assert_eq!(purge(serde_json::json!(["shop"])).await, 1);
+    assert_eq!(
+        x_cache(&c.get(a.url(paths[3])).send().await.unwrap()),
+        "MISS"
+    );
+    // Tag sets expire like their entries.
+    let mut rc = redis.client().await;
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("{sluice:cache:tag:product-3}")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert!(ttl > 0, "{ttl}");
 }

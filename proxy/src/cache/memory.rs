@@ -26,6 +26,8 @@ type BinaryMeta = (Vec<u8>, Vec<u8>);
 struct Entry {
     /// The cache key's primary string (scheme://host/path?query), for pattern purges.
     url: String,
+    /// Its tags, for tag purges.
+    tags: Vec<String>,
     meta: BinaryMeta,
     body: Bytes,
     /// LRU position.
@@ -104,10 +106,27 @@ impl MemoryStore {
         doomed.len() as u64
     }
 
-    fn insert(&self, key: String, url: String, meta: BinaryMeta, body: Bytes) {
+    /// Remove every entry carrying one of `tags`, in one critical section (atomic for
+    /// readers); returns how many.
+    pub fn purge_tags(&self, tags: &[String]) -> u64 {
+        let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
+        let doomed: Vec<String> = lru
+            .entries
+            .iter()
+            .filter(|(_, e)| e.tags.iter().any(|t| tags.contains(t)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &doomed {
+            lru.remove(k);
+        }
+        doomed.len() as u64
+    }
+
+    fn insert(&self, key: String, url: String, tags: Vec<String>, meta: BinaryMeta, body: Bytes) {
         let tick = self.tick.fetch_add(1, Relaxed);
         let entry = Entry {
             url,
+            tags,
             meta,
             body,
             tick,
@@ -200,6 +219,7 @@ struct MemoryMiss {
     store: &'static MemoryStore,
     key: String,
     url: String,
+    tags: Vec<String>,
     meta: BinaryMeta,
     body: BytesMut,
 }
@@ -215,7 +235,7 @@ impl HandleMiss for MemoryMiss {
         let len = self.body.len();
         crate::metrics::METRICS.cache_stored(len as u64);
         self.store
-            .insert(self.key, self.url, self.meta, self.body.freeze());
+            .insert(self.key, self.url, self.tags, self.meta, self.body.freeze());
         Ok(MissFinishType::Created(len))
     }
 }
@@ -250,6 +270,7 @@ impl Storage for MemoryStore {
             store: self,
             key: key.combined(),
             url: key.primary_key_str().unwrap_or_default().to_owned(),
+            tags: super::entry_tags(meta),
             meta: meta.serialize()?,
             body: BytesMut::new(),
         }))
@@ -310,6 +331,7 @@ mod tests {
             s.insert(
                 k.into(),
                 String::new(),
+                vec![],
                 (vec![], vec![]),
                 Bytes::from(vec![0u8; 100]),
             );
@@ -318,6 +340,7 @@ mod tests {
         s.insert(
             "d".into(),
             String::new(),
+            vec![],
             (vec![], vec![]),
             Bytes::from(vec![0u8; 100]),
         );
@@ -332,6 +355,7 @@ mod tests {
         s.insert(
             "big".into(),
             String::new(),
+            vec![],
             (vec![], vec![]),
             Bytes::from(vec![0u8; 200]),
         );

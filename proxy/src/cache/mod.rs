@@ -42,6 +42,8 @@ pub struct CacheLayer {
     pub max_object_bytes: usize,
     /// How long a fill lock (in-process and across instances) holds back other requests.
     pub lock_timeout: Duration,
+    /// Origin headers listing tags (stripped before clients).
+    pub tag_headers: Vec<String>,
     /// The embedded store, when it is the storage (for stats and flush).
     pub memory: Option<&'static MemoryStore>,
     /// The Redis store, when `[redis]` is configured.
@@ -63,6 +65,7 @@ impl CacheLayer {
                     lock,
                     max_object_bytes,
                     lock_timeout: spec.lock_timeout,
+                    tag_headers: spec.tag_headers.clone(),
                     memory: None,
                     redis: Some(store),
                 }
@@ -75,6 +78,7 @@ impl CacheLayer {
                     lock,
                     max_object_bytes,
                     lock_timeout: spec.lock_timeout,
+                    tag_headers: spec.tag_headers.clone(),
                     memory: Some(store),
                     redis: None,
                 }
@@ -210,6 +214,7 @@ pub async fn serve_stored(
         .unwrap_or_default()
         .as_secs();
     resp.insert_header(header::AGE, age)?;
+    resp.remove_header(TAGS_HEADER);
     resp.insert_header("x-cache", "HIT")?;
     resp.insert_header("cache-status", "sluice; hit; detail=filled-by-peer")?;
     for (k, v) in extra {
@@ -224,6 +229,47 @@ pub async fn serve_stored(
         session.write_response_body(None, true).await?;
     }
     Ok(true)
+}
+
+/// Internal header carrying an entry's tags inside its stored metadata (never sent to clients).
+pub const TAGS_HEADER: &str = "x-sluice-cache-tags";
+
+/// Record on `meta` the tags of an entry: `route_tags` plus the values of the origin's
+/// `tag_headers` (comma- or space-separated, as `Cache-Tag` and `Surrogate-Key` are).
+pub fn tag_entry(meta: &mut CacheMeta, route_tags: &[String], tag_headers: &[String]) {
+    let mut tags: Vec<String> = route_tags.to_vec();
+    for h in tag_headers {
+        for v in meta.headers().get_all(h.as_str()) {
+            if let Ok(s) = v.to_str() {
+                tags.extend(
+                    s.split(|c: char| c == ',' || c.is_whitespace())
+                        .filter(|t| !t.is_empty())
+                        .map(str::to_owned),
+                );
+            }
+        }
+    }
+    tags.sort();
+    tags.dedup();
+    if !tags.is_empty() {
+        let _ = meta
+            .response_header_mut()
+            .insert_header(TAGS_HEADER, tags.join(" "));
+    }
+}
+
+/// The tags recorded by [`tag_entry`].
+pub fn entry_tags(meta: &CacheMeta) -> Vec<String> {
+    meta.headers()
+        .get(TAGS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| {
+            s.split(' ')
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Statuses cacheable by default (RFC 9110 §15.1): only these get a tier TTL when the origin

@@ -33,6 +33,25 @@ use crate::config::{CacheSpec, RedisSpec, RedisTarget};
 use crate::ratelimit::Breaker;
 use crate::redisconn::LazyConn;
 
+/// Add an entry to a tag set and keep the set alive as long as the entry.
+static TAG_ADD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "redis.call('SADD', KEYS[1], ARGV[1]) \
+         if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then \
+           redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1",
+    )
+});
+
+/// Remove every entry of a tag set, and the set, in one atomic step (single node).
+static TAG_PURGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        "local n = 0 \
+         for _, p in ipairs(redis.call('SMEMBERS', KEYS[1])) do \
+           n = n + redis.call('DEL', p .. ':m') end \
+         redis.call('DEL', KEYS[1]) return n",
+    )
+});
+
 /// Longest a stale copy is kept for revalidation.
 const MAX_KEEP_STALE: Duration = Duration::from_secs(86_400);
 
@@ -178,6 +197,37 @@ impl RedisCacheStore {
             }
         }
         false
+    }
+
+    /// The set indexing the entries tagged `tag`.
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{{{}:tag:{tag}}}", self.namespace)
+    }
+
+    /// Remove every entry carrying one of `tags`. On one node each tag goes in one Lua script
+    /// (atomic: no instance sees half of it); on a Cluster the entries live in other slots, so
+    /// each entry disappears at once but not all in the same instant.
+    pub async fn purge_tags(&self, tags: &[String]) -> RedisResult<u64> {
+        let conn = self.conn.get().await?;
+        let mut removed = 0u64;
+        for tag in tags {
+            let set = self.tag_key(tag);
+            match conn {
+                crate::redisconn::Conn::Single(_) => {
+                    let n: u64 = conn.invoke(&TAG_PURGE.key(&set)).await?;
+                    removed += n;
+                }
+                crate::redisconn::Conn::Cluster(_) => {
+                    let members: Vec<String> = conn.query(redis::cmd("SMEMBERS").arg(&set)).await?;
+                    for m in members {
+                        let n: u64 = conn.query(redis::cmd("DEL").arg(format!("{m}:m"))).await?;
+                        removed += n;
+                    }
+                    let _: u64 = conn.query(redis::cmd("DEL").arg(&set)).await?;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Round trip of a `PING` on the cache's connection (admin health).
@@ -404,6 +454,8 @@ struct RedisMiss {
     prefix: String,
     /// The key's primary string, for pattern purges.
     url: String,
+    /// Tags to index the entry under.
+    tags: Vec<String>,
     meta: (Vec<u8>, Vec<u8>),
     ttl_ms: u64,
     version: u64,
@@ -506,6 +558,19 @@ impl HandleMiss for RedisMiss {
             .is_some()
         {
             crate::metrics::METRICS.cache_stored(self.len as u64);
+            // Index the entry under each tag: a set per tag (its own hash tag, so any slot),
+            // expiring no earlier than its longest-lived member.
+            for tag in &self.tags {
+                let set = self.store.tag_key(tag);
+                let (member, ttl) = (self.prefix.clone(), self.ttl_ms);
+                self.store
+                    .call("tag", async {
+                        let mut inv = TAG_ADD.key(&set);
+                        inv.arg(&member).arg(ttl);
+                        conn.get().await?.invoke::<i64>(&inv).await
+                    })
+                    .await;
+            }
         }
         Ok(MissFinishType::Created(self.len))
     }
@@ -587,6 +652,7 @@ impl Storage for RedisCacheStore {
             store: self,
             prefix: self.prefix(key),
             url: key.primary_key_str().unwrap_or_default().to_owned(),
+            tags: super::entry_tags(meta),
             meta: meta.serialize()?,
             ttl_ms: Self::ttl(meta).as_millis() as u64,
             version: rand::random(),

@@ -35,6 +35,8 @@ pub struct FileCache {
     pub lock_timeout_ms: Option<i64>,
     /// Default TTLs by tier.
     pub tiers: Option<std::collections::BTreeMap<String, FileCacheTier>>,
+    /// Origin response headers listing an entry's tags (removed before the client).
+    pub tag_headers: Option<Vec<String>>,
 }
 
 /// `[cache.tiers.NAME]`.
@@ -299,4 +301,6 @@ pub struct FileRoute {
     pub cache: Option<String>,
     /// Store responses that set cookies.
     pub cache_set_cookie: Option<bool>,
+    /// Tags given to every entry cached on this route.
+    pub cache_tags: Option<Vec<String>>,
 }

@@ -273,6 +273,7 @@ impl Validator {
             command_timeout_ms,
             lock_timeout_ms,
             tiers,
+            tag_headers,
         } = c.unwrap_or(FileCache {
             namespace: None,
             max_object_bytes: None,
@@ -281,7 +282,21 @@ impl Validator {
             command_timeout_ms: None,
             lock_timeout_ms: None,
             tiers: None,
+            tag_headers: None,
         });
+        let tag_headers: Vec<String> = tag_headers
+            .unwrap_or_else(|| DEFAULT_TAG_HEADERS.iter().map(|s| s.to_string()).collect())
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for (i, h) in tag_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                self.problem(
+                    format!("cache.tag_headers[{i}]"),
+                    format!("`{h}` is not a header name"),
+                );
+            }
+        }
         let namespace = namespace.unwrap_or_else(|| DEFAULT_CACHE_NAMESPACE.to_owned());
         if namespace.is_empty() || namespace.contains(['{', '}', '*', '?', '[', ']']) {
             self.problem(
@@ -349,6 +364,7 @@ impl Validator {
             command_timeout: timeout?,
             lock_timeout: lock?,
             ttl_seconds: ttl,
+            tag_headers,
         })
     }
 
@@ -1237,7 +1253,17 @@ impl Validator {
             access_log,
             cache,
             cache_set_cookie,
+            cache_tags,
         } = r;
+        let cache_tags = cache_tags.unwrap_or_default();
+        for (i, t) in cache_tags.iter().enumerate() {
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == ',') {
+                self.problem(
+                    format!("{path}.cache_tags[{i}]"),
+                    format!("`{t}`: a tag is one word without spaces or commas"),
+                );
+            }
+        }
         let tier = match cache.as_deref() {
             None | Some("off") => Some(None),
             Some(t) => match CacheTier::ALL.iter().find(|x| x.name() == t) {
@@ -1320,6 +1346,7 @@ impl Validator {
                 tier: tier?,
                 set_cookie: cache_set_cookie.unwrap_or(false),
             },
+            cache_tags,
         })
     }
 }

@@ -400,6 +400,8 @@ pub struct RouteSpec {
     pub access_log: bool,
     /// Response caching on this route.
     pub cache: RouteCache,
+    /// Tags given to every entry cached on this route.
+    pub cache_tags: Vec<String>,
 }
 
 /// A route's cache rule.
@@ -478,7 +480,12 @@ pub struct CacheSpec {
     pub lock_timeout: Duration,
     /// TTL in seconds for hot, warm, cold.
     pub ttl_seconds: [u64; 3],
+    /// Origin response headers listing an entry's tags (lower-case).
+    pub tag_headers: Vec<String>,
 }
+
+/// Default headers carrying cache tags.
+pub const DEFAULT_TAG_HEADERS: &[&str] = &["cache-tag", "surrogate-key"];
 
 /// Default bound on one Redis call for rate limiting.
 pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 50;

@@ -305,7 +305,15 @@ impl ProxyHttp for Edge {
             .req_header()
             .headers
             .contains_key(header::AUTHORIZATION);
-        Ok(cache::cacheability(resp, auth, rule))
+        let mut decision = cache::cacheability(resp, auth, rule);
+        if let RespCacheable::Cacheable(meta) = &mut decision {
+            let route_tags = match (&ctx.snapshot, ctx.route) {
+                (Some(s), Some(r)) => s.routes[r].cache_tags.as_slice(),
+                _ => &[],
+            };
+            cache::tag_entry(meta, route_tags, &self.cache.tag_headers);
+        }
+        Ok(decision)
     }
 
     async fn proxy_upstream_filter(
@@ -513,6 +521,11 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         if ctx.cache.is_some() {
+            // Tags are for the cache, not for clients.
+            upstream_response.remove_header(cache::TAGS_HEADER);
+            for h in &self.cache.tag_headers {
+                upstream_response.remove_header(h.as_str());
+            }
             let phase = session.cache.phase();
             if let (Some(x), Some(status)) = (cache::x_cache(phase), cache::cache_status(phase)) {
                 upstream_response.insert_header("x-cache", x)?;
