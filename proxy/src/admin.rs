@@ -70,12 +70,13 @@ impl AdminApi {
     fn readiness(&self) -> Response<Vec<u8>> {
         let draining = self.app.draining.load(Relaxed);
         let health = self.app.health_checked();
-        let ready = !draining && health;
+        let warmed = self.app.warmed_generation.load(Relaxed) >= 1;
+        let ready = !draining && health && warmed;
         let body = json!({
             "ready": ready,
             "config_loaded": true,
             "health_checked": health,
-            "warmed": true,
+            "warmed": warmed,
             "draining": draining,
             "generation": self.app.snapshot.load().generation,
         });

@@ -57,6 +57,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Latched once every actively checked backend has been probed at least once.
     pub health_ready: AtomicBool,
+    /// The config generation whose cache warm-up finished.
+    pub warmed_generation: std::sync::atomic::AtomicU64,
 }
 
 impl App {
@@ -88,6 +90,7 @@ impl App {
             reload_lock: Mutex::new(text),
             draining: AtomicBool::new(false),
             health_ready: AtomicBool::new(false),
+            warmed_generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -193,5 +196,11 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         "sluice-reload",
         ReloadService::new(Arc::clone(app)),
     ));
+    let warm = server.add_service(pingora::services::background::background_service(
+        "sluice-warm",
+        crate::warm::WarmService::new(Arc::clone(app)),
+    ));
+    // Warm-up requests go through the proxy listener.
+    warm.add_dependency(&proxy);
     Ok(server)
 }

@@ -20,3 +20,4 @@ pub mod redisconn;
 pub mod reload;
 pub mod router;
 pub mod snapshot;
+pub mod warm;

@@ -61,9 +61,11 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("logging.format", old.logging.format != new.logging.format),
         ("redis", old.redis != new.redis),
         (
-            "cache (store settings; route tiers and tier TTLs reload)",
+            "cache (store settings; route tiers, tier TTLs and warm_urls reload)",
             CacheSpec {
                 ttl_seconds: new.cache.ttl_seconds,
+                warm_urls: new.cache.warm_urls.clone(),
+                warm_concurrency: new.cache.warm_concurrency,
                 ..old.cache.clone()
             } != new.cache,
         ),

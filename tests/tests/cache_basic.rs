@@ -373,3 +373,64 @@ async fn the_embedded_store_reports_and_purges_through_the_admin_api() {
     );
     assert!(metrics.contains("sluice_cache_purged_total{kind=\"pattern\"} 2"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_urls_are_fetched_at_start_and_after_a_reload() {
+    let bs = backends(1).await;
+    let body = |urls: &str| {
+        format!(
+            "[cache]\nwarm_urls = [{urls}]\nwarm_concurrency = 2\n{}",
+            config(&bs[0], "warm", "")
+        )
+    };
+    let sluice = Sluice::with_config(body(
+        "\"http://127.0.0.1/respond/w1\", \"http://127.0.0.1/respond/w2\", \"http://127.0.0.1/respond/w3\"",
+    ))
+    .admin_token("t")
+    .start()
+    .await;
+    let c = client(None);
+    // Ready only once warmed.
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.get(sluice.admin_url("/readyz")).send().await.unwrap();
+        if r.status() == 200 {
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["warmed"], true);
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for p in ["/respond/w1", "/respond/w2", "/respond/w3"] {
+        assert_eq!(get(&c, &sluice.url(p)).await.0, "HIT", "{p}");
+        assert_eq!(served(&bs, p)["b1"], 1, "{p}");
+    }
+    sluice.write_body(&body("\"http://127.0.0.1/respond/w4\""));
+    let r = c
+        .post(sluice.admin_url("/reload"))
+        .bearer_auth("t")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Wait until the store holds the fourth entry (no client request may fill it).
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stats: serde_json::Value = c
+            .get(sluice.admin_url("/cache/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if stats["entries"] == 4 {
+            break;
+        }
+        assert!(std::time::Instant::now() < end, "w4 never warmed: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(get(&c, &sluice.url("/respond/w4")).await.0, "HIT");
+    assert_eq!(served(&bs, "/respond/w4")["b1"], 1);
+}

@@ -37,6 +37,10 @@ pub struct FileCache {
     pub tiers: Option<std::collections::BTreeMap<String, FileCacheTier>>,
     /// Origin response headers listing an entry's tags (removed before the client).
     pub tag_headers: Option<Vec<String>>,
+    /// URLs fetched through Sluice at start and after each reload.
+    pub warm_urls: Option<Vec<String>>,
+    /// How many warm-up fetches run at once.
+    pub warm_concurrency: Option<i64>,
 }
 
 /// `[cache.tiers.NAME]`.

@@ -274,6 +274,8 @@ impl Validator {
             lock_timeout_ms,
             tiers,
             tag_headers,
+            warm_urls,
+            warm_concurrency,
         } = c.unwrap_or(FileCache {
             namespace: None,
             max_object_bytes: None,
@@ -283,7 +285,25 @@ impl Validator {
             lock_timeout_ms: None,
             tiers: None,
             tag_headers: None,
+            warm_urls: None,
+            warm_concurrency: None,
         });
+        let warm_urls = warm_urls.unwrap_or_default();
+        for (i, u) in warm_urls.iter().enumerate() {
+            let ok = u
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|uri| uri.scheme_str() == Some("http") && uri.host().is_some());
+            if ok.is_none() {
+                self.problem(
+                    format!("cache.warm_urls[{i}]"),
+                    format!(
+                        "`{u}` is not an absolute http:// URL (e.g. http://example.com/index.html)"
+                    ),
+                );
+            }
+        }
+        let warm_concurrency = self.int_in("cache.warm_concurrency", warm_concurrency, 4, 1, 256);
         let tag_headers: Vec<String> = tag_headers
             .unwrap_or_else(|| DEFAULT_TAG_HEADERS.iter().map(|s| s.to_string()).collect())
             .into_iter()
@@ -365,6 +385,8 @@ impl Validator {
             lock_timeout: lock?,
             ttl_seconds: ttl,
             tag_headers,
+            warm_urls,
+            warm_concurrency: warm_concurrency? as usize,
         })
     }
 

@@ -482,6 +482,10 @@ pub struct CacheSpec {
     pub ttl_seconds: [u64; 3],
     /// Origin response headers listing an entry's tags (lower-case).
     pub tag_headers: Vec<String>,
+    /// URLs fetched through Sluice at start and after each reload (absolute `http://`).
+    pub warm_urls: Vec<String>,
+    /// How many warm-up fetches run at once.
+    pub warm_concurrency: usize,
 }
 
 /// Default headers carrying cache tags.
