@@ -1,0 +1,146 @@
+#!/usr/bin/env bash
+# Response cache: oha on a cached URL. Compares, in one run, Sluice cache hits (Redis store),
+# the same URL through Sluice uncached, and nginx `proxy_cache` hits; then Sluice's hit latency
+# at a moderate fixed rate (p50/p99).
+#
+# Usage: benches/cache.sh [--duration 10s] [--conns 64] [--rounds 3] [--rate 2000]
+# Writes benches/results/cache-<UTC time>.json. Installs oha, nginx, redis-server when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=10s CONNS=64 ROUNDS=3 RATE=2000
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) DURATION=$2; shift 2 ;;
+    --conns) CONNS=$2; shift 2 ;;
+    --rounds) ROUNDS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+scripts/install-deps.sh nginx
+command -v oha >/dev/null 2>&1 || cargo install oha --locked
+cargo build --release --locked -p sluice -p backend-sample
+
+source benches/lib.sh
+
+REDIS=$(free_port); BACKEND=$(free_port); NGINX=$(free_port); SLUICE=$(free_port)
+redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+  --maxmemory 256mb --maxmemory-policy allkeys-lru >/dev/null &
+pids+=($!)
+target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
+pids+=($!)
+
+# nginx workers may run as another user (nobody when started as root): let them use the cache.
+mkdir -p "$work/nginx-cache"
+chmod 755 "$work"
+chmod 777 "$work/nginx-cache"
+cat >"$work/nginx.conf" <<NGX
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  proxy_cache_path $work/nginx-cache levels=1:2 keys_zone=c:10m max_size=100m;
+  upstream backend { server 127.0.0.1:$BACKEND; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_cache c;
+      add_header X-Cache \$upstream_cache_status;
+    }
+  }
+}
+NGX
+nginx -c "$work/nginx.conf" -g 'daemon off;' &
+pids+=($!)
+
+cat >"$work/sluice.toml" <<SLC
+[server]
+listen = ["127.0.0.1:$SLUICE"]
+threads = 1
+grace_period_seconds = 0
+upstream_keepalive_pool_size = 128
+[admin]
+enabled = false
+[logging]
+access_log = false
+[redis]
+url = "redis://127.0.0.1:$REDIS/"
+[upstreams.b]
+backends = [{ addr = "127.0.0.1:$BACKEND" }]
+[[routes]]
+path_prefix = "/off"
+upstream = "b"
+[[routes]]
+upstream = "b"
+cache = "warm"
+SLC
+RUST_LOG=warn target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
+pids+=($!)
+for p in $REDIS $BACKEND $NGINX $SLUICE; do wait_port "$p"; done
+
+# Fill both caches and check that hits really are hits.
+for u in "http://127.0.0.1:$SLUICE/cache/600" "http://127.0.0.1:$NGINX/cache/600"; do
+  curl -sf -o /dev/null "$u"
+  curl -sf -D - -o /dev/null "$u" | grep -qi '^x-cache: HIT' || { echo "$u is not a cache hit" >&2; exit 1; }
+done
+
+declare -A URL=(
+  [sluice_hit]="http://127.0.0.1:$SLUICE/cache/600"
+  [sluice_uncached]="http://127.0.0.1:$SLUICE/off/cache/600"
+  [nginx_hit]="http://127.0.0.1:$NGINX/cache/600"
+)
+TARGETS="sluice_hit sluice_uncached nginx_hit"
+for t in $TARGETS; do oha -z 2s -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >/dev/null; done
+for r in $(seq 1 "$ROUNDS"); do
+  for t in $TARGETS; do
+    echo "round $r/$ROUNDS: $t"
+    oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >"$work/$t-$r.json"
+  done
+done
+echo "hit latency at $RATE req/s"
+oha -z "$DURATION" -c 8 -q "$RATE" --no-tui --output-format json "${URL[sluice_hit]}" >"$work/latency.json"
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+out="benches/results/cache-$stamp.json"
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$RATE" <<'PY'
+import json, statistics, sys
+work, rounds, out, duration, conns, rate = sys.argv[1:]
+rounds = int(rounds)
+def summary(d):
+    lat = d["latencyPercentiles"]
+    codes = d.get("statusCodeDistribution", {})
+    errors = sum(v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline")
+    return {"rps": d["summary"]["requestsPerSec"], "p50_ms": lat["p50"] * 1000, "p99_ms": lat["p99"] * 1000,
+            "bad": sum(v for k, v in codes.items() if k != "200") + errors}
+res = {}
+for t in ["sluice_hit", "sluice_uncached", "nginx_hit"]:
+    runs = [summary(json.load(open(f"{work}/{t}-{r}.json"))) for r in range(1, rounds + 1)]
+    med = lambda k: statistics.median(x[k] for x in runs)
+    res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+              "bad": sum(x["bad"] for x in runs), "runs": runs}
+lat = summary(json.load(open(f"{work}/latency.json")))
+doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
+                "statistic": "median", "sluice_threads": 1, "nginx_workers": 1,
+                "store": "redis (same machine)"},
+       "results": res,
+       "hit_over_uncached_rps": res["sluice_hit"]["rps"] / res["sluice_uncached"]["rps"],
+       "hit_over_nginx_hit_rps": res["sluice_hit"]["rps"] / res["nginx_hit"]["rps"],
+       "hit_latency_at_rate": {"rate": int(rate), "connections": 8, **lat}}
+json.dump(doc, open(out, "w"), indent=2)
+print("\n| target | req/s | p50 ms | p99 ms | bad |\n|---|---:|---:|---:|---:|")
+for t, v in res.items():
+    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['bad']} |")
+print(f"\nhit/uncached: {doc['hit_over_uncached_rps']:.2f}  hit/nginx-hit: {doc['hit_over_nginx_hit_rps']:.2f}")
+print(f"hit latency at {rate} req/s: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms (bad: {lat['bad']})")
+print(f"written to {out}")
+bad = {t: v["bad"] for t, v in res.items() if v["bad"]}
+if bad or lat["bad"]:
+    sys.exit(f"INVALID RUN: non-200 or failed responses {bad} {lat['bad']}")
+PY
