@@ -302,6 +302,7 @@ impl AdminApi {
                 &json!({"error": "give the URL: DELETE /cache?url=http://host/path?query"}),
             );
         };
+        let url = self.app.cache.key_rules.url(&url);
         let key = pingora::cache::CacheKey::new(url.clone(), "");
         let removed = self.app.cache.invalidate(&[key]).await;
         METRICS.cache_purged("url", removed as u64);

@@ -434,3 +434,29 @@ async fn warm_urls_are_fetched_at_start_and_after_a_reload() {
     assert_eq!(get(&c, &sluice.url("/respond/w4")).await.0, "HIT");
     assert_eq!(served(&bs, "/respond/w4")["b1"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ignored_and_sorted_query_parameters_share_one_entry() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "[cache]\nignore_query_params = [\"utm_*\", \"fbclid\"]\nsort_query_params = true\n{}",
+        config(&bs[0], "warm", "")
+    ))
+    .await;
+    let c = client(None);
+    assert_eq!(
+        get(&c, &sluice.url("/respond/q?b=2&utm_source=x&a=1"))
+            .await
+            .0,
+        "MISS"
+    );
+    assert_eq!(get(&c, &sluice.url("/respond/q?a=1&b=2")).await.0, "HIT");
+    assert_eq!(
+        get(&c, &sluice.url("/respond/q?a=1&fbclid=z&b=2&utm_medium=m"))
+            .await
+            .0,
+        "HIT"
+    );
+    assert_eq!(get(&c, &sluice.url("/respond/q?a=1&b=3")).await.0, "MISS");
+    assert_eq!(served(&bs, "/respond/q")["b1"], 2);
+}

@@ -44,6 +44,8 @@ pub struct CacheLayer {
     pub lock_timeout: Duration,
     /// Origin headers listing tags (stripped before clients).
     pub tag_headers: Vec<String>,
+    /// How the query takes part in the key.
+    pub key_rules: KeyRules,
     /// The embedded store, when it is the storage (for stats and flush).
     pub memory: Option<&'static MemoryStore>,
     /// The Redis store, when `[redis]` is configured.
@@ -66,6 +68,10 @@ impl CacheLayer {
                     max_object_bytes,
                     lock_timeout: spec.lock_timeout,
                     tag_headers: spec.tag_headers.clone(),
+                    key_rules: KeyRules {
+                        ignore: spec.ignore_query_params.clone(),
+                        sort: spec.sort_query_params,
+                    },
                     memory: None,
                     redis: Some(store),
                 }
@@ -79,6 +85,10 @@ impl CacheLayer {
                     max_object_bytes,
                     lock_timeout: spec.lock_timeout,
                     tag_headers: spec.tag_headers.clone(),
+                    key_rules: KeyRules {
+                        ignore: spec.ignore_query_params.clone(),
+                        sort: spec.sort_query_params,
+                    },
                     memory: Some(store),
                     redis: None,
                 }
@@ -115,10 +125,55 @@ impl CacheRule {
 }
 
 /// The cache key: scheme, host (lower-case, without port) and path with query.
-pub fn key(req: &RequestHeader, host: &str, tls: bool) -> CacheKey {
+pub fn key(req: &RequestHeader, host: &str, tls: bool, rules: &KeyRules) -> CacheKey {
     let scheme = if tls { "https" } else { "http" };
-    let path = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    CacheKey::new(format!("{scheme}://{host}{path}"), "")
+    let pq = rules.path_and_query(req.uri.path(), req.uri.query());
+    CacheKey::new(format!("{scheme}://{host}{pq}"), "")
+}
+
+/// How the query takes part in the cache key: `cache.ignore_query_params` (globs over names)
+/// are dropped, and with `cache.sort_query_params` the rest are sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyRules {
+    /// Parameter names (globs) left out.
+    pub ignore: Vec<String>,
+    /// Sort the remaining parameters.
+    pub sort: bool,
+}
+
+impl KeyRules {
+    /// `path` plus the normalized `query` (`?` only when something is left).
+    pub fn path_and_query(&self, path: &str, query: Option<&str>) -> String {
+        let Some(q) = query else {
+            return path.to_owned();
+        };
+        if self.ignore.is_empty() && !self.sort {
+            return format!("{path}?{q}");
+        }
+        let mut params: Vec<&str> = q
+            .split('&')
+            .filter(|p| {
+                let name = p.split('=').next().unwrap_or("");
+                !self.ignore.iter().any(|g| glob_match(g, name))
+            })
+            .collect();
+        if self.sort {
+            params.sort_unstable();
+        }
+        if params.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{path}?{}", params.join("&"))
+        }
+    }
+
+    /// Normalize the query of an absolute `url` (admin `DELETE /cache?url=`).
+    pub fn url(&self, url: &str) -> String {
+        match url.split_once('?') {
+            Some((base, q)) => self.path_and_query(base, Some(q)),
+            None => url.to_owned(),
+        }
+    }
 }
 
 /// URIs whose stored responses a successful unsafe request invalidates (RFC 9111 §4.4): the
@@ -128,8 +183,9 @@ pub fn invalidated_keys(
     resp: &ResponseHeader,
     host: &str,
     tls: bool,
+    rules: &KeyRules,
 ) -> Vec<CacheKey> {
-    let mut keys = vec![key(req, host, tls)];
+    let mut keys = vec![key(req, host, tls, rules)];
     for name in [header::LOCATION, header::CONTENT_LOCATION] {
         let Some(target) = resp.headers.get(&name).and_then(|v| v.to_str().ok()) else {
             continue;
@@ -141,9 +197,9 @@ pub fn invalidated_keys(
         if !same_host || !uri.path().starts_with('/') {
             continue;
         }
-        let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let pq = rules.path_and_query(uri.path(), uri.query());
         let scheme = if tls { "https" } else { "http" };
-        keys.push(CacheKey::new(format!("{scheme}://{host}{path}"), ""));
+        keys.push(CacheKey::new(format!("{scheme}://{host}{pq}"), ""));
     }
     keys
 }
@@ -415,6 +471,23 @@ mod tests {
             ),
             RespCacheable::Uncacheable(_) => None,
         }
+    }
+
+    #[test]
+    fn query_rules_shape_the_key() {
+        let r = KeyRules {
+            ignore: vec!["utm_*".into(), "fbclid".into()],
+            sort: true,
+        };
+        assert_eq!(
+            r.path_and_query("/p", Some("b=2&utm_source=x&a=1&fbclid=z")),
+            "/p?a=1&b=2"
+        );
+        assert_eq!(r.path_and_query("/p", Some("utm_medium=y")), "/p");
+        assert_eq!(r.path_and_query("/p", None), "/p");
+        let none = KeyRules::default();
+        assert_eq!(none.path_and_query("/p", Some("b=2&a=1")), "/p?b=2&a=1");
+        assert_eq!(r.url("http://h/p?z=1&utm_x=2&y=3"), "http://h/p?y=3&z=1");
     }
 
     #[test]

@@ -41,6 +41,10 @@ pub struct FileCache {
     pub warm_urls: Option<Vec<String>>,
     /// How many warm-up fetches run at once.
     pub warm_concurrency: Option<i64>,
+    /// Query parameters left out of the cache key (globs).
+    pub ignore_query_params: Option<Vec<String>>,
+    /// Sort query parameters in the cache key.
+    pub sort_query_params: Option<bool>,
 }
 
 /// `[cache.tiers.NAME]`.

@@ -276,6 +276,8 @@ impl Validator {
             tag_headers,
             warm_urls,
             warm_concurrency,
+            ignore_query_params,
+            sort_query_params,
         } = c.unwrap_or(FileCache {
             namespace: None,
             max_object_bytes: None,
@@ -287,6 +289,8 @@ impl Validator {
             tag_headers: None,
             warm_urls: None,
             warm_concurrency: None,
+            ignore_query_params: None,
+            sort_query_params: None,
         });
         let warm_urls = warm_urls.unwrap_or_default();
         for (i, u) in warm_urls.iter().enumerate() {
@@ -387,6 +391,8 @@ impl Validator {
             tag_headers,
             warm_urls,
             warm_concurrency: warm_concurrency? as usize,
+            ignore_query_params: ignore_query_params.unwrap_or_default(),
+            sort_query_params: sort_query_params.unwrap_or(false),
         })
     }
 

@@ -486,6 +486,10 @@ pub struct CacheSpec {
     pub warm_urls: Vec<String>,
     /// How many warm-up fetches run at once.
     pub warm_concurrency: usize,
+    /// Query parameter names (globs) left out of the cache key.
+    pub ignore_query_params: Vec<String>,
+    /// Whether query parameters are sorted in the cache key.
+    pub sort_query_params: bool,
 }
 
 /// Default headers carrying cache tags.

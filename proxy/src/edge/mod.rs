@@ -289,7 +289,7 @@ impl ProxyHttp for Edge {
     fn cache_key_callback(&self, session: &Session, ctx: &mut Self::CTX) -> Result<CacheKey> {
         let req = session.req_header();
         let host = normalize_host(headers::host(req));
-        Ok(cache::key(req, &host, ctx.tls))
+        Ok(cache::key(req, &host, ctx.tls, &self.cache.key_rules))
     }
 
     fn response_cache_filter(
@@ -597,7 +597,8 @@ impl ProxyHttp for Edge {
                 if (200..400).contains(&resp.status.as_u16()) {
                     let req = session.req_header();
                     let host = normalize_host(headers::host(req));
-                    let keys = cache::invalidated_keys(req, resp, &host, ctx.tls);
+                    let keys =
+                        cache::invalidated_keys(req, resp, &host, ctx.tls, &self.cache.key_rules);
                     self.cache.invalidate(&keys).await;
                 }
             }
