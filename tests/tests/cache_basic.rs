@@ -460,3 +460,21 @@ async fn ignored_and_sorted_query_parameters_share_one_entry() {
     assert_eq!(get(&c, &sluice.url("/respond/q?a=1&b=3")).await.0, "MISS");
     assert_eq!(served(&bs, "/respond/q")["b1"], 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_requests_on_hits_of_the_embedded_store() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    let url = sluice.url("/bytes/10000");
+    let full = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    let r = c
+        .get(&url)
+        .header("range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(x_cache(&r), "HIT");
+    assert_eq!(&r.bytes().await.unwrap()[..], &full[100..200]);
+}

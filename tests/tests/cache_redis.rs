@@ -436,3 +436,31 @@ async fn purging_a_tag_removes_every_entry_carrying_it_for_every_instance() {
         .unwrap();
     assert!(ttl > 0, "{ttl}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_requests_on_hits_read_only_what_they_need() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(
+        &bs[0],
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+    ))
+    .await;
+    let c = client(None);
+    let url = sluice.url("/bytes/300000");
+    let full = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    assert_eq!(full.len(), 300_000);
+    for (range, start, end) in [
+        ("bytes=0-99", 0usize, 100usize),
+        ("bytes=65530-65545", 65_530, 65_546),
+        ("bytes=200000-", 200_000, 300_000),
+        ("bytes=-10", 299_990, 300_000),
+    ] {
+        let r = c.get(&url).header("range", range).send().await.unwrap();
+        assert_eq!(r.status(), 206, "{range}");
+        assert_eq!(x_cache(&r), "HIT", "{range}");
+        let body = r.bytes().await.unwrap();
+        assert_eq!(&body[..], &full[start..end], "{range}");
+    }
+    assert_eq!(served(&bs, "/bytes/300000")["b1"], 1);
+}

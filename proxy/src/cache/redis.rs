@@ -397,15 +397,30 @@ struct RedisHit {
     prefix: String,
     version: u64,
     chunks: u64,
+    /// Chunk size the entry was written with.
+    chunk_bytes: usize,
+    /// Body length.
+    len: usize,
+    /// Next chunk to read.
     next: u64,
+    /// Bytes to drop from the start of the next chunk (after a seek).
+    skip: usize,
+    /// Bytes still to return.
+    remaining: usize,
+    /// The whole body, when stored inline (one chunk or less).
     inline: Option<Bytes>,
 }
 
 #[async_trait]
 impl HandleHit for RedisHit {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        if self.remaining == 0 {
+            return Ok(None);
+        }
         if let Some(b) = self.inline.take() {
-            return Ok(Some(b));
+            let end = (self.skip + self.remaining).min(b.len());
+            self.remaining = 0;
+            return Ok(Some(b.slice(self.skip.min(end)..end)));
         }
         if self.next >= self.chunks {
             return Ok(None);
@@ -422,7 +437,12 @@ impl HandleHit for RedisHit {
         match chunk {
             Some(c) => {
                 self.next += 1;
-                Ok(Some(Bytes::from(c)))
+                let c = Bytes::from(c);
+                let start = self.skip.min(c.len());
+                let end = (start + self.remaining).min(c.len());
+                self.skip = 0;
+                self.remaining -= end - start;
+                Ok(Some(c.slice(start..end)))
             }
             // Evicted or expired mid-read: the response cannot be completed from the cache.
             None => Err(storage_error("read", format!("chunk {key} is gone"))),
@@ -435,6 +455,28 @@ impl HandleHit for RedisHit {
         _key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<()> {
+        Ok(())
+    }
+
+    fn can_seek(&self) -> bool {
+        true
+    }
+
+    fn seek(&mut self, start: usize, end: Option<usize>) -> Result<()> {
+        let end = end.map_or(self.len, |e| e.min(self.len));
+        if start >= self.len || start > end {
+            return Error::e_explain(
+                ErrorType::InternalError,
+                format!("seek {start}..{end} outside a body of {} bytes", self.len),
+            );
+        }
+        self.remaining = end - start;
+        if self.inline.is_some() {
+            self.skip = start;
+        } else {
+            self.next = (start / self.chunk_bytes) as u64;
+            self.skip = start % self.chunk_bytes;
+        }
         Ok(())
     }
 
@@ -539,6 +581,10 @@ impl HandleMiss for RedisMiss {
             .arg(self.chunks)
             .arg("u")
             .arg(&self.url)
+            .arg("l")
+            .arg(self.len)
+            .arg("c")
+            .arg(self.store.chunk_bytes)
             .ignore();
         if inline {
             pipe.cmd("HSET")
@@ -587,22 +633,42 @@ fn with_addr(url: &str, addr: &str) -> String {
     format!("{scheme}://{auth}{addr}{path}")
 }
 
-/// Parse the meta hash: (internal, header, version, chunks, inline body).
-type MetaFields = (Vec<u8>, Vec<u8>, u64, u64, Option<Vec<u8>>);
+/// The fields of a meta hash.
+struct MetaFields {
+    internal: Vec<u8>,
+    header: Vec<u8>,
+    version: u64,
+    chunks: u64,
+    len: usize,
+    chunk_bytes: usize,
+    inline: Option<Vec<u8>>,
+}
 
 fn parse_meta(fields: Vec<(String, Vec<u8>)>) -> Option<MetaFields> {
-    let (mut i, mut h, mut v, mut n, mut b) = (None, None, None, None, None);
+    let num = |v: &[u8]| std::str::from_utf8(v).ok()?.parse::<u64>().ok();
+    let (mut i, mut h, mut v, mut n, mut l, mut c, mut b) =
+        (None, None, None, None, None, None, None);
     for (k, val) in fields {
         match k.as_str() {
             "i" => i = Some(val),
             "h" => h = Some(val),
-            "v" => v = std::str::from_utf8(&val).ok()?.parse().ok(),
-            "n" => n = std::str::from_utf8(&val).ok()?.parse().ok(),
+            "v" => v = num(&val),
+            "n" => n = num(&val),
+            "l" => l = num(&val),
+            "c" => c = num(&val),
             "b" => b = Some(val),
             _ => {}
         }
     }
-    Some((i?, h?, v?, n?, b))
+    Some(MetaFields {
+        internal: i?,
+        header: h?,
+        version: v?,
+        chunks: n?,
+        len: l? as usize,
+        chunk_bytes: c? as usize,
+        inline: b,
+    })
 }
 
 #[async_trait]
@@ -623,18 +689,22 @@ impl Storage for RedisCacheStore {
                     .await
             })
             .await;
-        let Some((internal, header, version, chunks, inline)) = fields.and_then(parse_meta) else {
+        let Some(f) = fields.and_then(parse_meta) else {
             return Ok(None);
         };
-        let meta = CacheMeta::deserialize(&internal, &header)?;
+        let meta = CacheMeta::deserialize(&f.internal, &f.header)?;
         let hit = RedisHit {
             store: self,
             prefix,
-            version,
-            chunks,
+            version: f.version,
+            chunks: f.chunks,
+            chunk_bytes: f.chunk_bytes.max(1),
+            len: f.len,
             next: 0,
-            inline: if chunks == 0 {
-                Some(Bytes::from(inline.unwrap_or_default()))
+            skip: 0,
+            remaining: f.len,
+            inline: if f.chunks == 0 {
+                Some(Bytes::from(f.inline.unwrap_or_default()))
             } else {
                 None
             },
