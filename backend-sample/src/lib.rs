@@ -13,8 +13,10 @@
 //!   instance when started with `--redis URL` (see [`broadcast`]);
 //! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
 //! - `/respond/{anything}?name=value&...` (any method): 200 whose response headers are the query pairs
-//!   (e.g. `cache-control=no-store`, `vary=accept`), with a body naming the backend and how many
-//!   times this path was served, so a test can tell a cached answer from a fresh one;
+//!   (e.g. `cache-control=no-store`, `vary=accept`), plus `x-served: N` (how many times this path
+//!   was served, also in the body) so a test can tell a cached answer from a fresh one; a
+//!   request whose `If-None-Match` / `If-Modified-Since` equals the given `etag` /
+//!   `last-modified` gets a 304;
 //! - `GET /control/stats` (requests served per path), `POST /control/reset`,
 //!   `POST /control/delay?ms=N` (added to every non-control request),
 //!   `POST /control/fail?status=N` (every non-control request except `/health` answers N;
@@ -277,16 +279,40 @@ async fn cache(Path(seconds): Path<u64>, headers: HeaderMap) -> Response {
 async fn respond(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let n = s.served().get(&path).copied().unwrap_or(0);
-    let mut resp = format!("{} {path} #{n}\n", s.id).into_response();
-    for pair in req
+    let query: Vec<(String, String)> = req
         .uri()
         .query()
         .unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
-    {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let v = percent_decode(v);
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_ascii_lowercase(), percent_decode(v))
+        })
+        .collect();
+    // A conditional request that matches the given validators gets a 304 (with the headers).
+    let given = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    let asked = |h: header::HeaderName| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let etag_match = given("etag").is_some() && given("etag") == asked(header::IF_NONE_MATCH);
+    let date_match = given("last-modified").is_some()
+        && given("last-modified") == asked(header::IF_MODIFIED_SINCE);
+    let mut resp = if etag_match || date_match {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        format!("{} {path} #{n}\n", s.id).into_response()
+    };
+    resp.headers_mut().insert("x-served", HeaderValue::from(n));
+    for (k, v) in query {
         if let (Ok(k), Ok(v)) = (
             header::HeaderName::from_bytes(k.as_bytes()),
             HeaderValue::from_str(&v),

@@ -364,7 +364,12 @@ pub fn cacheability(resp: &ResponseHeader, authorization: bool, rule: &CacheRule
                         .is_some_and(|c| c.allow_caching_authorized_req()))
                 || cc.as_ref().is_some_and(|c| c.fresh_duration().is_some())
                 || resp.headers.contains_key(header::EXPIRES);
-            if forbidden || !heuristically_cacheable(resp.status.as_u16()) {
+            // A 304 revalidating a stored 200 gets the tier's freshness too.
+            let status = match resp.status.as_u16() {
+                304 => 200,
+                s => s,
+            };
+            if forbidden || !heuristically_cacheable(status) {
                 return RespCacheable::Uncacheable(reason);
             }
             let now = SystemTime::now();
@@ -519,6 +524,13 @@ mod tests {
             Some(9)
         );
         assert_eq!(ttl(cacheability(&resp(&[]), false, &WARM)), Some(300));
+    }
+
+    #[test]
+    fn a_304_without_freshness_renews_the_tier_ttl() {
+        let mut r = ResponseHeader::build(304, None).unwrap();
+        r.append_header("etag", "\"v1\"").unwrap();
+        assert_eq!(ttl(cacheability(&r, false, &WARM)), Some(300));
     }
 
     #[test]
