@@ -538,3 +538,33 @@ async fn expires_last_modified_and_304_revalidation() {
     assert_eq!(r.status(), 503);
     bs[0].shared.set_fail_status(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalidation_also_removes_vary_variants() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config(&bs[0], "warm", "")).await;
+    let c = client(None);
+    let url = sluice.url("/respond/vp?vary=accept-language");
+    let ask = |lang: &'static str| {
+        let (c, url) = (c.clone(), url.clone());
+        async move {
+            x_cache(
+                &c.get(url)
+                    .header("accept-language", lang)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .to_owned()
+        }
+    };
+    assert_eq!(ask("fr").await, "MISS");
+    assert_eq!(ask("fr").await, "HIT");
+    let r = c
+        .post(sluice.url("/respond/vp?vary=accept-language"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ask("fr").await, "MISS", "variant survived the invalidation");
+}

@@ -464,3 +464,38 @@ async fn range_requests_on_hits_read_only_what_they_need() {
     }
     assert_eq!(served(&bs, "/bytes/300000")["b1"], 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vary_variants_are_shared_and_invalidated_across_instances() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let body = config(&bs[0], &format!("[redis]\nurl = \"{}\"\n", redis.url()));
+    let (a, b) = (Sluice::start(body.clone()).await, Sluice::start(body).await);
+    let c = client(None);
+    let ask = |s: &Sluice, lang: &'static str| {
+        let (c, url) = (c.clone(), s.url("/respond/vr?vary=accept-language"));
+        async move {
+            let r = c
+                .get(url)
+                .header("accept-language", lang)
+                .send()
+                .await
+                .unwrap();
+            (x_cache(&r), r.text().await.unwrap())
+        }
+    };
+    let (x, fr) = ask(&a, "fr").await;
+    assert_eq!(x, "MISS");
+    let (x, de) = ask(&a, "de").await;
+    assert_eq!(x, "MISS");
+    assert_eq!(ask(&b, "fr").await, ("HIT".to_owned(), fr));
+    assert_eq!(ask(&b, "de").await, ("HIT".to_owned(), de));
+    let r = c
+        .post(b.url("/respond/vr?vary=accept-language"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(ask(&a, "fr").await.0, "MISS");
+    assert_eq!(ask(&a, "de").await.0, "MISS");
+}
