@@ -11,7 +11,7 @@ cargo build --release --locked -p sluice -p backend-sample
 bin=target/release
 
 redis_args=()
-if command -v redis-server >/dev/null 2>&1; then ports="8080 8443 9001 9002 9003 6390"; else ports="8080 8443 9001 9002 9003"; fi
+if command -v redis-server >/dev/null 2>&1; then ports="8080 8443 9901 9001 9002 9003 6390"; else ports="8080 8443 9901 9001 9002 9003"; fi
 for port in $ports; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     echo "demo: port $port is already in use; stop what is listening there first" >&2
@@ -62,6 +62,13 @@ Sluice is running in front of backends b1, b2, b3 (conf/sluice.toml). Try:
   curl http://127.0.0.1:9001/control/stats     # what b1 served
   curl -X POST 'http://127.0.0.1:9002/control/health?status=503'   # b2 leaves rotation (see log)
   curl -X POST 'http://127.0.0.1:9002/control/health?status=200'   # ... and returns, slow-started
+  curl -i http://127.0.0.1:8080/cache/30       # twice: X-Cache MISS, then HIT (Age grows)
+
+Admin API on 127.0.0.1:9901 (docs/operations.md):
+  curl http://127.0.0.1:9901/status            # pools, backends, health, in-flight
+  curl http://127.0.0.1:9901/metrics           # Prometheus
+  curl http://127.0.0.1:9901/cache/stats
+  edit conf/sluice.toml (e.g. a weight) and save: it reloads live (or kill -HUP the sluice pid)
 
 WebSocket (any client, e.g. `cargo install websocat`):
   websocat ws://127.0.0.1:8080/ws               # echo; the first message names the backend
