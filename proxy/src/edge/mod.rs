@@ -326,7 +326,11 @@ impl ProxyHttp for Edge {
         let (Some(_), Some(redis)) = (&ctx.cache, self.cache.redis) else {
             return Ok(true);
         };
-        if !session.cache.is_cache_lock_writer() {
+        // Only a true miss waits for a peer: a stale entry being revalidated must not be
+        // answered as fresh just because a peer holds the lock.
+        if !session.cache.is_cache_lock_writer()
+            || !matches!(session.cache.phase(), pingora::cache::CachePhase::Miss)
+        {
             return Ok(true);
         }
         let key = session.cache.cache_key().clone();
