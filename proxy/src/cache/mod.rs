@@ -287,6 +287,35 @@ pub async fn serve_stored(
     Ok(true)
 }
 
+/// The stored response `stored` updated with the header fields of the `304` that revalidated
+/// it (RFC 9111 §4.3.4), except those describing the body or the connection.
+pub fn merge_304(stored: &ResponseHeader, fields: &http::HeaderMap) -> ResponseHeader {
+    const KEEP: [&str; 11] = [
+        "content-length",
+        "content-encoding",
+        "content-type",
+        "content-range",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-connection",
+    ];
+    let mut merged = stored.clone();
+    for name in fields.keys() {
+        if KEEP.contains(&name.as_str()) {
+            continue;
+        }
+        merged.remove_header(name);
+        for v in fields.get_all(name) {
+            let _ = merged.append_header(name.clone(), v.clone());
+        }
+    }
+    merged
+}
+
 /// Internal header carrying an entry's tags inside its stored metadata (never sent to clients).
 pub const TAGS_HEADER: &str = "x-sluice-cache-tags";
 
@@ -524,6 +553,24 @@ mod tests {
             Some(9)
         );
         assert_eq!(ttl(cacheability(&resp(&[]), false, &WARM)), Some(300));
+    }
+
+    #[test]
+    fn a_304_updates_every_stored_field_but_the_body_ones() {
+        let stored = resp(&[
+            ("content-length", "10"),
+            ("x-version", "1"),
+            ("cache-control", "max-age=1"),
+        ]);
+        let mut fields = http::HeaderMap::new();
+        fields.insert("x-version", "2".parse().unwrap());
+        fields.insert("cache-control", "max-age=60".parse().unwrap());
+        fields.insert("content-length", "0".parse().unwrap());
+        let m = merge_304(&stored, &fields);
+        assert_eq!(m.headers["x-version"], "2");
+        assert_eq!(m.headers["cache-control"], "max-age=60");
+        assert_eq!(m.headers["content-length"], "10");
+        assert_eq!(m.status, 200);
     }
 
     #[test]

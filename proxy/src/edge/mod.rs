@@ -110,6 +110,8 @@ pub struct RequestCtx {
     fill_lock: Option<(CacheKey, u64)>,
     /// Answered from an entry another instance stored while this one waited.
     peer_filled: bool,
+    /// The header fields of a 304 that revalidated the stored response.
+    not_modified: Option<Box<http::HeaderMap>>,
 }
 
 impl RequestCtx {
@@ -305,6 +307,14 @@ impl ProxyHttp for Edge {
             .req_header()
             .headers
             .contains_key(header::AUTHORIZATION);
+        let merged;
+        let resp = match ctx.not_modified.take() {
+            Some(fields) => {
+                merged = cache::merge_304(resp, &fields);
+                &merged
+            }
+            None => resp,
+        };
         let mut decision = cache::cacheability(resp, auth, rule);
         if let RespCacheable::Cacheable(meta) = &mut decision {
             let route_tags = match (&ctx.snapshot, ctx.route) {
@@ -492,6 +502,11 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        if status == 304 && ctx.cache.is_some() {
+            // pingora-cache merges only a few of a 304's fields into the stored response;
+            // keep them all for response_cache_filter (RFC 9111 §4.3.4).
+            ctx.not_modified = Some(Box::new(upstream_response.headers.clone()));
+        }
         if let (Some(lease), Some(t)) = (&ctx.lease, ctx.attempt_started) {
             let took = t.elapsed();
             lease.state().observe_latency(took);
