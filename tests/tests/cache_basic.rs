@@ -407,13 +407,7 @@ async fn warm_urls_are_fetched_at_start_and_after_a_reload() {
         assert_eq!(served(&bs, p)["b1"], 1, "{p}");
     }
     sluice.write_body(&body("\"http://127.0.0.1/respond/w4\""));
-    let r = c
-        .post(sluice.admin_url("/reload"))
-        .bearer_auth("t")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(sluice.admin_post("/reload", "t", None).await.0, 200);
     // Wait until the store holds the fourth entry (no client request may fill it).
     let end = std::time::Instant::now() + Duration::from_secs(10);
     loop {

@@ -176,19 +176,11 @@ async fn instances_share_hits_on_a_redis_cluster() {
     }
     // Purges reach entries on every master.
     let admin = |path: &'static str, body: serde_json::Value| {
-        let (c, url) = (c.clone(), a.admin_url(path));
+        let a = &a;
         async move {
-            let r = c
-                .post(url)
-                .bearer_auth("t")
-                .json(&body)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<serde_json::Value>().await.unwrap()["removed"]
-                .as_u64()
-                .unwrap()
+            let (status, v) = a.admin_post(path, "t", Some(body)).await;
+            assert_eq!(status, 200, "{v}");
+            v["removed"].as_u64().unwrap()
         }
     };
     assert_eq!(
@@ -396,19 +388,12 @@ async fn purging_a_tag_removes_every_entry_carrying_it_for_every_instance() {
         assert!(r.headers().get("x-sluice-cache-tags").is_none(), "{p}");
     }
     let purge = |tags: serde_json::Value| {
-        let (c, url) = (c.clone(), b.admin_url("/cache/purge"));
+        let b = &b;
         async move {
-            let r = c
-                .post(url)
-                .bearer_auth(TOKEN)
-                .json(&serde_json::json!({ "tags": tags }))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status(), 200);
-            r.json::<serde_json::Value>().await.unwrap()["removed"]
-                .as_u64()
-                .unwrap()
+            let body = serde_json::json!({ "tags": tags });
+            let (status, v) = b.admin_post("/cache/purge", TOKEN, Some(body)).await;
+            assert_eq!(status, 200, "{v}");
+            v["removed"].as_u64().unwrap()
         }
     };
     // "catalog" tags p1 (Cache-Tag) and p2 (Surrogate-Key); purged through B, gone for A.

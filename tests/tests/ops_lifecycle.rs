@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -131,27 +129,7 @@ async fn an_upgrade_during_a_stream_of_requests_loses_none() {
     let bs = backends(1).await;
     let mut old = Sluice::with_config(pool(&bs[0])).grace(10).start().await;
     let old_pid = old.pid();
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, url) = (stop.clone(), ok.clone(), old.url("/up"));
-        load.push(tokio::spawn(async move {
-            let c = client(None);
-            let mut failures = Vec::new();
-            while !stop.load(Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        r.bytes().await.unwrap();
-                        ok.fetch_add(1, Relaxed);
-                    }
-                    Ok(r) => failures.push(format!("status {}", r.status())),
-                    Err(e) => failures.push(format!("{e:?}")),
-                }
-            }
-            failures
-        }));
-    }
+    let load = SteadyLoad::start(old.url("/up"), 4);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let new = old.upgrade().await;
     // The old process hands over, drains and exits; the new one serves alone.
@@ -160,21 +138,22 @@ async fn an_upgrade_during_a_stream_of_requests_loses_none() {
         .await
         .expect("the old process exits after the hand-over");
     assert!(st.success());
-    let served_before = ok.load(Relaxed);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Relaxed);
-    for t in load {
-        let failures = t.await.unwrap();
+    // The new process alone keeps serving the stream.
+    let served_before = load.ok();
+    let end = Instant::now() + Duration::from_secs(10);
+    while load.ok() < served_before + 50 {
         assert!(
-            failures.is_empty(),
-            "lost requests: {failures:?}\nold log:\n{}\nnew log:\n{}",
-            old.log(),
-            new.log()
+            Instant::now() < end,
+            "nothing served after the old process exited"
         );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    let (_, failures) = load.stop().await;
     assert!(
-        ok.load(Relaxed) > served_before,
-        "nothing served after the old process exited"
+        failures.is_empty(),
+        "lost requests: {failures:?}\nold log:\n{}\nnew log:\n{}",
+        old.log(),
+        new.log()
     );
     let v: serde_json::Value = client(None)
         .get(new.admin_url("/status"))

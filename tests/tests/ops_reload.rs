@@ -4,8 +4,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -90,27 +88,7 @@ async fn twenty_reloads_under_load_lose_nothing_and_apply_new_weights() {
     }
 
     // A steady stream of requests from 4 clients while reloading.
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicU64::new(0));
-    let mut load = Vec::new();
-    for _ in 0..4 {
-        let (stop, ok, url) = (stop.clone(), ok.clone(), sluice.url("/load"));
-        load.push(tokio::spawn(async move {
-            let c = client(None);
-            let mut failures = Vec::new();
-            while !stop.load(Relaxed) {
-                match c.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => {
-                        r.bytes().await.unwrap();
-                        ok.fetch_add(1, Relaxed);
-                    }
-                    Ok(r) => failures.push(format!("status {}", r.status())),
-                    Err(e) => failures.push(e.to_string()),
-                }
-            }
-            failures
-        }));
-    }
+    let load = SteadyLoad::start(sluice.url("/load"), 4);
 
     // Twenty reloads, by every trigger, alternating weights.
     for i in 0..20u64 {
@@ -132,16 +110,9 @@ async fn twenty_reloads_under_load_lose_nothing_and_apply_new_weights() {
         wait_generation(&c, &sluice, 2 + i).await;
         // The file watch must not apply the same content again afterwards.
     }
-    stop.store(true, Relaxed);
-    for t in load {
-        let failures = t.await.unwrap();
-        assert!(failures.is_empty(), "failed requests: {failures:?}");
-    }
-    assert!(
-        ok.load(Relaxed) > 100,
-        "too little load: {}",
-        ok.load(Relaxed)
-    );
+    let (ok, failures) = load.stop().await;
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(ok > 100, "too little load: {ok}");
 
     // The last reload (i = 19) set weights 1,1,5: b3 gets 5 of every 7.
     let s = shares(&c, &sluice, 70).await;
@@ -182,14 +153,8 @@ async fn an_invalid_file_keeps_the_old_config_serving_and_says_why() {
             Duration::from_secs(5),
         )
         .await;
-    let r = c
-        .post(sluice.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let (status, v) = sluice.admin_post("/reload", TOKEN, None).await;
+    assert_eq!(status, 422);
     assert_eq!(v["error"], "invalid_config");
     let keys: Vec<&str> = v["problems"]
         .as_array()
@@ -247,14 +212,8 @@ async fn a_restart_only_change_is_refused_by_name() {
     let tmp = sluice.config_path().with_extension("tmp");
     std::fs::write(&tmp, format!("{head}\n{}", weighted(&bs, &[1]))).unwrap();
     std::fs::rename(&tmp, sluice.config_path()).unwrap();
-    let r = c
-        .post(sluice.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 422);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let (status, v) = sluice.admin_post("/reload", TOKEN, None).await;
+    assert_eq!(status, 422);
     assert_eq!(v["error"], "restart_required");
     assert_eq!(
         v["keys"],
@@ -359,13 +318,7 @@ async fn health_verdicts_and_least_conn_counts_survive_a_reload() {
 
     // Reload: b3 joins, b1 and b2 stay.
     sluice.write_body(&pool(&[&bs[0], &bs[1], &bs[2]]));
-    let r = c
-        .post(sluice.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(sluice.admin_post("/reload", TOKEN, None).await.0, 200);
     let s = backend_status(&c, &sluice).await;
     assert_eq!(s.len(), 3);
     assert_eq!(
@@ -412,13 +365,7 @@ async fn rate_limits_change_live() {
     }
     assert_eq!(codes, [200, 200, 200, 429, 429]);
     sluice.write_body(&limited(10));
-    let r = c
-        .post(sluice.admin_url("/reload"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(sluice.admin_post("/reload", TOKEN, None).await.0, 200);
     // The new limit applies at once; the same window's counter (keyed by the limit) starts over.
     let r = c.get(sluice.url("/r")).send().await.unwrap();
     assert_eq!(r.status(), 200);

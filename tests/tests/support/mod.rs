@@ -270,6 +270,23 @@ impl Sluice {
         format!("http://{}{path}", self.admin)
     }
 
+    /// `POST path` on the admin API with bearer `token` (and a JSON body); the status and the
+    /// JSON answer.
+    pub async fn admin_post(
+        &self,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let mut req = client(None).post(self.admin_url(path)).bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
     /// The config file Sluice was started with (tests rewrite it to reload).
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("sluice.toml")
@@ -844,5 +861,58 @@ impl RedisServer {
             .get_multiplexed_async_connection()
             .await
             .unwrap()
+    }
+}
+
+/// `clients` concurrent loops of GETs to `url` until [`SteadyLoad::stop`], counting 200s and
+/// recording every other outcome.
+pub struct SteadyLoad {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<String>>>,
+}
+
+impl SteadyLoad {
+    /// Start the load.
+    pub fn start(url: String, clients: usize) -> SteadyLoad {
+        use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let ok = std::sync::Arc::new(AtomicU64::new(0));
+        let tasks = (0..clients)
+            .map(|_| {
+                let (stop, ok, url) = (stop.clone(), ok.clone(), url.clone());
+                tokio::spawn(async move {
+                    let c = client(None);
+                    let mut failures = Vec::new();
+                    while !stop.load(Relaxed) {
+                        match c.get(&url).send().await {
+                            Ok(r) if r.status() == 200 => {
+                                r.bytes().await.unwrap();
+                                ok.fetch_add(1, Relaxed);
+                            }
+                            Ok(r) => failures.push(format!("status {}", r.status())),
+                            Err(e) => failures.push(format!("{e:?}")),
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        SteadyLoad { stop, ok, tasks }
+    }
+
+    /// 200 answers so far.
+    pub fn ok(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stop and return (200 answers, every failure).
+    pub async fn stop(self) -> (u64, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for t in self.tasks {
+            failures.extend(t.await.unwrap());
+        }
+        (self.ok.load(std::sync::atomic::Ordering::Relaxed), failures)
     }
 }
