@@ -628,11 +628,18 @@ impl ProxyHttp for Edge {
         let status = session.response_written().map_or(0, |r| r.status.as_u16());
         let req = session.req_header();
         let method = Method::of(&req.method);
-        let snapshot = ctx.snapshot.clone().or_else(|| {
-            // Answered in request_filter (rate limited, unauthorized): routed, not proxied.
-            ctx.route.map(|_| self.snapshot.load_full())
-        });
-        let route = ctx.route.and_then(|r| snapshot.as_ref()?.routes.get(r));
+        // Answered in request_filter (rate limited, unauthorized): routed, not proxied, so the
+        // context holds no snapshot; only then is the current one loaded.
+        let loaded;
+        let snapshot: Option<&Snapshot> = match (&ctx.snapshot, ctx.route) {
+            (Some(s), _) => Some(s),
+            (None, Some(_)) => {
+                loaded = self.snapshot.load_full();
+                Some(&loaded)
+            }
+            (None, None) => None,
+        };
+        let route = ctx.route.and_then(|r| snapshot?.routes.get(r));
         match route {
             Some(r) => r.metrics.record(method, status, took),
             None => METRICS.unrouted().record(method, status, took),
@@ -644,11 +651,7 @@ impl ProxyHttp for Edge {
                 METRICS.cache_result(rule.tier, x);
             }
         } else if ctx.cache_bypass {
-            let tier = snapshot
-                .as_ref()
-                .and_then(|s| s.routes.get(ctx.route?)?.cache)
-                .map(|r| r.tier);
-            if let Some(t) = tier {
+            if let Some(t) = route.and_then(|r| r.cache).map(|c| c.tier) {
                 METRICS.cache_result(t, "BYPASS");
             }
         }
