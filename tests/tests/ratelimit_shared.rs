@@ -175,3 +175,61 @@ async fn redis_down_with_closed_policy_rejects_quickly() {
     assert!(seen.iter().all(|&s| s == 503), "{seen:?}");
     redis_backed_again(&sluice, &mut redis).await;
 }
+
+/// Calls of EVALSHA that Redis has served so far.
+async fn evalsha_calls(redis: &RedisServer) -> u64 {
+    let mut c = redis.client().await;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    info.lines()
+        .find(|l| l.starts_with("cmdstat_evalsha:"))
+        .and_then(|l| l.split("calls=").nth(1))
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_cut_redis_calls_on_large_limits_and_keep_the_combined_limit() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    // lease_batch = 2: limits of 200 and more are leased two requests at a time while far from
+    // the limit (at least 2 x 3 instances left), and checked one by one near it.
+    let body = config(
+        bs[0].addr,
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+        "instances = 3\nlease_batch = 2\n[rate_limit.tiers.anonymous]\nlimit = 200\nalgorithm = \"fixed_window\"\nwindow_ms = 600000\n",
+    );
+    let sluices = [
+        Sluice::start(body.clone()).await,
+        Sluice::start(body.clone()).await,
+        Sluice::start(body).await,
+    ];
+    let before = evalsha_calls(&redis).await;
+    let c = client(None);
+    let mut allowed = 0;
+    for i in 0..240 {
+        let s = &sluices[(i / 2) % 3];
+        let r = c.get(s.url("/l")).send().await.unwrap();
+        match r.status().as_u16() {
+            200 => allowed += 1,
+            429 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let calls = evalsha_calls(&redis).await - before;
+    // Requests counted ahead and not used before their lease expired are lost, never granted
+    // twice: at most one per instance here.
+    assert!(
+        (197..=200).contains(&allowed),
+        "allowed {allowed} of a combined limit of 200"
+    );
+    assert!(
+        calls < 170,
+        "{calls} Redis checks for 240 requests: leases were not used"
+    );
+    // Small limits are never leased: the default tiers stay exact per request (tested above).
+}

@@ -115,6 +115,8 @@ pub struct FileRateLimit {
     pub on_redis_error: Option<String>,
     /// Sluice instances sharing the limits (the local fallback divides limits by it).
     pub instances: Option<i64>,
+    /// Requests counted per Redis call for large limits (0: one per request).
+    pub lease_batch: Option<i64>,
     /// Header carrying an API key.
     pub api_key_header: Option<String>,
     /// Redis hash mapping API keys to `client:tier`.

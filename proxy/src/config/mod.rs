@@ -632,6 +632,7 @@ impl Validator {
             mode,
             on_redis_error,
             instances,
+            lease_batch,
             api_key_header,
             api_keys_redis_hash,
             trusted_proxies,
@@ -665,6 +666,13 @@ impl Validator {
             }
         };
         let instances = self.int_in("rate_limit.instances", instances, 1, 1, 10_000);
+        let lease_batch = self.int_in(
+            "rate_limit.lease_batch",
+            lease_batch,
+            DEFAULT_LEASE_BATCH as i64,
+            0,
+            100_000,
+        );
         let header = api_key_header
             .unwrap_or_else(|| DEFAULT_API_KEY_HEADER.to_owned())
             .to_ascii_lowercase();
@@ -740,6 +748,7 @@ impl Validator {
             mode: mode?,
             on_redis_error: on_error?,
             instances: instances? as u32,
+            lease_batch: lease_batch? as u64,
             api_key_header: header,
             api_keys_redis_hash,
             trusted_proxies: proxies,

@@ -501,6 +501,8 @@ pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 50;
 pub const DEFAULT_BREAKER_FAILURES: u32 = 5;
 /// Default time an open breaker skips Redis before probing it.
 pub const DEFAULT_BREAKER_COOLDOWN_MS: u64 = 5_000;
+/// Default requests counted per Redis call for large limits (see `RateLimitSpec::lease_batch`).
+pub const DEFAULT_LEASE_BATCH: u64 = 100;
 /// Default header carrying API keys.
 pub const DEFAULT_API_KEY_HEADER: &str = "x-api-key";
 /// Default prefix of rate-limit keys in Redis.
@@ -671,6 +673,8 @@ pub struct RateLimitSpec {
     pub on_redis_error: OnRedisError,
     /// Instances sharing the limits.
     pub instances: u32,
+    /// Requests counted per Redis call for limits of at least 100 × this (0: never).
+    pub lease_batch: u64,
     /// Header carrying API keys (lower-case).
     pub api_key_header: String,
     /// Redis hash of API keys, when keys live in Redis.

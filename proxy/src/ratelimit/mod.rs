@@ -39,7 +39,36 @@ pub struct RateLimiter {
     redis: Option<RedisStore>,
     breaker: Breaker,
     local: LocalStore,
+    /// Requests already counted in Redis and not yet used, by key (see [`Lease`]).
+    leases: std::sync::Mutex<std::collections::HashMap<String, Lease>>,
 }
+
+/// Requests counted in Redis ahead of use for one key: a large limit far from exhaustion is
+/// checked once per `lease_batch` requests instead of once per request. A lease lives at most
+/// [`LEASE_TTL_MS`] and within its window, and is only granted while at least
+/// `lease_batch × instances` would remain, so near the limit every request is checked again and
+/// the combined limit stays exact; far from it, at most `lease_batch` requests per instance
+/// are counted before use.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    /// Requests left to hand out.
+    left: u64,
+    /// `remaining` as Redis reported it when granting (the whole lease already counted).
+    remaining: u64,
+    /// When the window resets (local ms clock).
+    reset_at_ms: u64,
+    /// When the lease stops being used (local ms clock).
+    expires_ms: u64,
+}
+
+/// Longest a lease is used.
+pub const LEASE_TTL_MS: u64 = 100;
+
+/// Bound of the lease table; expired leases are swept when it is reached.
+const MAX_LEASES: usize = 10_000;
+
+/// Limits below `LEASE_MIN_FACTOR × lease_batch` are never leased.
+const LEASE_MIN_FACTOR: u64 = 100;
 
 fn now_ms() -> u64 {
     now_ns() / 1_000_000
@@ -55,6 +84,7 @@ impl RateLimiter {
             redis: redis.cloned().map(RedisStore::new),
             breaker,
             local: LocalStore::default(),
+            leases: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -78,10 +108,38 @@ impl RateLimiter {
         let Some(redis) = &self.redis else {
             return (self.local.check(key, policy, now_ms()), Source::Local);
         };
+        let batch = match policy.algorithm {
+            crate::config::Algorithm::FixedWindow | crate::config::Algorithm::SlidingWindow
+                if spec.lease_batch > 1 && policy.limit >= LEASE_MIN_FACTOR * spec.lease_batch =>
+            {
+                spec.lease_batch
+            }
+            _ => 1,
+        };
+        if batch > 1 {
+            if let Some(d) = self.take_leased(key, policy) {
+                return (d, Source::Redis);
+            }
+        }
         if self.breaker.allow(now_ms()) {
-            match redis.check(key, policy).await {
-                Ok(d) => {
+            let floor = batch * u64::from(spec.instances.max(1));
+            match redis.check_lease(key, policy, batch, floor).await {
+                Ok((d, granted)) => {
                     self.breaker.success();
+                    if granted > 1 {
+                        let now = now_ms();
+                        let lease = Lease {
+                            left: granted - 1,
+                            remaining: d.remaining,
+                            reset_at_ms: now + d.reset_ms,
+                            expires_ms: now + LEASE_TTL_MS.min(d.reset_ms),
+                        };
+                        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                        if leases.len() >= MAX_LEASES {
+                            leases.retain(|_, l| l.expires_ms > now && l.left > 0);
+                        }
+                        leases.insert(key.to_owned(), lease);
+                    }
                     return (d, Source::Redis);
                 }
                 Err(e) => {
@@ -99,6 +157,27 @@ impl RateLimiter {
             }
         }
         self.fallback(key, policy, spec)
+    }
+
+    /// One request from a live lease of `key`, if there is one.
+    fn take_leased(&self, key: &str, policy: &LimitPolicy) -> Option<Decision> {
+        let now = now_ms();
+        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+        let lease = leases.get_mut(key)?;
+        if lease.left == 0 || now >= lease.expires_ms {
+            leases.remove(key);
+            return None;
+        }
+        lease.left -= 1;
+        // The requests counted ahead are already out of `remaining`: report it as it will be
+        // once this lease is used up, never higher than the truth.
+        Some(Decision {
+            allowed: true,
+            limit: policy.limit,
+            remaining: lease.remaining,
+            reset_ms: lease.reset_at_ms.saturating_sub(now),
+            retry_after_ms: 0,
+        })
     }
 
     fn fallback(

@@ -14,24 +14,30 @@ use crate::redisconn::LazyConn;
 /// Shared prologue: the server's clock in ms.
 const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
 
-/// ARGV: limit, window_ms. Returns {allowed, remaining, reset_ms, retry_after_ms}.
+/// ARGV: limit, window_ms, want, floor. Returns {allowed, remaining, reset_ms,
+/// retry_after_ms, granted}: `want` requests are counted at once (a lease) only while at least
+/// `floor` would remain; otherwise one.
 const FIXED_WINDOW: &str = r#"
 local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local want, floor = tonumber(ARGV[3]), tonumber(ARGV[4])
 local start = now - (now % window)
 local h = redis.call('HMGET', key, 's', 'c')
 local count = 0
 if tonumber(h[1]) == start then count = tonumber(h[2]) end
 local reset = start + window - now
-if count >= limit then return {0, 0, reset, math.max(reset, 1)} end
-count = count + 1
+if count >= limit then return {0, 0, reset, math.max(reset, 1), 0} end
+local n = 1
+if want > 1 and limit - count - want >= floor then n = want end
+count = count + n
 redis.call('HSET', key, 's', start, 'c', count)
 redis.call('PEXPIRE', key, math.max(reset, 1))
-return {1, limit - count, reset, 0}
+return {1, limit - count, reset, 0, n}
 "#;
 
-/// ARGV: limit, window_ms.
+/// ARGV: limit, window_ms, want, floor (see `FIXED_WINDOW`).
 const SLIDING_WINDOW: &str = r#"
 local key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local want, floor = tonumber(ARGV[3]), tonumber(ARGV[4])
 local start = now - (now % window)
 local h = redis.call('HMGET', key, 's', 'c', 'p')
 local s, cur, prev = tonumber(h[1]), 0, 0
@@ -45,11 +51,13 @@ if weighted + 1 > limit then
   if cur + 1 <= limit and prev > 0 then
     retry = math.min(math.ceil((weighted + 1 - limit) / prev * window), reset)
   end
-  return {0, 0, reset, math.max(retry, 1)}
+  return {0, 0, reset, math.max(retry, 1), 0}
 end
-redis.call('HSET', key, 's', start, 'c', cur + 1, 'p', prev)
+local n = 1
+if want > 1 and limit - weighted - want >= floor then n = want end
+redis.call('HSET', key, 's', start, 'c', cur + n, 'p', prev)
 redis.call('PEXPIRE', key, 2 * window)
-return {1, math.floor(limit - weighted - 1), reset, 0}
+return {1, math.floor(limit - weighted - n), reset, 0, n}
 "#;
 
 /// ARGV: limit, window_ms, unique member suffix.
@@ -129,6 +137,18 @@ impl RedisStore {
 
     /// Run the check for `policy` on `key`. Bounded by the command timeout (connecting counts).
     pub async fn check(&self, key: &str, policy: &LimitPolicy) -> Result<Decision, StoreError> {
+        self.check_lease(key, policy, 1, 0).await.map(|(d, _)| d)
+    }
+
+    /// Like [`RedisStore::check`], counting `want` requests at once (fixed and sliding windows
+    /// only) while at least `floor` would remain; returns how many were granted (0 when denied).
+    pub async fn check_lease(
+        &self,
+        key: &str,
+        policy: &LimitPolicy,
+        want: u64,
+        floor: u64,
+    ) -> Result<(Decision, u64), StoreError> {
         let t = self.spec.command_timeout;
         let work = async {
             let conn = self.conn.get().await?;
@@ -147,7 +167,9 @@ impl RedisStore {
                 Algorithm::SlidingWindowLog => {
                     inv.arg(rand::random::<u64>());
                 }
-                _ => {}
+                Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+                    inv.arg(want).arg(floor);
+                }
             }
             let v: Vec<i64> = conn.invoke(&inv).await?;
             Ok::<_, StoreError>(v)
@@ -162,13 +184,17 @@ impl RedisStore {
             .await
             .map_err(|_| StoreError::Timeout(bound))??;
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
-        Ok(Decision {
-            allowed: at(0) == 1,
+        let allowed = at(0) == 1;
+        let decision = Decision {
+            allowed,
             limit: policy.limit,
             remaining: at(1),
             reset_ms: at(2),
             retry_after_ms: at(3),
-        })
+        };
+        // GCRA and the log count one request per call.
+        let granted = if allowed { at(4).max(1) } else { 0 };
+        Ok((decision, granted))
     }
 
     /// Round-trip time of a `PING` (admin status), bounded like API-key lookups.
