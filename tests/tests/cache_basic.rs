@@ -325,14 +325,7 @@ async fn the_embedded_store_reports_and_purges_through_the_admin_api() {
         get(&c, &sluice.url(p)).await;
         get(&c, &sluice.url(p)).await;
     }
-    let stats: serde_json::Value = c
-        .get(sluice.admin_url("/cache/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = sluice.admin_json("/cache/stats").await;
     assert_eq!(stats["store"], "memory");
     assert_eq!(stats["entries"], 3);
     assert!(stats["bytes"].as_u64().unwrap() > 0);
@@ -359,14 +352,7 @@ async fn the_embedded_store_reports_and_purges_through_the_admin_api() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(get(&c, &sluice.url("/b/1")).await.0, "MISS");
-    let metrics = c
-        .get(sluice.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sluice.admin_get("/metrics").await.1;
     assert!(
         metrics.contains("sluice_cache_requests_total{tier=\"hot\",result=\"hit\"} 4"),
         "{metrics}"
@@ -411,14 +397,7 @@ async fn warm_urls_are_fetched_at_start_and_after_a_reload() {
     // Wait until the store holds the fourth entry (no client request may fill it).
     let end = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        let stats: serde_json::Value = c
-            .get(sluice.admin_url("/cache/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = sluice.admin_json("/cache/stats").await;
         if stats["entries"] == 4 {
             break;
         }

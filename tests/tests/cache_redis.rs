@@ -238,14 +238,7 @@ async fn admin_purges_are_seen_by_every_instance() {
         assert_eq!(on_b(p).await, "HIT", "{p}");
     }
     // Stats and health from the admin API.
-    let stats: serde_json::Value = c
-        .get(a.admin_url("/cache/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = a.admin_json("/cache/stats").await;
     assert_eq!(stats["store"], "redis");
     assert_eq!(stats["entries"], 5);
     assert_eq!(stats["tiers"]["warm"]["results"]["miss"], 5);

@@ -15,15 +15,8 @@ fn pool(b: &Backend) -> String {
     )
 }
 
-async fn in_flight(c: &reqwest::Client, sluice: &Sluice) -> i64 {
-    let v: serde_json::Value = c
-        .get(sluice.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn in_flight(sluice: &Sluice) -> i64 {
+    let v = sluice.admin_json("/status").await;
     v["in_flight"].as_i64().unwrap()
 }
 
@@ -50,7 +43,7 @@ async fn sigterm_finishes_a_slow_request_then_exits_before_the_grace_period() {
     let slow = tokio::spawn(async move { client(None).get(url).send().await });
     let end = Instant::now() + Duration::from_secs(5);
     // In flight counts proxied requests only (not admin calls).
-    while in_flight(&admin, &sluice).await < 1 {
+    while in_flight(&sluice).await < 1 {
         assert!(Instant::now() < end, "the slow request never arrived");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -155,14 +148,7 @@ async fn an_upgrade_during_a_stream_of_requests_loses_none() {
         old.log(),
         new.log()
     );
-    let v: serde_json::Value = client(None)
-        .get(new.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let v = new.admin_json("/status").await;
     assert_ne!(v["pid"].as_u64().unwrap(), u64::from(old_pid));
     assert_eq!(v["pid"].as_u64().unwrap(), u64::from(new.pid()));
 }

@@ -25,23 +25,16 @@ fn weighted(bs: &[Backend], weights: &[u32]) -> String {
     )
 }
 
-async fn generation(c: &reqwest::Client, sluice: &Sluice) -> u64 {
-    let v: serde_json::Value = c
-        .get(sluice.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn generation(sluice: &Sluice) -> u64 {
+    let v = sluice.admin_json("/readyz").await;
     v["generation"].as_u64().unwrap()
 }
 
 /// Poll until the config generation reaches `want`.
-async fn wait_generation(c: &reqwest::Client, sluice: &Sluice, want: u64) {
+async fn wait_generation(sluice: &Sluice, want: u64) {
     let end = Instant::now() + Duration::from_secs(10);
     loop {
-        let g = generation(c, sluice).await;
+        let g = generation(sluice).await;
         if g >= want {
             assert_eq!(g, want, "more reloads than triggers");
             return;
@@ -107,7 +100,7 @@ async fn twenty_reloads_under_load_lose_nothing_and_apply_new_weights() {
                 assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
             }
         }
-        wait_generation(&c, &sluice, 2 + i).await;
+        wait_generation(&sluice, 2 + i).await;
         // The file watch must not apply the same content again afterwards.
     }
     let (ok, failures) = load.stop().await;
@@ -131,7 +124,7 @@ async fn twenty_reloads_under_load_lose_nothing_and_apply_new_weights() {
     }
     // And no extra reload was applied by the watcher after the last trigger.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    assert_eq!(generation(&c, &sluice).await, 21);
+    assert_eq!(generation(&sluice).await, 21);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,16 +172,9 @@ async fn an_invalid_file_keeps_the_old_config_serving_and_says_why() {
         ]),
         1
     );
-    assert_eq!(generation(&c, &sluice).await, 1);
+    assert_eq!(generation(&sluice).await, 1);
     get_n(&c, &sluice.url("/still"), 10).await;
-    let metrics = c
-        .get(sluice.admin_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sluice.admin_get("/metrics").await.1;
     assert!(
         metrics.contains("sluice_config_reloads_total{result=\"invalid\"} 2"),
         "{metrics}"
@@ -219,7 +205,7 @@ async fn a_restart_only_change_is_refused_by_name() {
         v["keys"],
         serde_json::json!(["server.listen", "server.threads"])
     );
-    assert_eq!(generation(&c, &sluice).await, 1);
+    assert_eq!(generation(&sluice).await, 1);
     get_n(&c, &sluice.url("/still"), 5).await;
 }
 
@@ -240,36 +226,29 @@ async fn sighup_reloads_routes() {
     sluice.write_body(&format!("[reload]\nwatch = false\n{}", one(&bs[1])));
     tokio::time::sleep(Duration::from_millis(1200)).await;
     // `watch = false` only takes effect once loaded: the watcher may have applied this file.
-    let g = generation(&c, &sluice).await;
+    let g = generation(&sluice).await;
     if g == 1 {
         sluice.signal("HUP");
-        wait_generation(&c, &sluice, 2).await;
+        wait_generation(&sluice, 2).await;
     }
     let r = c.get(sluice.url("/x")).send().await.unwrap();
     assert_eq!(backend_of(&r), "b2");
     sluice.write_body(&format!("[reload]\nwatch = false\n{}", one(&bs[0])));
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let g2 = generation(&c, &sluice).await;
+    let g2 = generation(&sluice).await;
     assert_eq!(
         g2, 2,
         "the watch is off: a file change alone must not reload"
     );
     sluice.signal("HUP");
-    wait_generation(&c, &sluice, 3).await;
+    wait_generation(&sluice, 3).await;
     let r = c.get(sluice.url("/x")).send().await.unwrap();
     assert_eq!(backend_of(&r), "b1");
 }
 
 /// `available` and `in_flight` of every backend in `/status`, by backend address.
-async fn backend_status(c: &reqwest::Client, sluice: &Sluice) -> BTreeMap<String, (bool, u64)> {
-    let v: serde_json::Value = c
-        .get(sluice.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+async fn backend_status(sluice: &Sluice) -> BTreeMap<String, (bool, u64)> {
+    let v = sluice.admin_json("/status").await;
     v["pools"][0]["backends"]
         .as_array()
         .unwrap()
@@ -304,7 +283,7 @@ async fn health_verdicts_and_least_conn_counts_survive_a_reload() {
     // b2 fails its probes and leaves rotation; it needs 50 good probes (5 s) to come back.
     bs[1].shared.set_health(503);
     let end = Instant::now() + Duration::from_secs(5);
-    while backend_status(&c, &sluice).await[&bs[1].addr.to_string()].0 {
+    while backend_status(&sluice).await[&bs[1].addr.to_string()].0 {
         assert!(Instant::now() < end, "b2 never left rotation");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -319,7 +298,7 @@ async fn health_verdicts_and_least_conn_counts_survive_a_reload() {
     // Reload: b3 joins, b1 and b2 stay.
     sluice.write_body(&pool(&[&bs[0], &bs[1], &bs[2]]));
     assert_eq!(sluice.admin_post("/reload", TOKEN, None).await.0, 200);
-    let s = backend_status(&c, &sluice).await;
+    let s = backend_status(&sluice).await;
     assert_eq!(s.len(), 3);
     assert_eq!(
         s[&bs[0].addr.to_string()],

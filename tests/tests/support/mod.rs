@@ -270,6 +270,17 @@ impl Sluice {
         format!("http://{}{path}", self.admin)
     }
 
+    /// `GET path` on the admin API (no token: loopback reads need none); status and body.
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        let r = client(None).get(self.admin_url(path)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// `GET path` on the admin API, as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        serde_json::from_str(&self.admin_get(path).await.1).expect("admin API answers JSON")
+    }
+
     /// `POST path` on the admin API with bearer `token` (and a JSON body); the status and the
     /// JSON answer.
     pub async fn admin_post(
