@@ -100,7 +100,7 @@ impl AdminApi {
                     "reachable": true,
                     "latency_ms": rtt.as_secs_f64() * 1000.0,
                 }),
-                Err(e) => json!({"configured": true, "reachable": false, "error": e.kind()}),
+                Err(e) => json!({"configured": true, "reachable": false, "error": e}),
             },
         };
         let pools: Vec<Value> = snapshot

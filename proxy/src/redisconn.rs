@@ -69,6 +69,19 @@ impl LazyConn {
         self.conn.initialized()
     }
 
+    /// Round trip of a `PING` (opening the connection if needed), bounded by the command
+    /// timeout but at least 250 ms; `Err` names what went wrong.
+    pub async fn ping(&self) -> Result<Duration, String> {
+        let bound = self.timeout.max(Duration::from_millis(250));
+        let start = std::time::Instant::now();
+        let work = async { self.get().await?.query::<String>(&redis::cmd("PING")).await };
+        match tokio::time::timeout(bound, work).await {
+            Ok(Ok(_)) => Ok(start.elapsed()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {} ms", bound.as_millis())),
+        }
+    }
+
     /// The connection, opening it if needed.
     pub async fn get(&self) -> RedisResult<&Conn> {
         self.conn.get_or_try_init(|| self.connect()).await
