@@ -294,39 +294,24 @@ impl RedisCacheStore {
         };
         let mut removed = 0;
         for mut c in self.masters().await? {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(500)
-                    .query_async(&mut c)
-                    .await?;
-                for k in keys {
-                    let hit = match glob {
-                        None => true,
-                        Some(g) => {
-                            let url: Option<String> = redis::cmd("HGET")
-                                .arg(&k)
-                                .arg("u")
-                                .query_async(&mut c)
-                                .await?;
-                            url.is_some_and(|u| super::glob_match(g, &u))
-                        }
-                    };
-                    if hit {
-                        let n: u64 = redis::cmd("DEL").arg(&k).query_async(&mut c).await?;
-                        if k.ends_with(":m") {
-                            removed += n;
-                        }
+            for k in scan(&mut c, &pattern).await? {
+                let hit = match glob {
+                    None => true,
+                    Some(g) => {
+                        let url: Option<String> = redis::cmd("HGET")
+                            .arg(&k)
+                            .arg("u")
+                            .query_async(&mut c)
+                            .await?;
+                        url.is_some_and(|u| super::glob_match(g, &u))
+                    }
+                };
+                if hit {
+                    let n: u64 = redis::cmd("DEL").arg(&k).query_async(&mut c).await?;
+                    if k.ends_with(":m") {
+                        removed += n;
                     }
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         Ok(removed)
@@ -337,22 +322,7 @@ impl RedisCacheStore {
         let pattern = format!("{{{}:*}}:m", self.namespace);
         let mut n = 0;
         for mut c in self.masters().await? {
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query_async(&mut c)
-                    .await?;
-                n += keys.len() as u64;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
+            n += scan(&mut c, &pattern).await?.len() as u64;
         }
         Ok(n)
     }
@@ -612,6 +582,29 @@ impl HandleMiss for RedisMiss {
             }
         }
         Ok(MissFinishType::Created(self.len))
+    }
+}
+
+/// Every key of one node matching `pattern`, by `SCAN` (never `KEYS`). Admin-only.
+async fn scan(
+    c: &mut redis::aio::MultiplexedConnection,
+    pattern: &str,
+) -> RedisResult<Vec<String>> {
+    let (mut cursor, mut all) = (0u64, Vec::new());
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(500)
+            .query_async(c)
+            .await?;
+        all.extend(keys);
+        if next == 0 {
+            return Ok(all);
+        }
+        cursor = next;
     }
 }
 
