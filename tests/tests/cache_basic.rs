@@ -352,11 +352,9 @@ async fn the_embedded_store_reports_and_purges_through_the_admin_api() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(get(&c, &sluice.url("/b/1")).await.0, "MISS");
-    let metrics = sluice.admin_get("/metrics").await.1;
-    assert!(
-        metrics.contains("sluice_cache_requests_total{tier=\"hot\",result=\"hit\"} 4"),
-        "{metrics}"
-    );
+    let metrics = sluice
+        .metrics_when(|m| m.contains("sluice_cache_requests_total{tier=\"hot\",result=\"hit\"} 4"))
+        .await;
     assert!(metrics.contains("sluice_cache_purged_total{kind=\"pattern\"} 2"));
 }
 

@@ -255,7 +255,14 @@ async fn metrics_parse_and_move_with_traffic() {
     }
     assert_eq!(limited, 8);
     c.get(sluice.url("/health")).send().await.unwrap(); // exempt from limits
-    let (_, after) = metrics(&c, &sluice).await;
+                                                        // Metrics are recorded in the logging phase, after the client has its response: wait
+                                                        // until all 39 requests are counted.
+    let text = sluice
+        .metrics_when(|t| {
+            t.contains("sluice_request_duration_seconds_count{route=\"api\",upstream=\"api\"} 39")
+        })
+        .await;
+    let after = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
     let req = |m: &str, class: &str| {
         value(
             &after,

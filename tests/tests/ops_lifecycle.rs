@@ -164,6 +164,9 @@ async fn access_log_has_one_json_line_per_request_and_routes_can_opt_out() {
     .start()
     .await;
     let c = client(None);
+    // The opted-out request first: on one keep-alive connection its logging phase ends before
+    // the next request is read, so once req-2 is logged, a line for it would be there too.
+    c.get(sluice.url("/quiet/x")).send().await.unwrap();
     for i in 0..3 {
         let r = c
             .get(sluice.url(&format!("/logged/{i}?q=1")))
@@ -173,7 +176,6 @@ async fn access_log_has_one_json_line_per_request_and_routes_can_opt_out() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
-    c.get(sluice.url("/quiet/x")).send().await.unwrap();
     sluice.wait_log(&["req-2"], Duration::from_secs(5)).await;
     let log = sluice.log();
     let lines: Vec<serde_json::Value> = log

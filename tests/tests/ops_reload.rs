@@ -174,11 +174,9 @@ async fn an_invalid_file_keeps_the_old_config_serving_and_says_why() {
     );
     assert_eq!(generation(&sluice).await, 1);
     get_n(&c, &sluice.url("/still"), 10).await;
-    let metrics = sluice.admin_get("/metrics").await.1;
-    assert!(
-        metrics.contains("sluice_config_reloads_total{result=\"invalid\"} 2"),
-        "{metrics}"
-    );
+    sluice
+        .metrics_when(|m| m.contains("sluice_config_reloads_total{result=\"invalid\"} 2"))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -551,6 +551,20 @@ impl ProxyHttp for Edge {
                 upstream_response.insert_header("cache-status", status)?;
             }
         } else if ctx.cache_bypass && !ctx.upgrade {
+            let req = session.req_header();
+            if !is_safe(&req.method) && (200..400).contains(&upstream_response.status.as_u16()) {
+                // Before the client has its answer, so its next read sees the write (a Redis
+                // call here is bounded by command_timeout_ms and fails to "nothing removed").
+                let host = normalize_host(headers::host(req));
+                let keys = cache::invalidated_keys(
+                    req,
+                    upstream_response,
+                    &host,
+                    ctx.tls,
+                    &self.cache.key_rules,
+                );
+                self.cache.invalidate(&keys).await;
+            }
             upstream_response.insert_header("x-cache", "BYPASS")?;
             upstream_response.insert_header("cache-status", "sluice; fwd=bypass")?;
         }
@@ -610,17 +624,6 @@ impl ProxyHttp for Edge {
         ctx.websocket = None;
         if let (Some((key, token)), Some(redis)) = (ctx.fill_lock.take(), self.cache.redis) {
             redis.release_fill_lock(&key, token).await;
-        }
-        if ctx.cache_bypass && !is_safe(&session.req_header().method) {
-            if let Some(resp) = session.response_written() {
-                if (200..400).contains(&resp.status.as_u16()) {
-                    let req = session.req_header();
-                    let host = normalize_host(headers::host(req));
-                    let keys =
-                        cache::invalidated_keys(req, resp, &host, ctx.tls, &self.cache.key_rules);
-                    self.cache.invalidate(&keys).await;
-                }
-            }
         }
         let took = ctx
             .started

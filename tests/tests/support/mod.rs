@@ -276,6 +276,22 @@ impl Sluice {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// The `/metrics` text once `settled` accepts it. Request metrics are recorded in the
+    /// logging phase, after the client already has its response, so a scrape right after the
+    /// last response can miss it: poll until the expected count shows, or panic after 5 s.
+    pub async fn metrics_when(&self, settled: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (status, text) = self.admin_get("/metrics").await;
+            assert_eq!(status, 200);
+            if settled(&text) {
+                return text;
+            }
+            assert!(Instant::now() < end, "metrics never settled:\n{text}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// `GET path` on the admin API, as JSON.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         serde_json::from_str(&self.admin_get(path).await.1).expect("admin API answers JSON")
