@@ -17,9 +17,14 @@ async fn metrics(c: &reqwest::Client, sluice: &Sluice) -> (String, prometheus_pa
         .unwrap()
         .starts_with("text/plain; version=0.0.4"));
     let text = r.text().await.unwrap();
-    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
-        .expect("the exposition parses");
+    let scrape = parse(&text);
     (text, scrape)
+}
+
+/// The exposition `text`, parsed (panics when it does not parse).
+fn parse(text: &str) -> prometheus_parse::Scrape {
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .expect("the exposition parses")
 }
 
 /// The value of the sample `name` whose labels include all of `labels`.
@@ -255,14 +260,15 @@ async fn metrics_parse_and_move_with_traffic() {
     }
     assert_eq!(limited, 8);
     c.get(sluice.url("/health")).send().await.unwrap(); // exempt from limits
-                                                        // Metrics are recorded in the logging phase, after the client has its response: wait
-                                                        // until all 39 requests are counted.
+
+    // Metrics are recorded in the logging phase, after the client has its response: wait
+    // until all 39 requests are counted.
     let text = sluice
         .metrics_when(|t| {
             t.contains("sluice_request_duration_seconds_count{route=\"api\",upstream=\"api\"} 39")
         })
         .await;
-    let after = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).unwrap();
+    let after = parse(&text);
     let req = |m: &str, class: &str| {
         value(
             &after,

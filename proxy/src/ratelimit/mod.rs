@@ -123,7 +123,7 @@ impl RateLimiter {
         }
         if self.breaker.allow(now_ms()) {
             let floor = batch * u64::from(spec.instances.max(1));
-            match redis.check_lease(key, policy, batch, floor).await {
+            match redis.check(key, policy, batch, floor).await {
                 Ok((d, granted)) => {
                     self.breaker.success();
                     if granted > 1 {

@@ -135,14 +135,11 @@ impl RedisStore {
         }
     }
 
-    /// Run the check for `policy` on `key`. Bounded by the command timeout (connecting counts).
-    pub async fn check(&self, key: &str, policy: &LimitPolicy) -> Result<Decision, StoreError> {
-        self.check_lease(key, policy, 1, 0).await.map(|(d, _)| d)
-    }
-
-    /// Like [`RedisStore::check`], counting `want` requests at once (fixed and sliding windows
-    /// only) while at least `floor` would remain; returns how many were granted (0 when denied).
-    pub async fn check_lease(
+    /// Run the check for `policy` on `key`, counting `want` requests at once (fixed and sliding
+    /// windows only; `want = 1` is one request) while at least `floor` would remain; returns the
+    /// decision and how many were granted (0 when denied). Bounded by the command timeout
+    /// (connecting counts).
+    pub async fn check(
         &self,
         key: &str,
         policy: &LimitPolicy,
