@@ -123,7 +123,7 @@ async fn an_upgrade_during_a_stream_of_requests_loses_none() {
     let mut old = Sluice::with_config(pool(&bs[0])).grace(10).start().await;
     let old_pid = old.pid();
     let load = SteadyLoad::start(old.url("/up"), 4);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    load.wait_more(50, "the load never got going").await;
     let new = old.upgrade().await;
     // The old process hands over, drains and exits; the new one serves alone.
     let st = old
@@ -132,15 +132,8 @@ async fn an_upgrade_during_a_stream_of_requests_loses_none() {
         .expect("the old process exits after the hand-over");
     assert!(st.success());
     // The new process alone keeps serving the stream.
-    let served_before = load.ok();
-    let end = Instant::now() + Duration::from_secs(10);
-    while load.ok() < served_before + 50 {
-        assert!(
-            Instant::now() < end,
-            "nothing served after the old process exited"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    load.wait_more(50, "nothing served after the old process exited")
+        .await;
     let (_, failures) = load.stop().await;
     assert!(
         failures.is_empty(),

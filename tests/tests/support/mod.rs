@@ -933,6 +933,16 @@ impl SteadyLoad {
         self.ok.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Wait until `more` further 200 answers arrive, or panic with `what` after 10 s.
+    pub async fn wait_more(&self, more: u64, what: &str) {
+        let target = self.ok() + more;
+        let end = Instant::now() + Duration::from_secs(10);
+        while self.ok() < target {
+            assert!(Instant::now() < end, "{what}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     /// Stop and return (200 answers, every failure).
     pub async fn stop(self) -> (u64, Vec<String>) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
