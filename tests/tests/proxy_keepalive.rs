@@ -1,0 +1,146 @@
+//! Upstream keep-alive: idle backend connections are reused, a connection the backend closed
+//! while idle is never used for a request, and idle connections are closed after the pool's
+//! `keepalive_timeout_ms`. This is the vendored pingora-core pool (vendor/README.md).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+use support::*;
+
+/// A raw HTTP/1.1 backend that counts the connections it accepted and the ones the proxy
+/// closed. With `close_after_response` it answers one request per connection and then closes
+/// it, without `Connection: close`: as a backend whose idle timeout is shorter than the proxy's.
+struct CountingServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    closed_by_peer: Arc<AtomicUsize>,
+    closed_by_us: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl CountingServer {
+    async fn start(close_after_response: bool) -> CountingServer {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let closed_by_peer = Arc::new(AtomicUsize::new(0));
+        let closed_by_us = Arc::new(AtomicUsize::new(0));
+        let (a, p, u) = (
+            accepted.clone(),
+            closed_by_peer.clone(),
+            closed_by_us.clone(),
+        );
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
+                let (p, u) = (p.clone(), u.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let n = s.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            p.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let ok = s
+                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                                .await;
+                            if ok.is_err() {
+                                return;
+                            }
+                            if close_after_response {
+                                // FIN with keep-alive still implied; counted once it is sent.
+                                drop(s);
+                                u.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        CountingServer {
+            addr,
+            accepted,
+            closed_by_peer,
+            closed_by_us,
+            task,
+        }
+    }
+}
+
+impl Drop for CountingServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn config(addr: SocketAddr, keepalive_ms: u64) -> String {
+    format!(
+        "[upstreams.api]\nkeepalive_timeout_ms = {keepalive_ms}\nbackends = [{{ addr = \"{addr}\" }}]\n[[routes]]\nupstream = \"api\"\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_requests_reuse_one_backend_connection() {
+    let srv = CountingServer::start(false).await;
+    let sluice = Sluice::start(config(srv.addr, 60_000)).await;
+    let c = client(None);
+    for i in 0..200 {
+        let r = c.get(sluice.url("/k")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+    }
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_the_backend_closed_while_idle_is_not_used() {
+    let srv = CountingServer::start(true).await;
+    let sluice = Sluice::start(config(srv.addr, 60_000)).await;
+    let c = client(None);
+    for i in 1..=20 {
+        let r = c.get(sluice.url("/k")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        // The backend has closed the connection this request used before the next one starts.
+        eventually(Duration::from_secs(5), "the backend's close", || {
+            (srv.closed_by_us.load(Ordering::SeqCst) == i).then_some(())
+        })
+        .await;
+    }
+    // Every request needed a fresh connection, and none failed on a dead pooled one.
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 20);
+    assert_eq!(sluice.count_log(&["ERROR"]), 0, "{}", sluice.log());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed_after_keepalive_timeout() {
+    let srv = CountingServer::start(false).await;
+    let sluice = Sluice::start(config(srv.addr, 200)).await;
+    let c = client(None);
+    let r = c.get(sluice.url("/k")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // The pool's sweeper runs every second: the idle connection is closed within
+    // keepalive_timeout_ms plus one sweep.
+    eventually(
+        Duration::from_secs(5),
+        "the proxy closing its idle connection",
+        || (srv.closed_by_peer.load(Ordering::SeqCst) == 1).then_some(()),
+    )
+    .await;
+    // A later request opens a new connection and succeeds.
+    let r = c.get(sluice.url("/k")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
+}
