@@ -139,10 +139,20 @@ where
             Err(e) => return (false, false, Some(e)),
         };
 
+        session.as_mut().enable_retry_buffering();
+
+        // SLUICE PATCH (vendor/README.md, "Sequential HTTP/1 proxying"): a request without a
+        // body, not cached, not an upgrade, from an HTTP/1 client, is proxied in one sequential
+        // loop instead of two tasks joined by channels.
+        if downstream_custom_message_writer.is_none()
+            && downstream_custom_message_reader.is_none()
+            && Self::sequential_eligible(session)
+        {
+            return self.proxy_1to1_sequential(session, client_session, ctx).await;
+        }
+
         let (tx_upstream, rx_upstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
         let (tx_downstream, rx_downstream) = mpsc::channel::<HttpTask>(TASK_BUFFER_SIZE);
-
-        session.as_mut().enable_retry_buffering();
 
         // Shared signal so the upstream half can distinguish an expected task-pipe
         // closure (the downstream half finished and dropped rx) from an unexpected one.
@@ -189,6 +199,140 @@ where
             }
             Err(e) => (false, false, Some(e)),
         }
+    }
+
+    /// SLUICE PATCH: whether [Self::proxy_1to1_sequential] may serve this request: an HTTP/1
+    /// client, no request body (none announced, none left to send), no cache (neither serving
+    /// nor bypassing), no protocol upgrade and no proxy-task writer.
+    fn sequential_eligible(session: &mut Session) -> bool {
+        matches!(*session.downstream_session, HttpSession::H1(_))
+            && !session.cache.enabled()
+            && !session.cache.bypassing()
+            && !session.is_upgrade_req()
+            && !session.was_upgraded()
+            && !session.downstream_session.supports_proxy_task_api()
+            && session.as_mut().is_body_empty()
+            && session.as_mut().is_body_done()
+    }
+
+    /// SLUICE PATCH: the same steps as `proxy_handle_downstream` + `proxy_handle_upstream` for a
+    /// request without a body, in one loop: run the (empty) request body through the request
+    /// body filters and finish it upstream; then read response tasks, filter them with
+    /// `h1_response_filter` and write them downstream, batching what is already buffered into
+    /// one write. While waiting for the upstream, the client connection is watched as the
+    /// duplex loop does (`read_body_or_idle`), so a client hang-up ends the request at once.
+    /// Returns (reuse downstream, reuse upstream, error) like `proxy_1to1`.
+    async fn proxy_1to1_sequential(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> (bool, bool, Option<Box<Error>>)
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        // The request side: what send_body_to_pipe and send_body_to1 do for an ended body.
+        let mut data = session.as_ref().get_retry_buffer();
+        if let Err(e) = session
+            .downstream_modules_ctx
+            .request_body_filter(&mut data, true)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        if let Err(e) = self
+            .inner
+            .request_body_filter(session, &mut data, true, ctx)
+            .await
+        {
+            return (false, false, Some(e));
+        }
+        let mut upstream_can_reuse = true;
+        let mut send_error = None;
+        let sent = match data {
+            Some(d) if !d.is_empty() => client_session.write_body(&d).await.map(|_| ()),
+            _ => Ok(()),
+        };
+        if let Err(e) = sent.and(client_session.finish_body().await.map(|_| ())) {
+            warn!("send error, draining read buf: {e}");
+            upstream_can_reuse = false;
+            send_error = Some(e.into_up());
+        }
+
+        // The response side.
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        let mut watch_downstream = true;
+        loop {
+            let first = tokio::select! {
+                biased;
+                res = client_session.read_response_task() => res,
+                res = session.downstream_session.read_body_or_idle(true), if watch_downstream => {
+                    match res {
+                        Err(e) => return (false, false, Some(e.into_down())),
+                        // Not expected for an ended body; stop watching rather than spin.
+                        Ok(_) => {
+                            watch_downstream = false;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let mut tasks = Vec::with_capacity(TASK_BUFFER_SIZE);
+            let mut next = Some(first);
+            while let Some(res) = next.take() {
+                let task = match res {
+                    Ok(task) => task,
+                    Err(e) => {
+                        // A response read error leaves no message boundary: do not reuse.
+                        upstream_can_reuse = false;
+                        HttpTask::Failed(send_error.take().unwrap_or(e).into_up())
+                    }
+                };
+                let end = task.is_end();
+                tasks.push(task);
+                if !end && tasks.len() < TASK_BUFFER_SIZE {
+                    // Whatever the upstream already sent goes out in the same write, up to the
+                    // duplex loop's pipe size (4 parts), so a fast backend and a slow client
+                    // keep memory flat.
+                    next = tokio::task::unconstrained(client_session.read_response_task())
+                        .now_or_never();
+                }
+            }
+            let mut filtered = Vec::with_capacity(tasks.len());
+            for mut t in tasks {
+                session.upstream_compression.response_filter(&mut t);
+                match self
+                    .h1_response_filter(
+                        session,
+                        t,
+                        ctx,
+                        &mut serve_from_cache,
+                        &mut range_body_filter,
+                        false,
+                    )
+                    .await
+                {
+                    Ok(t) => filtered.push(t),
+                    Err(e) => return (false, false, Some(e)),
+                }
+            }
+            match session.write_response_tasks(filtered).await {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) => return (false, false, Some(e)),
+            }
+        }
+
+        let reuse_downstream = match session.as_mut().finish_body().await {
+            Ok(_) => true,
+            Err(e) => {
+                error!("Error finish sending body to downstream: {}", e);
+                false
+            }
+        };
+        (reuse_downstream, upstream_can_reuse, None)
     }
 
     pub(crate) async fn proxy_to_h1_upstream(
