@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Sluice vs nginx vs HAProxy vs direct-to-backend, under the same oha load.
 #
-# Builds release binaries, starts one backend-sample, and puts nginx (1 worker), HAProxy (1 thread)
-# and Sluice (1 thread) in front of it, each with upstream keep-alive sized to the client
-# concurrency. Runs ROUNDS interleaved rounds of `oha -z DURATION -c CONNS` against each target,
+# Builds release binaries, starts one backend-sample, and puts nginx (1 worker), HAProxy (1 thread),
+# Sluice (1 thread) and the Pingora floor (proxy/examples/pingora_floor.rs: the smallest Pingora
+# proxy, built on the same vendored Pingora, 1 thread) in front of it, each with upstream
+# keep-alive sized to the client concurrency. Runs ROUNDS interleaved rounds of `oha -z DURATION -c CONNS` against each target,
 # then reports medians of req/s, p50 and p99, each proxy's peak RSS, and the Sluice/nginx and
 # Sluice/HAProxy ratios. Results go to benches/results/proxy-<UTC time>.json.
 #
@@ -26,10 +27,11 @@ done
 scripts/install-deps.sh nginx haproxy
 command -v oha >/dev/null 2>&1 || cargo install oha --locked
 cargo build --release --locked -p sluice -p backend-sample
+cargo build --release --locked -p sluice --example pingora_floor
 
 source benches/lib.sh
 
-BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); SLUICE=$(free_port)
+BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); SLUICE=$(free_port); FLOOR=$(free_port)
 KEEPALIVE=$((CONNS * 2))
 
 target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>"$work/backend.log" &
@@ -93,13 +95,17 @@ SLC
 RUST_LOG=warn target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
 pids+=($!); SLUICE_PID=$!
 
-for p in $BACKEND $NGINX $HAPROXY $SLUICE; do wait_port "$p"; done
+target/release/examples/pingora_floor "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND" "$THREADS" "$KEEPALIVE" \
+  2>"$work/floor.log" &
+pids+=($!); FLOOR_PID=$!
+
+for p in $BACKEND $NGINX $HAPROXY $SLUICE $FLOOR; do wait_port "$p"; done
 
 oha_json_flag="--output-format json"
 oha --help 2>&1 | grep -q -- '--output-format' || oha_json_flag="--json"
 
-declare -A PORT=([direct]=$BACKEND [nginx]=$NGINX [haproxy]=$HAPROXY [sluice]=$SLUICE)
-targets=(direct nginx haproxy sluice)
+declare -A PORT=([direct]=$BACKEND [nginx]=$NGINX [haproxy]=$HAPROXY [sluice]=$SLUICE [floor]=$FLOOR)
+targets=(direct nginx haproxy sluice floor)
 echo "warming up"
 for t in "${targets[@]}"; do
   oha -z 2s -c "$CONNS" --no-tui $oha_json_flag "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
@@ -118,13 +124,14 @@ hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/proxy-$stamp.json"
 python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$URLPATH" \
-  "$(hwm "$NGINX_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" <<'PY'
+  "$(hwm "$NGINX_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" <<'PY'
 import json, statistics, sys, platform, os
-work, rounds, out, duration, conns, path, rss_nginx, rss_haproxy, rss_sluice = sys.argv[1:]
+work, rounds, out, duration, conns, path, rss_nginx, rss_haproxy, rss_sluice, rss_floor = sys.argv[1:]
 rounds = int(rounds)
-rss = {"direct": None, "nginx": int(rss_nginx), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice)}
+rss = {"direct": None, "nginx": int(rss_nginx), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
+       "floor": int(rss_floor)}
 res = {}
-for t in ["direct", "nginx", "haproxy", "sluice"]:
+for t in ["direct", "nginx", "haproxy", "sluice", "floor"]:
     runs = []
     for r in range(1, rounds + 1):
         d = json.load(open(f"{work}/{t}-{r}.json"))
@@ -150,11 +157,12 @@ ratios = {
     "sluice_over_haproxy_rps": res["sluice"]["rps"] / res["haproxy"]["rps"],
     "sluice_over_direct_rps": res["sluice"]["rps"] / res["direct"]["rps"],
     "sluice_p99_over_nginx_p99": res["sluice"]["p99_ms"] / res["nginx"]["p99_ms"],
+    "sluice_over_pingora_floor_rps": res["sluice"]["rps"] / res["floor"]["rps"],
 }
 doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "path": path,
                 "rounds": rounds, "statistic": "median"},
        "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
-       "threads": {"nginx": "1 worker", "haproxy": "nbthread 1", "sluice": 1},
+       "threads": {"nginx": "1 worker", "haproxy": "nbthread 1", "sluice": 1, "floor": 1},
        "results": {k: {kk: vv for kk, vv in v.items()} for k, v in res.items()},
        "ratios": ratios}
 json.dump(doc, open(out, "w"), indent=2)

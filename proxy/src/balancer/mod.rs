@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 pub use ring::{hash64, HashRing};
 pub use state::{
-    now_ns, BackendCounters, BackendState, Lease, PassivePolicy, StateRegistry, EWMA_DECAY,
+    now_ns, ns_at, BackendCounters, BackendState, Lease, PassivePolicy, StateRegistry, EWMA_DECAY,
 };
 
 use crate::config::Strategy;

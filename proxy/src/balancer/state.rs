@@ -68,7 +68,13 @@ fn epoch() -> Instant {
 
 /// Nanoseconds on Sluice's monotonic clock (starts near 1 s so that 0 means "never").
 pub fn now_ns() -> u64 {
-    epoch().elapsed().as_nanos() as u64 + 1_000_000_000
+    ns_at(Instant::now())
+}
+
+/// `t` on the clock of [`now_ns`], for callers that already read the clock (one read less on
+/// the request path).
+pub fn ns_at(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_nanos() as u64 + 1_000_000_000
 }
 
 /// How the passive failure table judges a backend (nginx's `max_fails` / `fail_timeout`).
@@ -210,7 +216,11 @@ impl BackendState {
     /// ones pull the estimate down with time constant [`EWMA_DECAY`]. Races between threads can
     /// lose a sample, which a moving estimate tolerates.
     pub fn observe_latency(&self, rtt: Duration) {
-        let now = now_ns();
+        self.observe_latency_at(rtt, now_ns());
+    }
+
+    /// [`Self::observe_latency`] with the current time `now` (from [`now_ns`] or [`ns_at`]).
+    pub fn observe_latency_at(&self, rtt: Duration, now: u64) {
         let sample = rtt.as_nanos().min(u64::MAX as u128) as u64;
         let prev = self.ewma_ns.load(Relaxed);
         let then = self.ewma_at_ns.swap(now, Relaxed);

@@ -22,7 +22,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 use tracing::{info, warn};
 
-use crate::balancer::{now_ns, Lease, Tried};
+use crate::balancer::{now_ns, ns_at, Lease, Tried};
 use crate::cache::{self, CacheLayer, CacheRule};
 use crate::metrics::{GaugeGuard, LimitResult, Method, METRICS};
 use crate::ratelimit::RateLimiter;
@@ -406,11 +406,12 @@ impl ProxyHttp for Edge {
         };
         let mut key = [0u8; 16];
         let key = client_key(ctx.client_ip, &mut key);
+        let now = Instant::now();
         if ctx.attempts == 0 {
             pool.retry_budget.deposit();
-            ctx.first_attempt = Some(Instant::now());
+            ctx.first_attempt = Some(now);
         }
-        let Some(idx) = pool.balancer.pick(key, &ctx.tried, now_ns(), pool.pick) else {
+        let Some(idx) = pool.balancer.pick(key, &ctx.tried, ns_at(now), pool.pick) else {
             // Nothing may be tried: 503 at once before any attempt (never wait for timeouts),
             // 502 once every candidate failed.
             let status = if ctx.tried.is_empty() { 503 } else { 502 };
@@ -429,7 +430,7 @@ impl ProxyHttp for Edge {
         ctx.current = Some(idx);
         ctx.status_retry = false;
         ctx.lease = Some(lease);
-        ctx.attempt_started = Some(Instant::now());
+        ctx.attempt_started = Some(now);
         Ok(peer)
     }
 
@@ -508,8 +509,9 @@ impl ProxyHttp for Edge {
             ctx.not_modified = Some(Box::new(upstream_response.headers.clone()));
         }
         if let (Some(lease), Some(t)) = (&ctx.lease, ctx.attempt_started) {
-            let took = t.elapsed();
-            lease.state().observe_latency(took);
+            let now = Instant::now();
+            let took = now.saturating_duration_since(t);
+            lease.state().observe_latency_at(took, ns_at(now));
             if let Some(pool) = ctx.pool() {
                 pool.metrics.upstream_duration.observe(took);
             }
