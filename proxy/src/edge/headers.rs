@@ -4,12 +4,26 @@ use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::{header, HeaderValue};
-use pingora::http::RequestHeader;
-use pingora::prelude::*;
+use pingora::http::{RequestHeader, StaticHeaderName};
 
 /// The request id header, passed through when the client sends a sane one, generated otherwise,
 /// and returned on every response.
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// The headers Sluice adds to every proxied request, pre-built so that adding them neither
+/// parses nor allocates a name (see `StaticHeaderName` in vendor/pingora-http).
+pub static X_REQUEST_ID: StaticHeaderName = StaticHeaderName::new(REQUEST_ID, "X-Request-Id");
+static X_FORWARDED_HOST: StaticHeaderName =
+    StaticHeaderName::new("x-forwarded-host", "X-Forwarded-Host");
+static X_FORWARDED_PROTO: StaticHeaderName =
+    StaticHeaderName::new("x-forwarded-proto", "X-Forwarded-Proto");
+static X_FORWARDED_FOR: StaticHeaderName =
+    StaticHeaderName::new("x-forwarded-for", "X-Forwarded-For");
+static X_REAL_IP: StaticHeaderName = StaticHeaderName::new("x-real-ip", "X-Real-IP");
+static HOST: StaticHeaderName = StaticHeaderName::new("host", "Host");
+
+/// How many headers [`forwarded`] and the request id add at most.
+pub const ADDED_HEADERS: usize = 6;
 
 /// Longest client-supplied request id that is passed through.
 const MAX_REQUEST_ID_LEN: usize = 128;
@@ -63,7 +77,7 @@ pub fn forwarded(
     client_req: &RequestHeader,
     client_ip: Option<&HeaderValue>,
     tls: bool,
-) -> Result<()> {
+) {
     let host = match client_req.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => client_req
@@ -71,18 +85,19 @@ pub fn forwarded(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
+    up.reserve_headers(ADDED_HEADERS);
     if let Some(host) = host {
         if up.headers.get(header::HOST).is_none() {
-            up.insert_header(header::HOST, host.clone())?;
+            up.insert_static_header(&HOST, host.clone());
         }
-        up.insert_header("x-forwarded-host", host)?;
+        up.insert_static_header(&X_FORWARDED_HOST, host);
     }
-    up.insert_header(
-        "x-forwarded-proto",
+    up.insert_static_header(
+        &X_FORWARDED_PROTO,
         HeaderValue::from_static(if tls { "https" } else { "http" }),
-    )?;
+    );
     if let Some(ip) = client_ip {
-        up.insert_header("x-real-ip", ip.clone())?;
+        up.insert_static_header(&X_REAL_IP, ip.clone());
         // Append to what earlier proxies recorded, joining repeated headers into one.
         let mut prior = client_req
             .headers
@@ -100,9 +115,8 @@ pub fn forwarded(
             v.extend_from_slice(ip.as_bytes());
             HeaderValue::from_bytes(&v).expect("joined header values stay valid")
         };
-        up.insert_header("x-forwarded-for", xff)?;
+        up.insert_static_header(&X_FORWARDED_FOR, xff);
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -122,7 +136,7 @@ mod tests {
         let client = req(&[("host", "shop.example"), ("x-forwarded-for", "1.2.3.4")]);
         let mut up = client.clone();
         let ip = ip_value("10.0.0.9".parse().unwrap());
-        forwarded(&mut up, &client, Some(&ip), true).unwrap();
+        forwarded(&mut up, &client, Some(&ip), true);
         let h = |k| up.headers.get(k).unwrap().to_str().unwrap().to_owned();
         assert_eq!(h("x-forwarded-for"), "1.2.3.4, 10.0.0.9");
         assert_eq!(h("x-real-ip"), "10.0.0.9");
@@ -139,7 +153,7 @@ mod tests {
         ]);
         let mut up = client.clone();
         let ip = ip_value("::1".parse().unwrap());
-        forwarded(&mut up, &client, Some(&ip), false).unwrap();
+        forwarded(&mut up, &client, Some(&ip), false);
         assert_eq!(
             up.headers.get("x-forwarded-for").unwrap(),
             "1.1.1.1, 2.2.2.2, ::1"

@@ -489,9 +489,9 @@ impl ProxyHttp for Edge {
             session.req_header(),
             ctx.client_ip_value.as_ref(),
             ctx.tls,
-        )?;
+        );
         if let Some(id) = &ctx.request_id {
-            upstream_request.insert_header(REQUEST_ID, id.clone())?;
+            upstream_request.insert_static_header(&headers::X_REQUEST_ID, id.clone());
         }
         Ok(())
     }
@@ -571,7 +571,7 @@ impl ProxyHttp for Edge {
             upstream_response.insert_header("cache-status", "sluice; fwd=bypass")?;
         }
         if let Some(id) = &ctx.request_id {
-            upstream_response.insert_header(REQUEST_ID, id.clone())?;
+            upstream_response.insert_static_header(&headers::X_REQUEST_ID, id.clone());
         }
         if let Some(rate) = &ctx.rate {
             for (name, value) in crate::ratelimit::headers(&rate.decision, &rate.policy, &rate.name)
@@ -747,7 +747,7 @@ async fn respond(
     resp.insert_header(header::CONTENT_TYPE, content_type)?;
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     if let Some(id) = &ctx.request_id {
-        resp.insert_header(REQUEST_ID, id.clone())?;
+        resp.insert_static_header(&headers::X_REQUEST_ID, id.clone());
     }
     if status == StatusCode::SERVICE_UNAVAILABLE && !extra.iter().any(|(k, _)| *k == "retry-after")
     {
