@@ -300,8 +300,9 @@ where
                         .now_or_never();
                 }
             }
-            let mut filtered = Vec::with_capacity(tasks.len());
-            for mut t in tasks {
+            // Filtered in place: one vector per write.
+            for slot in tasks.iter_mut() {
+                let mut t = std::mem::replace(slot, HttpTask::Done);
                 session.upstream_compression.response_filter(&mut t);
                 match self
                     .h1_response_filter(
@@ -314,11 +315,11 @@ where
                     )
                     .await
                 {
-                    Ok(t) => filtered.push(t),
+                    Ok(t) => *slot = t,
                     Err(e) => return (false, false, Some(e)),
                 }
             }
-            match session.write_response_tasks(filtered).await {
+            match session.write_response_tasks(tasks).await {
                 Ok(true) => break,
                 Ok(false) => {}
                 Err(e) => return (false, false, Some(e)),
