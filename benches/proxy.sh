@@ -106,6 +106,11 @@ oha --help 2>&1 | grep -q -- '--output-format' || oha_json_flag="--json"
 
 declare -A PORT=([direct]=$BACKEND [nginx]=$NGINX [haproxy]=$HAPROXY [sluice]=$SLUICE [floor]=$FLOOR)
 targets=(direct nginx haproxy sluice floor)
+# Whose CPU time each round is charged to: the proxy's (nginx: its worker), or for direct the
+# backend's. CPU per request is steadier than req/s on a shared machine.
+NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || echo "$NGINX_PID")
+declare -A CPU_PID=([direct]=${pids[0]} [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "warming up"
 for t in "${targets[@]}"; do
   oha -z 2s -c "$CONNS" --no-tui $oha_json_flag "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
@@ -113,20 +118,23 @@ done
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     echo "round $r/$ROUNDS: $t"
+    before=$(cpu_ticks "${CPU_PID[$t]}")
     oha -z "$DURATION" -c "$CONNS" --no-tui $oha_json_flag \
       "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$work/$t-$r.json"
+    echo $(($(cpu_ticks "${CPU_PID[$t]}") - before)) >"$work/$t-$r.cpu"
   done
 done
 
 # nginx's worker is the child of its master; report the worker's peak.
-NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || echo "$NGINX_PID")
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/proxy-$stamp.json"
 python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$URLPATH" \
-  "$(hwm "$NGINX_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" <<'PY'
+  "$(hwm "$NGINX_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" \
+  "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys, platform, os
-work, rounds, out, duration, conns, path, rss_nginx, rss_haproxy, rss_sluice, rss_floor = sys.argv[1:]
+work, rounds, out, duration, conns, path, rss_nginx, rss_haproxy, rss_sluice, rss_floor, tck = sys.argv[1:]
+tck = int(tck)
 rounds = int(rounds)
 rss = {"direct": None, "nginx": int(rss_nginx), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
        "floor": int(rss_floor)}
@@ -141,8 +149,12 @@ for t in ["direct", "nginx", "haproxy", "sluice", "floor"]:
         # oha cuts the requests still in flight when -z expires; those are not proxy errors.
         errors = sum(v for k, v in d.get("errorDistribution", {}).items()
                      if k != "aborted due to deadline")
+        served = sum(codes.values())
+        ticks = int(open(f"{work}/{t}-{r}.cpu").read())
         runs.append({
             "rps": s["requestsPerSec"],
+            # the proxy's (for direct: the backend's) user+system CPU per answered request
+            "cpu_us_per_req": ticks / tck / max(served, 1) * 1e6,
             "p50_ms": (lat.get("p50") or 0) * 1000,
             "p99_ms": (lat.get("p99") or 0) * 1000,
             "non_200": sum(v for k, v in codes.items() if k != "200"),
@@ -150,6 +162,7 @@ for t in ["direct", "nginx", "haproxy", "sluice", "floor"]:
         })
     med = lambda k: statistics.median(x[k] for x in runs)
     res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+              "cpu_us_per_req": med("cpu_us_per_req"),
               "peak_rss_kib": rss[t], "non_200": sum(x["non_200"] for x in runs),
               "errors": sum(x["errors"] for x in runs), "runs": runs}
 ratios = {
@@ -158,6 +171,7 @@ ratios = {
     "sluice_over_direct_rps": res["sluice"]["rps"] / res["direct"]["rps"],
     "sluice_p99_over_nginx_p99": res["sluice"]["p99_ms"] / res["nginx"]["p99_ms"],
     "sluice_over_pingora_floor_rps": res["sluice"]["rps"] / res["floor"]["rps"],
+    "sluice_cpu_over_nginx_cpu": res["sluice"]["cpu_us_per_req"] / res["nginx"]["cpu_us_per_req"],
 }
 doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "path": path,
                 "rounds": rounds, "statistic": "median"},
@@ -166,11 +180,11 @@ doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), 
        "results": {k: {kk: vv for kk, vv in v.items()} for k, v in res.items()},
        "ratios": ratios}
 json.dump(doc, open(out, "w"), indent=2)
-print(f"\n| target | req/s | p50 ms | p99 ms | peak RSS MiB | errors+non-200 |")
-print("|---|---:|---:|---:|---:|---:|")
+print(f"\n| target | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MiB | errors+non-200 |")
+print("|---|---:|---:|---:|---:|---:|---:|")
 for t, v in res.items():
     r = "-" if v["peak_rss_kib"] is None else f"{v['peak_rss_kib']/1024:.1f}"
-    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {r} | {v['errors']+v['non_200']} |")
+    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['cpu_us_per_req']:.1f} | {r} | {v['errors']+v['non_200']} |")
 print()
 for k, v in ratios.items():
     print(f"{k}: {v:.2f}")
