@@ -1,5 +1,6 @@
 //! Upstream keep-alive: idle backend connections are reused, a connection the backend closed
-//! while idle is never used for a request, and idle connections are closed after the pool's
+//! while idle is never used for a request, one it closes as a request goes out on it is retried
+//! on a fresh connection, and idle connections are closed after the pool's
 //! `keepalive_timeout_ms`. This is the vendored pingora-core pool (vendor/README.md).
 
 mod support;
@@ -14,9 +15,21 @@ use tokio::net::TcpListener;
 
 use support::*;
 
+/// How [`CountingServer`] treats a connection.
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Answer every request (keep-alive).
+    KeepAlive,
+    /// Answer one request, then close without `Connection: close`: a backend whose idle
+    /// timeout is shorter than the proxy's.
+    CloseAfterResponse,
+    /// Answer one request; close on reading the next one without answering it: the close and
+    /// the proxy's reuse of the idle connection crossing on the wire.
+    CloseOnSecondRequest,
+}
+
 /// A raw HTTP/1.1 backend that counts the connections it accepted and the ones the proxy
-/// closed. With `close_after_response` it answers one request per connection and then closes
-/// it, without `Connection: close`: as a backend whose idle timeout is shorter than the proxy's.
+/// closed.
 struct CountingServer {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
@@ -26,7 +39,7 @@ struct CountingServer {
 }
 
 impl CountingServer {
-    async fn start(close_after_response: bool) -> CountingServer {
+    async fn start(mode: Mode) -> CountingServer {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -44,6 +57,7 @@ impl CountingServer {
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
+                    let mut answered = 0;
                     loop {
                         let n = s.read(&mut chunk).await.unwrap_or(0);
                         if n == 0 {
@@ -53,13 +67,19 @@ impl CountingServer {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
+                            if mode == Mode::CloseOnSecondRequest && answered == 1 {
+                                drop(s);
+                                u.fetch_add(1, Ordering::SeqCst);
+                                return;
+                            }
+                            answered += 1;
                             let ok = s
                                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                                 .await;
                             if ok.is_err() {
                                 return;
                             }
-                            if close_after_response {
+                            if mode == Mode::CloseAfterResponse {
                                 // FIN with keep-alive still implied; counted once it is sent.
                                 drop(s);
                                 u.fetch_add(1, Ordering::SeqCst);
@@ -94,7 +114,7 @@ fn config(addr: SocketAddr, keepalive_ms: u64) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sequential_requests_reuse_one_backend_connection() {
-    let srv = CountingServer::start(false).await;
+    let srv = CountingServer::start(Mode::KeepAlive).await;
     let sluice = Sluice::start(config(srv.addr, 60_000)).await;
     let c = client(None);
     for i in 0..200 {
@@ -107,7 +127,7 @@ async fn sequential_requests_reuse_one_backend_connection() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_the_backend_closed_while_idle_is_not_used() {
-    let srv = CountingServer::start(true).await;
+    let srv = CountingServer::start(Mode::CloseAfterResponse).await;
     let sluice = Sluice::start(config(srv.addr, 60_000)).await;
     let c = client(None);
     for i in 1..=20 {
@@ -126,7 +146,7 @@ async fn a_connection_the_backend_closed_while_idle_is_not_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_keepalive_timeout() {
-    let srv = CountingServer::start(false).await;
+    let srv = CountingServer::start(Mode::KeepAlive).await;
     let sluice = Sluice::start(config(srv.addr, 200)).await;
     let c = client(None);
     let r = c.get(sluice.url("/k")).send().await.unwrap();
@@ -143,4 +163,27 @@ async fn idle_connections_are_closed_after_keepalive_timeout() {
     let r = c.get(sluice.url("/k")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_connection_closed_under_a_request_is_retried_on_a_fresh_one() {
+    let srv = CountingServer::start(Mode::CloseOnSecondRequest).await;
+    // One backend: "another member" does not exist, the retry goes to the same one.
+    let sluice = Sluice::start(config(srv.addr, 60_000)).await;
+    let c = client(None);
+    for i in 1..=10 {
+        let r = c.get(sluice.url("/k")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+    }
+    // Requests 2..=10 each went out on a pooled connection that the backend then closed, and
+    // were answered on a fresh one: 10 connections for 10 answers, 9 of them closed under a
+    // request.
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 10);
+    assert_eq!(srv.closed_by_us.load(Ordering::SeqCst), 9);
+    // A POST is not replayed: the backend may have acted on it.
+    let r = c.post(sluice.url("/k")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    // The stale connections were not counted against the backend: it still serves.
+    let r = c.get(sluice.url("/k")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
 }

@@ -243,6 +243,11 @@ impl Tried {
         self.0[i / 64] |= 1 << (i % 64);
     }
 
+    /// Make member `i` eligible again (a retry that was not the member's fault).
+    pub fn remove(&mut self, i: usize) {
+        self.0[i / 64] &= !(1 << (i % 64));
+    }
+
     /// Whether member `i` was tried.
     pub fn contains(&self, i: usize) -> bool {
         self.0[i / 64] & (1 << (i % 64)) != 0

@@ -76,6 +76,8 @@ pub struct RequestCtx {
     first_attempt: Option<Instant>,
     /// The current attempt's response status was turned into a retry.
     status_retry: bool,
+    /// A pooled connection already failed under this request and was retried (at most once).
+    stale_retried: bool,
     /// The request asks for a protocol upgrade (WebSocket).
     upgrade: bool,
     /// In-flight unit on the current backend; released on drop.
@@ -139,6 +141,19 @@ impl RequestCtx {
                 pool.passive.max_fails
             );
         }
+    }
+
+    /// Whether `e` is a reused (pooled) upstream connection found closed before any response
+    /// byte, on an idempotent request whose body can be replayed, for the first time in this
+    /// request. Pingora marks such errors `RetryType::ReusedOnly`.
+    fn stale_connection(&self, e: &Error, session: &Session, client_reused: bool) -> bool {
+        client_reused
+            && !self.stale_retried
+            && matches!(e.retry, pingora::RetryType::ReusedOnly)
+            && e.esource() == &ErrorSource::Upstream
+            && session.response_written().is_none()
+            && is_idempotent(&session.req_header().method)
+            && !session.as_ref().retry_buffer_truncated()
     }
 
     /// Whether another attempt may follow `failure`. `session` is given when the attempt may
@@ -456,9 +471,22 @@ impl ProxyHttp for Edge {
         session: &mut Session,
         e: Box<Error>,
         ctx: &mut Self::CTX,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
+        if ctx.stale_connection(&e, session, client_reused) {
+            // The backend closed an idle pooled connection just as this request went out on it
+            // (its keep-alive timeout raced ours): not the backend's failure and no answer was
+            // lost. One more try on a fresh connection, to any member, this one included, as
+            // nginx does for a failed cached connection; no passive failure, no budget.
+            ctx.stale_retried = true;
+            if let Some(idx) = ctx.current {
+                ctx.tried.remove(idx);
+            }
+            ctx.lease = None;
+            e.set_retry(true);
+            return e;
+        }
         let retry = if std::mem::take(&mut ctx.status_retry) {
             // Decided (and budgeted) in upstream_response_filter.
             true
