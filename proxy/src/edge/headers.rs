@@ -39,7 +39,7 @@ pub fn host(req: &RequestHeader) -> &str {
 
 /// The client's request id when it is present and printable, else a fresh random one.
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
-    if let Some(v) = req.headers.get(REQUEST_ID) {
+    if let Some(v) = req.headers.get(X_REQUEST_ID.name()) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
         {
@@ -59,12 +59,37 @@ fn hex_u128(v: u128, buf: &mut [u8; 32]) -> &[u8] {
     &buf[..]
 }
 
-/// The client IP as a header value, formatted once per request without a heap string.
+/// The client IP as a header value, formatted once per request without a heap string (IPv4,
+/// the common case, without the formatting machinery).
 pub fn ip_value(ip: IpAddr) -> HeaderValue {
     let mut buf = [0u8; 45]; // longest IPv6 text form
-    let mut w = &mut buf[..];
-    let _ = write!(w, "{ip}");
-    let n = 45 - w.len();
+    let n = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(_) => {
+            let mut w = &mut buf[..];
+            let _ = write!(w, "{ip}");
+            45 - w.len()
+        }
+    };
     HeaderValue::from_bytes(&buf[..n]).expect("an IP address is a valid header value")
 }
 
@@ -101,7 +126,7 @@ pub fn forwarded(
         // Append to what earlier proxies recorded, joining repeated headers into one.
         let mut prior = client_req
             .headers
-            .get_all("x-forwarded-for")
+            .get_all(X_FORWARDED_FOR.name())
             .iter()
             .peekable();
         let xff = if prior.peek().is_none() {
@@ -163,6 +188,15 @@ mod tests {
             ip_value("2001:db8:85a3:8d3:1319:8a2e:370:7348".parse().unwrap()),
             "2001:db8:85a3:8d3:1319:8a2e:370:7348"
         );
+        for ip in [
+            "0.0.0.0",
+            "1.20.255.9",
+            "100.99.10.200",
+            "255.255.255.255",
+            "127.0.0.1",
+        ] {
+            assert_eq!(ip_value(ip.parse().unwrap()), ip);
+        }
     }
 
     #[test]

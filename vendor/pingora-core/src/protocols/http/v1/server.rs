@@ -331,8 +331,19 @@ impl HttpSession {
 
             // Use loop as GOTO to retry escaped request buffer, not a real loop
             loop {
+                // SLUICE PATCH: uninitialized header slots; initializing all 256 wrote 8 KiB
+                // of stack per request.
+                #[cfg(not(feature = "patched_http1"))]
+                let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+                #[cfg(not(feature = "patched_http1"))]
+                let mut req = httparse::Request::new(&mut []);
+                #[cfg(not(feature = "patched_http1"))]
+                let parsed = parse_req_buffer_uninit(&mut req, &buf, &mut headers);
+                #[cfg(feature = "patched_http1")]
                 let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                #[cfg(feature = "patched_http1")]
                 let mut req = httparse::Request::new(&mut headers);
+                #[cfg(feature = "patched_http1")]
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
                     HeaderParseState::Complete(s) => {
@@ -1794,6 +1805,21 @@ fn escape_illegal_request_line(buf: &BytesMut) -> Option<BytesMut> {
 }
 
 #[inline]
+/// SLUICE PATCH: [parse_req_buffer] into uninitialized header slots.
+#[cfg(not(feature = "patched_http1"))]
+fn parse_req_buffer_uninit<'h, 'buf>(
+    req: &mut httparse::Request<'h, 'buf>,
+    buf: &'buf [u8],
+    headers: &'h mut [std::mem::MaybeUninit<httparse::Header<'buf>>],
+) -> HeaderParseState {
+    match req.parse_with_uninit_headers(buf, headers) {
+        Ok(httparse::Status::Complete(s)) => HeaderParseState::Complete(s),
+        Ok(_) => HeaderParseState::Partial,
+        Err(e) => HeaderParseState::Invalid(e),
+    }
+}
+
+#[cfg_attr(not(feature = "patched_http1"), allow(dead_code))]
 fn parse_req_buffer<'buf>(
     req: &mut httparse::Request<'_, 'buf>,
     buf: &'buf [u8],
