@@ -17,11 +17,7 @@ async fn echo(req: reqwest::RequestBuilder) -> (reqwest::header::HeaderMap, Valu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_and_request_id() {
     let bs = backends(1).await;
-    let sluice = Sluice::start(format!(
-        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n",
-        backends_toml(&[(bs[0].addr, None)])
-    ))
-    .await;
+    let sluice = Sluice::start(one_pool(&[bs[0].addr])).await;
     let c = client(Some("127.0.0.7".parse().unwrap()));
 
     // Generated id, returned to the client and seen by the backend.
@@ -58,11 +54,7 @@ async fn forwarded_headers_and_request_id() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hop_by_hop_fields_are_not_forwarded_and_others_are() {
     let bs = backends(1).await;
-    let sluice = Sluice::start(format!(
-        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n",
-        backends_toml(&[(bs[0].addr, None)])
-    ))
-    .await;
+    let sluice = Sluice::start(one_pool(&[bs[0].addr])).await;
     let c = client(None);
     // Hop-by-hop fields, and a field the client nominated in Connection, stay on this hop.
     let (_, body) = echo(

@@ -79,6 +79,17 @@ pub fn backends_toml(addrs: &[(SocketAddr, Option<u32>)]) -> String {
     format!("backends = [{}]", items.join(", "))
 }
 
+/// A config with one pool `api` of the backends at `addrs` (default settings) and one route
+/// sending everything to it.
+pub fn one_pool(addrs: &[SocketAddr]) -> String {
+    let members: Vec<_> = addrs.iter().map(|a| (*a, None)).collect();
+    format!(
+        "[upstreams.api]\n{}\n{}",
+        backends_toml(&members),
+        route_all("api")
+    )
+}
+
 /// A running Sluice process.
 pub struct Sluice {
     child: Child,
