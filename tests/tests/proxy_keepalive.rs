@@ -171,10 +171,7 @@ async fn a_pooled_connection_closed_under_a_request_is_retried_on_a_fresh_one() 
     // One backend: "another member" does not exist, the retry goes to the same one.
     let sluice = Sluice::start(config(srv.addr, 60_000)).await;
     let c = client(None);
-    for i in 1..=10 {
-        let r = c.get(sluice.url("/k")).send().await.unwrap();
-        assert_eq!(r.status(), 200, "request {i}");
-    }
+    get_n(&c, &sluice.url("/k"), 10).await;
     // Requests 2..=10 each went out on a pooled connection that the backend then closed, and
     // were answered on a fresh one: 10 connections for 10 answers, 9 of them closed under a
     // request.

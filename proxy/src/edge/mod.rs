@@ -151,9 +151,7 @@ impl RequestCtx {
             && !self.stale_retried
             && matches!(e.retry, pingora::RetryType::ReusedOnly)
             && e.esource() == &ErrorSource::Upstream
-            && session.response_written().is_none()
-            && is_idempotent(&session.req_header().method)
-            && !session.as_ref().retry_buffer_truncated()
+            && replayable(session)
     }
 
     /// Whether another attempt may follow `failure`. `session` is given when the attempt may
@@ -176,14 +174,8 @@ impl RequestCtx {
                 return false;
             }
         }
-        if let Some(s) = session {
-            let req = s.req_header();
-            if !is_idempotent(&req.method)
-                || s.as_ref().retry_buffer_truncated()
-                || s.response_written().is_some()
-            {
-                return false;
-            }
+        if session.is_some_and(|s| !replayable(s)) {
+            return false;
         }
         let ok = pool.retry_budget.try_withdraw(now / 1_000_000);
         if ok {
@@ -193,6 +185,14 @@ impl RequestCtx {
         }
         ok
     }
+}
+
+/// Whether a request the backend may have seen can be sent again: an idempotent method, the
+/// whole body in Pingora's replay buffer, and nothing of the response sent to the client yet.
+fn replayable(session: &Session) -> bool {
+    is_idempotent(&session.req_header().method)
+        && !session.as_ref().retry_buffer_truncated()
+        && session.response_written().is_none()
 }
 
 /// Methods that do not change state (RFC 9110 §9.2.1).

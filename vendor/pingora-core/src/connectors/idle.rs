@@ -104,14 +104,10 @@ impl IdlePool {
                 inner.total -= 1;
                 idle
             };
-            let Idle {
-                mut stream,
-                deadline,
-                ..
-            } = idle;
-            if deadline.is_some_and(|d| now >= d) {
+            if idle.expired(now) {
                 continue; // dropped: closes the socket
             }
+            let mut stream = idle.stream;
             if reusable(&mut stream, unexpected_data) {
                 return Some(stream);
             }

@@ -71,13 +71,10 @@ where
         // building the connect future (several KiB, with the TLS handshake): that future is part
         // of every proxied request's future, which Pingora boxes and copies once per request.
         // Connecting (and every other protocol) goes through a boxed future instead.
-        let custom = peer
-            .get_peer_options()
-            .is_some_and(|o| matches!(o.alpn, ALPN::Custom(_)));
-        let h1_only = peer
-            .get_peer_options()
-            .is_none_or(|o| o.alpn.get_max_http_version() == 1);
-        if !custom && h1_only {
+        let pooled_h1 = peer.get_peer_options().is_none_or(|o| {
+            !matches!(o.alpn, ALPN::Custom(_)) && o.alpn.get_max_http_version() == 1
+        });
+        if pooled_h1 {
             if let Some(h1) = self.h1.reused_http_session(peer).await {
                 return Ok((HttpSession::H1(h1), true));
             }
