@@ -2,7 +2,8 @@
 # Sluice vs nginx vs HAProxy vs direct-to-backend, under the same oha load.
 #
 # Builds release binaries, starts one backend-sample, and puts nginx (1 worker), HAProxy (1 thread),
-# Sluice (1 thread) and the Pingora floor (proxy/examples/pingora_floor.rs: the smallest Pingora
+# both configured to forward the same header fields Sluice does, nginx without those rules
+# (nginx_bare), Sluice (1 thread) and the Pingora floor (proxy/examples/pingora_floor.rs: the smallest Pingora
 # proxy, built on the same vendored Pingora, 1 thread) in front of it, each with upstream
 # keep-alive sized to the client concurrency. Runs ROUNDS interleaved rounds of `oha -z DURATION -c CONNS` against each target,
 # then reports medians of req/s, p50 and p99, each proxy's peak RSS, and the Sluice/nginx and
@@ -31,32 +32,55 @@ cargo build --release --locked -p sluice --example pingora_floor
 
 source benches/lib.sh
 
-BACKEND=$(free_port); NGINX=$(free_port); HAPROXY=$(free_port); SLUICE=$(free_port); FLOOR=$(free_port)
+BACKEND=$(free_port); NGINX=$(free_port); NGINX_BARE=$(free_port); HAPROXY=$(free_port); SLUICE=$(free_port); FLOOR=$(free_port)
 KEEPALIVE=$((CONNS * 2))
 
 target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>"$work/backend.log" &
 pids+=($!)
 
-cat >"$work/nginx.conf" <<NGX
+# nginx and HAProxy are configured as an operator fronting a service with them would, doing the
+# work Sluice does on every request: keep Host, append X-Forwarded-For, set X-Real-IP,
+# X-Forwarded-Proto and X-Forwarded-Host, pass or generate X-Request-Id and return it.
+# A check before the load asserts the three forward the same fields. nginx_bare (no header
+# rules) shows what that work costs nginx.
+nginx_conf() { # nginx_conf PORT HEADERS(0|1)
+  local rules=""
+  if [ "$2" = 1 ]; then
+    rules='
+      proxy_set_header Host $http_host;
+      proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+      proxy_set_header X-Real-IP $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $http_host;
+      proxy_set_header X-Request-Id $sluice_request_id;
+      add_header X-Request-Id $sluice_request_id always;'
+  fi
+  cat <<NGX
 worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/nginx-error.log warn;
+pid $work/nginx-$1.pid;
+error_log $work/nginx-$1-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive $KEEPALIVE; }
+  map \$http_x_request_id \$sluice_request_id { default \$http_x_request_id; "" \$request_id; }
   server {
-    listen 127.0.0.1:$NGINX;
+    listen 127.0.0.1:$1;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
-      proxy_set_header Connection "";
+      proxy_set_header Connection "";$rules
     }
   }
 }
 NGX
+}
+nginx_conf "$NGINX" 1 >"$work/nginx.conf"
 nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!); NGINX_PID=$!
+nginx_conf "$NGINX_BARE" 0 >"$work/nginx-bare.conf"
+nginx -c "$work/nginx-bare.conf" -g 'daemon off;' &
+pids+=($!); NGINX_BARE_PID=$!
 
 cat >"$work/haproxy.cfg" <<HAP
 global
@@ -70,6 +94,13 @@ defaults
   http-reuse always
 frontend fe
   bind 127.0.0.1:$HAPROXY
+  option forwardfor
+  http-request set-header X-Real-IP %[src]
+  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Request-Id %[uuid] unless { req.hdr(x-request-id) -m found }
+  http-request set-var(txn.request_id) req.hdr(x-request-id)
+  http-response set-header X-Request-Id %[var(txn.request_id)]
   default_backend be
 backend be
   server b1 127.0.0.1:$BACKEND
@@ -99,17 +130,42 @@ target/release/examples/pingora_floor "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND" "$
   2>"$work/floor.log" &
 pids+=($!); FLOOR_PID=$!
 
-for p in $BACKEND $NGINX $HAPROXY $SLUICE $FLOOR; do wait_port "$p"; done
+for p in $BACKEND $NGINX $NGINX_BARE $HAPROXY $SLUICE $FLOOR; do wait_port "$p"; done
+
+# The comparison is only fair if nginx, HAProxy and Sluice forward the same request: ask each
+# to echo what the backend received, with and without a client X-Request-Id.
+python3 - "$NGINX" "$HAPROXY" "$SLUICE" <<'PY'
+import json, sys, urllib.request
+FIELDS = ["host", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip",
+          "x-request-id"]
+def echo(port, headers):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/echo", headers=headers)
+    with urllib.request.urlopen(req, timeout=5) as r:
+        seen = json.load(r)["headers"]
+        return {k: seen.get(k, "").replace(str(port), "PORT") for k in FIELDS}, r.headers.get("x-request-id")
+for port in sys.argv[1:]:
+    got, returned = echo(port, {"X-Request-Id": "bench-check", "X-Forwarded-For": "192.0.2.1"})
+    want = {"host": "127.0.0.1:PORT", "x-forwarded-for": "192.0.2.1, 127.0.0.1",
+            "x-forwarded-host": "127.0.0.1:PORT", "x-forwarded-proto": "http",
+            "x-real-ip": "127.0.0.1", "x-request-id": "bench-check"}
+    if got != want or returned != "bench-check":
+        sys.exit(f"port {port} does not forward like Sluice: {got}, returned id {returned}")
+    got, returned = echo(port, {})
+    if not got["x-request-id"] or got["x-request-id"] != returned:
+        sys.exit(f"port {port} does not generate and return a request id: {got}, {returned}")
+print("nginx, HAProxy and Sluice forward the same fields")
+PY
 
 oha_json_flag="--output-format json"
 oha --help 2>&1 | grep -q -- '--output-format' || oha_json_flag="--json"
 
-declare -A PORT=([direct]=$BACKEND [nginx]=$NGINX [haproxy]=$HAPROXY [sluice]=$SLUICE [floor]=$FLOOR)
-targets=(direct nginx haproxy sluice floor)
+declare -A PORT=([direct]=$BACKEND [nginx]=$NGINX [nginx_bare]=$NGINX_BARE [haproxy]=$HAPROXY [sluice]=$SLUICE [floor]=$FLOOR)
+targets=(direct nginx nginx_bare haproxy sluice floor)
 # Whose CPU time each round is charged to: the proxy's (nginx: its worker), or for direct the
 # backend's. CPU per request is steadier than req/s on a shared machine.
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || echo "$NGINX_PID")
-declare -A CPU_PID=([direct]=${pids[0]} [nginx]=$NGINX_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
+NGINX_BARE_WORKER=$(pgrep -P "$NGINX_BARE_PID" | head -1 || echo "$NGINX_BARE_PID")
+declare -A CPU_PID=([direct]=${pids[0]} [nginx]=$NGINX_WORKER [nginx_bare]=$NGINX_BARE_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "warming up"
 for t in "${targets[@]}"; do
@@ -130,16 +186,16 @@ hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/proxy-$stamp.json"
 python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$URLPATH" \
-  "$(hwm "$NGINX_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" \
+  "$(hwm "$NGINX_WORKER")" "$(hwm "$NGINX_BARE_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" \
   "$(getconf CLK_TCK)" <<'PY'
 import json, statistics, sys, platform, os
-work, rounds, out, duration, conns, path, rss_nginx, rss_haproxy, rss_sluice, rss_floor, tck = sys.argv[1:]
+work, rounds, out, duration, conns, path, rss_nginx, rss_nginx_bare, rss_haproxy, rss_sluice, rss_floor, tck = sys.argv[1:]
 tck = int(tck)
 rounds = int(rounds)
-rss = {"direct": None, "nginx": int(rss_nginx), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
+rss = {"direct": None, "nginx": int(rss_nginx), "nginx_bare": int(rss_nginx_bare), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
        "floor": int(rss_floor)}
 res = {}
-for t in ["direct", "nginx", "haproxy", "sluice", "floor"]:
+for t in ["direct", "nginx", "nginx_bare", "haproxy", "sluice", "floor"]:
     runs = []
     for r in range(1, rounds + 1):
         d = json.load(open(f"{work}/{t}-{r}.json"))
@@ -167,6 +223,8 @@ for t in ["direct", "nginx", "haproxy", "sluice", "floor"]:
               "errors": sum(x["errors"] for x in runs), "runs": runs}
 ratios = {
     "sluice_over_nginx_rps": res["sluice"]["rps"] / res["nginx"]["rps"],
+    "sluice_over_nginx_bare_rps": res["sluice"]["rps"] / res["nginx_bare"]["rps"],
+    "sluice_p99_over_nginx_bare_p99": res["sluice"]["p99_ms"] / res["nginx_bare"]["p99_ms"],
     "sluice_over_haproxy_rps": res["sluice"]["rps"] / res["haproxy"]["rps"],
     "sluice_over_direct_rps": res["sluice"]["rps"] / res["direct"]["rps"],
     "sluice_p99_over_nginx_p99": res["sluice"]["p99_ms"] / res["nginx"]["p99_ms"],
@@ -176,7 +234,9 @@ ratios = {
 doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "path": path,
                 "rounds": rounds, "statistic": "median"},
        "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
-       "threads": {"nginx": "1 worker", "haproxy": "nbthread 1", "sluice": 1, "floor": 1},
+       "equivalent_config": "nginx and haproxy forward Host, X-Forwarded-For/-Proto/-Host, "
+                             "X-Real-IP and X-Request-Id like Sluice; nginx_bare has no header rules",
+       "threads": {"nginx": "1 worker", "nginx_bare": "1 worker", "haproxy": "nbthread 1", "sluice": 1, "floor": 1},
        "results": {k: {kk: vv for kk, vv in v.items()} for k, v in res.items()},
        "ratios": ratios}
 json.dump(doc, open(out, "w"), indent=2)
