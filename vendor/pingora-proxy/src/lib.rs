@@ -1554,14 +1554,14 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    /// The body of `HttpServerApp::process_new_http`: one request on a downstream session.
+    async fn process_new_http_inner(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1597,6 +1597,34 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.process_new_http_inner(session, shutdown).await
+    }
+
+    // SLUICE PATCH (no box per request): the HTTP/1 keep-alive loop awaits this one.
+    fn process_new_http_unboxed<'a>(
+        self: &'a Arc<Self>,
+        session: HttpSession,
+        shutdown: &'a ShutdownWatch,
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'a
+    where
+        Self: Sync,
+    {
+        self.process_new_http_inner(session, shutdown)
     }
 
     async fn http_cleanup(&self) {

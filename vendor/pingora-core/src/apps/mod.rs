@@ -229,6 +229,22 @@ pub trait HttpServerApp {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream>;
 
+    /// SLUICE PATCH (no box per request): [`Self::process_new_http`] as a plain future, which
+    /// the HTTP/1 keep-alive loop in [`ServerApp::process_new`] awaits once per request. The
+    /// `async_trait` version allocates and copies the whole request future (about 10 KiB for
+    /// a proxy) for every request; an implementation that overrides this one lets that future
+    /// live inside the connection's, allocated once per connection. The default boxes as before.
+    fn process_new_http_unboxed<'a>(
+        self: &'a Arc<Self>,
+        session: ServerSession,
+        shutdown: &'a ShutdownWatch,
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'a
+    where
+        Self: Sync,
+    {
+        self.process_new_http(session, shutdown)
+    }
+
     /// Provide options on how HTTP/2 connection should be established. This function will be called
     /// every time a new HTTP/2 **connection** needs to be established.
     ///
@@ -357,14 +373,15 @@ where
                     .and_then(|opts| opts.keepalive_request_limit),
             );
 
-            let mut result = self.process_new_http(session, shutdown).await;
+            // SLUICE PATCH (no box per request): see `process_new_http_unboxed`.
+            let mut result = self.process_new_http_unboxed(session, shutdown).await;
             while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
                 let mut session = ServerSession::new_http1(stream);
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
 
-                result = self.process_new_http(session, shutdown).await;
+                result = self.process_new_http_unboxed(session, shutdown).await;
             }
         }
         None
