@@ -136,6 +136,7 @@ pub fn server_conf(config: &Config) -> ServerConf {
 /// A bootstrapped Pingora server with Sluice's proxy service on every configured listener, the
 /// admin API, health checks and reload triggers.
 pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server, AppError> {
+    pingora::http::set_preserve_h1_header_case(config.server.preserve_header_case);
     let daemon = opt.daemon;
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(config));
     // A daemon must take over listeners (and tell its launcher it is ready) after the fork, so

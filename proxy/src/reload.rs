@@ -39,7 +39,7 @@ pub struct Reloaded {
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 13] = [
         ("server.listen", o.listen != n.listen),
         ("server.tls", o.tls != n.tls),
         ("server.threads", o.threads != n.threads),
@@ -54,6 +54,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
         ("server.drain_delay_ms", o.drain_delay != n.drain_delay),
         ("server.pid_file", o.pid_file != n.pid_file),
+        (
+            "server.preserve_header_case",
+            o.preserve_header_case != n.preserve_header_case,
+        ),
         (
             "admin.listen (and admin.enabled)",
             old.admin.listen != new.admin.listen,

@@ -138,3 +138,105 @@ upstream = "admin"
     let total: u64 = bs.iter().map(|b| b.shared.total()).sum();
     assert_eq!(total, 5);
 }
+
+/// A raw HTTP/1.1 backend that records each request head it reads and answers with a field
+/// name in mixed case (hyper, under backend-sample, would lowercase both).
+async fn raw_backend() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match s.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head: Vec<u8> = buf.drain(..end + 4).collect();
+                        seen.lock()
+                            .unwrap()
+                            .push(String::from_utf8_lossy(&head).into_owned());
+                        let resp = b"HTTP/1.1 200 OK\r\nX-Backend-Case: yes\r\nContent-Length: 2\r\n\r\nok";
+                        if s.write_all(resp).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// One request over a raw client connection; returns the response head as sent on the wire.
+async fn raw_get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /case HTTP/1.1\r\nhost: case.example\r\nX-Client-Case: 1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before a response head");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_names_are_lowercased_unless_preserve_header_case() {
+    let (addr, heads) = raw_backend().await;
+    // Default: field names go out lowercased in both directions, the standard ones (Host,
+    // Content-Length, ...) in their canonical case.
+    let sluice = Sluice::start(one_pool(&[addr])).await;
+    let resp = raw_get(sluice.addr).await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains("\r\nx-backend-case: yes\r\n"), "{resp}");
+    assert!(resp.contains("\r\nx-request-id: "), "{resp}");
+    let head = heads
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the backend saw the request");
+    assert!(head.contains("\r\nx-client-case: 1\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nHost: case.example\r\n"), "{head}");
+    assert!(resp.contains("\r\nContent-Length: 2\r\n"), "{resp}");
+    drop(sluice);
+
+    // preserve_header_case: each name as the client or backend wrote it; the fields Sluice
+    // adds in their usual Title-Case.
+    let sluice = Sluice::with_config(one_pool(&[addr]))
+        .server_extra("preserve_header_case = true")
+        .start()
+        .await;
+    let resp = raw_get(sluice.addr).await;
+    assert!(resp.contains("\r\nX-Backend-Case: yes\r\n"), "{resp}");
+    assert!(resp.contains("\r\nX-Request-Id: "), "{resp}");
+    let head = heads
+        .lock()
+        .unwrap()
+        .pop()
+        .expect("the backend saw the request");
+    assert!(head.contains("\r\nX-Client-Case: 1\r\n"), "{head}");
+    assert!(
+        head.contains("\r\nX-Forwarded-For: 127.0.0.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("\r\nhost: case.example\r\n"), "{head}");
+}

@@ -201,6 +201,8 @@ pub struct FileServer {
     pub drain_delay_ms: Option<i64>,
     /// Where `--daemon` writes the process id.
     pub pid_file: Option<String>,
+    /// Keep the case of HTTP/1 header field names as received (default: lowercase them).
+    pub preserve_header_case: Option<bool>,
 }
 
 /// `[[server.tls]]`: one TLS listener.

@@ -848,6 +848,7 @@ impl Validator {
             upgrade_sock,
             drain_delay_ms,
             pid_file,
+            preserve_header_case,
         } = s;
         let mut seen = HashSet::new();
         let mut plain = Vec::new();
@@ -905,6 +906,7 @@ impl Validator {
                 600_000,
             )? as u64),
             pid_file: PathBuf::from(pid_file.unwrap_or_else(|| DEFAULT_PID_FILE.into())),
+            preserve_header_case: preserve_header_case.unwrap_or(false),
         })
     }
 
@@ -1399,6 +1401,7 @@ impl FileServer {
             upgrade_sock: None,
             drain_delay_ms: None,
             pid_file: None,
+            preserve_header_case: None,
         }
     }
 }

@@ -148,6 +148,8 @@ pub struct ServerSettings {
     pub drain_delay: Duration,
     /// Where `--daemon` writes the process id.
     pub pid_file: PathBuf,
+    /// HTTP/1 header field names keep the case they arrived in; otherwise they are lowercased.
+    pub preserve_header_case: bool,
 }
 
 /// One TLS listener with its resolved certificate and key paths.

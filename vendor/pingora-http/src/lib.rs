@@ -45,6 +45,24 @@ mod case_header_name;
 use case_header_name::CaseHeaderName;
 pub use case_header_name::IntoCaseHeaderName;
 
+/// SLUICE PATCH (header case switch): whether HTTP/1 headers read from the wire keep the case of
+/// each field name. Stock Pingora always keeps it, in a second map beside the values that every
+/// append, insert, clone and write of a header then also pays for. Off, names are written in
+/// lowercase, as HTTP/2, HAProxy and Envoy do. Read once per parsed header; default: on.
+static PRESERVE_H1_HEADER_CASE: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// SLUICE PATCH: set whether HTTP/1 headers parsed from now on keep their field names' case.
+pub fn set_preserve_h1_header_case(preserve: bool) {
+    PRESERVE_H1_HEADER_CASE.store(preserve, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// SLUICE PATCH: whether HTTP/1 headers parsed now keep their field names' case.
+#[inline]
+pub fn preserve_h1_header_case() -> bool {
+    PRESERVE_H1_HEADER_CASE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// SLUICE PATCH: a header name known at compile time, as the value map keys it (lowercase) and
 /// as it is written on the wire (`case`). Inserting one neither parses nor allocates, where
 /// `insert_header("x-forwarded-for", ..)` parses the name and allocates twice for a custom name.

@@ -360,7 +360,13 @@ impl HttpSession {
                         // while header_refs doesn't as it is still empty
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
-                        let mut request_header = Box::new(RequestHeader::build(
+                        // SLUICE PATCH (header case switch): no case map unless asked for.
+                        let build = if pingora_http::preserve_h1_header_case() {
+                            RequestHeader::build
+                        } else {
+                            RequestHeader::build_no_case
+                        };
+                        let mut request_header = Box::new(build(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
@@ -859,12 +865,12 @@ impl HttpSession {
             /* update headers */
             header.insert_header(header::DATE, date::get_cached_date())?;
 
-            // TODO: make these lazy static
-            let connection_value = if self.will_keepalive() {
+            // SLUICE PATCH (static values): `&str` values were copied into a fresh allocation.
+            let connection_value = HeaderValue::from_static(if self.will_keepalive() {
                 "keep-alive"
             } else {
                 "close"
-            };
+            });
             header.insert_header(header::CONNECTION, connection_value)?;
         }
 
