@@ -57,6 +57,40 @@ impl Edge {
             log_unrouted,
         }
     }
+
+    /// The cross-instance half of `proxy_upstream_filter`, for a cache miss holding this
+    /// process's cache lock: take the Redis fill lock, or wait for the entry the instance that
+    /// holds it stores. `Ok(false)` when the request was answered from that entry.
+    async fn fill_from_peer(
+        &self,
+        redis: &cache::redis::RedisCacheStore,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        let key = session.cache.cache_key().clone();
+        match redis.acquire_fill_lock(&key, self.cache.lock_timeout).await {
+            cache::redis::FillLock::Acquired(token) => {
+                ctx.fill_lock = Some((key, token));
+                Ok(true)
+            }
+            cache::redis::FillLock::Unavailable => Ok(true),
+            cache::redis::FillLock::HeldElsewhere => {
+                let deadline = Instant::now() + self.cache.lock_timeout;
+                if redis.wait_for_entry(&key, deadline).await {
+                    let extra: Vec<(&'static str, HeaderValue)> = ctx
+                        .request_id
+                        .iter()
+                        .map(|id| (REQUEST_ID, id.clone()))
+                        .collect();
+                    if cache::serve_stored(session, self.cache.storage, &key, &extra).await? {
+                        ctx.peer_filled = true;
+                        return Ok(false);
+                    }
+                }
+                Ok(true)
+            }
+        }
+    }
 }
 
 /// Per-request state, dropped when the request (or upgraded connection) ends.
@@ -268,8 +302,12 @@ impl ProxyHttp for Edge {
                 // already limited; it must not count again.
                 let background = session.subrequest_ctx.is_some();
 
+                // Boxed, like every rarely taken await below: an async hook's future is as
+                // large as its largest await and is built and copied on every request.
                 if !background
-                    && limits::apply(&self.limiter, &snapshot, route, session, ctx).await?
+                    && snapshot.rate_limit.is_some()
+                    && Box::pin(limits::apply(&self.limiter, &snapshot, route, session, ctx))
+                        .await?
                 {
                     return Ok(true);
                 }
@@ -277,14 +315,14 @@ impl ProxyHttp for Edge {
                 Ok(false)
             }
             None => {
-                respond(
+                Box::pin(respond(
                     session,
                     ctx,
                     StatusCode::NOT_FOUND,
                     Bytes::from_static(b"no route for this host and path\n"),
                     "text/plain; charset=utf-8",
                     &[],
-                )
+                ))
                 .await?;
                 Ok(true)
             }
@@ -358,29 +396,7 @@ impl ProxyHttp for Edge {
         {
             return Ok(true);
         }
-        let key = session.cache.cache_key().clone();
-        match redis.acquire_fill_lock(&key, self.cache.lock_timeout).await {
-            cache::redis::FillLock::Acquired(token) => {
-                ctx.fill_lock = Some((key, token));
-                Ok(true)
-            }
-            cache::redis::FillLock::Unavailable => Ok(true),
-            cache::redis::FillLock::HeldElsewhere => {
-                let deadline = Instant::now() + self.cache.lock_timeout;
-                if redis.wait_for_entry(&key, deadline).await {
-                    let extra: Vec<(&'static str, HeaderValue)> = ctx
-                        .request_id
-                        .iter()
-                        .map(|id| (REQUEST_ID, id.clone()))
-                        .collect();
-                    if cache::serve_stored(session, self.cache.storage, &key, &extra).await? {
-                        ctx.peer_filled = true;
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            }
-        }
+        Box::pin(self.fill_from_peer(redis, session, ctx)).await
     }
 
     fn should_serve_stale(
@@ -593,7 +609,7 @@ impl ProxyHttp for Edge {
                     ctx.tls,
                     &self.cache.key_rules,
                 );
-                self.cache.invalidate(&keys).await;
+                Box::pin(self.cache.invalidate(&keys)).await;
             }
             upstream_response.insert_header("x-cache", "BYPASS")?;
             upstream_response.insert_header("cache-status", "sluice; fwd=bypass")?;
@@ -653,7 +669,7 @@ impl ProxyHttp for Edge {
         ctx.lease = None;
         ctx.websocket = None;
         if let (Some((key, token)), Some(redis)) = (ctx.fill_lock.take(), self.cache.redis) {
-            redis.release_fill_lock(&key, token).await;
+            Box::pin(redis.release_fill_lock(&key, token)).await;
         }
         let took = ctx
             .started
