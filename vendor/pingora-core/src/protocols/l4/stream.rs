@@ -859,7 +859,9 @@ impl AsyncRead for Stream {
         } else {
             Pin::new(&mut self.stream_mut()).poll_read(cx, buf)
         };
-        self.read_pending_time.poll_time(&result);
+        // SLUICE PATCH (no read-pending clock): stock Pingora read the clock when a read went
+        // pending and again when it completed, about four times per proxied request, for
+        // `get_read_pending_time()`, which Sluice does not use. It now stays zero.
         self.rx_ts = self.stream().get_ref().rx_ts;
         result
     }
