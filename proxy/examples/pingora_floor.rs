@@ -1,5 +1,6 @@
 //! The Pingora floor: the smallest Pingora 0.9.1 proxy (one upstream, no hooks but
-//! `upstream_peer`), with the same allocator, thread count and keep-alive pool as Sluice.
+//! `upstream_peer`), with the same allocator, thread count, keep-alive pool and header-case
+//! setting as Sluice.
 //! `benches/proxy.sh` measures it beside Sluice so that what Sluice adds on top of Pingora is
 //! told apart from what Pingora itself costs.
 //!
@@ -31,6 +32,8 @@ fn main() {
     let upstream = args.get(2).expect("UPSTREAM");
     let threads = args.get(3).map_or(1, |t| t.parse().expect("THREADS"));
     let keepalive = args.get(4).map_or(128, |k| k.parse().expect("KEEPALIVE"));
+    // Sluice's default (`[server] preserve_header_case = false`): no case maps.
+    pingora::http::set_preserve_h1_header_case(false);
     let conf = ServerConf {
         threads,
         upstream_keepalive_pool_size: keepalive,

@@ -180,11 +180,18 @@ async fn raw_backend() -> (
 
 /// One request over a raw client connection; returns the response head as sent on the wire.
 async fn raw_get(addr: std::net::SocketAddr) -> String {
+    raw_request(
+        addr,
+        b"GET /case HTTP/1.1\r\nhost: case.example\r\nX-Client-Case: 1\r\n\r\n",
+    )
+    .await
+}
+
+/// Send `request` as is over a new connection; returns the response head.
+async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /case HTTP/1.1\r\nhost: case.example\r\nX-Client-Case: 1\r\n\r\n")
-        .await
-        .unwrap();
+    s.write_all(request).await.unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -239,4 +246,27 @@ async fn header_names_are_lowercased_unless_preserve_header_case() {
         "{head}"
     );
     assert!(head.contains("\r\nhost: case.example\r\n"), "{head}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_length_framing_is_validated() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(one_pool(&[bs[0].addr])).await;
+    // Not a number, or two values that disagree: the body's end is ambiguous, so 400 (and
+    // nothing reaches the backend).
+    for bad in [
+        &b"POST /f HTTP/1.1\r\nHost: f\r\nContent-Length: abc\r\n\r\n"[..],
+        b"POST /f HTTP/1.1\r\nHost: f\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nabc",
+    ] {
+        let resp = raw_request(sluice.addr, bad).await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    }
+    // One valid value frames the body.
+    let resp = raw_request(
+        sluice.addr,
+        b"POST /f HTTP/1.1\r\nHost: f\r\nContent-Length: 3\r\n\r\nabc",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert_eq!(served(&bs, "/f")["b1"], 1);
 }
