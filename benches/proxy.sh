@@ -9,12 +9,12 @@
 # then reports medians of req/s, p50 and p99, each proxy's peak RSS, and the Sluice/nginx and
 # Sluice/HAProxy ratios. Results go to benches/results/proxy-<UTC time>.json.
 #
-# Usage: benches/proxy.sh [--duration 10s] [--conns 64] [--rounds 3] [--path /ping]
+# Usage: benches/proxy.sh [--duration 10s] [--conns 64] [--rounds 5] [--path /ping]
 # Installs nginx and haproxy from apt and oha with cargo when missing. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=3 URLPATH=/ping THREADS=1
+DURATION=10s CONNS=64 ROUNDS=5 URLPATH=/ping THREADS=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
