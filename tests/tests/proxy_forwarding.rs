@@ -40,6 +40,19 @@ async fn forwarded_headers_and_request_id() {
     assert_eq!(h["x-request-id"], id.as_str());
     assert_eq!(resp["x-backend-id"], "b1");
 
+    // Values a client sends under the names Sluice sets are replaced, not passed on as well.
+    let (_, body) = echo(
+        c.get(sluice.url("/"))
+            .header("x-real-ip", "6.6.6.6")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "evil.example"),
+    )
+    .await;
+    let h = &body["headers"];
+    assert_eq!(h["x-real-ip"], "127.0.0.7");
+    assert_eq!(h["x-forwarded-proto"], "http");
+    assert_eq!(h["x-forwarded-host"], sluice.addr.to_string().as_str());
+
     // A client-supplied id is passed through and returned.
     let (resp, body) = echo(c.get(sluice.url("/")).header("x-request-id", "trace-42")).await;
     assert_eq!(body["headers"]["x-request-id"], "trace-42");

@@ -22,9 +22,6 @@ static X_FORWARDED_FOR: StaticHeaderName =
 static X_REAL_IP: StaticHeaderName = StaticHeaderName::new("x-real-ip", "X-Real-IP");
 static HOST: StaticHeaderName = StaticHeaderName::new("host", "Host");
 
-/// How many headers [`forwarded`] and the request id add at most.
-pub const ADDED_HEADERS: usize = 6;
-
 /// Longest client-supplied request id that is passed through.
 const MAX_REQUEST_ID_LEN: usize = 128;
 
@@ -59,10 +56,9 @@ fn hex_u128(v: u128, buf: &mut [u8; 32]) -> &[u8] {
     &buf[..]
 }
 
-/// The client IP as a header value, formatted once per request without a heap string (IPv4,
-/// the common case, without the formatting machinery).
-pub fn ip_value(ip: IpAddr) -> HeaderValue {
-    let mut buf = [0u8; 45]; // longest IPv6 text form
+/// The client IP as text in `buf`, without a heap string (IPv4, the common case, without the
+/// formatting machinery).
+pub fn ip_text(ip: IpAddr, buf: &mut [u8; 45]) -> &[u8] {
     let n = match ip {
         IpAddr::V4(v4) => {
             let mut n = 0;
@@ -90,18 +86,31 @@ pub fn ip_value(ip: IpAddr) -> HeaderValue {
             45 - w.len()
         }
     };
-    HeaderValue::from_bytes(&buf[..n]).expect("an IP address is a valid header value")
+    &buf[..n]
 }
 
-/// Set the forwarding headers on the upstream request. `Host` is kept as the client sent it
-/// (and filled from `:authority` for HTTP/2 clients, whose requests have no `Host`). Values are
-/// shared with the client request where possible, so this does not allocate in the common case
-/// (no prior `X-Forwarded-For`).
+/// The fields [`forwarded`] sets. Any the client sent under these names are dropped, never
+/// passed on: a client must not choose its own `X-Real-IP`.
+static SET_FIELDS: [&StaticHeaderName; 5] = [
+    &X_FORWARDED_HOST,
+    &X_FORWARDED_PROTO,
+    &X_REAL_IP,
+    &X_FORWARDED_FOR,
+    &X_REQUEST_ID,
+];
+
+/// Set the forwarding headers and the request id on the upstream request. `Host` is kept as
+/// the client sent it (and filled from `:authority` for HTTP/2 clients, whose requests have no
+/// `Host`). The fields are written as raw HTTP/1 lines after the copied ones (Sluice's
+/// upstreams speak HTTP/1): one buffer instead of five inserts into the header maps, which a
+/// copied header, sized exactly, would also have to regrow. `X-Forwarded-For` appends the
+/// client to what earlier proxies recorded, joining repeated fields into one.
 pub fn forwarded(
     up: &mut RequestHeader,
     client_req: &RequestHeader,
-    client_ip: Option<&HeaderValue>,
+    client_ip: Option<IpAddr>,
     tls: bool,
+    request_id: Option<&HeaderValue>,
 ) {
     let host = match client_req.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
@@ -110,37 +119,58 @@ pub fn forwarded(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
-    up.reserve_headers(ADDED_HEADERS);
-    if let Some(host) = host {
+    if let Some(host) = &host {
         if up.headers.get(header::HOST).is_none() {
             up.insert_static_header(&HOST, host.clone());
         }
-        up.insert_static_header(&X_FORWARDED_HOST, host);
     }
-    up.insert_static_header(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if tls { "https" } else { "http" }),
-    );
-    if let Some(ip) = client_ip {
-        up.insert_static_header(&X_REAL_IP, ip.clone());
-        // Append to what earlier proxies recorded, joining repeated headers into one.
-        let mut prior = client_req
-            .headers
-            .get_all(X_FORWARDED_FOR.name())
-            .iter()
-            .peekable();
-        let xff = if prior.peek().is_none() {
-            ip.clone()
+    // One pass over the client's field names finds the ones Sluice replaces (usually none).
+    let mut prior_xff = false;
+    for name in client_req.headers.keys() {
+        if let Some(f) = SET_FIELDS.iter().find(|f| f.name() == name) {
+            prior_xff |= std::ptr::eq(*f, &X_FORWARDED_FOR);
+            up.remove_header(f.name());
+        }
+    }
+    let case = up.has_case();
+    let name = |f: &'static StaticHeaderName| -> &'static [u8] {
+        if case {
+            f.case()
         } else {
-            let mut v = Vec::with_capacity(64);
-            for p in prior {
-                v.extend_from_slice(p.as_bytes());
-                v.extend_from_slice(b", ");
+            f.name().as_str().as_bytes()
+        }
+    };
+    let mut ip_buf = [0u8; 45];
+    let ip = client_ip.map(|ip| ip_text(ip, &mut ip_buf));
+    let raw = up.raw_h1_fields_mut();
+    raw.reserve(160 + host.as_ref().map_or(0, |h| h.len()));
+    let mut line = |f: &'static StaticHeaderName, parts: &[&[u8]]| {
+        raw.extend_from_slice(name(f));
+        raw.extend_from_slice(b": ");
+        for p in parts {
+            raw.extend_from_slice(p);
+        }
+        raw.extend_from_slice(b"\r\n");
+    };
+    if let Some(host) = &host {
+        line(&X_FORWARDED_HOST, &[host.as_bytes()]);
+    }
+    line(&X_FORWARDED_PROTO, &[if tls { b"https" } else { b"http" }]);
+    if let Some(ip) = ip {
+        line(&X_REAL_IP, &[ip]);
+        if prior_xff {
+            let mut joined = Vec::with_capacity(64);
+            for p in client_req.headers.get_all(X_FORWARDED_FOR.name()) {
+                joined.extend_from_slice(p.as_bytes());
+                joined.extend_from_slice(b", ");
             }
-            v.extend_from_slice(ip.as_bytes());
-            HeaderValue::from_bytes(&v).expect("joined header values stay valid")
-        };
-        up.insert_static_header(&X_FORWARDED_FOR, xff);
+            line(&X_FORWARDED_FOR, &[&joined, ip]);
+        } else {
+            line(&X_FORWARDED_FOR, &[ip]);
+        }
+    }
+    if let Some(id) = request_id {
+        line(&X_REQUEST_ID, &[id.as_bytes()]);
     }
 }
 
@@ -156,37 +186,87 @@ mod tests {
         r
     }
 
-    #[test]
-    fn forwarded_headers_append_and_set() {
-        let client = req(&[("host", "shop.example"), ("x-forwarded-for", "1.2.3.4")]);
-        let mut up = client.clone();
-        let ip = ip_value("10.0.0.9".parse().unwrap());
-        forwarded(&mut up, &client, Some(&ip), true);
-        let h = |k| up.headers.get(k).unwrap().to_str().unwrap().to_owned();
-        assert_eq!(h("x-forwarded-for"), "1.2.3.4, 10.0.0.9");
-        assert_eq!(h("x-real-ip"), "10.0.0.9");
-        assert_eq!(h("x-forwarded-proto"), "https");
-        assert_eq!(h("x-forwarded-host"), "shop.example");
-        assert_eq!(h("host"), "shop.example");
+    /// The fields `forwarded` wrote, as (name, value) pairs in wire order.
+    fn raw_fields(up: &RequestHeader) -> Vec<(String, String)> {
+        std::str::from_utf8(up.raw_h1_fields())
+            .unwrap()
+            .split_terminator("\r\n")
+            .map(|l| {
+                let (k, v) = l.split_once(": ").unwrap();
+                (k.to_owned(), v.to_owned())
+            })
+            .collect()
     }
 
     #[test]
-    fn repeated_forwarded_for_headers_are_joined() {
+    fn forwarded_headers_append_and_set() {
         let client = req(&[
-            ("x-forwarded-for", "1.1.1.1"),
-            ("x-forwarded-for", "2.2.2.2"),
+            ("host", "shop.example"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x-request-id", "client-id"),
         ]);
         let mut up = client.clone();
-        let ip = ip_value("::1".parse().unwrap());
-        forwarded(&mut up, &client, Some(&ip), false);
-        assert_eq!(
-            up.headers.get("x-forwarded-for").unwrap(),
-            "1.1.1.1, 2.2.2.2, ::1"
+        let id = HeaderValue::from_static("the-id");
+        forwarded(
+            &mut up,
+            &client,
+            Some("10.0.0.9".parse().unwrap()),
+            true,
+            Some(&id),
         );
-        assert_eq!(up.headers.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(
-            ip_value("2001:db8:85a3:8d3:1319:8a2e:370:7348".parse().unwrap()),
-            "2001:db8:85a3:8d3:1319:8a2e:370:7348"
+            raw_fields(&up),
+            [
+                ("X-Forwarded-Host", "shop.example"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Real-IP", "10.0.0.9"),
+                ("X-Forwarded-For", "1.2.3.4, 10.0.0.9"),
+                ("X-Request-Id", "the-id"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        // The client's values under those names are not sent as well.
+        for gone in ["x-forwarded-for", "x-real-ip", "x-request-id"] {
+            assert!(up.headers.get(gone).is_none(), "{gone}");
+        }
+        assert_eq!(up.headers.get("host").unwrap(), "shop.example");
+        // Written after the copied fields, in one header block.
+        let mut wire = Vec::new();
+        up.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(wire.starts_with("host: shop.example\r\n"), "{wire}");
+        assert!(wire.ends_with("X-Request-Id: the-id\r\n"), "{wire}");
+    }
+
+    #[test]
+    fn repeated_forwarded_for_headers_are_joined_and_names_follow_the_header_case() {
+        let mut client = RequestHeader::build_no_case("GET", b"/x", None).unwrap();
+        client.append_header("x-forwarded-for", "1.1.1.1").unwrap();
+        client.append_header("x-forwarded-for", "2.2.2.2").unwrap();
+        let mut up = client.clone();
+        forwarded(&mut up, &client, Some("::1".parse().unwrap()), false, None);
+        assert_eq!(
+            raw_fields(&up),
+            [
+                ("x-forwarded-proto", "http"),
+                ("x-real-ip", "::1"),
+                ("x-forwarded-for", "1.1.1.1, 2.2.2.2, ::1"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        );
+        assert!(up.headers.get("x-forwarded-for").is_none());
+    }
+
+    #[test]
+    fn ip_text_formats_v4_and_v6() {
+        let mut buf = [0u8; 45];
+        assert_eq!(
+            ip_text(
+                "2001:db8:85a3:8d3:1319:8a2e:370:7348".parse().unwrap(),
+                &mut buf
+            ),
+            b"2001:db8:85a3:8d3:1319:8a2e:370:7348"
         );
         for ip in [
             "0.0.0.0",
@@ -195,7 +275,7 @@ mod tests {
             "255.255.255.255",
             "127.0.0.1",
         ] {
-            assert_eq!(ip_value(ip.parse().unwrap()), ip);
+            assert_eq!(ip_text(ip.parse().unwrap(), &mut buf), ip.as_bytes());
         }
     }
 

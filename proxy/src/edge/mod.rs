@@ -122,8 +122,6 @@ pub struct RequestCtx {
     request_id: Option<HeaderValue>,
     /// Client IP (the TCP peer).
     client_ip: Option<IpAddr>,
-    /// `client_ip` as a header value, for `X-Real-IP` / `X-Forwarded-For`.
-    client_ip_value: Option<HeaderValue>,
     /// Whether the client connection is TLS.
     tls: bool,
     /// The rate-limit decision, for response headers.
@@ -273,7 +271,6 @@ impl ProxyHttp for Edge {
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
-        ctx.client_ip_value = ctx.client_ip.map(headers::ip_value);
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
 
         let snapshot = self.snapshot.load_full();
@@ -531,12 +528,10 @@ impl ProxyHttp for Edge {
         headers::forwarded(
             upstream_request,
             session.req_header(),
-            ctx.client_ip_value.as_ref(),
+            ctx.client_ip,
             ctx.tls,
+            ctx.request_id.as_ref(),
         );
-        if let Some(id) = &ctx.request_id {
-            upstream_request.insert_static_header(&headers::X_REQUEST_ID, id.clone());
-        }
         Ok(())
     }
 

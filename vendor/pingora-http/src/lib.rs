@@ -86,6 +86,11 @@ impl StaticHeaderName {
     pub fn name(&self) -> &HeaderName {
         &self.name
     }
+
+    /// The name in the case it is sent with when a header keeps case.
+    pub fn case(&self) -> &[u8] {
+        self.case.as_slice()
+    }
 }
 
 /// SLUICE PATCH: insert under a [`StaticHeaderName`], replacing any value of that name.
@@ -153,6 +158,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // SLUICE PATCH (raw HTTP/1 fields): see `append_raw_h1_fields`.
+    raw_h1_fields: Vec<u8>,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -220,6 +227,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            raw_h1_fields: Vec::new(),
         }
     }
 
@@ -324,11 +332,26 @@ impl RequestHeader {
         )
     }
 
+    /// SLUICE PATCH (raw HTTP/1 fields): already serialized `Name: value\r\n` lines, written
+    /// after the map's fields when this header goes out as HTTP/1. For a proxy's own fields on
+    /// every request (forwarding fields), appending here is one copy instead of a map insert
+    /// each, and no map regrowth. They are invisible to lookups and not sent over HTTP/2; the
+    /// caller guarantees each line is a valid field whose name is not also in the map.
+    pub fn raw_h1_fields_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.raw_h1_fields
+    }
+
+    /// SLUICE PATCH (raw HTTP/1 fields): the lines added through [Self::raw_h1_fields_mut].
+    pub fn raw_h1_fields(&self) -> &[u8] {
+        &self.raw_h1_fields
+    }
+
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(&self.raw_h1_fields);
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -494,6 +517,7 @@ impl Clone for RequestHeader {
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            raw_h1_fields: self.raw_h1_fields.clone(),
         }
     }
 }
@@ -510,6 +534,7 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            raw_h1_fields: Vec::new(),
         }
     }
 }
