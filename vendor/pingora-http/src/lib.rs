@@ -246,6 +246,20 @@ impl RequestHeader {
         Ok(req)
     }
 
+    /// SLUICE PATCH (header case switch): [Self::build], or [Self::build_no_case] when
+    /// [preserve_h1_header_case] is off; for a request parsed from HTTP/1.
+    pub fn build_h1(
+        method: impl TryInto<Method>,
+        path: &[u8],
+        size_hint: Option<usize>,
+    ) -> Result<Self> {
+        if preserve_h1_header_case() {
+            Self::build(method, path, size_hint)
+        } else {
+            Self::build_no_case(method, path, size_hint)
+        }
+    }
+
     /// Create a new [RequestHeader] with the given method and path without preserving header case.
     ///
     /// A [RequestHeader] created from this type is more space efficient than those from [Self::build()].
@@ -640,6 +654,16 @@ impl ResponseHeader {
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid status")?;
         Ok(resp)
+    }
+
+    /// SLUICE PATCH (header case switch): [Self::build], or [Self::build_no_case] when
+    /// [preserve_h1_header_case] is off; for a response parsed from HTTP/1.
+    pub fn build_h1(code: impl TryInto<StatusCode>, size_hint: Option<usize>) -> Result<Self> {
+        if preserve_h1_header_case() {
+            Self::build(code, size_hint)
+        } else {
+            Self::build_no_case(code, size_hint)
+        }
     }
 
     /// Create a new [ResponseHeader] with the given status code without preserving header case.

@@ -245,15 +245,15 @@ impl BodyReader {
                     self.body_buf_overread = Some(overread);
                 }
             }
-            // SLUICE PATCH (small bodies): when the bytes read with the header already hold the
-            // whole body, a buffer of just those bytes instead of a 64 KiB one per message.
-            _ if buf_to_rewind.len() >= cl => {
-                self.rewind_buf_len = buf_to_rewind.len();
-                self.body_buf = Some(BytesMut::from(buf_to_rewind));
-                self.body_state = PS::Partial(0, cl);
-            }
             _ => {
-                self.prepare_buf(buf_to_rewind);
+                // SLUICE PATCH (small bodies): when the bytes read with the header already hold
+                // the whole body, a buffer of just those bytes instead of a 64 KiB one per message.
+                if buf_to_rewind.len() >= cl {
+                    self.rewind_buf_len = buf_to_rewind.len();
+                    self.body_buf = Some(BytesMut::from(buf_to_rewind));
+                } else {
+                    self.prepare_buf(buf_to_rewind);
+                }
                 self.body_state = PS::Partial(0, cl);
             }
         }

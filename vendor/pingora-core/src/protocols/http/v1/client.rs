@@ -288,12 +288,7 @@ impl HttpSession {
                         let _num_headers = populate_headers(base, &mut header_refs, resp.headers);
 
                         // SLUICE PATCH (header case switch): no case map unless asked for.
-                        let build = if pingora_http::preserve_h1_header_case() {
-                            ResponseHeader::build
-                        } else {
-                            ResponseHeader::build_no_case
-                        };
-                        let mut response_header = match build(
+                        let mut response_header = match ResponseHeader::build_h1(
                             resp.code.unwrap(),
                             Some(resp.headers.len()),
                         ) {

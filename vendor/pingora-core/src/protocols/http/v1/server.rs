@@ -361,12 +361,7 @@ impl HttpSession {
                         let _num_headers = populate_headers(base, &mut header_refs, req.headers);
 
                         // SLUICE PATCH (header case switch): no case map unless asked for.
-                        let build = if pingora_http::preserve_h1_header_case() {
-                            RequestHeader::build
-                        } else {
-                            RequestHeader::build_no_case
-                        };
-                        let mut request_header = Box::new(build(
+                        let mut request_header = Box::new(RequestHeader::build_h1(
                             req.method.unwrap_or(""),
                             // we path httparse to allow unsafe bytes in the str
                             req.path.unwrap_or("").as_bytes(),
