@@ -218,47 +218,54 @@ async fn raw_request(addr: std::net::SocketAddr, request: &[u8]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_names_are_lowercased_unless_preserve_header_case() {
     let (addr, heads) = raw_backend().await;
-    // Default: field names go out lowercased in both directions, the standard ones (Host,
-    // Content-Length, ...) in their canonical case.
-    let sluice = Sluice::start(one_pool(&[addr])).await;
-    let resp = raw_get(sluice.addr).await;
-    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
-    assert!(resp.contains("\r\nx-backend-case: yes\r\n"), "{resp}");
-    assert!(resp.contains("\r\nx-request-id: "), "{resp}");
-    let head = heads
-        .lock()
-        .unwrap()
-        .pop()
-        .expect("the backend saw the request");
-    assert!(head.contains("\r\nx-client-case: 1\r\n"), "{head}");
-    assert!(
-        head.contains("\r\nx-forwarded-for: 127.0.0.1\r\n"),
-        "{head}"
-    );
-    assert!(head.contains("\r\nHost: case.example\r\n"), "{head}");
-    assert!(resp.contains("\r\nContent-Length: 2\r\n"), "{resp}");
-    drop(sluice);
-
-    // preserve_header_case: each name as the client or backend wrote it; the fields Sluice
-    // adds in their usual Title-Case.
-    let sluice = Sluice::with_config(one_pool(&[addr]))
-        .server_extra("preserve_header_case = true")
-        .start()
-        .await;
-    let resp = raw_get(sluice.addr).await;
-    assert!(resp.contains("\r\nX-Backend-Case: yes\r\n"), "{resp}");
-    assert!(resp.contains("\r\nX-Request-Id: "), "{resp}");
-    let head = heads
-        .lock()
-        .unwrap()
-        .pop()
-        .expect("the backend saw the request");
-    assert!(head.contains("\r\nX-Client-Case: 1\r\n"), "{head}");
-    assert!(
-        head.contains("\r\nX-Forwarded-For: 127.0.0.1\r\n"),
-        "{head}"
-    );
-    assert!(head.contains("\r\nhost: case.example\r\n"), "{head}");
+    // (extra [server] line, what the client must see, what the backend must see)
+    let modes: [(&str, &[&str], &[&str]); 2] = [
+        // Default: field names go out lowercased in both directions, the standard ones (Host,
+        // Content-Length, ...) in their canonical case.
+        (
+            "",
+            &[
+                "\r\nx-backend-case: yes\r\n",
+                "\r\nx-request-id: ",
+                "\r\nContent-Length: 2\r\n",
+            ],
+            &[
+                "\r\nx-client-case: 1\r\n",
+                "\r\nx-forwarded-for: 127.0.0.1\r\n",
+                "\r\nHost: case.example\r\n",
+            ],
+        ),
+        // preserve_header_case: each name as the client or backend wrote it; the fields Sluice
+        // adds in their usual Title-Case.
+        (
+            "preserve_header_case = true",
+            &["\r\nX-Backend-Case: yes\r\n", "\r\nX-Request-Id: "],
+            &[
+                "\r\nX-Client-Case: 1\r\n",
+                "\r\nX-Forwarded-For: 127.0.0.1\r\n",
+                "\r\nhost: case.example\r\n",
+            ],
+        ),
+    ];
+    for (extra, to_client, to_backend) in modes {
+        let sluice = Sluice::with_config(one_pool(&[addr]))
+            .server_extra(extra)
+            .start()
+            .await;
+        let resp = raw_get(sluice.addr).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        for line in to_client {
+            assert!(resp.contains(line), "{extra}: {line:?} in {resp}");
+        }
+        let head = heads
+            .lock()
+            .unwrap()
+            .pop()
+            .expect("the backend saw the request");
+        for line in to_backend {
+            assert!(head.contains(line), "{extra}: {line:?} in {head}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
