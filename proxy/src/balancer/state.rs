@@ -164,8 +164,16 @@ impl BackendState {
         self.probe_up() && !self.ejected(now)
     }
 
-    /// Count one failure at `now`; returns true when this failure ejects the backend.
-    pub fn record_failure(&self, now: u64, policy: PassivePolicy) -> bool {
+    /// Count one failure at `now`; returns true when this failure ejects the backend. `may_eject`
+    /// is asked only when the count reaches `max_fails`: false (no other member available) keeps
+    /// the backend in rotation and its count at the threshold, so it is ejected by the next
+    /// failure once another member is back.
+    pub fn record_failure(
+        &self,
+        now: u64,
+        policy: PassivePolicy,
+        may_eject: impl FnOnce() -> bool,
+    ) -> bool {
         self.failures.fetch_add(1, Relaxed);
         if policy.max_fails == 0 {
             return false;
@@ -179,7 +187,7 @@ impl BackendState {
         } else {
             self.fail_count.fetch_add(1, Relaxed) + 1
         };
-        if count >= policy.max_fails && !self.ejected(now) {
+        if count >= policy.max_fails && !self.ejected(now) && may_eject() {
             let until = now + window;
             self.ejected_until_ns.store(until, Relaxed);
             // The ramp starts when the ejection ends.
@@ -324,14 +332,14 @@ mod tests {
         };
         let t0 = now_ns();
         let sec = 1_000_000_000;
-        assert!(!s.record_failure(t0, p));
-        assert!(!s.record_failure(t0 + sec, p));
+        assert!(!s.record_failure(t0, p, || true));
+        assert!(!s.record_failure(t0 + sec, p, || true));
         // A failure after the window restarts the count.
-        assert!(!s.record_failure(t0 + 12 * sec, p));
-        assert!(!s.record_failure(t0 + 13 * sec, p));
+        assert!(!s.record_failure(t0 + 12 * sec, p, || true));
+        assert!(!s.record_failure(t0 + 13 * sec, p, || true));
         assert!(s.available(t0 + 13 * sec));
         assert!(
-            s.record_failure(t0 + 14 * sec, p),
+            s.record_failure(t0 + 14 * sec, p, || true),
             "third failure in the window ejects"
         );
         assert!(!s.available(t0 + 15 * sec));
@@ -340,6 +348,24 @@ mod tests {
         let ramp = s.ramp(t0 + 29 * sec, 10 * sec).unwrap();
         assert!((ramp - 0.5).abs() < 0.01, "{ramp}");
         assert_eq!(s.ramp(t0 + 40 * sec, 10 * sec), None);
+    }
+
+    #[test]
+    fn the_last_available_member_is_not_ejected_until_another_is_back() {
+        let s = BackendState::new(true);
+        let p = PassivePolicy {
+            max_fails: 2,
+            fail_timeout: Duration::from_secs(10),
+        };
+        let t = now_ns();
+        assert!(!s.record_failure(t, p, || false));
+        assert!(!s.record_failure(t + 1, p, || false), "no other member");
+        assert!(s.available(t + 2));
+        assert!(
+            s.record_failure(t + 3, p, || true),
+            "at the threshold, the next failure ejects once another member is available"
+        );
+        assert!(!s.available(t + 4));
     }
 
     #[test]
@@ -357,7 +383,7 @@ mod tests {
             max_fails: 1,
             fail_timeout: Duration::from_secs(60),
         };
-        assert!(s.record_failure(t, p));
+        assert!(s.record_failure(t, p, || true));
         assert!(!s.available(t + 1));
         s.set_probe_up(false, t + 2);
         s.set_probe_up(true, t + 3);

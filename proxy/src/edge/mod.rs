@@ -112,6 +112,12 @@ pub struct RequestCtx {
     status_retry: bool,
     /// A pooled connection already failed under this request and was retried (at most once).
     stale_retried: bool,
+    /// The current attempt's response head arrived: what fails after it (a body cut short, a
+    /// WebSocket closed after its 101) is never counted against the backend's health.
+    response_started: bool,
+    /// The attempt failed while the client had not finished sending its request body (a slow
+    /// or stalled client, not a slow backend): answered 408, never counted or retried.
+    client_stalled: bool,
     /// The request asks for a protocol upgrade (WebSocket).
     upgrade: bool,
     /// In-flight unit on the current backend; released on drop.
@@ -155,12 +161,22 @@ impl RequestCtx {
     }
 
     /// Count a failure of the current attempt in the passive health table, logging an ejection.
+    /// As nginx does, the pool's last available backend is never ejected passively: ejecting it
+    /// would turn a failing backend into no backend (503 for everyone for `fail_timeout`).
     fn record_failure(&self, failure: Failure) {
         let (Some(pool), Some(idx)) = (self.pool(), self.current) else {
             return;
         };
-        let state = &pool.balancer.slots()[idx].state;
-        if state.record_failure(now_ns(), pool.passive) {
+        let now = now_ns();
+        let slots = pool.balancer.slots();
+        let state = &slots[idx].state;
+        let others = || {
+            slots
+                .iter()
+                .enumerate()
+                .any(|(i, s)| i != idx && s.state.available(now))
+        };
+        if state.record_failure(now, pool.passive, others) {
             warn!(
                 event = "backend_ejected",
                 pool = %pool.name,
@@ -387,9 +403,12 @@ impl ProxyHttp for Edge {
             return Ok(true);
         };
         // Only a true miss waits for a peer: a stale entry being revalidated must not be
-        // answered as fresh just because a peer holds the lock.
-        if !session.cache.is_cache_lock_writer()
+        // answered as fresh just because a peer holds the lock. Pingora disables caching for a
+        // request under us (lock retry limit, lock timeout, give-up), and its lock accessors
+        // unwrap state it cleared then: check `enabled()` and the phase before asking.
+        if !session.cache.enabled()
             || !matches!(session.cache.phase(), pingora::cache::CachePhase::Miss)
+            || !session.cache.is_cache_lock_writer()
         {
             return Ok(true);
         }
@@ -457,6 +476,7 @@ impl ProxyHttp for Edge {
         ctx.attempts += 1;
         ctx.current = Some(idx);
         ctx.status_retry = false;
+        ctx.response_started = false;
         ctx.lease = Some(lease);
         ctx.attempt_started = Some(now);
         Ok(peer)
@@ -503,9 +523,16 @@ impl ProxyHttp for Edge {
         let retry = if std::mem::take(&mut ctx.status_retry) {
             // Decided (and budgeted) in upstream_response_filter.
             true
-        } else if e.esource() != &ErrorSource::Upstream {
-            // The client hung up or sent garbage mid-request: not the backend's fault, so it
-            // neither counts toward passive ejection nor earns a retry.
+        } else if e.esource() != &ErrorSource::Upstream || ctx.response_started {
+            // The client hung up or sent garbage mid-request, or the response had already
+            // started (a body cut short, a WebSocket closed after its 101): not a failure of
+            // the backend to answer, so it neither counts toward passive ejection nor retries.
+            false
+        } else if !session.is_body_done() {
+            // The backend is still waiting for the rest of a request body the client stopped
+            // sending: the client's stall, not the backend's (issue 12: three stalled uploads
+            // ejected a healthy backend).
+            ctx.client_stalled = true;
             false
         } else {
             let failure = Failure::of(&e);
@@ -542,6 +569,7 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
+        ctx.response_started = true;
         if status == 304 && ctx.cache.is_some() {
             // pingora-cache merges only a few of a 304's fields into the stored response;
             // keep them all for response_cache_filter (RFC 9111 §4.3.4).
@@ -627,7 +655,11 @@ impl ProxyHttp for Edge {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let code = error_status(e);
+        let code = if ctx.client_stalled {
+            StatusCode::REQUEST_TIMEOUT.as_u16()
+        } else {
+            error_status(e)
+        };
         if code != 0 && session.response_written().is_none() {
             let status = StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_GATEWAY);
             let body = status.canonical_reason().unwrap_or("error");

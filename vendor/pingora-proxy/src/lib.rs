@@ -1145,10 +1145,27 @@ static BAD_GATEWAY: Lazy<ResponseHeader> = Lazy::new(|| {
     resp
 });
 
+/// SLUICE PATCH (panic containment): what `process_request` does once the request's phases
+/// ended without a panic.
+enum RequestOutcome {
+    /// Answer through `handle_error` (`fail_to_proxy`, log, `logging`).
+    Error(Box<Error>, &'static str),
+    /// The request is done: `logging`, then reuse the connection when `.0`.
+    Finish(bool, Option<Box<Error>>),
+    /// `request_filter` answered the request itself.
+    Responded,
+}
+
 impl<SV, C> HttpProxy<SV, C>
 where
     C: custom::Connector,
 {
+    /// SLUICE PATCH (panic containment): runs the request's phases and catches a panic in any
+    /// of them (a `ProxyHttp` hook, or Pingora code such as a cache accessor that unwraps state
+    /// it cleared). Stock Pingora loses the connection silently then: the task dies with the
+    /// session. Here the session survives the unwind, so the client gets a 500 (when nothing was
+    /// written yet), `logging` runs, and the connection is closed. Other connections never
+    /// notice.
     async fn process_request(
         self: &Arc<Self>,
         mut session: Session,
@@ -1158,17 +1175,76 @@ where
         SV: ProxyHttp + Send + Sync + 'static,
         <SV as ProxyHttp>::CTX: Send + Sync,
     {
+        let phases = std::panic::AssertUnwindSafe(self.process_request_phases(&mut session, &mut ctx))
+            .catch_unwind()
+            .await;
+        match phases {
+            Ok(RequestOutcome::Error(e, context)) => {
+                self.handle_error(session, &mut ctx, e, context).await
+            }
+            Ok(RequestOutcome::Finish(reuse, err)) => self.finish(session, &mut ctx, reuse, err).await,
+            Ok(RequestOutcome::Responded) => {
+                // TODO: log error
+                self.inner.logging(&mut session, None, &mut ctx).await;
+                self.cleanup_sub_req(&mut session);
+                let mut persistent_settings = HttpPersistentSettings::for_session(&session);
+                if let Some(uc) = self.inner.persist_connection_context(&session, &ctx) {
+                    persistent_settings.set_user_context(uc);
+                }
+                session
+                    .downstream_session
+                    .finish()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
+            }
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("(no message)");
+                error!("request handler panicked: {what}");
+                let e = Error::explain(InternalError, "request handler panicked");
+                // The answer path runs user hooks again: a second panic only loses this
+                // connection, as it would have without the patch.
+                std::panic::AssertUnwindSafe(async move {
+                    session.set_keepalive(None);
+                    if session.cache.enabled() {
+                        // Release a cache lock this request may hold, so that waiters go on.
+                        session.cache.disable(NoCacheReason::InternalError);
+                    }
+                    self.handle_error(session, &mut ctx, e, "Panic:").await
+                })
+                .catch_unwind()
+                .await
+                .unwrap_or(None)
+            }
+        }
+    }
+
+    /// SLUICE PATCH (panic containment): the phases of one request, on a borrowed session, so
+    /// that `process_request` still owns the session when a phase panics and can answer it.
+    /// Returns what `process_request` does next instead of doing it.
+    async fn process_request_phases(
+        self: &Arc<Self>,
+        session: &mut Session,
+        ctx: &mut <SV as ProxyHttp>::CTX,
+    ) -> RequestOutcome
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
         if let Err(e) = self
             .inner
-            .early_request_filter(&mut session, &mut ctx)
+            .early_request_filter(session, ctx)
             .await
         {
-            return self
-                .handle_error(session, &mut ctx, e, "Fail to early filter request:")
-                .await;
+            return RequestOutcome::Error(e, "Fail to early filter request:");
         }
 
-        if self.inner.allow_spawning_subrequest(&session, &ctx) {
+        if self.inner.allow_spawning_subrequest(session, ctx) {
             session.subrequest_spawner = Some(SubrequestSpawner::new(self.clone()));
         }
 
@@ -1180,56 +1256,34 @@ where
             .request_header_filter(req)
             .await
         {
-            return self
-                .handle_error(
-                    session,
-                    &mut ctx,
-                    e,
-                    "Failed in downstream modules request filter:",
-                )
-                .await;
+            return RequestOutcome::Error(e, "Failed in downstream modules request filter:");
         }
 
-        match self.inner.request_filter(&mut session, &mut ctx).await {
+        match self.inner.request_filter(session, ctx).await {
             Ok(response_sent) => {
                 if response_sent {
-                    // TODO: log error
-                    self.inner.logging(&mut session, None, &mut ctx).await;
-                    self.cleanup_sub_req(&mut session);
-                    let mut persistent_settings = HttpPersistentSettings::for_session(&session);
-                    if let Some(uc) = self.inner.persist_connection_context(&session, &ctx) {
-                        persistent_settings.set_user_context(uc);
-                    }
-                    return session
-                        .downstream_session
-                        .finish()
-                        .await
-                        .ok()
-                        .flatten()
-                        .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings));
+                    return RequestOutcome::Responded;
                 }
                 /* else continue */
             }
             Err(e) => {
-                return self
-                    .handle_error(session, &mut ctx, e, "Fail to filter request:")
-                    .await;
+                return RequestOutcome::Error(e, "Fail to filter request:");
             }
         }
 
-        if let Some((reuse, err)) = self.proxy_cache(&mut session, &mut ctx).await {
+        if let Some((reuse, err)) = self.proxy_cache(session, ctx).await {
             // cache hit
-            return self.finish(session, &mut ctx, reuse, err).await;
+            return RequestOutcome::Finish(reuse, err);
         }
         // either uncacheable, or cache miss
 
         // there should not be a write lock in the sub req ctx after this point
-        self.cleanup_sub_req(&mut session);
+        self.cleanup_sub_req(session);
 
         // decide if the request is allowed to go to upstream
         match self
             .inner
-            .proxy_upstream_filter(&mut session, &mut ctx)
+            .proxy_upstream_filter(session, ctx)
             .await
         {
             Ok(proxy_to_upstream) => {
@@ -1244,19 +1298,12 @@ where
                         match session.write_response_header_ref(&BAD_GATEWAY, true).await {
                             Ok(()) => {}
                             Err(e) => {
-                                return self
-                                    .handle_error(
-                                        session,
-                                        &mut ctx,
-                                        e,
-                                        "Error responding with Bad Gateway:",
-                                    )
-                                    .await;
+                                return RequestOutcome::Error(e, "Error responding with Bad Gateway:");
                             }
                         }
                     }
 
-                    return self.finish(session, &mut ctx, true, None).await;
+                    return RequestOutcome::Finish(true, None);
                 }
                 /* else continue */
             }
@@ -1265,14 +1312,7 @@ where
                     session.cache.disable(NoCacheReason::InternalError);
                 }
 
-                return self
-                    .handle_error(
-                        session,
-                        &mut ctx,
-                        e,
-                        "Error deciding if we should proxy to upstream:",
-                    )
-                    .await;
+                return RequestOutcome::Error(e, "Error deciding if we should proxy to upstream:");
             }
         }
 
@@ -1284,7 +1324,7 @@ where
         while retries < self.max_retries {
             retries += 1;
 
-            let (reuse, e) = self.proxy_to_upstream(&mut session, &mut ctx).await;
+            let (reuse, e) = self.proxy_to_upstream(session, ctx).await;
             server_reuse = reuse;
 
             match e {
@@ -1293,8 +1333,8 @@ where
                     // only log error that will be retried here, the final error will be logged below
                     if retry
                         && !self.inner.suppress_proxy_warn_log(
-                            &session,
-                            &ctx,
+                            session,
+                            ctx,
                             &error,
                             ProxyWarnLogContext::UpstreamRetry,
                         )
@@ -1304,7 +1344,7 @@ where
                             error,
                             retries,
                             retry,
-                            self.inner.request_summary(&session, &ctx)
+                            self.inner.request_summary(session, ctx)
                         );
                     }
                     proxy_error = Some(error);
@@ -1324,7 +1364,7 @@ where
         // allow unwrap until if let chains
         #[allow(clippy::unnecessary_unwrap)]
         let serve_stale_result = if proxy_error.is_some() && session.cache.can_serve_stale_error() {
-            self.handle_stale_if_error(&mut session, &mut ctx, proxy_error.as_ref().unwrap())
+            self.handle_stale_if_error(session, ctx, proxy_error.as_ref().unwrap())
                 .await
         } else {
             None
@@ -1348,24 +1388,23 @@ where
                 };
                 session.cache.disable(reason);
             }
-            let res = self.inner.fail_to_proxy(&mut session, e, &mut ctx).await;
+            let res = self.inner.fail_to_proxy(session, e, ctx).await;
 
             // final error will have > 0 status unless downstream connection is dead
-            if !self.inner.suppress_error_log(&session, &ctx, e) {
+            if !self.inner.suppress_error_log(session, ctx, e) {
                 error!(
                     "Fail to proxy: {}, status: {}, tries: {}, retry: {}, {}",
                     e,
                     res.error_code,
                     retries,
                     false, // we never retry here
-                    self.inner.request_summary(&session, &ctx),
+                    self.inner.request_summary(session, ctx),
                 );
             }
         }
 
         // logging() will be called in finish()
-        self.finish(session, &mut ctx, server_reuse, final_error)
-            .await
+        RequestOutcome::Finish(server_reuse, final_error)
     }
 
     async fn handle_error(
@@ -1373,7 +1412,7 @@ where
         mut session: Session,
         ctx: &mut <SV as ProxyHttp>::CTX,
         e: Box<Error>,
-        context: &str,
+        context: &'static str,
     ) -> Option<ReusedHttpStream>
     where
         SV: ProxyHttp + Send + Sync + 'static,
