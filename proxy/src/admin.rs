@@ -69,12 +69,14 @@ impl AdminApi {
 
     fn readiness(&self) -> Response<Vec<u8>> {
         let draining = self.app.draining.load(Relaxed);
+        let listening = self.app.listening.load(Relaxed);
         let health = self.app.health_checked();
         let warmed = self.app.warmed_generation.load(Relaxed) >= 1;
-        let ready = !draining && health && warmed;
+        let ready = !draining && listening && health && warmed;
         let body = json!({
             "ready": ready,
             "config_loaded": true,
+            "listening": listening,
             "health_checked": health,
             "warmed": warmed,
             "draining": draining,

@@ -53,8 +53,11 @@ pub struct App {
     pub base_dir: PathBuf,
     /// Serializes reloads; holds the file text last read.
     pub(crate) reload_lock: Mutex<String>,
-    /// Set once a graceful stop or upgrade began: `/readyz` answers 503.
-    pub draining: AtomicBool,
+    /// Set once a graceful stop or upgrade began: `/readyz` answers 503 and responses say
+    /// `Connection: close`.
+    pub draining: Arc<AtomicBool>,
+    /// Set once every proxy listener is bound and accepting (`/readyz` waits for it).
+    pub listening: Arc<AtomicBool>,
     /// Latched once every actively checked backend has been probed at least once.
     pub health_ready: AtomicBool,
     /// The config generation whose cache warm-up finished.
@@ -88,7 +91,8 @@ impl App {
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),
-            draining: AtomicBool::new(false),
+            draining: Arc::new(AtomicBool::new(false)),
+            listening: Arc::new(AtomicBool::new(false)),
             health_ready: AtomicBool::new(false),
             warmed_generation: std::sync::atomic::AtomicU64::new(0),
         })
@@ -137,6 +141,7 @@ pub fn server_conf(config: &Config) -> ServerConf {
 /// admin API, health checks and reload triggers.
 pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server, AppError> {
     pingora::http::set_preserve_h1_header_case(config.server.preserve_header_case);
+    apply_client_limits(config);
     let daemon = opt.daemon;
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(config));
     // A daemon must take over listeners (and tell its launcher it is ready) after the fork, so
@@ -155,9 +160,14 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
             Arc::clone(&app.limiter),
             app.cache,
             config.logging.access_log,
+            Arc::clone(&app.draining),
         ),
         "sluice-proxy",
     );
+    let listening = Arc::clone(&app.listening);
+    proxy.on_listening(move || listening.store(true, Relaxed));
+    let max_connections = crate::resources::connection_budget(config.server.max_connections);
+    proxy.set_connection_limit(Arc::new(tokio::sync::Semaphore::new(max_connections)));
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
@@ -204,4 +214,15 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
     // Warm-up requests go through the proxy listener.
     warm.add_dependency(&proxy);
     Ok(server)
+}
+
+/// Hand the client-side request head limits of `config` to the HTTP/1 reader (process-wide;
+/// called at start and after every reload).
+pub fn apply_client_limits(config: &Config) {
+    let s = &config.server;
+    pingora::protocols::http::v1::server::set_request_head_limits(
+        Some(s.client_header_timeout),
+        Some(s.keepalive_timeout),
+        s.max_request_header_bytes,
+    );
 }

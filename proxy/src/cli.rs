@@ -58,6 +58,15 @@ pub fn run(args: Args) -> ExitCode {
         return ExitCode::SUCCESS;
     }
     crate::logging::init(config.logging.format);
+    if !args.upgrade {
+        // Pingora would retry a taken port for 30 s and then leave the process running without
+        // that listener. Fail now, with the reason, before anything starts. (With --upgrade
+        // the running process hands its listeners over instead.)
+        if let Err(e) = crate::resources::check_ports_free(&config) {
+            eprintln!("sluice: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let state = app::App::new(config.clone(), &path, text);
     let opt = Opt {
         upgrade: args.upgrade,
@@ -85,6 +94,7 @@ pub fn run(args: Args) -> ExitCode {
         state,
         config.server.grace_period,
         config.server.drain_delay,
+        server.watch_execution_phase(),
     );
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),

@@ -9,8 +9,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch};
-use tracing::info;
+use pingora::server::{
+    ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, UnixShutdownSignalWatch,
+};
+use tokio::sync::broadcast;
+use tracing::{info, warn};
 
 use crate::app::App;
 use crate::metrics::METRICS;
@@ -32,16 +35,26 @@ pub struct Signals {
     app: Arc<App>,
     grace: Duration,
     drain_delay: Duration,
+    /// Pingora's execution phases, followed once the first SIGQUIT arrives.
+    phases: std::sync::Mutex<Option<broadcast::Receiver<ExecutionPhase>>>,
 }
 
 impl Signals {
     /// Signals for `app`; in-flight requests get at most `grace` after a graceful stop, which
     /// starts `drain_delay` after SIGTERM (listeners stay open meanwhile, `/readyz` says 503).
-    pub fn new(app: Arc<App>, grace: Duration, drain_delay: Duration) -> Self {
+    /// `phases` (from `Server::watch_execution_phase`) tells whether an upgrade handed the
+    /// listeners over.
+    pub fn new(
+        app: Arc<App>,
+        grace: Duration,
+        drain_delay: Duration,
+        phases: broadcast::Receiver<ExecutionPhase>,
+    ) -> Self {
         Signals {
             app,
             grace,
             drain_delay,
+            phases: std::sync::Mutex::new(Some(phases)),
         }
     }
 }
@@ -50,32 +63,73 @@ impl Signals {
 impl ShutdownSignalWatch for Signals {
     async fn recv(&self) -> ShutdownSignal {
         let signal = UnixShutdownSignalWatch.recv().await;
-        let hold = match signal {
-            ShutdownSignal::GracefulTerminate => Some(KEEPALIVE_CLOSE),
-            ShutdownSignal::GracefulUpgrade => Some(UPGRADE_HAND_OVER + KEEPALIVE_CLOSE),
-            ShutdownSignal::FastShutdown => None,
-        };
-        if let Some(hold) = hold {
-            self.app.draining.store(true, Relaxed);
-            info!(
-                event = "draining",
-                upgrade = hold > KEEPALIVE_CLOSE,
-                in_flight = METRICS.in_flight.load(Relaxed),
-                grace_ms = self.grace.as_millis() as u64,
-                "graceful stop: no new connections; finishing requests in flight"
-            );
-            let grace = self.grace;
-            if matches!(signal, ShutdownSignal::GracefulTerminate) && !self.drain_delay.is_zero() {
-                info!(
-                    event = "drain_delay",
-                    delay_ms = self.drain_delay.as_millis() as u64,
-                    "not ready; still accepting until the drain delay ends"
-                );
-                tokio::time::sleep(self.drain_delay).await;
+        match signal {
+            ShutdownSignal::GracefulTerminate => {
+                start_draining(&self.app, false);
+                if !self.drain_delay.is_zero() {
+                    info!(
+                        event = "drain_delay",
+                        delay_ms = self.drain_delay.as_millis() as u64,
+                        "not ready; still accepting until the drain delay ends"
+                    );
+                    tokio::time::sleep(self.drain_delay).await;
+                }
+                let grace = self.grace;
+                std::thread::spawn(move || exit_when_drained(KEEPALIVE_CLOSE, grace));
             }
-            std::thread::spawn(move || exit_when_drained(hold, grace));
+            ShutdownSignal::GracefulUpgrade => {
+                // Draining starts only once a new process took the listeners: if none does
+                // (it failed to start), the vendored Pingora keeps this one serving.
+                let phases = self.phases.lock().unwrap_or_else(|e| e.into_inner()).take();
+                if let Some(phases) = phases {
+                    tokio::spawn(follow_upgrade(phases, Arc::clone(&self.app), self.grace));
+                }
+            }
+            ShutdownSignal::FastShutdown => {}
         }
         signal
+    }
+}
+
+/// Mark the process draining (`/readyz` 503, `Connection: close`) and say so.
+fn start_draining(app: &App, upgrade: bool) {
+    app.draining.store(true, Relaxed);
+    info!(
+        event = "draining",
+        upgrade,
+        in_flight = METRICS.in_flight.load(Relaxed),
+        "graceful stop: no new connections; finishing requests in flight"
+    );
+}
+
+/// Follow Pingora's phases after SIGQUIT: once the listeners went to the new process, drain and
+/// exit; when the hand-over failed (Pingora is `Running` again), say so and keep serving.
+async fn follow_upgrade(
+    mut phases: broadcast::Receiver<ExecutionPhase>,
+    app: Arc<App>,
+    grace: Duration,
+) {
+    let mut transferring = false;
+    loop {
+        match phases.recv().await {
+            Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => transferring = true,
+            Ok(ExecutionPhase::GracefulUpgradeCloseTimeout) => {
+                start_draining(&app, true);
+                std::thread::spawn(move || {
+                    exit_when_drained(UPGRADE_HAND_OVER + KEEPALIVE_CLOSE, grace)
+                });
+                return;
+            }
+            Ok(ExecutionPhase::Running) if transferring => {
+                transferring = false;
+                warn!(
+                    event = "upgrade_failed",
+                    "no new process took the listeners (did it fail to start? see its output); this process keeps serving"
+                );
+            }
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

@@ -593,6 +593,25 @@ impl Metrics {
         );
         let open = u8::from(limiter.breaker_state() == BreakerState::Open);
         let _ = writeln!(o, "sluice_ratelimit_breaker_open {open}");
+        family(
+            o,
+            "sluice_redis_breaker_transitions_total",
+            "counter",
+            "Circuit breaker openings and closings, by component.",
+        );
+        let (rl_open, rl_closed) = limiter.breaker_transitions();
+        let (c_open, c_closed) = cache.redis.map_or((0, 0), |r| r.breaker_transitions());
+        for (component, to, n) in [
+            ("ratelimit", "open", rl_open),
+            ("ratelimit", "closed", rl_closed),
+            ("cache", "open", c_open),
+            ("cache", "closed", c_closed),
+        ] {
+            let _ = writeln!(
+                o,
+                "sluice_redis_breaker_transitions_total{{component=\"{component}\",to=\"{to}\"}} {n}"
+            );
+        }
         self.render_cache(o, cache);
         out
     }

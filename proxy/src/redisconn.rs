@@ -21,11 +21,25 @@ pub enum Conn {
     Cluster(ClusterConnection),
 }
 
+/// Whether `e` says the connection itself broke (the manager reconnects on the next call).
+fn connection_broke(e: &redis::RedisError) -> bool {
+    e.is_connection_dropped() || e.is_io_error() || e.is_connection_refusal()
+}
+
 impl Conn {
     /// Run one command.
     pub async fn query<T: FromRedisValue>(&self, cmd: &Cmd) -> RedisResult<T> {
         match self {
-            Conn::Single(c) => cmd.query_async(&mut c.clone()).await,
+            Conn::Single(c) => {
+                let r = cmd.query_async(&mut c.clone()).await;
+                match r {
+                    // After an outage the first command runs on the dead connection and only
+                    // starts the reconnect: once, go again on the new one, so that a Redis that
+                    // is back is seen as back (the caller's timeout bounds both).
+                    Err(e) if connection_broke(&e) => cmd.query_async(&mut c.clone()).await,
+                    r => r,
+                }
+            }
             Conn::Cluster(c) => cmd.query_async(&mut c.clone()).await,
         }
     }
@@ -33,7 +47,10 @@ impl Conn {
     /// Run a pipeline (all its keys must share a hash slot on a Cluster).
     pub async fn pipe<T: FromRedisValue>(&self, p: &Pipeline) -> RedisResult<T> {
         match self {
-            Conn::Single(c) => p.query_async(&mut c.clone()).await,
+            Conn::Single(c) => match p.query_async(&mut c.clone()).await {
+                Err(e) if connection_broke(&e) => p.query_async(&mut c.clone()).await,
+                r => r,
+            },
             Conn::Cluster(c) => p.query_async(&mut c.clone()).await,
         }
     }
@@ -41,7 +58,10 @@ impl Conn {
     /// Run a Lua script by EVALSHA (loaded on demand).
     pub async fn invoke<T: FromRedisValue>(&self, inv: &ScriptInvocation<'_>) -> RedisResult<T> {
         match self {
-            Conn::Single(c) => inv.invoke_async(&mut c.clone()).await,
+            Conn::Single(c) => match inv.invoke_async(&mut c.clone()).await {
+                Err(e) if connection_broke(&e) => inv.invoke_async(&mut c.clone()).await,
+                r => r,
+            },
             Conn::Cluster(c) => inv.invoke_async(&mut c.clone()).await,
         }
     }

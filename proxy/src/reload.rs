@@ -39,7 +39,7 @@ pub struct Reloaded {
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let (o, n) = (&old.server, &new.server);
     let mut changed = Vec::new();
-    let checks: [(&'static str, bool); 13] = [
+    let checks: [(&'static str, bool); 14] = [
         ("server.listen", o.listen != n.listen),
         ("server.tls", o.tls != n.tls),
         ("server.threads", o.threads != n.threads),
@@ -54,6 +54,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
         ("server.drain_delay_ms", o.drain_delay != n.drain_delay),
         ("server.pid_file", o.pid_file != n.pid_file),
+        (
+            "server.max_connections",
+            o.max_connections != n.max_connections,
+        ),
         (
             "server.preserve_header_case",
             o.preserve_header_case != n.preserve_header_case,
@@ -119,6 +123,7 @@ impl App {
             Ok(new) => {
                 let generation = self.snapshot.load().generation + 1;
                 let snapshot = Snapshot::build(&new, &self.registry, generation);
+                crate::app::apply_client_limits(&new);
                 self.config.store(Arc::new(new));
                 self.snapshot.store(Arc::new(snapshot));
                 METRICS.reload(ReloadResult::Ok);

@@ -15,6 +15,9 @@ use crate::metrics::{PoolMetrics, RouteMetrics, TierMetrics, METRICS};
 use crate::ratelimit::JwtVerifier;
 use crate::router::Router;
 
+/// Pingora's own per-read timeout of downstream sessions; setting it again is skipped.
+const PINGORA_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// One pool ready to serve: its balancer and a prepared peer per member.
 #[derive(Debug)]
 pub struct Pool {
@@ -156,6 +159,11 @@ pub struct Snapshot {
     pub generation: u64,
     /// Ports of the proxy listeners (for the open-connections gauge).
     pub listen_ports: Vec<u16>,
+    /// Normalise request paths before routing (`[server] normalize_path`).
+    pub normalize_path: bool,
+    /// Per-read wait for request bodies, when it differs from Pingora's 60 s default
+    /// (`[server] client_body_timeout_ms`).
+    pub client_body_timeout: Option<Duration>,
 }
 
 impl Snapshot {
@@ -192,6 +200,9 @@ impl Snapshot {
                 .map(|u| Pool::new(u, registry))
                 .collect(),
             generation,
+            normalize_path: config.server.normalize_path,
+            client_body_timeout: Some(config.server.client_body_timeout)
+                .filter(|t| *t != PINGORA_READ_TIMEOUT),
             listen_ports: config
                 .server
                 .listen

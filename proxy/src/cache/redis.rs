@@ -27,7 +27,7 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::CacheMeta;
 use pingora::{Error, ErrorType, Result};
 use redis::RedisResult;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{CacheSpec, RedisSpec, RedisTarget};
 use crate::ratelimit::Breaker;
@@ -107,18 +107,21 @@ impl RedisCacheStore {
         if !self.breaker.allow(now_ms()) {
             return None;
         }
-        // The first call also connects: give it a little longer.
-        let bound = if self.conn.is_open() {
-            self.timeout
-        } else {
-            self.timeout.max(Duration::from_millis(250))
-        };
+        // Every call, the first one (which also connects) included, is bounded by the
+        // configured timeout: a Redis unreachable at start must not cost each request more.
+        let bound = self.timeout;
         let started = std::time::Instant::now();
         let result = tokio::time::timeout(bound, work).await;
         crate::metrics::METRICS.cache_call(what, started.elapsed(), matches!(result, Ok(Ok(_))));
         let failure = match result {
             Ok(Ok(v)) => {
-                self.breaker.success();
+                if self.breaker.success() {
+                    info!(
+                        event = "cache_redis_breaker_closed",
+                        call = what,
+                        "Redis answers again; the cache uses it again"
+                    );
+                }
                 return Some(v);
             }
             Ok(Err(e)) => e.to_string(),
@@ -238,6 +241,11 @@ impl RedisCacheStore {
     /// Whether the breaker currently skips Redis.
     pub fn breaker_open(&self) -> bool {
         self.breaker.state() == crate::ratelimit::BreakerState::Open
+    }
+
+    /// How many times the cache's breaker opened and closed.
+    pub fn breaker_transitions(&self) -> (u64, u64) {
+        self.breaker.transitions()
     }
 
     /// A connection to every master (the one node, or each Cluster master from

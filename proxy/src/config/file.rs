@@ -203,6 +203,18 @@ pub struct FileServer {
     pub pid_file: Option<String>,
     /// Keep the case of HTTP/1 header field names as received (default: lowercase them).
     pub preserve_header_case: Option<bool>,
+    /// Milliseconds within which a whole request head must arrive.
+    pub client_header_timeout_ms: Option<i64>,
+    /// Milliseconds of the longest wait for each read of a request body.
+    pub client_body_timeout_ms: Option<i64>,
+    /// Milliseconds an idle keep-alive client connection waits for its next request.
+    pub keepalive_timeout_ms: Option<i64>,
+    /// Largest request head (request line and fields) in bytes.
+    pub max_request_header_bytes: Option<i64>,
+    /// Most open client connections on the proxy listeners.
+    pub max_connections: Option<i64>,
+    /// Normalise request paths (dot segments, `//`, percent-encoding) before routing.
+    pub normalize_path: Option<bool>,
 }
 
 /// `[[server.tls]]`: one TLS listener.

@@ -849,6 +849,12 @@ impl Validator {
             drain_delay_ms,
             pid_file,
             preserve_header_case,
+            client_header_timeout_ms,
+            client_body_timeout_ms,
+            keepalive_timeout_ms,
+            max_request_header_bytes,
+            max_connections,
+            normalize_path,
         } = s;
         let mut seen = HashSet::new();
         let mut plain = Vec::new();
@@ -870,7 +876,12 @@ impl Validator {
             let cert = self.existing_file(&format!("{path}.cert"), &t.cert, base_dir);
             let key = self.existing_file(&format!("{path}.key"), &t.key, base_dir);
             if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
-                tls_out.push(TlsListener { listen, cert, key });
+                // Parsed and matched here, as the listener will: a bad pair is a config error,
+                // never a listener that fails at start.
+                match crate::tlsfiles::check_pair(&cert, &key) {
+                    Ok(()) => tls_out.push(TlsListener { listen, cert, key }),
+                    Err(why) => self.problem(format!("{path}.cert"), why),
+                }
             }
         }
         let threads =
@@ -889,7 +900,52 @@ impl Validator {
             0,
             1_000_000,
         )?;
+        let ms = |this: &mut Self, key: &str, v: Option<i64>, default: u64, min: i64| {
+            this.int_in(&format!("server.{key}"), v, default as i64, min, 86_400_000)
+                .map(|v| Duration::from_millis(v as u64))
+        };
+        let client_header_timeout = ms(
+            self,
+            "client_header_timeout_ms",
+            client_header_timeout_ms,
+            DEFAULT_CLIENT_HEADER_TIMEOUT_MS,
+            1,
+        );
+        let client_body_timeout = ms(
+            self,
+            "client_body_timeout_ms",
+            client_body_timeout_ms,
+            DEFAULT_CLIENT_BODY_TIMEOUT_MS,
+            1,
+        );
+        let keepalive_timeout = ms(
+            self,
+            "keepalive_timeout_ms",
+            keepalive_timeout_ms,
+            DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_MS,
+            1,
+        );
+        let max_request_header_bytes = self.int_in(
+            "server.max_request_header_bytes",
+            max_request_header_bytes,
+            DEFAULT_MAX_REQUEST_HEADER_BYTES as i64,
+            1024,
+            1 << 20,
+        );
+        let max_connections = self.int_in(
+            "server.max_connections",
+            max_connections,
+            DEFAULT_MAX_CONNECTIONS as i64,
+            1,
+            10_000_000,
+        );
         Some(ServerSettings {
+            client_header_timeout: client_header_timeout?,
+            client_body_timeout: client_body_timeout?,
+            keepalive_timeout: keepalive_timeout?,
+            max_request_header_bytes: max_request_header_bytes? as usize,
+            max_connections: max_connections? as usize,
+            normalize_path: normalize_path.unwrap_or(true),
             listen: plain,
             tls: tls_out,
             threads,
@@ -1402,6 +1458,12 @@ impl FileServer {
             drain_delay_ms: None,
             pid_file: None,
             preserve_header_case: None,
+            client_header_timeout_ms: None,
+            client_body_timeout_ms: None,
+            keepalive_timeout_ms: None,
+            max_request_header_bytes: None,
+            max_connections: None,
+            normalize_path: None,
         }
     }
 }

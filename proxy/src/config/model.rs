@@ -62,6 +62,16 @@ pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
 pub const DEFAULT_UPGRADE_SOCK: &str = "/tmp/sluice_upgrade.sock";
 /// Default PID file of `--daemon`.
 pub const DEFAULT_PID_FILE: &str = "/tmp/sluice.pid";
+/// Default `[server] client_header_timeout_ms`: the whole request head must arrive within it.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT_MS: u64 = 10_000;
+/// Default `[server] client_body_timeout_ms`: longest wait for each read of a request body.
+pub const DEFAULT_CLIENT_BODY_TIMEOUT_MS: u64 = 60_000;
+/// Default `[server] keepalive_timeout_ms`: how long an idle client connection is kept open.
+pub const DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_MS: u64 = 75_000;
+/// Default `[server] max_request_header_bytes` (request line and fields).
+pub const DEFAULT_MAX_REQUEST_HEADER_BYTES: usize = 64 * 1024;
+/// Default `[server] max_connections`: open client connections on the proxy listeners.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default interval of the config-file watch (and its debounce).
 pub const DEFAULT_RELOAD_DEBOUNCE_MS: u64 = 500;
 
@@ -150,6 +160,21 @@ pub struct ServerSettings {
     pub pid_file: PathBuf,
     /// HTTP/1 header field names keep the case they arrived in; otherwise they are lowercased.
     pub preserve_header_case: bool,
+    /// The whole request head must arrive within this (408 otherwise).
+    #[serde(serialize_with = "ser::ms")]
+    pub client_header_timeout: Duration,
+    /// Longest wait for each read of a request body (408 otherwise).
+    #[serde(serialize_with = "ser::ms")]
+    pub client_body_timeout: Duration,
+    /// How long an idle keep-alive client connection waits for its next request.
+    #[serde(serialize_with = "ser::ms")]
+    pub keepalive_timeout: Duration,
+    /// Larger request heads are refused with 431.
+    pub max_request_header_bytes: usize,
+    /// Open client connections on the proxy listeners; beyond it Sluice stops accepting.
+    pub max_connections: usize,
+    /// Normalise request paths before routing, limits and forwarding.
+    pub normalize_path: bool,
 }
 
 /// One TLS listener with its resolved certificate and key paths.

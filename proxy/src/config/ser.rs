@@ -54,18 +54,40 @@ pub fn api_keys<S: Serializer>(
     seq.end()
 }
 
-/// A Redis URL with any password replaced.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// A Redis URL with every credential replaced: the password (or a lone user name, which some
+/// write for a password), and any query parameter that may carry one (`redis+unix://...?pass=`,
+/// `password=`, `auth=`, `token=`, `secret=`). A URL that does not parse is hidden whole.
+pub fn redact_url(raw: &str) -> String {
+    const MARK: &str = "__SLUICE_REDACTED__";
+    let Ok(mut u) = url::Url::parse(raw) else {
+        return REDACTED.to_owned();
     };
-    match rest.split_once('@') {
-        Some((userinfo, host)) => match userinfo.split_once(':') {
-            Some((user, _)) => format!("{scheme}://{user}:{REDACTED}@{host}"),
-            None => format!("{scheme}://{REDACTED}@{host}"),
-        },
-        None => url.to_owned(),
+    if u.password().is_some() {
+        let _ = u.set_password(Some(MARK));
+    } else if !u.username().is_empty() {
+        let _ = u.set_username(MARK);
     }
+    if u.query().is_some() {
+        let secret = |k: &str| {
+            let k = k.to_ascii_lowercase();
+            ["pass", "pwd", "auth", "token", "secret", "key"]
+                .iter()
+                .any(|s| k.contains(s))
+        };
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if secret(&k) {
+                    MARK.to_owned()
+                } else {
+                    v.into_owned()
+                };
+                (k.into_owned(), v)
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string().replace(MARK, REDACTED)
 }
 
 /// The Redis target, passwords redacted.
@@ -112,5 +134,36 @@ mod tests {
         );
         assert_eq!(redact_url("redis://:hunter2@h/"), "redis://:<redacted>@h/");
         assert_eq!(redact_url("redis://h:6379/"), "redis://h:6379/");
+    }
+
+    /// Regression (issue 12, defect 7): `redis+unix://...?pass=SECRET` was shown verbatim and a
+    /// password containing `@` partly shown.
+    #[test]
+    fn every_url_form_hides_its_credentials() {
+        for (url, secret) in [
+            ("redis://u:p@ss@h:6379/0", "ss"),
+            ("redis://u:p%40ss@h:6379/0", "p%40ss"),
+            ("rediss://:hunter2@h:6380", "hunter2"),
+            ("redis://hunter2@h", "hunter2"),
+            ("redis+unix:///run/redis.sock?pass=SECRET&db=1", "SECRET"),
+            (
+                "redis+unix:///run/redis.sock?db=1&password=SECRET",
+                "SECRET",
+            ),
+            ("unix:///run/redis.sock?user=u&pass=SECRET", "SECRET"),
+            ("redis://h/?auth=SECRET", "SECRET"),
+            ("not a url :SECRET@", "SECRET"),
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains(secret), "{url} -> {shown}");
+        }
+        assert_eq!(
+            redact_url("redis+unix:///run/redis.sock?pass=SECRET&db=1"),
+            "redis+unix:///run/redis.sock?pass=<redacted>&db=1"
+        );
+        assert_eq!(
+            redact_url("redis://u:x@h:1/2"),
+            "redis://u:<redacted>@h:1/2"
+        );
     }
 }

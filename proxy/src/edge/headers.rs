@@ -287,3 +287,122 @@ mod tests {
         assert_ne!(request_id(&req(&[])), request_id(&req(&[])));
     }
 }
+
+/// Remove the hop-by-hop fields of a backend's response (RFC 9110 §7.6.1): `Connection` and every
+/// field it nominates, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, and `Upgrade` except on
+/// a `101` (whose `Connection: upgrade` and `Upgrade` the WebSocket hand-shake needs). Framing
+/// fields (`Content-Length`, `Transfer-Encoding`) are never removed by nomination: Pingora
+/// frames the response from them. One pass over the field names when there is nothing to do.
+pub fn strip_response_hop_by_hop(resp: &mut pingora::http::ResponseHeader) {
+    let upgrade = resp.status.as_u16() == 101;
+    let is_hop = |n: &header::HeaderName| {
+        (!upgrade && (n == header::CONNECTION || n == header::UPGRADE))
+            || n == header::TE
+            || n == header::TRAILER
+            || n.as_str() == "keep-alive"
+            || n.as_str() == "proxy-connection"
+    };
+    if !resp.headers.keys().any(is_hop) {
+        return;
+    }
+    // Fields nominated by `Connection`; `close`, `keep-alive` and `upgrade` are options or
+    // are removed anyway, so the usual values allocate nothing.
+    let mut nominated: Vec<header::HeaderName> = Vec::new();
+    if !upgrade {
+        for v in resp.headers.get_all(header::CONNECTION) {
+            for token in v.to_str().unwrap_or("").split(',') {
+                let token = token.trim();
+                if token.is_empty()
+                    || ["close", "keep-alive", "upgrade"]
+                        .iter()
+                        .any(|t| token.eq_ignore_ascii_case(t))
+                {
+                    continue;
+                }
+                if let Ok(name) = header::HeaderName::from_bytes(token.as_bytes()) {
+                    if name != header::CONTENT_LENGTH && name != header::TRANSFER_ENCODING {
+                        nominated.push(name);
+                    }
+                }
+            }
+        }
+    }
+    let hop: Vec<header::HeaderName> = resp.headers.keys().filter(|n| is_hop(n)).cloned().collect();
+    for name in hop.iter().chain(&nominated) {
+        resp.remove_header(name);
+    }
+}
+
+#[cfg(test)]
+mod hop_tests {
+    use super::*;
+    use pingora::http::ResponseHeader;
+
+    fn resp(status: u16, fields: &[(&str, &str)]) -> ResponseHeader {
+        let mut r = ResponseHeader::build(status, None).unwrap();
+        for (k, v) in fields {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn names(r: &ResponseHeader) -> Vec<String> {
+        let mut v: Vec<_> = r.headers.keys().map(|k| k.as_str().to_owned()).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn hop_by_hop_and_nominated_fields_go() {
+        let mut r = resp(
+            200,
+            &[
+                ("connection", "close, a"),
+                ("a", "1"),
+                ("keep-alive", "timeout=9"),
+                ("proxy-connection", "keep-alive"),
+                ("te", "trailers"),
+                ("trailer", "x-sum"),
+                ("upgrade", "h2c"),
+                ("content-length", "3"),
+                ("x-kept", "yes"),
+            ],
+        );
+        strip_response_hop_by_hop(&mut r);
+        assert_eq!(names(&r), ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn framing_fields_are_never_removed_by_nomination() {
+        let mut r = resp(
+            200,
+            &[
+                ("connection", "content-length, transfer-encoding"),
+                ("content-length", "3"),
+            ],
+        );
+        strip_response_hop_by_hop(&mut r);
+        assert_eq!(names(&r), ["content-length"]);
+    }
+
+    #[test]
+    fn a_101_keeps_its_upgrade_fields() {
+        let mut r = resp(
+            101,
+            &[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("keep-alive", "x"),
+            ],
+        );
+        strip_response_hop_by_hop(&mut r);
+        assert_eq!(names(&r), ["connection", "upgrade"]);
+    }
+
+    #[test]
+    fn a_clean_response_is_untouched() {
+        let mut r = resp(200, &[("content-type", "text/plain"), ("x-a", "1")]);
+        strip_response_hop_by_hop(&mut r);
+        assert_eq!(names(&r), ["content-type", "x-a"]);
+    }
+}

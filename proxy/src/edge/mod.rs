@@ -39,6 +39,8 @@ pub struct Edge {
     cache: &'static CacheLayer,
     /// Access-log requests that match no route (`[logging] access_log`).
     log_unrouted: bool,
+    /// Set once a graceful stop began: every response then closes its connection.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Edge {
@@ -49,12 +51,14 @@ impl Edge {
         limiter: Arc<RateLimiter>,
         cache: &'static CacheLayer,
         log_unrouted: bool,
+        draining: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         Edge {
             snapshot,
             limiter,
             cache,
             log_unrouted,
+            draining,
         }
     }
 
@@ -281,15 +285,37 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
-        let req = session.req_header();
-        ctx.request_id = Some(headers::request_id(req));
+        ctx.request_id = Some(headers::request_id(session.req_header()));
         ctx.client_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            // Draining: this answer closes the connection, so the client's next request goes
+            // to another instance.
+            session.set_keepalive(None);
+        }
 
         let snapshot = self.snapshot.load_full();
+        if snapshot.normalize_path {
+            if let Err(why) = normalize_path(session) {
+                Box::pin(respond(
+                    session,
+                    ctx,
+                    StatusCode::BAD_REQUEST,
+                    Bytes::from(format!("bad request path: {why}\n")),
+                    "text/plain; charset=utf-8",
+                    &[],
+                ))
+                .await?;
+                return Ok(true);
+            }
+        }
+        if let Some(t) = snapshot.client_body_timeout {
+            session.set_read_timeout(Some(t));
+        }
+        let req = session.req_header();
         let host = normalize_host(headers::host(req));
         match snapshot.router.find(&host, req.uri.path()) {
             Some(route) => {
@@ -570,6 +596,7 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.response_started = true;
+        headers::strip_response_hop_by_hop(upstream_response);
         if status == 304 && ctx.cache.is_some() {
             // pingora-cache merges only a few of a 304's fields into the stored response;
             // keep them all for response_cache_filter (RFC 9111 §4.3.4).
@@ -769,6 +796,27 @@ impl ProxyHttp for Edge {
     }
 }
 
+/// Replace the request's path with its normal form ([`crate::pathnorm`]), keeping the query, so
+/// that routing, limits, the cache key and the backend all see the same path.
+fn normalize_path(session: &mut Session) -> std::result::Result<(), crate::pathnorm::PathError> {
+    let uri = &session.req_header().uri;
+    let Some(path) = crate::pathnorm::normalize(uri.path())? else {
+        return Ok(());
+    };
+    let pq = match uri.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| crate::pathnorm::PathError::BadEscape)?,
+    );
+    let new = http::Uri::from_parts(parts).map_err(|_| crate::pathnorm::PathError::BadEscape)?;
+    session.req_header_mut().set_uri(new);
+    Ok(())
+}
+
 /// The status a failed request answers with (0: the client is gone, answer nothing).
 fn error_status(e: &Error) -> u16 {
     match e.etype() {
@@ -782,6 +830,8 @@ fn error_status(e: &Error) -> u16 {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                // The client stopped sending its body for `client_body_timeout_ms`.
+                ErrorType::ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,

@@ -12,6 +12,10 @@ pub struct Breaker {
     failures: AtomicU32,
     /// 0 when closed; otherwise when the next probe may go (ms on the caller's clock).
     open_until_ms: AtomicU64,
+    /// Times it opened (metrics).
+    opened: AtomicU64,
+    /// Times it closed again (metrics).
+    closed: AtomicU64,
 }
 
 /// Closed, open or half-open, for status and metrics.
@@ -31,6 +35,8 @@ impl Breaker {
             cooldown_ms,
             failures: AtomicU32::new(0),
             open_until_ms: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
         }
     }
 
@@ -48,10 +54,20 @@ impl Breaker {
                 .is_ok()
     }
 
-    /// A call succeeded: close.
-    pub fn success(&self) {
+    /// A call succeeded: close. Returns true when this closed an open breaker (log it).
+    pub fn success(&self) -> bool {
         self.failures.store(0, Relaxed);
-        self.open_until_ms.store(0, Relaxed);
+        // The load keeps the common (closed) case to a read: no write to a shared line.
+        if self.open_until_ms.load(Relaxed) != 0 && self.open_until_ms.swap(0, Relaxed) != 0 {
+            self.closed.fetch_add(1, Relaxed);
+            return true;
+        }
+        false
+    }
+
+    /// How many times it opened and closed since start.
+    pub fn transitions(&self) -> (u64, u64) {
+        (self.opened.load(Relaxed), self.closed.load(Relaxed))
     }
 
     /// A call failed at `now_ms`; returns true when this failure opened the breaker.
@@ -59,6 +75,9 @@ impl Breaker {
         let n = self.failures.fetch_add(1, Relaxed) + 1;
         if n >= self.threshold {
             let was = self.open_until_ms.swap(now_ms + self.cooldown_ms, Relaxed);
+            if was == 0 {
+                self.opened.fetch_add(1, Relaxed);
+            }
             return was == 0;
         }
         false
@@ -92,8 +111,10 @@ mod tests {
         b.failure(1003);
         assert!(!b.allow(1500));
         assert!(b.allow(2100));
-        b.success();
+        assert!(b.success(), "the probe's success closes it");
+        assert!(!b.success(), "closing twice is one transition");
         assert_eq!(b.state(), BreakerState::Closed);
         assert!(b.allow(2101) && b.allow(2102));
+        assert_eq!(b.transitions(), (1, 1));
     }
 }

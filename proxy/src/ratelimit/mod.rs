@@ -10,7 +10,7 @@ mod redis;
 
 use std::fmt::Write as _;
 
-use tracing::warn;
+use tracing::{info, warn};
 
 pub use algo::Decision;
 pub use breaker::{Breaker, BreakerState};
@@ -98,6 +98,11 @@ impl RateLimiter {
         self.breaker.state()
     }
 
+    /// How many times the rate limiter's breaker opened and closed.
+    pub fn breaker_transitions(&self) -> (u64, u64) {
+        self.breaker.transitions()
+    }
+
     /// Count one request on `key` under `policy`.
     pub async fn check(
         &self,
@@ -125,7 +130,12 @@ impl RateLimiter {
             let floor = batch * u64::from(spec.instances.max(1));
             match redis.check(key, policy, batch, floor).await {
                 Ok((d, granted)) => {
-                    self.breaker.success();
+                    if self.breaker.success() {
+                        info!(
+                            event = "redis_breaker_closed",
+                            "Redis answers again; rate limiting uses it again"
+                        );
+                    }
                     if granted > 1 {
                         let now = now_ms();
                         let lease = Lease {

@@ -351,7 +351,18 @@ where
             }
             Err(mut e) => {
                 e.as_down();
-                if matches!(e.etype, InvalidHTTPHeader) {
+                // SLUICE PATCH (request head limits): a head that took too long or is too
+                // large is answered with its own status (408, 431), then the connection closes.
+                if let CustomCode(_, code @ (408 | 431)) = e.etype {
+                    debug!("Refused request head: {e}");
+                    downstream_session.set_keepalive(None);
+                    downstream_session
+                        .respond_error(code)
+                        .await
+                        .unwrap_or_else(|e| {
+                            debug!("failed to send error response to downstream: {e}");
+                        });
+                } else if matches!(e.etype, InvalidHTTPHeader) {
                     debug!(
                         "Fail to proxy: {e}, downstream session type: {}",
                         downstream_session.session_type()

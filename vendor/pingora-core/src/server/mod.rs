@@ -244,10 +244,13 @@ impl Server {
             .send(ExecutionPhase::Running)
             .ok();
 
+        // SLUICE PATCH (safe upgrade): a loop, so that an upgrade whose new process is not
+        // there to take the listeners leaves this one serving instead of shutting it down.
+        loop {
         match run_args.shutdown_signal.recv().await {
             ShutdownSignal::FastShutdown => {
                 info!("SIGINT received, exiting");
-                ShutdownType::Quick
+                return ShutdownType::Quick;
             }
             ShutdownSignal::GracefulTerminate => {
                 // we receive a graceful terminate, all instances are instructed to stop
@@ -268,7 +271,7 @@ impl Server {
                     .send(ExecutionPhase::GracefulTerminate)
                     .ok();
 
-                ShutdownType::Graceful
+                return ShutdownType::Graceful;
             }
             ShutdownSignal::GracefulUpgrade => {
                 // TODO: still need to select! on signals in case a fast shutdown is needed
@@ -292,9 +295,15 @@ impl Server {
                                 info!("listener sockets sent");
                             }
                             Err(e) => {
-                                error!("Unable to send listener sockets to new process: {e}");
+                                error!("Unable to send listener sockets to new process: {e}; this process keeps serving");
                                 #[cfg(all(not(debug_assertions), feature = "sentry"))]
                                 sentry::capture_error(&e);
+                                // SLUICE PATCH (safe upgrade): nobody took the listeners (the
+                                // new process failed to start): keep serving.
+                                self.execution_phase_watch
+                                    .send(ExecutionPhase::Running)
+                                    .ok();
+                                continue;
                             }
                         }
                         true
@@ -319,8 +328,9 @@ impl Server {
                     }
                 }
                 info!("Broadcast graceful shutdown complete");
-                ShutdownType::Graceful
+                return ShutdownType::Graceful;
             }
+        }
         }
     }
 

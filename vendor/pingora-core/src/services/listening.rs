@@ -32,6 +32,7 @@ use crate::server::{RuntimeOpts, ShutdownWatch};
 use crate::services::Service as ServiceTrait;
 
 use async_trait::async_trait;
+use futures::FutureExt;
 use log::{debug, error, info};
 use pingora_error::Result;
 use pingora_runtime::current_handle;
@@ -53,6 +54,10 @@ pub struct Service<A> {
     runtime_opts_override: Option<RuntimeOptsOverride>,
     #[cfg(feature = "connection_filter")]
     connection_filter: Arc<dyn ConnectionFilter>,
+    /// SLUICE PATCH (listener lifecycle): called once every endpoint is bound and accepting.
+    on_listening: Option<Box<dyn FnOnce() + Send + Sync>>,
+    /// SLUICE PATCH (connection limit): one permit per open downstream connection.
+    connection_limit: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl<A> Service<A> {
@@ -66,6 +71,8 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            on_listening: None,
+            connection_limit: None,
         }
     }
 
@@ -80,6 +87,8 @@ impl<A> Service<A> {
             runtime_opts_override: None,
             #[cfg(feature = "connection_filter")]
             connection_filter: Arc::new(AcceptAllFilter),
+            on_listening: None,
+            connection_limit: None,
         }
     }
 
@@ -123,6 +132,20 @@ impl<A> Service<A> {
 
     #[cfg(not(feature = "connection_filter"))]
     pub fn set_connection_filter(&mut self, _filter: Arc<dyn ConnectionFilter>) {}
+
+    /// SLUICE PATCH (listener lifecycle): call `f` once every endpoint of this service is bound
+    /// and accepting connections (readiness). A service whose listeners cannot be built logs
+    /// why and exits the process with status 1 instead of leaving it running without them.
+    pub fn on_listening(&mut self, f: impl FnOnce() + Send + Sync + 'static) {
+        self.on_listening = Some(Box::new(f));
+    }
+
+    /// SLUICE PATCH (connection limit): at most `limit.available_permits()` downstream
+    /// connections at once; at the limit the service stops accepting (new connections wait in
+    /// the kernel's backlog) until one closes.
+    pub fn set_connection_limit(&mut self, limit: Arc<tokio::sync::Semaphore>) {
+        self.connection_limit = Some(limit);
+    }
 
     /// Get the [`Listeners`], mostly to add more endpoints.
     pub fn endpoints(&mut self) -> &mut Listeners {
@@ -203,11 +226,26 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         app_logic: Arc<A>,
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
+        limit: Option<Arc<tokio::sync::Semaphore>>,
     ) {
+        // SLUICE PATCH (connection limit): a permit is taken before accepting and held by the
+        // connection's task until it ends.
+        let next_permit = || {
+            let limit = limit.clone();
+            async move {
+                match limit {
+                    Some(l) => l.acquire_owned().await.ok(),
+                    None => None,
+                }
+            }
+        };
         // the accept loop, until the system is shutting down
         loop {
             let new_io = tokio::select! { // TODO: consider biased for perf reason?
-                new_io = stack.accept() => new_io,
+                new_io = async {
+                    let permit = next_permit().await;
+                    stack.accept().await.map(|io| (io, permit))
+                } => new_io,
                 shutdown_signal = shutdown.changed() => {
                     match shutdown_signal {
                         Ok(()) => {
@@ -226,10 +264,11 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 }
             };
             match new_io {
-                Ok(io) => {
+                Ok((io, permit)) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
                     current_handle().spawn(async move {
+                        let _permit = permit;
                         let peer_addr = io.peer_addr();
                         match timeout(Duration::from_secs(60), io.handshake()).await {
                             Ok(handshake) => {
@@ -252,7 +291,9 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                     });
                 }
                 Err(e) => {
-                    error!("Accept() failed {e}");
+                    // SLUICE PATCH: at most one line per 10 s (with the count), not one per
+                    // failed accept: out of file descriptors, accept fails in a tight loop.
+                    log_accept_error(&e);
                     if let Some(io_error) = e
                         .root_cause()
                         .downcast_ref::<std::io::Error>()
@@ -283,14 +324,32 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
         listeners_per_fd: usize,
     ) {
         let runtime = current_handle();
-        let endpoints = self
-            .listeners
-            .build(
-                #[cfg(unix)]
-                fds,
-            )
-            .await
-            .expect("Failed to build listeners");
+        // SLUICE PATCH (listener lifecycle): stock Pingora panics here (and the TLS acceptor
+        // panics on an unreadable certificate), which kills this service's thread while the
+        // rest of the process runs on without its listeners. Exit instead, so that a
+        // supervisor sees the failure.
+        let built = std::panic::AssertUnwindSafe(self.listeners.build(
+            #[cfg(unix)]
+            fds,
+        ))
+        .catch_unwind()
+        .await;
+        let endpoints = match built {
+            Ok(Ok(endpoints)) => endpoints,
+            Ok(Err(e)) => {
+                error!("service {}: cannot open its listeners: {e}", self.name);
+                eprintln!("service {}: cannot open its listeners: {e}", self.name);
+                std::process::exit(1);
+            }
+            Err(_) => {
+                error!("service {}: building its listeners panicked", self.name);
+                eprintln!("service {}: building its listeners panicked", self.name);
+                std::process::exit(1);
+            }
+        };
+        if let Some(f) = self.on_listening.take() {
+            f();
+        }
 
         let app_logic = self
             .app_logic
@@ -306,8 +365,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let my_app_logic = app_logic.clone();
                 let endpoint = endpoint.clone();
 
+                let limit = self.connection_limit.clone();
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, limit).await;
                 });
 
                 handlers.push(jh);
@@ -335,5 +395,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
 
     fn listen_addresses(&self) -> Option<Vec<String>> {
         Some(self.listeners.addresses())
+    }
+}
+
+/// SLUICE PATCH: log a failed `accept()` at most once per 10 s, with how many were not logged.
+fn log_accept_error(e: &pingora_error::Error) {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::OnceLock;
+    static START: OnceLock<std::time::Instant> = OnceLock::new();
+    static NEXT_LOG_S: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = START.get_or_init(std::time::Instant::now).elapsed().as_secs();
+    let next = NEXT_LOG_S.load(Relaxed);
+    if now >= next
+        && NEXT_LOG_S
+            .compare_exchange(next, now + 10, Relaxed, Relaxed)
+            .is_ok()
+    {
+        let skipped = SUPPRESSED.swap(0, Relaxed);
+        error!("Accept() failed {e} ({skipped} more failures not logged in the last 10 s)");
+    } else {
+        SUPPRESSED.fetch_add(1, Relaxed);
     }
 }

@@ -322,6 +322,15 @@ impl Session {
         }
     }
 
+    /// SLUICE PATCH (request head limits): mark an HTTP/1 session as a later request on a
+    /// kept-alive connection (the wait for its first byte is then the keep-alive idle time; a
+    /// connection's first request has the whole request head timeout from its start).
+    pub fn set_reused_connection(&mut self) {
+        if let Self::H1(s) = self {
+            s.set_reused_connection();
+        }
+    }
+
     /// Get the keepalive timeout. None if keepalive is disabled. Not applicable for h2 or
     /// subrequest
     pub fn get_keepalive(&self) -> Option<u64> {

@@ -42,6 +42,51 @@ use crate::protocols::http::{
 use crate::protocols::{Digest, SocketAddr, Stream};
 use crate::utils::{BufRef, KVRef};
 
+/// SLUICE PATCH (request head limits): the error of a request head that took longer than the
+/// head timeout; a proxy answers it with its code (408).
+pub const REQUEST_HEAD_TIMEOUT: pingora_error::ErrorType =
+    pingora_error::ErrorType::CustomCode("request head timeout", 408);
+/// SLUICE PATCH (request head limits): the error of a request head over the size limit; a
+/// proxy answers it with its code (431).
+pub const REQUEST_HEAD_TOO_LARGE: pingora_error::ErrorType =
+    pingora_error::ErrorType::CustomCode("request header fields too large", 431);
+
+static HEAD_TIMEOUT_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static KEEPALIVE_IDLE_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static MAX_HEAD_BYTES: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(MAX_HEADER_SIZE);
+
+/// SLUICE PATCH (request head limits): process-wide limits on reading HTTP/1 request heads.
+/// `head_timeout`: the whole head (request line and fields) must arrive within it (`None`: only
+/// the per-read timeout applies, as stock). `keepalive_idle`: how long a keep-alive connection
+/// may wait for its next request (`None`: forever, as stock). `max_head_bytes`: larger heads are
+/// refused (stock: about 1 MiB). May be called again at any time (reload).
+pub fn set_request_head_limits(
+    head_timeout: Option<Duration>,
+    keepalive_idle: Option<Duration>,
+    max_head_bytes: usize,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() as u64).max(1));
+    HEAD_TIMEOUT_MS.store(ms(head_timeout), Relaxed);
+    KEEPALIVE_IDLE_MS.store(ms(keepalive_idle), Relaxed);
+    MAX_HEAD_BYTES.store(max_head_bytes.min(MAX_HEADER_SIZE), Relaxed);
+}
+
+fn request_head_limits() -> (Option<Duration>, usize) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let t = HEAD_TIMEOUT_MS.load(Relaxed);
+    (
+        (t > 0).then(|| Duration::from_millis(t)),
+        MAX_HEAD_BYTES.load(Relaxed),
+    )
+}
+
+fn keepalive_idle_limit() -> Option<Duration> {
+    let t = KEEPALIVE_IDLE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    (t > 0).then(|| Duration::from_millis(t))
+}
+
 /// Tracks which writer is currently processing a task.
 ///
 /// This enables resuming writes after cancellation. Each variant stores the
@@ -158,6 +203,9 @@ pub struct HttpSession {
     /// [`super::super::HttpPersistentSettings`] into the next session.
     /// Scoped narrowly so it cannot affect FIN / `abort_on_close` semantics.
     pipelined_idle_bytes_stashed: bool,
+    /// SLUICE PATCH (request head limits): this session is a later request on a kept-alive
+    /// connection (the wait for its first byte is the keep-alive idle time).
+    reused_connection: bool,
 }
 
 impl HttpSession {
@@ -206,6 +254,7 @@ impl HttpSession {
             pipelining_enabled: false,
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
+            reused_connection: false,
         }
     }
 
@@ -213,31 +262,62 @@ impl HttpSession {
         &mut self,
         buf: &mut BytesMut,
         already_read: usize,
+        head_deadline: Option<std::time::Instant>,
     ) -> Result<Option<usize>> {
         let read_result = {
             let read_event = self.underlying_stream.read_buf(buf);
-            match self.keepalive_timeout {
-                KeepaliveStatus::Timeout(d) => match timeout(d, read_event).await {
+            // SLUICE PATCH (request head limits): the keep-alive wait applies only between
+            // requests (before the first byte of the next one; stock Pingora applied it, often
+            // infinite, to every read of the head). Once a request has started, or on a
+            // connection's first request, each read is bounded by the read timeout and the
+            // whole head by `head_deadline`.
+            let keepalive_wait = match self.keepalive_timeout {
+                _ if already_read > 0 => None,
+                // A connection's first request: the head timeout counts from its start.
+                _ if !self.reused_connection && head_deadline.is_some() => None,
+                KeepaliveStatus::Timeout(d) => Some(Some(keepalive_idle_limit().unwrap_or(d))),
+                KeepaliveStatus::Infinite => Some(keepalive_idle_limit()),
+                KeepaliveStatus::Off => None,
+            };
+            match keepalive_wait {
+                Some(Some(d)) => match timeout(d, read_event).await {
                     Ok(res) => res,
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
                         return Ok(None);
                     }
                 },
-                KeepaliveStatus::Infinite => {
-                    // FIXME: this should only apply to reads between requests
-                    read_event.await
+                Some(None) => read_event.await,
+                None => {
+                    let left = head_deadline
+                        .map(|d| d.saturating_duration_since(std::time::Instant::now()));
+                    let (limit, is_head_limit) = match (self.read_timeout, left) {
+                        (Some(t), Some(l)) if l < t => (Some(l), true),
+                        (None, Some(l)) => (Some(l), true),
+                        (t, _) => (t, false),
+                    };
+                    match limit {
+                        Some(t) => match timeout(t, read_event).await {
+                            Ok(res) => res,
+                            Err(_) if is_head_limit && already_read == 0 => {
+                                // Nothing sent at all: close without an answer, as nginx does.
+                                debug!("no request within the request head timeout");
+                                return Ok(None);
+                            }
+                            Err(_) if is_head_limit => {
+                                return Error::e_explain(
+                                    REQUEST_HEAD_TIMEOUT,
+                                    "the request head did not arrive in time",
+                                );
+                            }
+                            Err(e) => {
+                                debug!("read timeout {t:?} reached, {e}");
+                                return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
+                            }
+                        },
+                        None => read_event.await,
+                    }
                 }
-                KeepaliveStatus::Off => match self.read_timeout {
-                    Some(t) => match timeout(t, read_event).await {
-                        Ok(res) => res,
-                        Err(e) => {
-                            debug!("read timeout {t:?} reached, {e}");
-                            return Error::e_explain(ReadTimedout, format!("timeout: {t:?}"));
-                        }
-                    },
-                    None => read_event.await,
-                },
             }
         };
 
@@ -304,14 +384,22 @@ impl HttpSession {
         let mut already_read = buf.len();
         let mut skip_next_read = already_read != 0;
         let mut detached_suffix = None;
+        // SLUICE PATCH (request head limits): the whole head must arrive within the head
+        // timeout, counted from the connection's start for its first request and from the
+        // first byte for later ones; and it may not exceed the configured size (431).
+        let (head_timeout, max_head) = request_head_limits();
+        let mut head_deadline = match head_timeout {
+            Some(t) if !self.reused_connection => Some(std::time::Instant::now() + t),
+            _ => None,
+        };
         loop {
-            if already_read > MAX_HEADER_SIZE {
+            if already_read > max_head {
                 /* NOTE: this check only blocks second read. The first large read is allowed
                 since the buf is already allocated. The goal is to avoid slowly bloating
                 this buffer */
                 return Error::e_explain(
-                    InvalidHTTPHeader,
-                    format!("Request header larger than {MAX_HEADER_SIZE}"),
+                    REQUEST_HEAD_TOO_LARGE,
+                    format!("Request header larger than {max_head}"),
                 );
             }
 
@@ -323,7 +411,13 @@ impl HttpSession {
             // this request and is waiting for our response).
             if skip_next_read {
                 skip_next_read = false;
-            } else if let Some(n) = self.read_request_buf(&mut buf, already_read).await? {
+            } else if let Some(n) = self
+                .read_request_buf(&mut buf, already_read, head_deadline)
+                .await?
+            {
+                if already_read == 0 && head_deadline.is_none() {
+                    head_deadline = head_timeout.map(|t| std::time::Instant::now() + t);
+                }
                 already_read += n;
             } else {
                 return Ok(None);
@@ -346,6 +440,12 @@ impl HttpSession {
                 #[cfg(feature = "patched_http1")]
                 let parsed = parse_req_buffer(&mut req, &buf);
                 match parsed {
+                    HeaderParseState::Complete(s) if s > max_head => {
+                        return Error::e_explain(
+                            REQUEST_HEAD_TOO_LARGE,
+                            format!("Request header larger than {max_head}"),
+                        );
+                    }
                     HeaderParseState::Complete(s) => {
                         self.raw_header = Some(BufRef(0, s));
 
@@ -473,6 +573,14 @@ impl HttpSession {
                                     e,
                                 );
                             }
+                        }
+                        // SLUICE PATCH (request head limits): more fields than fit is a head
+                        // too large (431), not a malformed one.
+                        httparse::Error::TooManyHeaders => {
+                            return Error::e_explain(
+                                REQUEST_HEAD_TOO_LARGE,
+                                format!("more than {MAX_HEADERS} header fields"),
+                            );
                         }
                         _ => {
                             debug!("Invalid request header from {:?}", self.underlying_stream);
@@ -807,6 +915,12 @@ impl HttpSession {
     /// Apply keepalive settings according to the client
     /// For HTTP 1.1, assume keepalive as long as there is no `Connection: Close` request header.
     /// For HTTP 1.0, only keepalive if there is an explicit header `Connection: keep-alive`.
+    /// SLUICE PATCH (request head limits): mark this session as a later request on a kept-alive
+    /// connection.
+    pub fn set_reused_connection(&mut self) {
+        self.reused_connection = true;
+    }
+
     pub fn respect_keepalive(&mut self) {
         if let Some(keepalive) = self.is_connection_keepalive() {
             if keepalive {

@@ -1,0 +1,81 @@
+//! Certificate and key files: loaded and checked exactly as the TLS listener will load them, so
+//! that `--check`, start-up and reload find a bad file before a listener does (Pingora's rustls
+//! listener panics on one, leaving a process without its listener).
+
+use std::path::Path;
+
+use pingora::tls::{load_certs_and_key_files, version, ServerConfig};
+
+/// Why a certificate and key pair cannot serve.
+pub fn check_pair(cert: &Path, key: &Path) -> Result<(), String> {
+    let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
+    let (certs, key_der) = match load_certs_and_key_files(&cert_s, &key_s) {
+        Ok(Some(pair)) => pair,
+        Ok(None) => {
+            return Err(format!(
+                "`{cert_s}` holds no PEM certificate or `{key_s}` no PEM private key (PKCS#1, PKCS#8 or SEC1)"
+            ))
+        }
+        Err(e) => return Err(format!("cannot read `{cert_s}` or `{key_s}`: {e}")),
+    };
+    pingora::tls::install_default_crypto_provider();
+    // The same builder as the listener's (`TlsSettings::build`); rustls checks that the key
+    // parses and that it belongs to the first certificate.
+    ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
+        .with_no_client_auth()
+        .with_single_cert(certs, key_der)
+        .map(|_| ())
+        .map_err(|e| format!("`{cert_s}` and `{key_s}` do not make a usable pair: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn demo() -> (std::path::PathBuf, std::path::PathBuf) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/tls");
+        (dir.join("cert.pem"), dir.join("key.pem"))
+    }
+
+    #[test]
+    fn the_demo_pair_passes() {
+        let (c, k) = demo();
+        check_pair(&c, &k).unwrap();
+    }
+
+    #[test]
+    fn garbage_missing_and_swapped_files_are_refused() {
+        let (c, k) = demo();
+        let dir = tempfile_dir();
+        let garbage = dir.join("garbage.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let err = check_pair(&garbage, &k).unwrap_err();
+        assert!(err.contains("garbage.pem"), "{err}");
+        assert!(check_pair(&dir.join("missing.pem"), &k).is_err());
+        // A key file given as the certificate and the other way round.
+        assert!(check_pair(&k, &c).is_err());
+        // A certificate whose key is another (valid) key.
+        let other_key = dir.join("other.key");
+        std::fs::write(&other_key, OTHER_KEY).unwrap();
+        let err = check_pair(&c, &other_key).unwrap_err();
+        assert!(err.contains("usable pair"), "{err}");
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("sluice-tlsfiles-{}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A valid EC P-256 private key that belongs to no certificate here.
+    const OTHER_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgbOG/lP45EPy2vUzo
+03S65goErG3wx9QnNAiyO+vSMEWhRANCAARuC8m73eUsf9uhb3s8tTHS7Y9zTczu
+Xu1sm9aXuDp+1fAnPWjrQ5cZC2qcp1aZ+2Ugz1/78p8HwThbej9qizKq
+-----END PRIVATE KEY-----
+";
+}

@@ -1,0 +1,190 @@
+//! Hostile and careless clients: a slowloris head, a huge head, a stalled body, idle keep-alive
+//! connections and a connection flood each cost at most their own connection, within bounded
+//! time, while normal clients and the admin API keep working.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Read from `s` until the peer closes it (or `limit`): what arrived and how long it took.
+async fn read_until_closed(s: &mut TcpStream, limit: Duration) -> (String, Duration) {
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    (String::from_utf8_lossy(&buf).into_owned(), start.elapsed())
+}
+
+/// A GET on a fresh connection; the status line's code, or an error when no answer came.
+async fn get_status(addr: SocketAddr, limit: Duration) -> Result<u16, String> {
+    let mut s = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    s.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .map_err(|e| e.to_string())?;
+    let (text, _) = read_until_closed(&mut s, limit).await;
+    text.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no answer: {text:?}"))
+}
+
+async fn sluice(extra: &str) -> (Vec<Backend>, Sluice) {
+    let bs = backends(1).await;
+    let s = Sluice::with_config(one_pool(&[bs[0].addr]))
+        .server_extra(extra)
+        .start()
+        .await;
+    (bs, s)
+}
+
+/// Regression (issue 12, defect 4): the 60 s timeout was per read, so a client sending one byte
+/// every few seconds held its connection forever; on a keep-alive connection there was no limit
+/// at all. Now the whole head has `client_header_timeout_ms`: 408, then the connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowloris_head_gets_408_within_the_header_timeout() {
+    let (_bs, s) = sluice("client_header_timeout_ms = 1000").await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    let trickle = async {
+        for b in b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if c.write_all(&[*b]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1500), trickle).await;
+    let (text, took) = read_until_closed(&mut c, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+
+    // The same on a keep-alive connection's second request (stock Pingora had no limit there).
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = vec![0u8; 4096];
+    let n = c.read(&mut first).await.unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    c.write_all(b"GET /ping HTTP/1.1\r\nHo").await.unwrap();
+    let start = Instant::now();
+    let (text, _) = read_until_closed(&mut c, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+/// A connection that never sends a byte is closed, silently, after the header timeout; an idle
+/// keep-alive connection after `keepalive_timeout_ms` (stock: never).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_idle_keepalive_connections_are_closed() {
+    let (_bs, s) = sluice("client_header_timeout_ms = 800\nkeepalive_timeout_ms = 600").await;
+    let mut silent = TcpStream::connect(s.addr).await.unwrap();
+    let (text, took) = read_until_closed(&mut silent, Duration::from_secs(5)).await;
+    assert_eq!(text, "", "nothing was asked, nothing is answered");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+
+    let mut idle = TcpStream::connect(s.addr).await.unwrap();
+    idle.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, took) = read_until_closed(&mut idle, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+        "kept about keepalive_timeout_ms: {took:?}"
+    );
+}
+
+/// Regression (issue 12, defect 4): request heads up to about 1 MiB were accepted and a 100 KB
+/// field forwarded. Now a head over `max_request_header_bytes` gets 431.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_request_head_gets_431() {
+    let (bs, s) = sluice("").await;
+    for (name, size) in [("one field", 100_000usize), ("many fields", 70_000)] {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        let mut req = b"GET /ping HTTP/1.1\r\nHost: x\r\n".to_vec();
+        if name == "one field" {
+            req.extend_from_slice(format!("X-Big: {}\r\n", "a".repeat(size)).as_bytes());
+        } else {
+            for i in 0..size / 100 {
+                req.extend_from_slice(format!("X-F{i}: {}\r\n", "b".repeat(90)).as_bytes());
+            }
+        }
+        req.extend_from_slice(b"\r\n");
+        let _ = c.write_all(&req).await;
+        let (text, _) = read_until_closed(&mut c, Duration::from_secs(5)).await;
+        assert!(text.starts_with("HTTP/1.1 431"), "{name}: {text:?}");
+    }
+    // 60 KB of fields is within the default 64 KiB.
+    let c = client(None);
+    let r = c
+        .get(s.url("/ping"))
+        .header("x-big", "c".repeat(60_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(served(&bs, "/ping").get("b1"), Some(&1));
+}
+
+/// A client that stops sending its body gets 408 after `client_body_timeout_ms`, even when the
+/// backend would wait longer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_gets_408_after_the_body_timeout() {
+    let (_bs, s) = sluice("client_body_timeout_ms = 500").await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n0123456789")
+        .await
+        .unwrap();
+    let (text, took) = read_until_closed(&mut c, Duration::from_secs(10)).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+/// Regression (issue 12, defect 5): there was no connection limit (10,000 idle connections
+/// took 1 GB). At `max_connections` Sluice stops accepting until a connection closes; the admin
+/// API (its own listener) keeps answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_max_connections_new_connections_wait_and_admin_still_answers() {
+    let (_bs, s) = sluice("max_connections = 20").await;
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        held.push(c);
+    }
+    // The 21st waits in the backlog: no answer while all 20 stay open...
+    let waiting = tokio::spawn(get_status(s.addr, Duration::from_secs(10)));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a 21st connection was served at the limit"
+    );
+    let (status, _) = s.admin_get("/healthz").await;
+    assert_eq!(status, 200, "the admin API answers at the limit");
+    // ...and is served as soon as one closes.
+    drop(held.pop());
+    let status = waiting.await.unwrap();
+    assert_eq!(status, Ok(200));
+}
