@@ -172,3 +172,32 @@ MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgbOG/lP45EPy2vUzo
 Xu1sm9aXuDp+1fAnPWjrQ5cZC2qcp1aZ+2Ugz1/78p8HwThbej9qizKq
 -----END PRIVATE KEY-----
 ";
+
+/// Regression (issue 12, defect 10): during the SIGTERM drain delay responses said
+/// `keep-alive` while the docs promised `close`; clients kept their connection to an instance
+/// that was about to go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn responses_during_the_drain_close_their_connection() {
+    let bs = backends(1).await;
+    let s = Sluice::with_config(one_pool(&[bs[0].addr]))
+        .server_extra("drain_delay_ms = 3000")
+        .grace(5)
+        .start()
+        .await;
+    let c = client(None);
+    let r = c.get(s.url("/ping")).send().await.unwrap();
+    assert_ne!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close")
+    );
+    s.signal("TERM");
+    s.wait_log(&["drain_delay"], Duration::from_secs(5)).await;
+    let r = c.get(s.url("/ping")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers().get("connection").map(|v| v.to_str().unwrap()),
+        Some("close"),
+        "{:?}",
+        r.headers()
+    );
+}

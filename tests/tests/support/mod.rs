@@ -553,6 +553,17 @@ impl BackendProc {
         }
     }
 
+    /// Send signal `sig` (`STOP`, `CONT`, ...) to the running process.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("backend is running").id();
+        let st = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -{sig} {pid}");
+    }
+
     /// SIGKILL it and wait for it to be gone.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
