@@ -201,3 +201,24 @@ async fn responses_during_the_drain_close_their_connection() {
         r.headers()
     );
 }
+
+/// Regression (issue 12, defect 7): `GET /config` showed a `redis+unix://...?pass=SECRET`
+/// password verbatim and part of a password containing `@`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_endpoint_never_shows_a_redis_credential() {
+    let bs = backends(1).await;
+    for url in [
+        "redis+unix:///tmp/sluice-test-absent.sock?pass=S3CRET",
+        "redis://user:p@S3CRET@127.0.0.1:1/0",
+    ] {
+        let s = Sluice::start(format!(
+            "{}[redis]\nurl = \"{url}\"\n",
+            one_pool(&[bs[0].addr])
+        ))
+        .await;
+        let (status, body) = s.admin_get("/config").await;
+        assert_eq!(status, 200);
+        assert!(!body.contains("S3CRET"), "{url}: {body}");
+        assert!(body.contains("<redacted>"), "{url}: {body}");
+    }
+}
