@@ -188,3 +188,66 @@ async fn at_max_connections_new_connections_wait_and_admin_still_answers() {
     let status = waiting.await.unwrap();
     assert_eq!(status, Ok(200));
 }
+
+/// 2,000 slowloris clients at once (each trickling its request head) cost their own
+/// connections only: normal requests keep being answered quickly meanwhile, and the slow ones
+/// are all cut at the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_slow_clients_do_not_slow_normal_requests() {
+    const SLOW: usize = 2000;
+    let (_bs, s) = sluice("client_header_timeout_ms = 4000").await;
+    let c = client(None);
+    // Baseline latency with nobody slow around.
+    let mut base = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(c.get(s.url("/ping")).send().await.unwrap().status(), 200);
+        base = base.max(t.elapsed());
+    }
+    let started = Instant::now();
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..SLOW {
+        let addr = s.addr;
+        slow.spawn(async move {
+            let Ok(mut c) = TcpStream::connect(addr).await else {
+                return None;
+            };
+            for b in b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaa" {
+                if c.write_all(&[*b]).await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            let (text, _) = read_until_closed(&mut c, Duration::from_secs(10)).await;
+            Some(text.starts_with("HTTP/1.1 408"))
+        });
+    }
+    // Let them all connect and start trickling.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut worst = Duration::ZERO;
+    for _ in 0..50 {
+        let t = Instant::now();
+        let r = c.get(s.url("/ping")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        worst = worst.max(t.elapsed());
+    }
+    assert!(
+        worst < Duration::from_millis(500).max(base * 20),
+        "normal requests slowed to {worst:?} (baseline {base:?}) by {SLOW} slow clients"
+    );
+    let mut cut = 0;
+    while let Some(r) = slow.join_next().await {
+        if r.unwrap() == Some(true) {
+            cut += 1;
+        }
+    }
+    assert!(
+        cut >= SLOW * 99 / 100,
+        "only {cut} of {SLOW} slow clients got their 408"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -29,7 +29,7 @@ use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
 
-pub use headers::REQUEST_ID;
+pub use headers::{strip_response_hop_by_hop, REQUEST_ID};
 pub use retry::{Failure, RetryBudget};
 
 /// The proxy: reads the current [`Snapshot`] once per request.
