@@ -15,8 +15,8 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::app::App;
 use crate::metrics::METRICS;
+use crate::process::App;
 use crate::reload::ReloadError;
 
 /// The admin API application.
@@ -93,7 +93,7 @@ impl AdminApi {
     async fn status(&self) -> Response<Vec<u8>> {
         let snapshot = self.app.snapshot.load_full();
         let config = self.app.config.load_full();
-        let now = crate::balancer::now_ns();
+        let now = crate::util::clock::now_ns();
         let redis = match self.app.limiter.redis() {
             None => json!({"configured": false}),
             Some(r) => match r.ping().await {

@@ -1,26 +1,21 @@
-//! Builds the Pingora server and services from a validated [`Config`], and holds the
-//! process-wide [`App`] state they share. Knows nothing about selection algorithms or request
-//! handling; those live in `balancer/` and `edge/`.
+//! Wiring: builds the Pingora server and its services (proxy, admin, health, reload, warm-up)
+//! from a validated [`Config`] around the process state ([`crate::process::App`]). Knows
+//! nothing about selection algorithms or request handling; those live in `balancer/` and
+//! `edge/`.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use pingora::listeners::tls::TlsSettings;
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 
 use crate::admin::AdminApi;
-use crate::balancer::StateRegistry;
-use crate::cache::CacheLayer;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::health::HealthService;
-use crate::metrics::METRICS;
-use crate::ratelimit::RateLimiter;
+use crate::process::{apply_client_limits, App};
 use crate::reload::ReloadService;
-use crate::snapshot::Snapshot;
 
 /// Why the server could not be assembled (configuration already validated).
 #[derive(Debug, thiserror::Error)]
@@ -33,89 +28,6 @@ pub enum AppError {
         /// Pingora's error.
         source: Box<pingora::Error>,
     },
-}
-
-/// Process-wide state that outlives any one config snapshot.
-pub struct App {
-    /// The snapshot requests run against; replaced whole on reload.
-    pub snapshot: Arc<ArcSwap<Snapshot>>,
-    /// The validated config the snapshot was built from (for `GET /config` and reload checks).
-    pub config: ArcSwap<Config>,
-    /// Live per-backend state shared by successive snapshots.
-    pub registry: Arc<StateRegistry>,
-    /// Rate-limit stores and breaker (process-wide; limits themselves are in the snapshot).
-    pub limiter: Arc<RateLimiter>,
-    /// The response cache's store and lock (process-wide; rules are in the snapshot).
-    pub cache: &'static CacheLayer,
-    /// The config file, re-read on reload.
-    pub config_path: PathBuf,
-    /// Where relative paths in the config file resolve.
-    pub base_dir: PathBuf,
-    /// Serializes reloads; holds the file text last read.
-    pub(crate) reload_lock: Mutex<String>,
-    /// Set once a graceful stop or upgrade began: `/readyz` answers 503 and responses say
-    /// `Connection: close`.
-    pub draining: Arc<AtomicBool>,
-    /// Set once every proxy listener is bound and accepting (`/readyz` waits for it).
-    pub listening: Arc<AtomicBool>,
-    /// Latched once every actively checked backend has been probed at least once.
-    pub health_ready: AtomicBool,
-    /// The config generation whose cache warm-up finished.
-    pub warmed_generation: std::sync::atomic::AtomicU64,
-}
-
-impl App {
-    /// State for `config` (read from `path`, whose content was `text`) as the first generation.
-    pub fn new(config: Config, path: &Path, text: String) -> Arc<Self> {
-        let registry = Arc::new(StateRegistry::default());
-        let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            &config, &registry, 1,
-        )));
-        let limiter = Arc::new(RateLimiter::new(config.redis.as_ref()));
-        let cache: &'static CacheLayer = Box::leak(Box::new(CacheLayer::new(
-            &config.cache,
-            config.redis.as_ref(),
-        )));
-        METRICS.set_generation(1);
-        let base_dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."))
-            .to_owned();
-        Arc::new(App {
-            snapshot,
-            config: ArcSwap::from_pointee(config),
-            registry,
-            limiter,
-            cache,
-            config_path: path.to_owned(),
-            base_dir,
-            reload_lock: Mutex::new(text),
-            draining: Arc::new(AtomicBool::new(false)),
-            listening: Arc::new(AtomicBool::new(false)),
-            health_ready: AtomicBool::new(false),
-            warmed_generation: std::sync::atomic::AtomicU64::new(0),
-        })
-    }
-
-    /// Whether every backend with active checks has had its first probe (latched: once true,
-    /// stays true, so a reload that adds backends does not flap readiness).
-    pub fn health_checked(&self) -> bool {
-        if self.health_ready.load(Relaxed) {
-            return true;
-        }
-        let snapshot = self.snapshot.load();
-        let done = snapshot
-            .pools
-            .iter()
-            .filter(|p| p.health.is_some())
-            .flat_map(|p| p.balancer.slots())
-            .all(|s| s.state.probed());
-        if done {
-            self.health_ready.store(true, Relaxed);
-        }
-        done
-    }
 }
 
 /// Pingora settings derived from Sluice's `[server]` section.
@@ -214,15 +126,4 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
     // Warm-up requests go through the proxy listener.
     warm.add_dependency(&proxy);
     Ok(server)
-}
-
-/// Hand the client-side request head limits of `config` to the HTTP/1 reader (process-wide;
-/// called at start and after every reload).
-pub fn apply_client_limits(config: &Config) {
-    let s = &config.server;
-    pingora::protocols::http::v1::server::set_request_head_limits(
-        Some(s.client_header_timeout),
-        Some(s.keepalive_timeout),
-        s.max_request_header_bytes,
-    );
 }

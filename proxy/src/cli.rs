@@ -67,7 +67,7 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let state = app::App::new(config.clone(), &path, text);
+    let state = crate::process::App::new(config.clone(), &path, text);
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,

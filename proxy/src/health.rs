@@ -19,9 +19,10 @@ use pingora::{Error, ErrorType};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::balancer::{now_ns, BackendState};
+use crate::balancer::BackendState;
 use crate::config::HealthSpec;
 use crate::snapshot::Snapshot;
+use crate::util::clock::now_ns;
 
 /// How often the service looks for a new snapshot (reload) to reconcile its probe tasks.
 const RECONCILE_EVERY: Duration = Duration::from_millis(250);

@@ -15,8 +15,8 @@ use pingora::server::{
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::app::App;
 use crate::metrics::METRICS;
+use crate::process::App;
 
 /// How long Pingora keeps the old listeners open after handing them over on SIGQUIT
 /// (`CLOSE_TIMEOUT` in pingora-core); the old process must not exit before.

@@ -13,8 +13,9 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
-use crate::ratelimit::{BreakerState, RateLimiter};
+use crate::ratelimit::RateLimiter;
 use crate::snapshot::Snapshot;
+use crate::store::BreakerState;
 
 /// The process's metrics.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
@@ -750,7 +751,7 @@ fn backends(o: &mut String, snapshot: &Snapshot) {
             |s, _| s.counters().retries,
         ),
     ];
-    let now = crate::balancer::now_ns();
+    let now = crate::util::clock::now_ns();
     for (name, kind, help, read) in families {
         family(o, name, kind, help);
         for pool in &snapshot.pools {

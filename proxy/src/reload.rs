@@ -12,9 +12,9 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::app::App;
 use crate::config::{self, CacheSpec, Config, ConfigError};
 use crate::metrics::{ReloadResult, METRICS};
+use crate::process::App;
 use crate::snapshot::Snapshot;
 
 /// Why a reload changed nothing.
@@ -123,7 +123,7 @@ impl App {
             Ok(new) => {
                 let generation = self.snapshot.load().generation + 1;
                 let snapshot = Snapshot::build(&new, &self.registry, generation);
-                crate::app::apply_client_limits(&new);
+                crate::process::apply_client_limits(&new);
                 self.config.store(Arc::new(new));
                 self.snapshot.store(Arc::new(snapshot));
                 METRICS.reload(ReloadResult::Ok);

@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::balancer::{Balancer, PassivePolicy, PickPolicy, Slot, StateRegistry};
+use crate::balancer::{Balancer, PassivePolicy, PickPolicy, RetryBudget, Slot, StateRegistry};
 use crate::config::{Config, HealthSpec, NextUpstream, RateLimitSpec, RouteLimit, UpstreamSpec};
-use crate::edge::RetryBudget;
 use crate::metrics::{PoolMetrics, RouteMetrics, TierMetrics, METRICS};
 use crate::ratelimit::JwtVerifier;
 use crate::router::Router;
@@ -89,8 +88,9 @@ impl Pool {
             next_upstream: spec.next_upstream,
             retry_timeout: spec.retry_timeout,
             retry_budget: RetryBudget::new(
-                spec.retry_budget,
-                crate::balancer::now_ns() / 1_000_000,
+                spec.retry_budget.percent,
+                spec.retry_budget.min_per_second,
+                crate::util::clock::now_ms(),
             ),
             passive: PassivePolicy {
                 max_fails: spec.passive.max_fails,

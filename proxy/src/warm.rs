@@ -13,7 +13,7 @@ use pingora::services::background::BackgroundService;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{info, warn};
 
-use crate::app::App;
+use crate::process::App;
 
 /// How often the service looks for a new generation.
 const POLL: Duration = Duration::from_millis(250);

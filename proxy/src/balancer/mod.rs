@@ -5,18 +5,21 @@
 //! live per-backend state ([`BackendState`]) lives outside it and is shared across rebuilds.
 //! Selection takes an `eligible` filter (health, already tried) and never allocates.
 
+mod budget;
 mod ring;
 mod state;
+mod strategy;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
-pub use ring::{hash64, HashRing};
-pub use state::{
-    now_ns, ns_at, BackendCounters, BackendState, Lease, PassivePolicy, StateRegistry, EWMA_DECAY,
-};
+pub use budget::RetryBudget;
+pub use ring::HashRing;
+pub use state::{BackendCounters, BackendState, Lease, PassivePolicy, StateRegistry, EWMA_DECAY};
 
-use crate::config::Strategy;
+use crate::util::hash::hash64;
+
+pub use strategy::Strategy;
 
 /// What a strategy needs to know about one pool member.
 #[derive(Debug, Clone)]

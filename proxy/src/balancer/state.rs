@@ -5,8 +5,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, Weak};
+
+use crate::util::clock::now_ns;
+use std::time::Duration;
 
 /// Decay time constant of the peak-EWMA latency (as in Finagle and linkerd).
 pub const EWMA_DECAY: Duration = Duration::from_secs(10);
@@ -59,22 +61,6 @@ impl Default for BackendState {
     fn default() -> Self {
         Self::new(true)
     }
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-/// Nanoseconds on Sluice's monotonic clock (starts near 1 s so that 0 means "never").
-pub fn now_ns() -> u64 {
-    ns_at(Instant::now())
-}
-
-/// `t` on the clock of [`now_ns`], for callers that already read the clock (one read less on
-/// the request path).
-pub fn ns_at(t: Instant) -> u64 {
-    t.saturating_duration_since(epoch()).as_nanos() as u64 + 1_000_000_000
 }
 
 /// How the passive failure table judges a backend (nginx's `max_fails` / `fail_timeout`).

@@ -1,6 +1,7 @@
 //! Unit tests for the selection strategies: exact sequences, load steering and hash stability.
 
 use super::*;
+use crate::util::clock::now_ns;
 use std::time::Duration;
 
 fn slots(weights: &[u32]) -> Vec<Slot> {

@@ -27,11 +27,9 @@ use pingora::cache::trace::SpanHandle;
 use pingora::cache::CacheMeta;
 use pingora::{Error, ErrorType, Result};
 use redis::RedisResult;
-use tracing::{info, warn};
 
 use crate::config::{CacheSpec, RedisSpec, RedisTarget};
-use crate::ratelimit::Breaker;
-use crate::redisconn::LazyConn;
+use crate::store::{BreakerState, Component, Conn, Guarded};
 
 /// Add an entry to a tag set and keep the set alive as long as the entry.
 static TAG_ADD: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
@@ -57,17 +55,12 @@ const MAX_KEEP_STALE: Duration = Duration::from_secs(86_400);
 
 /// The Redis store.
 pub struct RedisCacheStore {
-    conn: LazyConn,
+    /// The connection behind its breaker and the cache's command timeout.
+    redis: Guarded,
     /// For admin scans, which open their own connections to every master.
     target: RedisTarget,
     namespace: String,
     chunk_bytes: usize,
-    timeout: Duration,
-    breaker: Breaker,
-}
-
-fn now_ms() -> u64 {
-    crate::balancer::now_ns() / 1_000_000
 }
 
 fn storage_error(what: &str, e: impl std::fmt::Display) -> Box<Error> {
@@ -81,15 +74,10 @@ impl RedisCacheStore {
     /// A store on `redis` for `spec`; nothing is connected yet.
     pub fn new(redis: &RedisSpec, spec: &CacheSpec) -> Self {
         RedisCacheStore {
-            conn: LazyConn::new(redis.target.clone(), spec.command_timeout),
+            redis: Guarded::new(redis, spec.command_timeout, Component::Cache),
             target: redis.target.clone(),
             namespace: spec.namespace.clone(),
             chunk_bytes: spec.chunk_bytes as usize,
-            timeout: spec.command_timeout,
-            breaker: Breaker::new(
-                redis.breaker_failures,
-                redis.breaker_cooldown.as_millis() as u64,
-            ),
         }
     }
 
@@ -98,44 +86,19 @@ impl RedisCacheStore {
         format!("{{{}:{}}}", self.namespace, key.combined())
     }
 
-    /// Run `work` under the timeout and the breaker. `None` when Redis is skipped or failed.
+    /// Run `work` under the timeout and the breaker ([`Guarded::call`]), counting it as the
+    /// cache call `what`. `None` when Redis is skipped or failed: a miss.
     async fn call<T>(
         &self,
         what: &str,
         work: impl std::future::Future<Output = RedisResult<T>>,
     ) -> Option<T> {
-        if !self.breaker.allow(now_ms()) {
-            return None;
-        }
-        // Every call, the first one (which also connects) included, is bounded by the
-        // configured timeout: a Redis unreachable at start must not cost each request more.
-        let bound = self.timeout;
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(bound, work).await;
-        crate::metrics::METRICS.cache_call(what, started.elapsed(), matches!(result, Ok(Ok(_))));
-        let failure = match result {
-            Ok(Ok(v)) => {
-                if self.breaker.success() {
-                    info!(
-                        event = "cache_redis_breaker_closed",
-                        call = what,
-                        "Redis answers again; the cache uses it again"
-                    );
-                }
-                return Some(v);
-            }
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {} ms", bound.as_millis()),
-        };
-        if self.breaker.failure(now_ms()) {
-            warn!(
-                event = "cache_redis_breaker_open",
-                call = what,
-                error = %failure,
-                "the cache stops calling Redis for the cool-down; requests go to the origin"
-            );
+        let result = self.redis.call(work).await;
+        if !matches!(result, Err(crate::store::CallError::Skipped)) {
+            crate::metrics::METRICS.cache_call(what, started.elapsed(), result.is_ok());
         }
-        None
+        result.ok()
     }
 
     /// Try to become the one instance that fetches `key` from the origin: `SET NX PX` on
@@ -143,7 +106,7 @@ impl RedisCacheStore {
     pub async fn acquire_fill_lock(&self, key: &CacheKey, ttl: Duration) -> FillLock {
         let lock = format!("{}:lock", self.prefix(key));
         let token: u64 = rand::random();
-        let conn = &self.conn;
+        let conn = self.redis.conn();
         let set: Option<Option<String>> = self
             .call("lock", async {
                 conn.get()
@@ -172,7 +135,7 @@ impl RedisCacheStore {
         let script = redis::Script::new(
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         );
-        let conn = &self.conn;
+        let conn = self.redis.conn();
         self.call("unlock", async {
             let mut inv = script.key(&lock);
             inv.arg(token.to_string());
@@ -186,7 +149,7 @@ impl RedisCacheStore {
     pub async fn wait_for_entry(&self, key: &CacheKey, deadline: std::time::Instant) -> bool {
         let prefix = self.prefix(key);
         let (meta, lock) = (format!("{prefix}:m"), format!("{prefix}:lock"));
-        let conn = &self.conn;
+        let conn = self.redis.conn();
         while std::time::Instant::now() < deadline {
             let mut pipe = redis::pipe();
             pipe.cmd("EXISTS").arg(&meta).cmd("EXISTS").arg(&lock);
@@ -211,16 +174,16 @@ impl RedisCacheStore {
     /// (atomic: no instance sees half of it); on a Cluster the entries live in other slots, so
     /// each entry disappears at once but not all in the same instant.
     pub async fn purge_tags(&self, tags: &[String]) -> RedisResult<u64> {
-        let conn = self.conn.get().await?;
+        let conn = self.redis.conn().get().await?;
         let mut removed = 0u64;
         for tag in tags {
             let set = self.tag_key(tag);
             match conn {
-                crate::redisconn::Conn::Single(_) => {
+                Conn::Single(_) => {
                     let n: u64 = conn.invoke(&TAG_PURGE.key(&set)).await?;
                     removed += n;
                 }
-                crate::redisconn::Conn::Cluster(_) => {
+                Conn::Cluster(_) => {
                     let members: Vec<String> = conn.query(redis::cmd("SMEMBERS").arg(&set)).await?;
                     for m in members {
                         let n: u64 = conn.query(redis::cmd("DEL").arg(format!("{m}:m"))).await?;
@@ -235,17 +198,17 @@ impl RedisCacheStore {
 
     /// Round trip of a `PING` on the cache's connection (admin health).
     pub async fn ping(&self) -> Result<Duration, String> {
-        self.conn.ping().await
+        self.redis.ping().await
     }
 
     /// Whether the breaker currently skips Redis.
     pub fn breaker_open(&self) -> bool {
-        self.breaker.state() == crate::ratelimit::BreakerState::Open
+        self.redis.breaker_state() == BreakerState::Open
     }
 
     /// How many times the cache's breaker opened and closed.
     pub fn breaker_transitions(&self) -> (u64, u64) {
-        self.breaker.transitions()
+        self.redis.breaker_transitions()
     }
 
     /// A connection to every master (the one node, or each Cluster master from
@@ -397,7 +360,7 @@ impl HandleHit for RedisHit {
             return Ok(None);
         }
         let key = format!("{}:b:{}:{}", self.prefix, self.version, self.next);
-        let conn = &self.store.conn;
+        let conn = self.store.redis.conn();
         let chunk: Option<Vec<u8>> = self
             .store
             .call("read chunk", async {
@@ -481,7 +444,7 @@ struct RedisMiss {
 impl RedisMiss {
     async fn write_chunk(&mut self, data: Bytes) {
         let key = format!("{}:b:{}:{}", self.prefix, self.version, self.chunks);
-        let conn = &self.store.conn;
+        let conn = self.store.redis.conn();
         let ttl = self.ttl_ms;
         let ok = self
             .store
@@ -565,7 +528,7 @@ impl HandleMiss for RedisMiss {
                 .ignore();
         }
         pipe.cmd("PEXPIRE").arg(&meta_key).arg(self.ttl_ms).ignore();
-        let conn = &self.store.conn;
+        let conn = self.store.redis.conn();
         if self
             .store
             .call("publish entry", async {
@@ -674,7 +637,7 @@ impl Storage for RedisCacheStore {
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
         let prefix = self.prefix(key);
         let meta_key = format!("{prefix}:m");
-        let conn = &self.conn;
+        let conn = self.redis.conn();
         let fields: Option<Vec<(String, Vec<u8>)>> = self
             .call("lookup", async {
                 conn.get()
@@ -734,7 +697,7 @@ impl Storage for RedisCacheStore {
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
         let meta_key = format!("{{{}:{}}}:m", self.namespace, target.key().combined());
-        let conn = &self.conn;
+        let conn = self.redis.conn();
         let removed: Option<u64> = self
             .call("purge", async {
                 conn.get()
@@ -770,7 +733,7 @@ impl Storage for RedisCacheStore {
              return 1",
         );
         let prefix = self.prefix(key);
-        let conn = &self.conn;
+        let conn = self.redis.conn();
         let updated: Option<i64> = self
             .call("update meta", async {
                 let mut inv = script.key(&meta_key);

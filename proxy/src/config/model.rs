@@ -1,6 +1,7 @@
 //! The validated runtime configuration. Built only by [`super::load`]; every value here has been
 //! checked, so the rest of Sluice never re-validates.
 
+use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
 use super::ser;
@@ -188,53 +189,7 @@ pub struct TlsListener {
     pub key: PathBuf,
 }
 
-/// How a pool picks a backend for each request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Strategy {
-    /// Exact rotation.
-    RoundRobin,
-    /// Smooth weighted round-robin (nginx's algorithm).
-    Weighted,
-    /// Fewest in-flight requests relative to weight.
-    LeastConn,
-    /// Consistent hash of the client IP (sticky).
-    IpHash,
-    /// Weighted random.
-    Random,
-    /// Power of two random choices on in-flight count, peak-EWMA latency tie-break.
-    P2c,
-}
-
-impl Strategy {
-    /// Every accepted name, for error messages.
-    pub const NAMES: &'static str = "round_robin | weighted | least_conn | ip_hash | random | p2c";
-
-    /// Parse a config name.
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "round_robin" => Strategy::RoundRobin,
-            "weighted" => Strategy::Weighted,
-            "least_conn" => Strategy::LeastConn,
-            "ip_hash" => Strategy::IpHash,
-            "random" => Strategy::Random,
-            "p2c" => Strategy::P2c,
-            _ => return None,
-        })
-    }
-
-    /// The config name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round_robin",
-            Strategy::Weighted => "weighted",
-            Strategy::LeastConn => "least_conn",
-            Strategy::IpHash => "ip_hash",
-            Strategy::Random => "random",
-            Strategy::P2c => "p2c",
-        }
-    }
-}
+pub use crate::balancer::Strategy;
 
 /// One upstream pool.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -413,7 +368,7 @@ pub enum HostMatch {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RouteSpec {
     /// Host pattern.
-    #[serde(serialize_with = "ser::host")]
+    #[serde(serialize_with = "host")]
     pub host: HostMatch,
     /// Path prefix, starting with `/`.
     pub path_prefix: String,
@@ -560,7 +515,7 @@ pub enum RedisTarget {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedisSpec {
     /// Node or cluster.
-    #[serde(serialize_with = "ser::redis_target")]
+    #[serde(serialize_with = "redis_target")]
     pub target: RedisTarget,
     /// Bound on each call.
     #[serde(serialize_with = "ser::ms")]
@@ -674,7 +629,7 @@ pub enum JwtKey {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JwtSpec {
     /// Verification key.
-    #[serde(serialize_with = "ser::jwt_key")]
+    #[serde(serialize_with = "jwt_key")]
     pub key: JwtKey,
     /// Claim naming the tier.
     pub tier_claim: String,
@@ -718,6 +673,55 @@ pub struct RateLimitSpec {
     /// Limits per tier name.
     pub tiers: std::collections::BTreeMap<String, LimitPolicy>,
     /// API keys from the config.
-    #[serde(serialize_with = "ser::api_keys")]
+    #[serde(serialize_with = "api_keys")]
     pub api_keys: std::collections::HashMap<String, ApiKeyOwner>,
+}
+
+// How model types are shown by `GET /config` (secrets redacted; see `ser.rs` for the generic
+// helpers).
+
+/// API keys: their owners only.
+fn api_keys<S: Serializer>(
+    v: &std::collections::HashMap<String, ApiKeyOwner>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    let mut owners: Vec<&ApiKeyOwner> = v.values().collect();
+    owners.sort_by(|a, b| (&a.client, &a.tier).cmp(&(&b.client, &b.tier)));
+    let mut seq = s.serialize_seq(Some(owners.len()))?;
+    for o in owners {
+        seq.serialize_element(
+            &serde_json::json!({"key": ser::REDACTED, "client": o.client, "tier": o.tier}),
+        )?;
+    }
+    seq.end()
+}
+
+/// The Redis target, passwords redacted.
+fn redis_target<S: Serializer>(t: &RedisTarget, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        RedisTarget::Single(u) => serde_json::json!({ "url": ser::redact_url(u) }).serialize(s),
+        RedisTarget::Cluster(nodes) => {
+            let nodes: Vec<String> = nodes.iter().map(|u| ser::redact_url(u)).collect();
+            serde_json::json!({ "cluster": nodes }).serialize(s)
+        }
+    }
+}
+
+/// A host pattern as written.
+fn host<S: Serializer>(h: &HostMatch, s: S) -> Result<S::Ok, S::Error> {
+    match h {
+        HostMatch::Any => s.serialize_str("*"),
+        HostMatch::Exact(e) => s.serialize_str(e),
+        HostMatch::Suffix(suffix) => s.serialize_str(&format!("*{suffix}")),
+    }
+}
+
+/// A JWT key: its algorithm only.
+fn jwt_key<S: Serializer>(k: &JwtKey, s: S) -> Result<S::Ok, S::Error> {
+    let alg = match k {
+        JwtKey::Hs256(_) => "HS256",
+        JwtKey::Rs256(_) => "RS256",
+        JwtKey::Es256(_) => "ES256",
+    };
+    serde_json::json!({ "algorithm": alg, "key": ser::REDACTED }).serialize(s)
 }

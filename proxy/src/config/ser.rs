@@ -1,9 +1,8 @@
-//! How the effective config is shown by the admin API's `GET /config`: durations in
-//! milliseconds, and every secret (admin token, JWT keys, API keys, Redis passwords) redacted.
+//! Generic helpers for how the effective config is shown by the admin API's `GET /config`:
+//! durations in milliseconds, secrets redacted. How each model type is shown lives beside it in
+//! `model.rs` (this module knows no model type).
 
 use serde::ser::{SerializeSeq, Serializer};
-
-use super::model::{ApiKeyOwner, HostMatch, JwtKey, RedisTarget};
 
 /// What a secret is shown as.
 pub const REDACTED: &str = "<redacted>";
@@ -34,22 +33,6 @@ pub fn display_list<S: Serializer, T: std::fmt::Display>(v: &[T], s: S) -> Resul
     let mut seq = s.serialize_seq(Some(v.len()))?;
     for x in v {
         seq.serialize_element(&x.to_string())?;
-    }
-    seq.end()
-}
-
-/// API keys: their owners only.
-pub fn api_keys<S: Serializer>(
-    v: &std::collections::HashMap<String, ApiKeyOwner>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    let mut owners: Vec<&ApiKeyOwner> = v.values().collect();
-    owners.sort_by(|a, b| (&a.client, &a.tier).cmp(&(&b.client, &b.tier)));
-    let mut seq = s.serialize_seq(Some(owners.len()))?;
-    for o in owners {
-        seq.serialize_element(
-            &serde_json::json!({"key": REDACTED, "client": o.client, "tier": o.tier}),
-        )?;
     }
     seq.end()
 }
@@ -89,38 +72,6 @@ pub fn redact_url(raw: &str) -> String {
     }
     u.to_string().replace(MARK, REDACTED)
 }
-
-/// The Redis target, passwords redacted.
-pub fn redis_target<S: Serializer>(t: &RedisTarget, s: S) -> Result<S::Ok, S::Error> {
-    match t {
-        RedisTarget::Single(u) => serde_json::json!({ "url": redact_url(u) }).serialize(s),
-        RedisTarget::Cluster(nodes) => {
-            let nodes: Vec<String> = nodes.iter().map(|u| redact_url(u)).collect();
-            serde_json::json!({ "cluster": nodes }).serialize(s)
-        }
-    }
-}
-
-/// A host pattern as written.
-pub fn host<S: Serializer>(h: &HostMatch, s: S) -> Result<S::Ok, S::Error> {
-    match h {
-        HostMatch::Any => s.serialize_str("*"),
-        HostMatch::Exact(e) => s.serialize_str(e),
-        HostMatch::Suffix(suffix) => s.serialize_str(&format!("*{suffix}")),
-    }
-}
-
-/// A JWT key: its algorithm only.
-pub fn jwt_key<S: Serializer>(k: &JwtKey, s: S) -> Result<S::Ok, S::Error> {
-    let alg = match k {
-        JwtKey::Hs256(_) => "HS256",
-        JwtKey::Rs256(_) => "RS256",
-        JwtKey::Es256(_) => "ES256",
-    };
-    serde_json::json!({ "algorithm": alg, "key": REDACTED }).serialize(s)
-}
-
-use serde::Serialize as _;
 
 #[cfg(test)]
 mod tests {

@@ -22,15 +22,16 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
 use tracing::{info, warn};
 
-use crate::balancer::{now_ns, ns_at, Lease, Tried};
+use crate::balancer::{Lease, Tried};
 use crate::cache::{self, CacheLayer, CacheRule};
 use crate::metrics::{GaugeGuard, LimitResult, Method, METRICS};
 use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
+use crate::util::clock::{now_ns, ns_at};
 
 pub use headers::{strip_response_hop_by_hop, REQUEST_ID};
-pub use retry::{Failure, RetryBudget};
+pub use retry::Failure;
 
 /// The proxy: reads the current [`Snapshot`] once per request.
 pub struct Edge {

@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Mutex;
 
 use super::algo::{self, Decision, State};
-use crate::balancer::hash64;
 use crate::config::LimitPolicy;
+use crate::util::hash::hash64;
 
 const SHARDS: usize = 16;
 /// Sweep a shard's expired entries once every this many checks on it.

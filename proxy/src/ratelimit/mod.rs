@@ -3,23 +3,20 @@
 //! breaker. Knows nothing of sessions or responses: `edge/` asks and answers.
 
 mod algo;
-mod breaker;
 mod identity;
 mod local;
 mod redis;
 
 use std::fmt::Write as _;
 
-use tracing::{info, warn};
-
 pub use algo::Decision;
-pub use breaker::{Breaker, BreakerState};
 pub use identity::{client_ip, identify, Identity, JwtVerifier, Reject};
 pub use local::LocalStore;
 pub use redis::{RedisStore, StoreError};
 
-use crate::balancer::now_ns;
 use crate::config::{LimitPolicy, OnRedisError, RateLimitSpec, RedisSpec};
+use crate::store::BreakerState;
+use crate::util::clock::now_ms;
 
 /// Which store decided (or why none did).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,10 +31,10 @@ pub enum Source {
     FailClosed,
 }
 
-/// Process-wide limiter state: the stores and the breaker. Survives config reloads.
+/// Process-wide limiter state: the stores (the Redis one behind its breaker). Survives config
+/// reloads.
 pub struct RateLimiter {
     redis: Option<RedisStore>,
-    breaker: Breaker,
     local: LocalStore,
     /// Requests already counted in Redis and not yet used, by key (see [`Lease`]).
     leases: std::sync::Mutex<std::collections::HashMap<String, Lease>>,
@@ -70,19 +67,11 @@ const MAX_LEASES: usize = 10_000;
 /// Limits below `LEASE_MIN_FACTOR × lease_batch` are never leased.
 const LEASE_MIN_FACTOR: u64 = 100;
 
-fn now_ms() -> u64 {
-    now_ns() / 1_000_000
-}
-
 impl RateLimiter {
     /// A limiter using Redis when `redis` is given, the embedded store otherwise.
     pub fn new(redis: Option<&RedisSpec>) -> Self {
-        let breaker = redis.map_or(Breaker::new(1, 0), |r| {
-            Breaker::new(r.breaker_failures, r.breaker_cooldown.as_millis() as u64)
-        });
         RateLimiter {
             redis: redis.cloned().map(RedisStore::new),
-            breaker,
             local: LocalStore::default(),
             leases: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
@@ -95,12 +84,16 @@ impl RateLimiter {
 
     /// Breaker state (closed when there is no Redis).
     pub fn breaker_state(&self) -> BreakerState {
-        self.breaker.state()
+        self.redis
+            .as_ref()
+            .map_or(BreakerState::Closed, RedisStore::breaker_state)
     }
 
     /// How many times the rate limiter's breaker opened and closed.
     pub fn breaker_transitions(&self) -> (u64, u64) {
-        self.breaker.transitions()
+        self.redis
+            .as_ref()
+            .map_or((0, 0), RedisStore::breaker_transitions)
     }
 
     /// Count one request on `key` under `policy`.
@@ -126,45 +119,27 @@ impl RateLimiter {
                 return (d, Source::Redis);
             }
         }
-        if self.breaker.allow(now_ms()) {
-            let floor = batch * u64::from(spec.instances.max(1));
-            match redis.check(key, policy, batch, floor).await {
-                Ok((d, granted)) => {
-                    if self.breaker.success() {
-                        info!(
-                            event = "redis_breaker_closed",
-                            "Redis answers again; rate limiting uses it again"
-                        );
+        let floor = batch * u64::from(spec.instances.max(1));
+        match redis.check(key, policy, batch, floor).await {
+            Ok((d, granted)) => {
+                if granted > 1 {
+                    let now = now_ms();
+                    let lease = Lease {
+                        left: granted - 1,
+                        remaining: d.remaining,
+                        reset_at_ms: now + d.reset_ms,
+                        expires_ms: now + LEASE_TTL_MS.min(d.reset_ms),
+                    };
+                    let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
+                    if leases.len() >= MAX_LEASES {
+                        leases.retain(|_, l| l.expires_ms > now && l.left > 0);
                     }
-                    if granted > 1 {
-                        let now = now_ms();
-                        let lease = Lease {
-                            left: granted - 1,
-                            remaining: d.remaining,
-                            reset_at_ms: now + d.reset_ms,
-                            expires_ms: now + LEASE_TTL_MS.min(d.reset_ms),
-                        };
-                        let mut leases = self.leases.lock().unwrap_or_else(|e| e.into_inner());
-                        if leases.len() >= MAX_LEASES {
-                            leases.retain(|_, l| l.expires_ms > now && l.left > 0);
-                        }
-                        leases.insert(key.to_owned(), lease);
-                    }
-                    return (d, Source::Redis);
+                    leases.insert(key.to_owned(), lease);
                 }
-                Err(e) => {
-                    crate::metrics::METRICS.redis_error(e.kind());
-                    if self.breaker.failure(now_ms()) {
-                        warn!(
-                            event = "redis_breaker_open",
-                            kind = e.kind(),
-                            error = %e,
-                            policy = ?spec.on_redis_error,
-                            "rate limiting stops calling Redis for the cool-down"
-                        );
-                    }
-                }
+                return (d, Source::Redis);
             }
+            Err(StoreError::Skipped) => {}
+            Err(e) => crate::metrics::METRICS.redis_error(e.kind()),
         }
         self.fallback(key, policy, spec)
     }

@@ -9,7 +9,7 @@ use redis::Script;
 
 use super::algo::Decision;
 use crate::config::{Algorithm, LimitPolicy, RedisSpec};
-use crate::redisconn::LazyConn;
+use crate::store::{BreakerState, CallError, Component, Guarded};
 
 /// Shared prologue: the server's clock in ms.
 const NOW: &str = "local t = redis.call('TIME')\nlocal now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n";
@@ -89,33 +89,15 @@ redis.call('SET', key, tostring(new_tat), 'PX', math.max(math.ceil(new_tat - now
 return {1, math.max(math.floor((tolerance - (new_tat - now)) / emission), 0), math.ceil(new_tat - now), 0}
 "#;
 
-/// Why a Redis check gave no decision.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No answer within the command timeout.
-    #[error("timed out after {0:?}")]
-    Timeout(Duration),
-    /// Redis answered with an error or the connection failed.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-}
-
-impl StoreError {
-    /// A fixed label for logs and metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Timeout(_) => "timeout",
-            StoreError::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
-            StoreError::Redis(_) => "response",
-        }
-    }
-}
+/// Why a Redis check gave no decision (the store's [`CallError`]).
+pub type StoreError = CallError;
 
 /// Rate-limit counters in Redis (one node or a Cluster). Connects on first use, from inside the
-/// proxy's runtime, and reconnects by itself afterwards (see [`crate::redisconn`]).
+/// proxy's runtime, and reconnects by itself afterwards, behind the breaker (see
+/// [`crate::store`]).
 pub struct RedisStore {
     spec: RedisSpec,
-    conn: LazyConn,
+    redis: Guarded,
     scripts: [Script; 4],
 }
 
@@ -124,7 +106,7 @@ impl RedisStore {
     pub fn new(spec: RedisSpec) -> Self {
         let script = |body: &str| Script::new(&format!("{NOW}{body}"));
         RedisStore {
-            conn: LazyConn::new(spec.target.clone(), spec.command_timeout),
+            redis: Guarded::new(&spec, spec.command_timeout, Component::RateLimit),
             spec,
             scripts: [
                 script(SLIDING_WINDOW_LOG),
@@ -137,8 +119,8 @@ impl RedisStore {
 
     /// Run the check for `policy` on `key`, counting `want` requests at once (fixed and sliding
     /// windows only; `want = 1` is one request) while at least `floor` would remain; returns the
-    /// decision and how many were granted (0 when denied). Bounded by the command timeout
-    /// (connecting counts).
+    /// decision and how many were granted (0 when denied). Skipped while the breaker is open;
+    /// bounded by the command timeout (connecting counts).
     pub async fn check(
         &self,
         key: &str,
@@ -146,9 +128,8 @@ impl RedisStore {
         want: u64,
         floor: u64,
     ) -> Result<(Decision, u64), StoreError> {
-        let t = self.spec.command_timeout;
         let work = async {
-            let conn = self.conn.get().await?;
+            let conn = self.redis.conn().get().await?;
             let script = &self.scripts[match policy.algorithm {
                 Algorithm::SlidingWindowLog => 0,
                 Algorithm::FixedWindow => 1,
@@ -168,15 +149,11 @@ impl RedisStore {
                     inv.arg(want).arg(floor);
                 }
             }
-            let v: Vec<i64> = conn.invoke(&inv).await?;
-            Ok::<_, StoreError>(v)
+            conn.invoke::<Vec<i64>>(&inv).await
         };
         // Every call, the first one (which also connects) included, is bounded by the
         // configured timeout (issue 12: 150 ms per request with a 50 ms timeout at start).
-        let bound = t;
-        let v = tokio::time::timeout(bound, work)
-            .await
-            .map_err(|_| StoreError::Timeout(bound))??;
+        let v = self.redis.call(work).await?;
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         let allowed = at(0) == 1;
         let decision = Decision {
@@ -193,7 +170,17 @@ impl RedisStore {
 
     /// Round-trip time of a `PING` (admin status), bounded like API-key lookups.
     pub async fn ping(&self) -> Result<Duration, String> {
-        self.conn.ping().await
+        self.redis.ping().await
+    }
+
+    /// The breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.redis.breaker_state()
+    }
+
+    /// How many times the breaker opened and closed.
+    pub fn breaker_transitions(&self) -> (u64, u64) {
+        self.redis.breaker_transitions()
     }
 
     /// `HGET hash field` for API keys kept in Redis, bounded by the command timeout.
@@ -202,11 +189,8 @@ impl RedisStore {
         let work = async {
             let mut cmd = redis::cmd("HGET");
             cmd.arg(hash).arg(field);
-            let v: Option<String> = self.conn.get().await?.query(&cmd).await?;
-            Ok::<_, StoreError>(v)
+            self.redis.conn().get().await?.query(&cmd).await
         };
-        tokio::time::timeout(t, work)
-            .await
-            .map_err(|_| StoreError::Timeout(t))?
+        self.redis.unguarded(t, work).await
     }
 }

@@ -1,6 +1,6 @@
 //! One lazily opened Redis connection (a single node through the `redis` crate's connection
-//! manager, or a Cluster through its cluster client; both reconnect by themselves), shared by
-//! the rate limiter and the response cache.
+//! manager, or a Cluster through its cluster client; both reconnect by themselves). The rate
+//! limiter and the cache each open one, behind their own [`super::Guarded`].
 
 use std::time::Duration;
 

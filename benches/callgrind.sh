@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by callgrind: repeatable run to run (unlike time on a
+# shared machine), so it is the before/after measure of one change to the request path.
+#
+# Usage: benches/callgrind.sh [--seconds 8] [--conns 16] [--path /ping] [NAME=]SLUICE_BINARY...
+#   e.g. benches/callgrind.sh before=/tmp/old/target/release/sluice after=target/release/sluice
+# Each binary runs under valgrind with one worker thread in front of a release backend-sample;
+# after a warm-up the counters are zeroed, wrk sends load for SECONDS, and the dump's total is
+# divided by the requests wrk completed. Binaries are measured one after the other, twice each,
+# interleaved. Traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SECONDS_LOAD=8 CONNS=16 URLPATH=/ping
+bins=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) SECONDS_LOAD=$2; shift 2 ;;
+    --conns) CONNS=$2; shift 2 ;;
+    --path) URLPATH=$2; shift 2 ;;
+    -*) echo "unknown argument $1" >&2; exit 2 ;;
+    *) bins+=("$1"); shift ;;
+  esac
+done
+[ ${#bins[@]} -gt 0 ] || bins=("target/release/sluice")
+
+scripts/install-deps.sh wrk valgrind
+[ -x target/release/backend-sample ] || cargo build --release --locked -p backend-sample
+source benches/lib.sh
+
+BACKEND=$(free_port)
+target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>"$work/backend.log" &
+pids+=($!)
+wait_port "$BACKEND"
+
+measure() { # measure NAME BINARY -> prints instructions per request
+  local name=$1 bin=$2 port admin out
+  port=$(free_port); admin=$(free_port); out="$work/callgrind.$name.$RANDOM"
+  cat >"$work/sluice.toml" <<TOML
+[server]
+listen = ["127.0.0.1:$port"]
+threads = 1
+grace_period_seconds = 0
+upstream_keepalive_pool_size = $((CONNS * 2))
+upgrade_sock = "$work/upgrade.sock"
+[admin]
+listen = "127.0.0.1:$admin"
+[logging]
+access_log = false
+[upstreams.api]
+backends = [{ addr = "127.0.0.1:$BACKEND" }]
+[[routes]]
+upstream = "api"
+TOML
+  RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$bin" --config "$work/sluice.toml" 2>"$work/valgrind.$name.log" &
+  local vpid=$!
+  wait_port "$port"
+  wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$port$URLPATH" >/dev/null
+  callgrind_control -z "$vpid" >/dev/null
+  local reqs
+  reqs=$(wrk -t1 -c"$CONNS" -d"${SECONDS_LOAD}s" "http://127.0.0.1:$port$URLPATH" |
+    awk '/requests in/ {print $1}')
+  callgrind_control -d "$vpid" >/dev/null
+  kill -INT "$vpid" 2>/dev/null || true
+  wait "$vpid" 2>/dev/null || true
+  local total
+  # The dump made right after the load (`$out.1`), not the one at exit (shutdown work).
+  total=$(awk '/^summary:/ {s += $2} END {print s}' "$out".1)
+  echo "$name $reqs $total" | awk '{printf "%-12s %8d requests  %8.0f instructions/request\n", $1, $2, $3 / $2}'
+}
+
+for round in 1 2; do
+  for spec in "${bins[@]}"; do
+    name=${spec%%=*}; bin=${spec#*=}
+    [ "$name" = "$spec" ] && name=$(basename "$(dirname "$(dirname "$bin")")")
+    measure "$name" "$bin"
+  done
+done
