@@ -280,7 +280,10 @@ impl HttpSession {
                 KeepaliveStatus::Off => None,
             };
             match keepalive_wait {
-                Some(Some(d)) => match timeout(d, read_event).await {
+                // Tokio's timer here, not pingora-timeout's: this wait is pending on nearly every
+                // keep-alive request, and Tokio's entry lives in the future (no box, no shared
+                // timer list). callgrind: see vendor/pingora-core/README.md section 7.
+                Some(Some(d)) => match tokio::time::timeout(d, read_event).await {
                     Ok(res) => res,
                     Err(e) => {
                         debug!("keepalive timeout {d:?} reached, {e}");
@@ -403,6 +406,12 @@ impl HttpSession {
                 );
             }
 
+            // A later request's head timeout counts from its first byte; taken only when a
+            // second read is needed (the whole head usually comes in one), saving a clock read.
+            if already_read > 0 && head_deadline.is_none() {
+                head_deadline = head_timeout.map(|t| std::time::Instant::now() + t);
+            }
+
             // On the first iteration after a pipelined prefix was injected,
             // attempt to parse what we already have before issuing a stream
             // read. If the prefix contains a complete request header, a
@@ -415,9 +424,6 @@ impl HttpSession {
                 .read_request_buf(&mut buf, already_read, head_deadline)
                 .await?
             {
-                if already_read == 0 && head_deadline.is_none() {
-                    head_deadline = head_timeout.map(|t| std::time::Instant::now() + t);
-                }
                 already_read += n;
             } else {
                 return Ok(None);
