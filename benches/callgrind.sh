@@ -2,7 +2,9 @@
 # Instructions per proxied request, counted by callgrind: repeatable run to run (unlike time on a
 # shared machine), so it is the before/after measure of one change to the request path.
 #
-# Usage: benches/callgrind.sh [--seconds 8] [--conns 16] [--path /ping] [NAME=]SLUICE_BINARY...
+# Usage: benches/callgrind.sh [--seconds 8] [--conns 16] [--path /ping] [--keep DIR]
+#                             [NAME=]SLUICE_BINARY...
+#   --keep DIR copies each dump to DIR/NAME.N.callgrind (for callgrind_annotate).
 #   e.g. benches/callgrind.sh before=/tmp/old/target/release/sluice after=target/release/sluice
 # Each binary runs under valgrind with one worker thread in front of a release backend-sample;
 # after a warm-up the counters are zeroed, wrk sends load for SECONDS, and the dump's total is
@@ -11,13 +13,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_LOAD=8 CONNS=16 URLPATH=/ping
+SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP=""
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --seconds) SECONDS_LOAD=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
     --path) URLPATH=$2; shift 2 ;;
+    --keep) KEEP=$2; shift 2 ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
   esac
@@ -55,6 +58,8 @@ TOML
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$bin" --config "$work/sluice.toml" 2>"$work/valgrind.$name.log" &
   local vpid=$!
+  # Under valgrind on a busy machine start-up can take longer than wait_port's 10 s.
+  for _ in 1 2 3 4 5 6; do wait_port "$port" 2>/dev/null && break; done
   wait_port "$port"
   wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$port$URLPATH" >/dev/null
   callgrind_control -z "$vpid" >/dev/null
@@ -67,6 +72,7 @@ TOML
   local total
   # The dump made right after the load (`$out.1`), not the one at exit (shutdown work).
   total=$(awk '/^summary:/ {s += $2} END {print s}' "$out".1)
+  if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; cp "$out".1 "$KEEP/$name.$round.callgrind"; fi
   echo "$name $reqs $total" | awk '{printf "%-12s %8d requests  %8.0f instructions/request\n", $1, $2, $3 / $2}'
 }
 

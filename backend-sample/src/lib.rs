@@ -279,17 +279,10 @@ async fn cache(Path(seconds): Path<u64>, headers: HeaderMap) -> Response {
 async fn respond(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_owned();
     let n = s.served().get(&path).copied().unwrap_or(0);
-    let query: Vec<(String, String)> = req
-        .uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (k.to_ascii_lowercase(), percent_decode(v))
-        })
-        .collect();
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+            .collect();
     // A conditional request that matches the given validators gets a 304 (with the headers).
     let given = |name: &str| {
         query
@@ -321,29 +314,6 @@ async fn respond(State(s): State<Arc<Shared>>, req: Request) -> Response {
         }
     }
     resp
-}
-
-/// `%XX` and `+` decoding for `/respond` query values.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => match u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                Ok(v) => {
-                    out.push(v);
-                    i += 3;
-                    continue;
-                }
-                Err(_) => out.push(b'%'),
-            },
-            b'+' => out.push(b' '),
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 async fn ws(State(s): State<Arc<Shared>>, upgrade: WebSocketUpgrade) -> Response {

@@ -294,10 +294,9 @@ impl AdminApi {
     }
 
     async fn cache_delete(&self, query: &str) -> Response<Vec<u8>> {
-        let url = query
-            .split('&')
-            .find_map(|p| p.strip_prefix("url="))
-            .map(percent_decode);
+        let url = form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "url")
+            .map(|(_, v)| v.into_owned());
         let Some(url) = url.filter(|u| !u.is_empty()) else {
             return json_response(
                 StatusCode::BAD_REQUEST,
@@ -385,28 +384,6 @@ impl AdminApi {
     }
 }
 
-/// `%XX` decoding of a query value.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            if let Some(v) = s
-                .get(i + 1..i + 3)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[async_trait]
 impl ServeHttp for AdminApi {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -492,10 +469,9 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Vec<u8>> {
 
 /// Compare secrets without an early exit on the first differing byte.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use subtle::ConstantTimeEq;
+    // `subtle` compares in time that depends only on the lengths.
+    a.ct_eq(b).into()
 }
 
 #[cfg(test)]

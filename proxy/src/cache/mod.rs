@@ -2,12 +2,9 @@
 //! stale serving, the per-process cache lock) come from the library; this module supplies the
 //! storage (the embedded LRU store, or Redis shared by every instance: see `redis.rs`), the
 //! cache key, the cacheability decision with tier defaults, and the `X-Cache` / `Cache-Status`
-//! labels. `edge/` calls it from the proxy's cache hooks.
-//!
-//! Status (issue 5, first slice): both stores, tiers, key, cacheability rules (RFC 9111 via
-//! pingora-cache plus `Set-Cookie`, `Authorization` and `Vary: *`), `Vary`, 304 revalidation,
-//! `X-Cache`. Not yet: tags and purge endpoints, the cross-instance Redis lock, unsafe-method
-//! invalidation, `warm_urls`, stats and metrics (see docs/caching.md).
+//! labels, tags, purge and invalidation of unsafe methods' targets. The cross-instance fill lock
+//! is in `redis.rs`; warm-up is `crate::warm`. `edge/` calls it from the proxy's cache hooks
+//! (see docs/caching.md).
 
 pub mod memory;
 pub mod redis;

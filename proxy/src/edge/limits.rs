@@ -131,11 +131,15 @@ pub async fn apply(
     }
     if !decision.allowed && enforce {
         let retry = ratelimit::ceil_secs(decision.retry_after_ms).max(1);
-        let body = format!(
-            r#"{{"error":"rate_limited","policy":"{name}","limit":{},"window_seconds":{},"retry_after_seconds":{retry}}}"#,
-            policy.limit,
-            ratelimit::ceil_secs(policy.window_ms)
-        );
+        // Built by serde_json: a tier name is the operator's text and is escaped like any.
+        let body = serde_json::json!({
+            "error": "rate_limited",
+            "policy": name,
+            "limit": policy.limit,
+            "window_seconds": ratelimit::ceil_secs(policy.window_ms),
+            "retry_after_seconds": retry,
+        })
+        .to_string();
         let mut extra: Vec<(&'static str, String)> = headers(&decision, &policy, &name).into();
         extra.push(("retry-after", retry.to_string()));
         respond(
