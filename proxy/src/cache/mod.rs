@@ -446,6 +446,124 @@ pub fn variance(meta: &CacheMeta, req: &RequestHeader) -> Option<HashBinary> {
     vb.finalize()
 }
 
+/// What the cross-instance fill lock decided for one request ([`CacheLayer::fill_from_peer`]).
+#[derive(Debug)]
+pub enum PeerFill {
+    /// Fetch from the origin; holding the Redis fill lock (key, token) when one was taken,
+    /// which [`CacheLayer::release_fill_lock`] gives back when the request ends.
+    Fetch(Option<(CacheKey, u64)>),
+    /// Another instance stored the entry while this one waited: the response was served.
+    Served,
+}
+
+impl CacheLayer {
+    /// Across instances, one origin fetch per key: a true miss that holds this process's cache
+    /// lock also takes the Redis fill lock; when another instance holds it, wait (up to
+    /// `lock_timeout`) for the entry it stores and answer from it, with `extra` fields.
+    /// Anything else (no Redis, a hit, a stale entry being revalidated, caching disabled by
+    /// Pingora for this request) fetches as usual.
+    pub async fn fill_from_peer(
+        &self,
+        session: &mut pingora::proxy::Session,
+        extra: &[(&'static str, http::HeaderValue)],
+    ) -> pingora::Result<PeerFill> {
+        let Some(redis) = self.redis else {
+            return Ok(PeerFill::Fetch(None));
+        };
+        // Only a true miss waits for a peer: a stale entry being revalidated must not be
+        // answered as fresh just because a peer holds the lock. Pingora disables caching for a
+        // request under us (lock retry limit, lock timeout, give-up), and its lock accessors
+        // unwrap state it cleared then: check `enabled()` and the phase before asking.
+        if !session.cache.enabled()
+            || !matches!(session.cache.phase(), CachePhase::Miss)
+            || !session.cache.is_cache_lock_writer()
+        {
+            return Ok(PeerFill::Fetch(None));
+        }
+        let key = session.cache.cache_key().clone();
+        match redis.acquire_fill_lock(&key, self.lock_timeout).await {
+            redis::FillLock::Acquired(token) => Ok(PeerFill::Fetch(Some((key, token)))),
+            redis::FillLock::Unavailable => Ok(PeerFill::Fetch(None)),
+            redis::FillLock::HeldElsewhere => {
+                let deadline = std::time::Instant::now() + self.lock_timeout;
+                if redis.wait_for_entry(&key, deadline).await
+                    && serve_stored(session, self.storage, &key, extra).await?
+                {
+                    return Ok(PeerFill::Served);
+                }
+                Ok(PeerFill::Fetch(None))
+            }
+        }
+    }
+
+    /// Give back a Redis fill lock taken by [`Self::fill_from_peer`].
+    pub async fn release_fill_lock(&self, (key, token): (CacheKey, u64)) {
+        if let Some(redis) = self.redis {
+            redis.release_fill_lock(&key, token).await;
+        }
+    }
+
+    /// After an unsafe method's success (2xx, 3xx), remove what it may have changed: the
+    /// target and its `Location`/`Content-Location` (RFC 9111 §4.4). Before the client has its
+    /// answer, so its next read sees the write; a Redis call here is bounded by the cache's
+    /// command timeout and fails to "nothing removed".
+    pub async fn invalidate_after(
+        &self,
+        req: &RequestHeader,
+        resp: &ResponseHeader,
+        host: &str,
+        tls: bool,
+    ) {
+        if is_safe(&req.method) || !(200..400).contains(&resp.status.as_u16()) {
+            return;
+        }
+        let keys = invalidated_keys(req, resp, host, tls, &self.key_rules);
+        self.invalidate(&keys).await;
+    }
+
+    /// Make a response from a caching route ready for the client: tag fields removed (they
+    /// are for the cache) and `X-Cache` / `Cache-Status` set for `phase`.
+    pub fn label_response(
+        &self,
+        resp: &mut ResponseHeader,
+        phase: CachePhase,
+    ) -> pingora::Result<()> {
+        resp.remove_header(TAGS_HEADER);
+        for h in &self.tag_headers {
+            resp.remove_header(h.as_str());
+        }
+        if let (Some(x), Some(status)) = (x_cache(phase), cache_status(phase)) {
+            resp.insert_header("x-cache", x)?;
+            resp.insert_header("cache-status", status)?;
+        }
+        Ok(())
+    }
+}
+
+/// Label a response that bypassed the cache of a caching route (an unsafe method, an upgrade).
+pub fn label_bypass(resp: &mut ResponseHeader) -> pingora::Result<()> {
+    resp.insert_header("x-cache", "BYPASS")?;
+    resp.insert_header("cache-status", "sluice; fwd=bypass")
+}
+
+/// The cache result of one request for metrics and the access log: `HIT` when a peer's entry
+/// answered it, else its phase's `X-Cache` label.
+pub fn result_label(phase: CachePhase, peer_filled: bool) -> Option<&'static str> {
+    if peer_filled {
+        Some("HIT")
+    } else {
+        x_cache(phase)
+    }
+}
+
+/// Methods that do not change state (RFC 9110 §9.2.1).
+pub fn is_safe(m: &http::Method) -> bool {
+    matches!(
+        *m,
+        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
+    )
+}
+
 /// `X-Cache` for a finished cache phase, `None` when caching was off for the request.
 pub fn x_cache(phase: CachePhase) -> Option<&'static str> {
     Some(match phase {

@@ -113,7 +113,7 @@ pub async fn apply(
         if let Some(m) = rl.tier_metrics.get(name.as_str()) {
             m.record(result, near);
         }
-        ctx.limit_result = Some(result);
+        ctx.limits.result = Some(result);
     }
     if !decision.allowed && source == Source::FailClosed {
         let body = r#"{"error":"unavailable","reason":"rate limits cannot be checked now"}"#;
@@ -153,7 +153,7 @@ pub async fn apply(
         .await?;
         return Ok(true);
     }
-    ctx.rate = Some(RateInfo {
+    ctx.limits.rate = Some(RateInfo {
         decision,
         policy,
         name,

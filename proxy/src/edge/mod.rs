@@ -62,40 +62,6 @@ impl Edge {
             draining,
         }
     }
-
-    /// The cross-instance half of `proxy_upstream_filter`, for a cache miss holding this
-    /// process's cache lock: take the Redis fill lock, or wait for the entry the instance that
-    /// holds it stores. `Ok(false)` when the request was answered from that entry.
-    async fn fill_from_peer(
-        &self,
-        redis: &cache::redis::RedisCacheStore,
-        session: &mut Session,
-        ctx: &mut RequestCtx,
-    ) -> Result<bool> {
-        let key = session.cache.cache_key().clone();
-        match redis.acquire_fill_lock(&key, self.cache.lock_timeout).await {
-            cache::redis::FillLock::Acquired(token) => {
-                ctx.fill_lock = Some((key, token));
-                Ok(true)
-            }
-            cache::redis::FillLock::Unavailable => Ok(true),
-            cache::redis::FillLock::HeldElsewhere => {
-                let deadline = Instant::now() + self.cache.lock_timeout;
-                if redis.wait_for_entry(&key, deadline).await {
-                    let extra: Vec<(&'static str, HeaderValue)> = ctx
-                        .request_id
-                        .iter()
-                        .map(|id| (REQUEST_ID, id.clone()))
-                        .collect();
-                    if cache::serve_stored(session, self.cache.storage, &key, &extra).await? {
-                        ctx.peer_filled = true;
-                        return Ok(false);
-                    }
-                }
-                Ok(true)
-            }
-        }
-    }
 }
 
 /// Per-request state, dropped when the request (or upgraded connection) ends.
@@ -105,6 +71,33 @@ pub struct RequestCtx {
     snapshot: Option<Arc<Snapshot>>,
     /// Index of the routed pool in `snapshot.pools`.
     pool: usize,
+    /// The matched route's index.
+    route: Option<usize>,
+    /// The request asks for a protocol upgrade (WebSocket).
+    upgrade: bool,
+    /// `X-Request-Id`, passed through or generated.
+    request_id: Option<HeaderValue>,
+    /// Client IP (the TCP peer).
+    client_ip: Option<IpAddr>,
+    /// Whether the client connection is TLS.
+    tls: bool,
+    /// When the request header had been read.
+    started: Option<Instant>,
+    /// This request's unit of the in-flight gauge.
+    _in_flight: Option<GaugeGuard>,
+    /// This connection's unit of the open-WebSockets gauge, once upgraded.
+    websocket: Option<GaugeGuard>,
+    /// Backend attempts: selection, failover and passive health.
+    attempt: Attempt,
+    /// The response cache's part of the request.
+    cache: CacheCtx,
+    /// Rate limiting's part of the request.
+    limits: LimitCtx,
+}
+
+/// The attempts of one request on its pool's backends.
+#[derive(Default)]
+struct Attempt {
     /// Members already attempted.
     tried: Tried,
     /// Connection attempts made.
@@ -117,46 +110,40 @@ pub struct RequestCtx {
     status_retry: bool,
     /// A pooled connection already failed under this request and was retried (at most once).
     stale_retried: bool,
+    /// In-flight unit on the current backend; released on drop.
+    lease: Option<Lease>,
+    /// When the current attempt was sent, for latency tracking.
+    attempt_started: Option<Instant>,
     /// The current attempt's response head arrived: what fails after it (a body cut short, a
     /// WebSocket closed after its 101) is never counted against the backend's health.
     response_started: bool,
     /// The attempt failed while the client had not finished sending its request body (a slow
     /// or stalled client, not a slow backend): answered 408, never counted or retried.
     client_stalled: bool,
-    /// The request asks for a protocol upgrade (WebSocket).
-    upgrade: bool,
-    /// In-flight unit on the current backend; released on drop.
-    lease: Option<Lease>,
-    /// When the current attempt was sent, for latency tracking.
-    attempt_started: Option<Instant>,
-    /// `X-Request-Id`, passed through or generated.
-    request_id: Option<HeaderValue>,
-    /// Client IP (the TCP peer).
-    client_ip: Option<IpAddr>,
-    /// Whether the client connection is TLS.
-    tls: bool,
-    /// The rate-limit decision, for response headers.
-    rate: Option<limits::RateInfo>,
-    /// How rate limiting judged the request, for the access log.
-    limit_result: Option<LimitResult>,
-    /// The matched route's index.
-    route: Option<usize>,
-    /// When the request header had been read.
-    started: Option<Instant>,
-    /// This request's unit of the in-flight gauge.
-    _in_flight: Option<GaugeGuard>,
-    /// This connection's unit of the open-WebSockets gauge, once upgraded.
-    websocket: Option<GaugeGuard>,
+}
+
+/// The response cache's part of one request.
+#[derive(Default)]
+struct CacheCtx {
     /// The route's cache rule, when this request may be served from or stored in the cache.
-    cache: Option<CacheRule>,
+    rule: Option<CacheRule>,
     /// The route caches but this request may not use the cache (method, upgrade).
-    cache_bypass: bool,
+    bypass: bool,
     /// The cross-instance fill lock this request holds (key, token).
     fill_lock: Option<(CacheKey, u64)>,
     /// Answered from an entry another instance stored while this one waited.
     peer_filled: bool,
     /// The header fields of a 304 that revalidated the stored response.
     not_modified: Option<Box<http::HeaderMap>>,
+}
+
+/// Rate limiting's part of one request.
+#[derive(Default)]
+struct LimitCtx {
+    /// The rate-limit decision, for response headers.
+    rate: Option<limits::RateInfo>,
+    /// How rate limiting judged the request, for the access log.
+    result: Option<LimitResult>,
 }
 
 impl RequestCtx {
@@ -169,7 +156,7 @@ impl RequestCtx {
     /// As nginx does, the pool's last available backend is never ejected passively: ejecting it
     /// would turn a failing backend into no backend (503 for everyone for `fail_timeout`).
     fn record_failure(&self, failure: Failure) {
-        let (Some(pool), Some(idx)) = (self.pool(), self.current) else {
+        let (Some(pool), Some(idx)) = (self.pool(), self.attempt.current) else {
             return;
         };
         let now = now_ns();
@@ -201,7 +188,7 @@ impl RequestCtx {
     /// request. Pingora marks such errors `RetryType::ReusedOnly`.
     fn stale_connection(&self, e: &Error, session: &Session, client_reused: bool) -> bool {
         client_reused
-            && !self.stale_retried
+            && !self.attempt.stale_retried
             && matches!(e.retry, pingora::RetryType::ReusedOnly)
             && e.esource() == &ErrorSource::Upstream
             && replayable(session)
@@ -214,15 +201,18 @@ impl RequestCtx {
         let Some(pool) = self.pool() else {
             return false;
         };
-        if !failure.retried_by(&pool.next_upstream) || self.attempts > pool.retries {
+        if !failure.retried_by(&pool.next_upstream) || self.attempt.attempts > pool.retries {
             return false;
         }
         let now = now_ns();
-        if !pool.balancer.has_candidate(&self.tried, now, pool.pick) {
+        if !pool
+            .balancer
+            .has_candidate(&self.attempt.tried, now, pool.pick)
+        {
             // Nobody else to try: let the real failure (504, the backend's 503, ...) through.
             return false;
         }
-        if let (Some(limit), Some(t)) = (pool.retry_timeout, self.first_attempt) {
+        if let (Some(limit), Some(t)) = (pool.retry_timeout, self.attempt.first_attempt) {
             if t.elapsed() > limit {
                 return false;
             }
@@ -232,7 +222,7 @@ impl RequestCtx {
         }
         let ok = pool.retry_budget.try_withdraw(now / 1_000_000);
         if ok {
-            if let Some(idx) = self.current {
+            if let Some(idx) = self.attempt.current {
                 pool.balancer.slots()[idx].state.count_retry();
             }
         }
@@ -246,14 +236,6 @@ fn replayable(session: &Session) -> bool {
     is_idempotent(&session.req_header().method)
         && !session.as_ref().retry_buffer_truncated()
         && session.response_written().is_none()
-}
-
-/// Methods that do not change state (RFC 9110 §9.2.1).
-fn is_safe(m: &http::Method) -> bool {
-    matches!(
-        *m,
-        http::Method::GET | http::Method::HEAD | http::Method::OPTIONS | http::Method::TRACE
-    )
 }
 
 /// Methods safe to send twice (RFC 9110 §9.2.2), minus the rarely proxied TRACE.
@@ -326,9 +308,9 @@ impl ProxyHttp for Edge {
                 if snapshot.routes[route].cache.is_some() {
                     if !ctx.upgrade && (method == http::Method::GET || method == http::Method::HEAD)
                     {
-                        ctx.cache = snapshot.routes[route].cache;
+                        ctx.cache.rule = snapshot.routes[route].cache;
                     } else {
-                        ctx.cache_bypass = true;
+                        ctx.cache.bypass = true;
                     }
                 }
                 if ctx.upgrade {
@@ -370,7 +352,7 @@ impl ProxyHttp for Edge {
     }
 
     fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
-        if ctx.cache.is_some() {
+        if ctx.cache.rule.is_some() {
             session
                 .cache
                 .enable(self.cache.storage, None, None, Some(self.cache.lock), None);
@@ -393,7 +375,7 @@ impl ProxyHttp for Edge {
         resp: &ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<RespCacheable> {
-        let Some(rule) = &ctx.cache else {
+        let Some(rule) = &ctx.cache.rule else {
             return Ok(RespCacheable::Uncacheable(NoCacheReason::NeverEnabled));
         };
         let auth = session
@@ -401,7 +383,7 @@ impl ProxyHttp for Edge {
             .headers
             .contains_key(header::AUTHORIZATION);
         let merged;
-        let resp = match ctx.not_modified.take() {
+        let resp = match ctx.cache.not_modified.take() {
             Some(fields) => {
                 merged = cache::merge_304(resp, &fields);
                 &merged
@@ -424,22 +406,24 @@ impl ProxyHttp for Edge {
         session: &mut Session,
         ctx: &mut Self::CTX,
     ) -> Result<bool> {
-        // Across instances, one fetch per key: the request holding this process's cache lock
-        // also takes a Redis lock; if another instance holds it, wait for its entry.
-        let (Some(_), Some(redis)) = (&ctx.cache, self.cache.redis) else {
-            return Ok(true);
-        };
-        // Only a true miss waits for a peer: a stale entry being revalidated must not be
-        // answered as fresh just because a peer holds the lock. Pingora disables caching for a
-        // request under us (lock retry limit, lock timeout, give-up), and its lock accessors
-        // unwrap state it cleared then: check `enabled()` and the phase before asking.
-        if !session.cache.enabled()
-            || !matches!(session.cache.phase(), pingora::cache::CachePhase::Miss)
-            || !session.cache.is_cache_lock_writer()
-        {
+        if ctx.cache.rule.is_none() || self.cache.redis.is_none() {
             return Ok(true);
         }
-        Box::pin(self.fill_from_peer(redis, session, ctx)).await
+        let extra: Vec<(&'static str, HeaderValue)> = ctx
+            .request_id
+            .iter()
+            .map(|id| (REQUEST_ID, id.clone()))
+            .collect();
+        match Box::pin(self.cache.fill_from_peer(session, &extra)).await? {
+            cache::PeerFill::Fetch(lock) => {
+                ctx.cache.fill_lock = lock;
+                Ok(true)
+            }
+            cache::PeerFill::Served => {
+                ctx.cache.peer_filled = true;
+                Ok(false)
+            }
+        }
     }
 
     fn should_serve_stale(
@@ -481,14 +465,21 @@ impl ProxyHttp for Edge {
         let mut key = [0u8; 16];
         let key = client_key(ctx.client_ip, &mut key);
         let now = Instant::now();
-        if ctx.attempts == 0 {
+        if ctx.attempt.attempts == 0 {
             pool.retry_budget.deposit();
-            ctx.first_attempt = Some(now);
+            ctx.attempt.first_attempt = Some(now);
         }
-        let Some(idx) = pool.balancer.pick(key, &ctx.tried, ns_at(now), pool.pick) else {
+        let Some(idx) = pool
+            .balancer
+            .pick(key, &ctx.attempt.tried, ns_at(now), pool.pick)
+        else {
             // Nothing may be tried: 503 at once before any attempt (never wait for timeouts),
             // 502 once every candidate failed.
-            let status = if ctx.tried.is_empty() { 503 } else { 502 };
+            let status = if ctx.attempt.tried.is_empty() {
+                503
+            } else {
+                502
+            };
             return Error::e_explain(ErrorType::HTTPStatus(status), "no backend left to try");
         };
         let state = &pool.balancer.slots()[idx].state;
@@ -499,13 +490,13 @@ impl ProxyHttp for Edge {
             // An idle WebSocket is normal: only the WebSocket idle limit applies.
             peer.options.read_timeout = Some(pool.websocket_idle_timeout);
         }
-        ctx.tried.insert(idx);
-        ctx.attempts += 1;
-        ctx.current = Some(idx);
-        ctx.status_retry = false;
-        ctx.response_started = false;
-        ctx.lease = Some(lease);
-        ctx.attempt_started = Some(now);
+        ctx.attempt.tried.insert(idx);
+        ctx.attempt.attempts += 1;
+        ctx.attempt.current = Some(idx);
+        ctx.attempt.status_retry = false;
+        ctx.attempt.response_started = false;
+        ctx.attempt.lease = Some(lease);
+        ctx.attempt.attempt_started = Some(now);
         Ok(peer)
     }
 
@@ -521,7 +512,7 @@ impl ProxyHttp for Edge {
         // A failed connect never reached the backend, so any method may go elsewhere.
         let retry = ctx.may_retry(failure, None);
         e.set_retry(retry);
-        ctx.lease = None;
+        ctx.attempt.lease = None;
         e
     }
 
@@ -539,18 +530,18 @@ impl ProxyHttp for Edge {
             // (its keep-alive timeout raced ours): not the backend's failure and no answer was
             // lost. One more try on a fresh connection, to any member, this one included, as
             // nginx does for a failed cached connection; no passive failure, no budget.
-            ctx.stale_retried = true;
-            if let Some(idx) = ctx.current {
-                ctx.tried.remove(idx);
+            ctx.attempt.stale_retried = true;
+            if let Some(idx) = ctx.attempt.current {
+                ctx.attempt.tried.remove(idx);
             }
-            ctx.lease = None;
+            ctx.attempt.lease = None;
             e.set_retry(true);
             return e;
         }
-        let retry = if std::mem::take(&mut ctx.status_retry) {
+        let retry = if std::mem::take(&mut ctx.attempt.status_retry) {
             // Decided (and budgeted) in upstream_response_filter.
             true
-        } else if e.esource() != &ErrorSource::Upstream || ctx.response_started {
+        } else if e.esource() != &ErrorSource::Upstream || ctx.attempt.response_started {
             // The client hung up or sent garbage mid-request, or the response had already
             // started (a body cut short, a WebSocket closed after its 101): not a failure of
             // the backend to answer, so it neither counts toward passive ejection nor retries.
@@ -559,7 +550,7 @@ impl ProxyHttp for Edge {
             // The backend is still waiting for the rest of a request body the client stopped
             // sending: the client's stall, not the backend's (issue 12: three stalled uploads
             // ejected a healthy backend).
-            ctx.client_stalled = true;
+            ctx.attempt.client_stalled = true;
             false
         } else {
             let failure = Failure::of(&e);
@@ -568,7 +559,7 @@ impl ProxyHttp for Edge {
         };
         e.set_retry(retry);
         if retry {
-            ctx.lease = None;
+            ctx.attempt.lease = None;
         }
         e
     }
@@ -596,14 +587,14 @@ impl ProxyHttp for Edge {
         ctx: &mut Self::CTX,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        ctx.response_started = true;
+        ctx.attempt.response_started = true;
         headers::strip_response_hop_by_hop(upstream_response);
-        if status == 304 && ctx.cache.is_some() {
+        if status == 304 && ctx.cache.rule.is_some() {
             // pingora-cache merges only a few of a 304's fields into the stored response;
             // keep them all for response_cache_filter (RFC 9111 §4.3.4).
-            ctx.not_modified = Some(Box::new(upstream_response.headers.clone()));
+            ctx.cache.not_modified = Some(Box::new(upstream_response.headers.clone()));
         }
-        if let (Some(lease), Some(t)) = (&ctx.lease, ctx.attempt_started) {
+        if let (Some(lease), Some(t)) = (&ctx.attempt.lease, ctx.attempt.attempt_started) {
             let now = Instant::now();
             let took = now.saturating_duration_since(t);
             lease.state().observe_latency_at(took, ns_at(now));
@@ -624,7 +615,7 @@ impl ProxyHttp for Edge {
             && ctx.may_retry(failure, Some(session))
         {
             // Nothing has reached the client yet: drop this response and try elsewhere.
-            ctx.status_retry = true;
+            ctx.attempt.status_retry = true;
             return Error::e_explain(ErrorType::HTTPStatus(status), "retrying on another backend");
         }
         Ok(())
@@ -636,39 +627,25 @@ impl ProxyHttp for Edge {
         upstream_response: &mut ResponseHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
-        if ctx.cache.is_some() {
-            // Tags are for the cache, not for clients.
-            upstream_response.remove_header(cache::TAGS_HEADER);
-            for h in &self.cache.tag_headers {
-                upstream_response.remove_header(h.as_str());
-            }
-            let phase = session.cache.phase();
-            if let (Some(x), Some(status)) = (cache::x_cache(phase), cache::cache_status(phase)) {
-                upstream_response.insert_header("x-cache", x)?;
-                upstream_response.insert_header("cache-status", status)?;
-            }
-        } else if ctx.cache_bypass && !ctx.upgrade {
+        if ctx.cache.rule.is_some() {
+            self.cache
+                .label_response(upstream_response, session.cache.phase())?;
+        } else if ctx.cache.bypass && !ctx.upgrade {
             let req = session.req_header();
-            if !is_safe(&req.method) && (200..400).contains(&upstream_response.status.as_u16()) {
-                // Before the client has its answer, so its next read sees the write (a Redis
-                // call here is bounded by command_timeout_ms and fails to "nothing removed").
+            if !cache::is_safe(&req.method) {
                 let host = normalize_host(headers::host(req));
-                let keys = cache::invalidated_keys(
-                    req,
-                    upstream_response,
-                    &host,
-                    ctx.tls,
-                    &self.cache.key_rules,
-                );
-                Box::pin(self.cache.invalidate(&keys)).await;
+                Box::pin(
+                    self.cache
+                        .invalidate_after(req, upstream_response, &host, ctx.tls),
+                )
+                .await;
             }
-            upstream_response.insert_header("x-cache", "BYPASS")?;
-            upstream_response.insert_header("cache-status", "sluice; fwd=bypass")?;
+            cache::label_bypass(upstream_response)?;
         }
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_static_header(&headers::X_REQUEST_ID, id.clone());
         }
-        if let Some(rate) = &ctx.rate {
+        if let Some(rate) = &ctx.limits.rate {
             for (name, value) in crate::ratelimit::headers(&rate.decision, &rate.policy, &rate.name)
             {
                 upstream_response.insert_header(name, value)?;
@@ -683,7 +660,7 @@ impl ProxyHttp for Edge {
         e: &Error,
         ctx: &mut Self::CTX,
     ) -> FailToProxy {
-        let code = if ctx.client_stalled {
+        let code = if ctx.attempt.client_stalled {
             StatusCode::REQUEST_TIMEOUT.as_u16()
         } else {
             error_status(e)
@@ -721,10 +698,10 @@ impl ProxyHttp for Edge {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
-        ctx.lease = None;
+        ctx.attempt.lease = None;
         ctx.websocket = None;
-        if let (Some((key, token)), Some(redis)) = (ctx.fill_lock.take(), self.cache.redis) {
-            Box::pin(redis.release_fill_lock(&key, token)).await;
+        if let Some(lock) = ctx.cache.fill_lock.take() {
+            Box::pin(self.cache.release_fill_lock(lock)).await;
         }
         let took = ctx
             .started
@@ -748,13 +725,11 @@ impl ProxyHttp for Edge {
             Some(r) => r.metrics.record(method, status, took),
             None => METRICS.unrouted().record(method, status, took),
         }
-        if let Some(rule) = &ctx.cache {
-            if ctx.peer_filled {
-                METRICS.cache_result(rule.tier, "HIT");
-            } else if let Some(x) = cache::x_cache(session.cache.phase()) {
+        if let Some(rule) = &ctx.cache.rule {
+            if let Some(x) = cache::result_label(session.cache.phase(), ctx.cache.peer_filled) {
                 METRICS.cache_result(rule.tier, x);
             }
-        } else if ctx.cache_bypass {
+        } else if ctx.cache.bypass {
             if let Some(t) = route.and_then(|r| r.cache).map(|c| c.tier) {
                 METRICS.cache_result(t, "BYPASS");
             }
@@ -778,19 +753,17 @@ impl ProxyHttp for Edge {
             bytes = session.body_bytes_sent(),
             duration_ms = took.as_secs_f64() * 1000.0,
             upstream = pool.map_or("-", |p| p.name.as_str()),
-            backend = match (pool, ctx.current) {
+            backend = match (pool, ctx.attempt.current) {
                 (Some(p), Some(i)) => p.names[i].as_str(),
                 _ => "-",
             },
-            retries = ctx.attempts.saturating_sub(1),
-            cache = if ctx.peer_filled {
-                "HIT"
-            } else if ctx.cache.is_some() {
-                cache::x_cache(session.cache.phase()).unwrap_or("-")
+            retries = ctx.attempt.attempts.saturating_sub(1),
+            cache = if ctx.cache.rule.is_some() {
+                cache::result_label(session.cache.phase(), ctx.cache.peer_filled).unwrap_or("-")
             } else {
                 "-"
             },
-            ratelimit = ctx.limit_result.map_or("-", LimitResult::label),
+            ratelimit = ctx.limits.result.map_or("-", LimitResult::label),
             request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
             "access"
         );
