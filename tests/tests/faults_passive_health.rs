@@ -149,8 +149,7 @@ async fn with_every_backend_failing_the_last_one_stays_in_rotation() {
 /// closes after their 101 from ejecting it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_cut_short_after_the_head_does_not_count() {
-    let cut =
-        CutBodyServer::start(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789").await;
+    let cut = RawServer::start(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789").await;
     let bs = backends(1).await;
     let sluice = Sluice::start(format!(
         "[upstreams.api]\n{}\nstrategy = \"round_robin\"\nmax_fails = 1\nfail_timeout_ms = 60000\nretries = 0\n{}",
@@ -189,8 +188,8 @@ async fn websockets_closed_by_the_backend_after_101_do_not_count() {
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
     // Two members, so that the last-backend rule cannot be what keeps them in.
     let (ws, ws2) = (
-        CutBodyServer::start(UPGRADED).await,
-        CutBodyServer::start(UPGRADED).await,
+        RawServer::start(UPGRADED).await,
+        RawServer::start(UPGRADED).await,
     );
     let sluice = Sluice::start(format!(
         "[upstreams.ws]\n{}\nmax_fails = 1\nfail_timeout_ms = 60000\n{}",
@@ -215,53 +214,4 @@ async fn websockets_closed_by_the_backend_after_101_do_not_count() {
         "{}",
         sluice.log()
     );
-}
-
-/// A backend that answers each connection's first request head with `answer`, then closes (a
-/// 200 announcing 1000 bytes with 10 of them; a 101 with nothing after it).
-struct CutBodyServer {
-    addr: std::net::SocketAddr,
-    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CutBodyServer {
-    async fn start(answer: &'static [u8]) -> CutBodyServer {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while let Ok(n) = s.read(&mut chunk).await {
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            let _ = s.write_all(answer).await;
-
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        CutBodyServer { addr, seen, task }
-    }
-
-    fn seen(&self) -> usize {
-        self.seen.load(std::sync::atomic::Ordering::SeqCst)
-    }
-}
-
-impl Drop for CutBodyServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }

@@ -688,6 +688,59 @@ impl Drop for DyingServer {
     }
 }
 
+/// A TCP server that answers each connection's first request head with fixed raw bytes, then
+/// closes it (a backend that cuts a body short, or ends a WebSocket right after its `101`, or
+/// sends fields a test wants to see handled). Counts the request heads it read.
+pub struct RawServer {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RawServer {
+    /// Start it on a free port, answering `answer`.
+    pub async fn start(answer: &'static [u8]) -> RawServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    while let Ok(n) = s.read(&mut chunk).await {
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                            let _ = s.write_all(answer).await;
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawServer { addr, seen, task }
+    }
+
+    /// Request heads read so far.
+    pub fn seen(&self) -> usize {
+        self.seen.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Sluice {
     /// Poll the log until a line contains every one of `needles`; returns that line.
     pub async fn wait_log(&self, needles: &[&str], deadline: Duration) -> String {
