@@ -12,7 +12,7 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::config::{self, CacheSpec, Config, ConfigError};
+use crate::config::{self, CacheSpec, Config, ConfigError, ServerSettings};
 use crate::metrics::{ReloadResult, METRICS};
 use crate::process::App;
 use crate::snapshot::Snapshot;
@@ -36,31 +36,53 @@ pub struct Reloaded {
 }
 
 /// The restart-only settings that differ between `old` and `new`, by config key.
+///
+/// `[server]` is taken apart field by field, each marked restart-only or reloadable: a new
+/// `[server]` key does not compile until it is classified here (the destructuring is
+/// exhaustive).
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
-    let (o, n) = (&old.server, &new.server);
-    let mut changed = Vec::new();
+    let ServerSettings {
+        // Restart-only: listeners, threads and process settings Pingora takes at start.
+        listen,
+        tls,
+        threads,
+        grace_period,
+        upstream_keepalive_pool_size,
+        upgrade_sock,
+        drain_delay,
+        pid_file,
+        preserve_header_case,
+        max_connections,
+        // Reloadable: read per request or handed to the HTTP/1 reader after each reload.
+        client_header_timeout: _,
+        client_body_timeout: _,
+        keepalive_timeout: _,
+        max_request_header_bytes: _,
+        normalize_path: _,
+    } = &old.server;
+    let n = &new.server;
     let checks: [(&'static str, bool); 14] = [
-        ("server.listen", o.listen != n.listen),
-        ("server.tls", o.tls != n.tls),
-        ("server.threads", o.threads != n.threads),
+        ("server.listen", *listen != n.listen),
+        ("server.tls", *tls != n.tls),
+        ("server.threads", *threads != n.threads),
         (
             "server.grace_period_seconds",
-            o.grace_period != n.grace_period,
+            *grace_period != n.grace_period,
         ),
         (
             "server.upstream_keepalive_pool_size",
-            o.upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
+            *upstream_keepalive_pool_size != n.upstream_keepalive_pool_size,
         ),
-        ("server.upgrade_sock", o.upgrade_sock != n.upgrade_sock),
-        ("server.drain_delay_ms", o.drain_delay != n.drain_delay),
-        ("server.pid_file", o.pid_file != n.pid_file),
+        ("server.upgrade_sock", *upgrade_sock != n.upgrade_sock),
+        ("server.drain_delay_ms", *drain_delay != n.drain_delay),
+        ("server.pid_file", *pid_file != n.pid_file),
         (
             "server.max_connections",
-            o.max_connections != n.max_connections,
+            *max_connections != n.max_connections,
         ),
         (
             "server.preserve_header_case",
-            o.preserve_header_case != n.preserve_header_case,
+            *preserve_header_case != n.preserve_header_case,
         ),
         (
             "admin.listen (and admin.enabled)",
@@ -78,12 +100,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             } != new.cache,
         ),
     ];
-    for (key, differs) in checks {
-        if differs {
-            changed.push(key);
-        }
-    }
-    changed
+    checks
+        .into_iter()
+        .filter_map(|(key, differs)| differs.then_some(key))
+        .collect()
 }
 
 impl App {

@@ -251,3 +251,45 @@ async fn two_thousand_slow_clients_do_not_slow_normal_requests() {
         started.elapsed()
     );
 }
+
+/// The client limits reload live (a shorter head timeout applies to the next connection), and
+/// `max_connections`, which sizes the accept loop at start, is refused by name on reload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_limits_reload_and_max_connections_needs_a_restart() {
+    let (_bs, s) = sluice("client_header_timeout_ms = 30000").await;
+    let text = std::fs::read_to_string(s.config_path()).unwrap();
+    let tmp = s.config_path().with_extension("tmp");
+    std::fs::write(
+        &tmp,
+        text.replace(
+            "client_header_timeout_ms = 30000",
+            "client_header_timeout_ms = 500",
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, s.config_path()).unwrap();
+    s.signal("HUP");
+    s.wait_log(&["config_reloaded"], Duration::from_secs(10))
+        .await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(b"GET /ping HTTP/1.1\r\nHo").await.unwrap();
+    let (text_back, took) = read_until_closed(&mut c, Duration::from_secs(10)).await;
+    assert!(text_back.starts_with("HTTP/1.1 408"), "{text_back:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the reloaded 500 ms applies: {took:?}"
+    );
+
+    let text = std::fs::read_to_string(s.config_path()).unwrap();
+    std::fs::write(
+        &tmp,
+        text.replacen("[server]\n", "[server]\nmax_connections = 5\n", 1),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, s.config_path()).unwrap();
+    s.signal("HUP");
+    let line = s
+        .wait_log(&["server.max_connections"], Duration::from_secs(10))
+        .await;
+    assert!(line.contains("restart"), "{line}");
+}
