@@ -1,0 +1,139 @@
+//! `[admin]`, `[logging]` and `[reload]`: the operator-facing sections. The file structs (serde, `deny_unknown_fields`) and their validation into
+//! the model.
+
+use serde::Deserialize;
+
+use super::*;
+
+/// `[admin]`: the admin API listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// Whether the admin listener runs.
+    pub enabled: Option<bool>,
+    /// `ip:port` of the admin listener.
+    pub listen: Option<String>,
+    /// Bearer token, inline.
+    pub token: Option<String>,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+}
+
+/// `[logging]`: log format and the access log.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLogging {
+    /// `text` or `json`.
+    pub format: Option<String>,
+    /// One line per request (routes may turn it off).
+    pub access_log: Option<bool>,
+}
+
+/// `[reload]`: what triggers a live reload.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileReload {
+    /// Watch the config file and reload when it changes.
+    pub watch: Option<bool>,
+    /// How often the file is looked at, and how long it must stay unchanged before a reload.
+    pub debounce_ms: Option<i64>,
+}
+
+impl Validator {
+    pub(super) fn admin(&mut self, a: Option<FileAdmin>) -> Option<AdminSettings> {
+        let FileAdmin {
+            enabled,
+            listen,
+            token,
+            token_env,
+        } = a.unwrap_or(FileAdmin {
+            enabled: None,
+            listen: None,
+            token: None,
+            token_env: None,
+        });
+        let listen_text = listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
+        let addr = match listen_text.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    "admin.listen",
+                    format!("`{listen_text}` is not a listen address: expected ip:port, e.g. 127.0.0.1:9901"),
+                );
+                None
+            }
+        };
+        let token = match (token, token_env) {
+            (Some(_), Some(_)) => {
+                self.problem("admin", "give either `token` or `token_env`, not both");
+                return None;
+            }
+            (Some(t), None) if t.trim().is_empty() => {
+                self.problem("admin.token", "empty: give a secret or leave the key out");
+                return None;
+            }
+            (Some(t), None) => Some(t),
+            (None, Some(var)) => match std::env::var(&var) {
+                Ok(t) if !t.trim().is_empty() => Some(t),
+                _ => {
+                    self.problem(
+                        "admin.token_env",
+                        format!("environment variable `{var}` is not set or empty"),
+                    );
+                    return None;
+                }
+            },
+            (None, None) => None,
+        };
+        let enabled = enabled.unwrap_or(true);
+        let addr = addr?;
+        if enabled && token.is_none() && !addr.ip().is_loopback() {
+            self.problem(
+                "admin.listen",
+                format!(
+                    "`{addr}` is not a loopback address, so the admin API needs a bearer token: \
+                     set `token` or `token_env`"
+                ),
+            );
+            return None;
+        }
+        Some(AdminSettings {
+            listen: enabled.then_some(addr),
+            token,
+        })
+    }
+
+    pub(super) fn logging(&mut self, l: Option<FileLogging>) -> Option<LoggingSettings> {
+        let (format, access_log) = l.map_or((None, None), |l| (l.format, l.access_log));
+        let format = match format.as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                self.problem(
+                    "logging.format",
+                    format!("unknown format `{other}`, expected one of: text, json"),
+                );
+                return None;
+            }
+        };
+        Some(LoggingSettings {
+            format,
+            access_log: access_log.unwrap_or(true),
+        })
+    }
+
+    pub(super) fn reload(&mut self, r: Option<FileReload>) -> Option<ReloadSettings> {
+        let (watch, debounce) = r.map_or((None, None), |r| (r.watch, r.debounce_ms));
+        let debounce = self.int_in(
+            "reload.debounce_ms",
+            debounce,
+            DEFAULT_RELOAD_DEBOUNCE_MS as i64,
+            10,
+            60_000,
+        )?;
+        Some(ReloadSettings {
+            watch: watch.unwrap_or(true),
+            debounce: Duration::from_millis(debounce as u64),
+        })
+    }
+}

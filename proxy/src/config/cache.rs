@@ -1,0 +1,178 @@
+//! `[cache]`: the response cache's store settings, tiers, key rules and warm-up. The file structs (serde, `deny_unknown_fields`) and their validation into
+//! the model.
+
+use serde::Deserialize;
+
+use super::*;
+
+/// `[cache]`: the shared response cache.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCache {
+    /// Prefix of every cache key in Redis.
+    pub namespace: Option<String>,
+    /// Larger responses stream through uncached.
+    pub max_object_bytes: Option<i64>,
+    /// Body chunk size in Redis.
+    pub chunk_bytes: Option<i64>,
+    /// Bound of the embedded store (without `[redis]`).
+    pub memory_bytes: Option<i64>,
+    /// Bound on each Redis cache call.
+    pub command_timeout_ms: Option<i64>,
+    /// How long concurrent misses wait for the one fetching.
+    pub lock_timeout_ms: Option<i64>,
+    /// Default TTLs by tier.
+    pub tiers: Option<std::collections::BTreeMap<String, FileCacheTier>>,
+    /// Origin response headers listing an entry's tags (removed before the client).
+    pub tag_headers: Option<Vec<String>>,
+    /// URLs fetched through Sluice at start and after each reload.
+    pub warm_urls: Option<Vec<String>>,
+    /// How many warm-up fetches run at once.
+    pub warm_concurrency: Option<i64>,
+    /// Query parameters left out of the cache key (globs).
+    pub ignore_query_params: Option<Vec<String>>,
+    /// Sort query parameters in the cache key.
+    pub sort_query_params: Option<bool>,
+}
+
+/// `[cache.tiers.NAME]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCacheTier {
+    /// Freshness when the origin gives none.
+    pub ttl_seconds: Option<i64>,
+}
+
+impl Validator {
+    pub(super) fn cache(&mut self, c: Option<FileCache>) -> Option<CacheSpec> {
+        let FileCache {
+            namespace,
+            max_object_bytes,
+            chunk_bytes,
+            memory_bytes,
+            command_timeout_ms,
+            lock_timeout_ms,
+            tiers,
+            tag_headers,
+            warm_urls,
+            warm_concurrency,
+            ignore_query_params,
+            sort_query_params,
+        } = c.unwrap_or(FileCache {
+            namespace: None,
+            max_object_bytes: None,
+            chunk_bytes: None,
+            memory_bytes: None,
+            command_timeout_ms: None,
+            lock_timeout_ms: None,
+            tiers: None,
+            tag_headers: None,
+            warm_urls: None,
+            warm_concurrency: None,
+            ignore_query_params: None,
+            sort_query_params: None,
+        });
+        let warm_urls = warm_urls.unwrap_or_default();
+        for (i, u) in warm_urls.iter().enumerate() {
+            let ok = u
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|uri| uri.scheme_str() == Some("http") && uri.host().is_some());
+            if ok.is_none() {
+                self.problem(
+                    format!("cache.warm_urls[{i}]"),
+                    format!(
+                        "`{u}` is not an absolute http:// URL (e.g. http://example.com/index.html)"
+                    ),
+                );
+            }
+        }
+        let warm_concurrency = self.int_in("cache.warm_concurrency", warm_concurrency, 4, 1, 256);
+        let tag_headers: Vec<String> = tag_headers
+            .unwrap_or_else(|| DEFAULT_TAG_HEADERS.iter().map(|s| s.to_string()).collect())
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for (i, h) in tag_headers.iter().enumerate() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                self.problem(
+                    format!("cache.tag_headers[{i}]"),
+                    format!("`{h}` is not a header name"),
+                );
+            }
+        }
+        let namespace = namespace.unwrap_or_else(|| DEFAULT_CACHE_NAMESPACE.to_owned());
+        if namespace.is_empty() || namespace.contains(['{', '}', '*', '?', '[', ']']) {
+            self.problem(
+                "cache.namespace",
+                format!("`{namespace}` must be non-empty, without braces or glob characters"),
+            );
+        }
+        let max_object = self.int_in(
+            "cache.max_object_bytes",
+            max_object_bytes,
+            DEFAULT_MAX_OBJECT_BYTES as i64,
+            1,
+            1 << 30,
+        );
+        let chunk = self.int_in(
+            "cache.chunk_bytes",
+            chunk_bytes,
+            DEFAULT_CHUNK_BYTES as i64,
+            1024,
+            64 << 20,
+        );
+        let memory = self.int_in(
+            "cache.memory_bytes",
+            memory_bytes,
+            DEFAULT_CACHE_MEMORY_BYTES as i64,
+            0,
+            1 << 40,
+        );
+        let timeout = self.ms(
+            "cache.command_timeout_ms",
+            command_timeout_ms,
+            DEFAULT_CACHE_COMMAND_TIMEOUT_MS,
+        );
+        let lock = self.ms(
+            "cache.lock_timeout_ms",
+            lock_timeout_ms,
+            DEFAULT_CACHE_LOCK_TIMEOUT_MS,
+        );
+        let mut ttl = CacheTier::ALL.map(|t| t.ttl_bounds().0);
+        for (name, t) in tiers.unwrap_or_default() {
+            let path = format!("cache.tiers.{name}");
+            let Some(i) = CacheTier::ALL.iter().position(|x| x.name() == name) else {
+                self.problem(
+                    path,
+                    format!("unknown tier `{name}`, expected one of: hot, warm, cold"),
+                );
+                continue;
+            };
+            let (def, lo, hi) = CacheTier::ALL[i].ttl_bounds();
+            if let Some(v) = self.int_in(
+                &format!("{path}.ttl_seconds"),
+                t.ttl_seconds,
+                def as i64,
+                lo as i64,
+                hi as i64,
+            ) {
+                ttl[i] = v as u64;
+            }
+        }
+        Some(CacheSpec {
+            namespace,
+            max_object_bytes: max_object? as u64,
+            chunk_bytes: chunk? as u64,
+            memory_bytes: memory? as u64,
+            command_timeout: timeout?,
+            lock_timeout: lock?,
+            ttl_seconds: ttl,
+            tag_headers,
+            warm_urls,
+            warm_concurrency: warm_concurrency? as usize,
+            ignore_query_params: ignore_query_params.unwrap_or_default(),
+            sort_query_params: sort_query_params.unwrap_or(false),
+        })
+    }
+}

@@ -1,0 +1,230 @@
+//! `[server]` (and `[[server.tls]]`): listeners, threads, process and client-side limits. The file structs (serde, `deny_unknown_fields`) and their validation into
+//! the model.
+
+use serde::Deserialize;
+
+use super::*;
+
+/// `[server]`: settings fixed for the life of the process (a reload may not change them).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileServer {
+    /// Plain HTTP listeners (`ip:port`).
+    pub listen: Option<Vec<String>>,
+    /// Worker threads for the proxy service.
+    pub threads: Option<i64>,
+    /// TLS listeners.
+    pub tls: Option<Vec<FileTls>>,
+    /// Seconds a graceful stop waits for in-flight requests.
+    pub grace_period_seconds: Option<i64>,
+    /// Idle upstream connections kept for reuse, across all pools.
+    pub upstream_keepalive_pool_size: Option<i64>,
+    /// Unix socket over which listeners are handed to a new process (`--upgrade`).
+    pub upgrade_sock: Option<String>,
+    /// After SIGTERM, keep serving this long with `/readyz` at 503 before closing listeners.
+    pub drain_delay_ms: Option<i64>,
+    /// Where `--daemon` writes the process id.
+    pub pid_file: Option<String>,
+    /// Keep the case of HTTP/1 header field names as received (default: lowercase them).
+    pub preserve_header_case: Option<bool>,
+    /// Milliseconds within which a whole request head must arrive.
+    pub client_header_timeout_ms: Option<i64>,
+    /// Milliseconds of the longest wait for each read of a request body.
+    pub client_body_timeout_ms: Option<i64>,
+    /// Milliseconds an idle keep-alive client connection waits for its next request.
+    pub keepalive_timeout_ms: Option<i64>,
+    /// Largest request head (request line and fields) in bytes.
+    pub max_request_header_bytes: Option<i64>,
+    /// Most open client connections on the proxy listeners.
+    pub max_connections: Option<i64>,
+    /// Normalise request paths (dot segments, `//`, percent-encoding) before routing.
+    pub normalize_path: Option<bool>,
+}
+
+/// `[[server.tls]]`: one TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// `ip:port` to listen on.
+    pub listen: String,
+    /// PEM certificate chain path, relative to the config file's directory unless absolute.
+    pub cert: String,
+    /// PEM private key path, relative to the config file's directory unless absolute.
+    pub key: String,
+}
+
+impl Validator {
+    pub(super) fn server(&mut self, s: FileServer, base_dir: &Path) -> Option<ServerSettings> {
+        let FileServer {
+            listen,
+            threads,
+            tls,
+            grace_period_seconds,
+            upstream_keepalive_pool_size,
+            upgrade_sock,
+            drain_delay_ms,
+            pid_file,
+            preserve_header_case,
+            client_header_timeout_ms,
+            client_body_timeout_ms,
+            keepalive_timeout_ms,
+            max_request_header_bytes,
+            max_connections,
+            normalize_path,
+        } = s;
+        let mut seen = HashSet::new();
+        let mut plain = Vec::new();
+        let listen = listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
+        let tls = tls.unwrap_or_default();
+        if listen.is_empty() && tls.is_empty() {
+            self.problem("server.listen", "no listener: give at least one address");
+        }
+        for (i, a) in listen.iter().enumerate() {
+            let path = format!("server.listen[{i}]");
+            if let Some(addr) = self.listen_addr(&path, a, &mut seen) {
+                plain.push(addr);
+            }
+        }
+        let mut tls_out = Vec::new();
+        for (i, t) in tls.into_iter().enumerate() {
+            let path = format!("server.tls[{i}]");
+            let listen = self.listen_addr(&format!("{path}.listen"), &t.listen, &mut seen);
+            let cert = self.existing_file(&format!("{path}.cert"), &t.cert, base_dir);
+            let key = self.existing_file(&format!("{path}.key"), &t.key, base_dir);
+            if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
+                // Parsed and matched here, as the listener will: a bad pair is a config error,
+                // never a listener that fails at start.
+                match crate::tlsfiles::check_pair(&cert, &key) {
+                    Ok(()) => tls_out.push(TlsListener { listen, cert, key }),
+                    Err(why) => self.problem(format!("{path}.cert"), why),
+                }
+            }
+        }
+        let threads =
+            self.int_in("server.threads", threads, DEFAULT_THREADS as i64, 1, 1024)? as usize;
+        let grace = self.int_in(
+            "server.grace_period_seconds",
+            grace_period_seconds,
+            DEFAULT_GRACE_PERIOD_SECONDS as i64,
+            0,
+            3600,
+        )?;
+        let pool = self.int_in(
+            "server.upstream_keepalive_pool_size",
+            upstream_keepalive_pool_size,
+            DEFAULT_KEEPALIVE_POOL_SIZE as i64,
+            0,
+            1_000_000,
+        )?;
+        let ms = |this: &mut Self, key: &str, v: Option<i64>, default: u64, min: i64| {
+            this.int_in(&format!("server.{key}"), v, default as i64, min, 86_400_000)
+                .map(|v| Duration::from_millis(v as u64))
+        };
+        let client_header_timeout = ms(
+            self,
+            "client_header_timeout_ms",
+            client_header_timeout_ms,
+            DEFAULT_CLIENT_HEADER_TIMEOUT_MS,
+            1,
+        );
+        let client_body_timeout = ms(
+            self,
+            "client_body_timeout_ms",
+            client_body_timeout_ms,
+            DEFAULT_CLIENT_BODY_TIMEOUT_MS,
+            1,
+        );
+        let keepalive_timeout = ms(
+            self,
+            "keepalive_timeout_ms",
+            keepalive_timeout_ms,
+            DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_MS,
+            1,
+        );
+        let max_request_header_bytes = self.int_in(
+            "server.max_request_header_bytes",
+            max_request_header_bytes,
+            DEFAULT_MAX_REQUEST_HEADER_BYTES as i64,
+            1024,
+            1 << 20,
+        );
+        let max_connections = self.int_in(
+            "server.max_connections",
+            max_connections,
+            DEFAULT_MAX_CONNECTIONS as i64,
+            1,
+            10_000_000,
+        );
+        Some(ServerSettings {
+            client_header_timeout: client_header_timeout?,
+            client_body_timeout: client_body_timeout?,
+            keepalive_timeout: keepalive_timeout?,
+            max_request_header_bytes: max_request_header_bytes? as usize,
+            max_connections: max_connections? as usize,
+            normalize_path: normalize_path.unwrap_or(true),
+            listen: plain,
+            tls: tls_out,
+            threads,
+            grace_period: Duration::from_secs(grace as u64),
+            upstream_keepalive_pool_size: pool as usize,
+            upgrade_sock: PathBuf::from(
+                upgrade_sock.unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.into()),
+            ),
+            drain_delay: Duration::from_millis(self.int_in(
+                "server.drain_delay_ms",
+                drain_delay_ms,
+                0,
+                0,
+                600_000,
+            )? as u64),
+            pid_file: PathBuf::from(pid_file.unwrap_or_else(|| DEFAULT_PID_FILE.into())),
+            preserve_header_case: preserve_header_case.unwrap_or(false),
+        })
+    }
+
+    pub(super) fn listen_addr(
+        &mut self,
+        path: &str,
+        value: &str,
+        seen: &mut HashSet<SocketAddr>,
+    ) -> Option<SocketAddr> {
+        match value.parse::<SocketAddr>() {
+            Ok(a) if !seen.insert(a) => {
+                self.problem(path, format!("`{value}` is listed twice"));
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    path,
+                    format!(
+                        "`{value}` is not a listen address: expected ip:port, e.g. 0.0.0.0:8080"
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl FileServer {
+    pub(super) fn empty() -> Self {
+        FileServer {
+            listen: None,
+            threads: None,
+            tls: None,
+            grace_period_seconds: None,
+            upstream_keepalive_pool_size: None,
+            upgrade_sock: None,
+            drain_delay_ms: None,
+            pid_file: None,
+            preserve_header_case: None,
+            client_header_timeout_ms: None,
+            client_body_timeout_ms: None,
+            keepalive_timeout_ms: None,
+            max_request_header_bytes: None,
+            max_connections: None,
+            normalize_path: None,
+        }
+    }
+}

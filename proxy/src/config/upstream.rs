@@ -1,0 +1,413 @@
+//! `[upstreams.NAME]`: pools, their backends, failover and passive health, and active health checks. The file structs (serde, `deny_unknown_fields`) and their validation into
+//! the model.
+
+use serde::Deserialize;
+
+use super::*;
+
+/// `[upstreams.NAME]`: one pool of backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    /// Selection strategy name.
+    pub strategy: Option<String>,
+    /// TCP connect timeout.
+    pub connect_timeout_ms: Option<i64>,
+    /// Upstream read timeout (time between reads).
+    pub read_timeout_ms: Option<i64>,
+    /// Upstream write timeout.
+    pub write_timeout_ms: Option<i64>,
+    /// How long an idle upstream connection is kept for reuse.
+    pub keepalive_timeout_ms: Option<i64>,
+    /// Extra attempts on another backend after a retryable failure.
+    pub retries: Option<i64>,
+    /// Which failures are retried on another backend (nginx's `proxy_next_upstream`).
+    pub next_upstream: Option<Vec<String>>,
+    /// No retry starts later than this after the first attempt.
+    pub retry_timeout_ms: Option<i64>,
+    /// Retries may add at most this percentage to the pool's request rate.
+    pub retry_budget_percent: Option<i64>,
+    /// Retries always allowed per second regardless of the percentage.
+    pub retry_budget_min_per_second: Option<i64>,
+    /// Passive health: failures within `fail_timeout_ms` that eject a backend.
+    pub max_fails: Option<i64>,
+    /// Passive health: the failure window and the ejection time.
+    pub fail_timeout_ms: Option<i64>,
+    /// Passive health: whether 5xx responses count as failures.
+    pub fail_on_5xx: Option<bool>,
+    /// With nothing healthy, try every backend anyway instead of answering 503.
+    pub panic_mode: Option<bool>,
+    /// A returning backend's share of traffic ramps up linearly over this time.
+    pub slow_start_ms: Option<i64>,
+    /// Idle limit for upgraded (WebSocket) connections, replacing the read timeouts.
+    pub websocket_idle_timeout_ms: Option<i64>,
+    /// Active health checks.
+    pub health: Option<FileHealth>,
+    /// The pool members.
+    pub backends: Vec<FileBackend>,
+}
+
+/// `[upstreams.NAME.health]`: active probes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHealth {
+    /// `http` or `tcp`.
+    pub kind: Option<String>,
+    /// HTTP path probed with GET.
+    pub path: Option<String>,
+    /// Time between probes of one backend.
+    pub interval_ms: Option<i64>,
+    /// Probe timeout (connect and response).
+    pub timeout_ms: Option<i64>,
+    /// Accepted status: `"200"` or a range `"200-399"`.
+    pub expect_status: Option<String>,
+    /// Consecutive successes to return to rotation.
+    pub rise: Option<i64>,
+    /// Consecutive failures to leave rotation.
+    pub fall: Option<i64>,
+    /// State of a backend before its first probe: `healthy` or `unhealthy`.
+    pub initial: Option<String>,
+}
+
+/// One entry of `backends = [...]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileBackend {
+    /// `host:port` or `ip:port`.
+    pub addr: String,
+    /// Relative share of traffic.
+    pub weight: Option<i64>,
+    /// Only used while no primary backend is available.
+    pub backup: Option<bool>,
+}
+
+impl Validator {
+    pub(super) fn upstream(
+        &mut self,
+        path: &str,
+        name: String,
+        u: FileUpstream,
+    ) -> Option<UpstreamSpec> {
+        let FileUpstream {
+            strategy,
+            connect_timeout_ms,
+            read_timeout_ms,
+            write_timeout_ms,
+            keepalive_timeout_ms,
+            retries,
+            next_upstream,
+            retry_timeout_ms,
+            retry_budget_percent,
+            retry_budget_min_per_second,
+            max_fails,
+            fail_timeout_ms,
+            fail_on_5xx,
+            panic_mode,
+            slow_start_ms,
+            websocket_idle_timeout_ms,
+            health,
+            backends,
+        } = u;
+        let before = self.problems.len();
+        let strategy = match strategy.as_deref() {
+            None => Some(Strategy::RoundRobin),
+            Some(s) => Strategy::parse(s).or_else(|| {
+                self.problem(
+                    format!("{path}.strategy"),
+                    format!(
+                        "unknown strategy `{s}`, expected one of: {}",
+                        Strategy::NAMES
+                    ),
+                );
+                None
+            }),
+        };
+        let connect = self.ms(
+            &format!("{path}.connect_timeout_ms"),
+            connect_timeout_ms,
+            DEFAULT_CONNECT_TIMEOUT_MS,
+        );
+        let read = self.ms(
+            &format!("{path}.read_timeout_ms"),
+            read_timeout_ms,
+            DEFAULT_READ_TIMEOUT_MS,
+        );
+        let write = self.ms(
+            &format!("{path}.write_timeout_ms"),
+            write_timeout_ms,
+            DEFAULT_WRITE_TIMEOUT_MS,
+        );
+        let keepalive = self.ms(
+            &format!("{path}.keepalive_timeout_ms"),
+            keepalive_timeout_ms,
+            DEFAULT_KEEPALIVE_TIMEOUT_MS,
+        );
+        let retries = self.int_in(
+            &format!("{path}.retries"),
+            retries,
+            DEFAULT_RETRIES as i64,
+            0,
+            MAX_RETRIES as i64,
+        );
+        let next = match next_upstream {
+            None => NextUpstream::DEFAULT,
+            Some(names) => {
+                let mut n = NextUpstream::default();
+                for (i, name) in names.iter().enumerate() {
+                    if !n.set(name) {
+                        self.problem(
+                            format!("{path}.next_upstream[{i}]"),
+                            format!(
+                                "unknown condition `{name}`, expected one of: {}",
+                                NextUpstream::NAMES
+                            ),
+                        );
+                    }
+                }
+                n
+            }
+        };
+        let retry_timeout = self
+            .int_in(
+                &format!("{path}.retry_timeout_ms"),
+                retry_timeout_ms,
+                0,
+                0,
+                86_400_000,
+            )
+            .map(|v| (v > 0).then(|| Duration::from_millis(v as u64)));
+        let budget_percent = self.int_in(
+            &format!("{path}.retry_budget_percent"),
+            retry_budget_percent,
+            DEFAULT_RETRY_BUDGET_PERCENT as i64,
+            0,
+            1000,
+        );
+        let budget_min = self.int_in(
+            &format!("{path}.retry_budget_min_per_second"),
+            retry_budget_min_per_second,
+            DEFAULT_RETRY_BUDGET_MIN_PER_SECOND as i64,
+            0,
+            1_000_000,
+        );
+        let max_fails = self.int_in(
+            &format!("{path}.max_fails"),
+            max_fails,
+            DEFAULT_MAX_FAILS as i64,
+            0,
+            1_000_000,
+        );
+        let fail_timeout = self.ms(
+            &format!("{path}.fail_timeout_ms"),
+            fail_timeout_ms,
+            DEFAULT_FAIL_TIMEOUT_MS,
+        );
+        let slow_start = self
+            .int_in(
+                &format!("{path}.slow_start_ms"),
+                slow_start_ms,
+                0,
+                0,
+                86_400_000,
+            )
+            .map(|v| Duration::from_millis(v as u64));
+        let ws_idle = self.ms(
+            &format!("{path}.websocket_idle_timeout_ms"),
+            websocket_idle_timeout_ms,
+            DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS,
+        );
+        let health = health.map(|h| self.health(&format!("{path}.health"), h));
+        if backends.is_empty() {
+            self.problem(
+                format!("{path}.backends"),
+                "empty pool: list at least one backend, e.g. { addr = \"127.0.0.1:9001\" }",
+            );
+        }
+        if backends.len() > MAX_BACKENDS {
+            self.problem(
+                format!("{path}.backends"),
+                format!(
+                    "{} backends: at most {MAX_BACKENDS} per pool",
+                    backends.len()
+                ),
+            );
+        }
+        let mut out = Vec::with_capacity(backends.len());
+        let mut seen: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        for (i, b) in backends.into_iter().enumerate() {
+            let bpath = format!("{path}.backends[{i}]");
+            let weight = self.int_in(
+                &format!("{bpath}.weight"),
+                b.weight,
+                DEFAULT_WEIGHT as i64,
+                1,
+                MAX_WEIGHT as i64,
+            );
+            let addr = resolve(&b.addr).map_err(|why| {
+                self.problem(
+                    format!("{bpath}.addr"),
+                    format!(
+                        "`{}` {why}: expected host:port, e.g. 127.0.0.1:9001",
+                        b.addr
+                    ),
+                )
+            });
+            if let Ok(addr) = addr {
+                if let Some(first) = seen.insert(addr, i) {
+                    self.problem(
+                        format!("{bpath}.addr"),
+                        format!(
+                            "duplicate backend `{}`: already listed as backends[{first}]",
+                            b.addr
+                        ),
+                    );
+                }
+            }
+            if let (Ok(addr), Some(weight)) = (addr, weight) {
+                out.push(BackendSpec {
+                    name: b.addr,
+                    addr,
+                    weight: weight as u32,
+                    backup: b.backup.unwrap_or(false),
+                });
+            }
+        }
+        if !out.is_empty() && out.iter().all(|b| b.backup) {
+            self.problem(
+                format!("{path}.backends"),
+                "every backend is a backup: mark at least one as a primary (backup = false)",
+            );
+        }
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(UpstreamSpec {
+            name,
+            strategy: strategy?,
+            connect_timeout: connect?,
+            read_timeout: read?,
+            write_timeout: write?,
+            keepalive_timeout: keepalive?,
+            retries: retries? as u32,
+            next_upstream: next,
+            retry_timeout: retry_timeout?,
+            retry_budget: RetryBudgetSpec {
+                percent: budget_percent? as u32,
+                min_per_second: budget_min? as u32,
+            },
+            passive: PassiveSpec {
+                max_fails: max_fails? as u32,
+                fail_timeout: fail_timeout?,
+                on_5xx: fail_on_5xx.unwrap_or(false),
+            },
+            panic_mode: panic_mode.unwrap_or(false),
+            slow_start: slow_start?,
+            websocket_idle_timeout: ws_idle?,
+            health: health.flatten(),
+            backends: out,
+        })
+    }
+
+    pub(super) fn health(&mut self, path: &str, h: FileHealth) -> Option<HealthSpec> {
+        let FileHealth {
+            kind,
+            path: probe_path,
+            interval_ms,
+            timeout_ms,
+            expect_status,
+            rise,
+            fall,
+            initial,
+        } = h;
+        let http = match kind.as_deref().unwrap_or("http") {
+            "http" => true,
+            "tcp" => false,
+            other => {
+                self.problem(
+                    format!("{path}.kind"),
+                    format!("unknown probe kind `{other}`, expected `http` or `tcp`"),
+                );
+                true
+            }
+        };
+        let probe_path = probe_path.unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_owned());
+        if !probe_path.starts_with('/') {
+            self.problem(
+                format!("{path}.path"),
+                format!("`{probe_path}` must start with `/`"),
+            );
+        }
+        let interval = self.ms(
+            &format!("{path}.interval_ms"),
+            interval_ms,
+            DEFAULT_HEALTH_INTERVAL_MS,
+        );
+        let timeout = self.ms(
+            &format!("{path}.timeout_ms"),
+            timeout_ms,
+            DEFAULT_HEALTH_TIMEOUT_MS,
+        );
+        let expect = match parse_status_range(expect_status.as_deref().unwrap_or("200-399")) {
+            Some(r) => Some(r),
+            None => {
+                self.problem(
+                    format!("{path}.expect_status"),
+                    format!(
+                        "`{}` is not a status or range: expected e.g. \"200\" or \"200-399\"",
+                        expect_status.unwrap_or_default()
+                    ),
+                );
+                None
+            }
+        };
+        let rise = self.int_in(&format!("{path}.rise"), rise, DEFAULT_RISE as i64, 1, 100);
+        let fall = self.int_in(&format!("{path}.fall"), fall, DEFAULT_FALL as i64, 1, 100);
+        let initial_healthy = match initial.as_deref().unwrap_or("healthy") {
+            "healthy" => Some(true),
+            "unhealthy" => Some(false),
+            other => {
+                self.problem(
+                    format!("{path}.initial"),
+                    format!("`{other}` is not a state: expected `healthy` or `unhealthy`"),
+                );
+                None
+            }
+        };
+        Some(HealthSpec {
+            http_path: http.then_some(probe_path),
+            interval: interval?,
+            timeout: timeout?,
+            expect_status: expect?,
+            rise: rise? as u32,
+            fall: fall? as u32,
+            initial_healthy: initial_healthy?,
+        })
+    }
+}
+
+/// Resolve `host:port` once, at load time (never on the request path).
+pub(super) fn resolve(addr: &str) -> Result<SocketAddr, &'static str> {
+    if let Ok(a) = addr.parse::<SocketAddr>() {
+        return Ok(a);
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or("has no port")?;
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err("is not a valid address");
+    }
+    // The fuzzer (proxy/fuzz) must not send DNS queries for the names it makes up.
+    if cfg!(fuzzing) {
+        return Err("does not resolve (names are not looked up under fuzzing)");
+    }
+    addr.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or("does not resolve")
+}
+
+/// `"200"` or `"200-399"` -> inclusive range of valid statuses.
+pub(super) fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let lo: u16 = lo.trim().parse().ok()?;
+    let hi: u16 = hi.trim().parse().ok()?;
+    ((100..=999).contains(&lo) && (lo..=999).contains(&hi)).then_some((lo, hi))
+}
