@@ -109,19 +109,7 @@ impl Validator {
             backends,
         } = u;
         let before = self.problems.len();
-        let strategy = match strategy.as_deref() {
-            None => Some(Strategy::RoundRobin),
-            Some(s) => Strategy::parse(s).or_else(|| {
-                self.problem(
-                    format!("{path}.strategy"),
-                    format!(
-                        "unknown strategy `{s}`, expected one of: {}",
-                        Strategy::NAMES
-                    ),
-                );
-                None
-            }),
-        };
+        let strategy = self.strategy(path, strategy.as_deref());
         let connect = self.ms(
             &format!("{path}.connect_timeout_ms"),
             connect_timeout_ms,
@@ -149,24 +137,7 @@ impl Validator {
             0,
             MAX_RETRIES as i64,
         );
-        let next = match next_upstream {
-            None => NextUpstream::DEFAULT,
-            Some(names) => {
-                let mut n = NextUpstream::default();
-                for (i, name) in names.iter().enumerate() {
-                    if !n.set(name) {
-                        self.problem(
-                            format!("{path}.next_upstream[{i}]"),
-                            format!(
-                                "unknown condition `{name}`, expected one of: {}",
-                                NextUpstream::NAMES
-                            ),
-                        );
-                    }
-                }
-                n
-            }
-        };
+        let next = self.next_upstream(path, next_upstream);
         let retry_timeout = self
             .int_in(
                 &format!("{path}.retry_timeout_ms"),
@@ -217,6 +188,76 @@ impl Validator {
             DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS,
         );
         let health = health.map(|h| self.health(&format!("{path}.health"), h));
+        let out = self.backends(path, backends);
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(UpstreamSpec {
+            name,
+            strategy: strategy?,
+            connect_timeout: connect?,
+            read_timeout: read?,
+            write_timeout: write?,
+            keepalive_timeout: keepalive?,
+            retries: retries? as u32,
+            next_upstream: next,
+            retry_timeout: retry_timeout?,
+            retry_budget: RetryBudgetSpec {
+                percent: budget_percent? as u32,
+                min_per_second: budget_min? as u32,
+            },
+            passive: PassiveSpec {
+                max_fails: max_fails? as u32,
+                fail_timeout: fail_timeout?,
+                on_5xx: fail_on_5xx.unwrap_or(false),
+            },
+            panic_mode: panic_mode.unwrap_or(false),
+            slow_start: slow_start?,
+            websocket_idle_timeout: ws_idle?,
+            health: health.flatten(),
+            backends: out,
+        })
+    }
+
+    /// `strategy`: one of [`Strategy::NAMES`] (default round-robin).
+    fn strategy(&mut self, path: &str, s: Option<&str>) -> Option<Strategy> {
+        match s {
+            None => Some(Strategy::RoundRobin),
+            Some(s) => Strategy::parse(s).or_else(|| {
+                self.problem(
+                    format!("{path}.strategy"),
+                    format!(
+                        "unknown strategy `{s}`, expected one of: {}",
+                        Strategy::NAMES
+                    ),
+                );
+                None
+            }),
+        }
+    }
+
+    /// `next_upstream`: the failure classes retried on another backend.
+    fn next_upstream(&mut self, path: &str, names: Option<Vec<String>>) -> NextUpstream {
+        let Some(names) = names else {
+            return NextUpstream::DEFAULT;
+        };
+        let mut n = NextUpstream::default();
+        for (i, name) in names.iter().enumerate() {
+            if !n.set(name) {
+                self.problem(
+                    format!("{path}.next_upstream[{i}]"),
+                    format!(
+                        "unknown condition `{name}`, expected one of: {}",
+                        NextUpstream::NAMES
+                    ),
+                );
+            }
+        }
+        n
+    }
+
+    /// `backends`: each resolved once, no duplicates, at least one primary.
+    fn backends(&mut self, path: &str, backends: Vec<FileBackend>) -> Vec<BackendSpec> {
         if backends.is_empty() {
             self.problem(
                 format!("{path}.backends"),
@@ -278,34 +319,7 @@ impl Validator {
                 "every backend is a backup: mark at least one as a primary (backup = false)",
             );
         }
-        if self.problems.len() > before {
-            return None;
-        }
-        Some(UpstreamSpec {
-            name,
-            strategy: strategy?,
-            connect_timeout: connect?,
-            read_timeout: read?,
-            write_timeout: write?,
-            keepalive_timeout: keepalive?,
-            retries: retries? as u32,
-            next_upstream: next,
-            retry_timeout: retry_timeout?,
-            retry_budget: RetryBudgetSpec {
-                percent: budget_percent? as u32,
-                min_per_second: budget_min? as u32,
-            },
-            passive: PassiveSpec {
-                max_fails: max_fails? as u32,
-                fail_timeout: fail_timeout?,
-                on_5xx: fail_on_5xx.unwrap_or(false),
-            },
-            panic_mode: panic_mode.unwrap_or(false),
-            slow_start: slow_start?,
-            websocket_idle_timeout: ws_idle?,
-            health: health.flatten(),
-            backends: out,
-        })
+        out
     }
 
     pub(super) fn health(&mut self, path: &str, h: FileHealth) -> Option<HealthSpec> {
