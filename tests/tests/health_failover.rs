@@ -154,7 +154,7 @@ async fn a_hanging_backend_is_handled_by_timeouts_and_retries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_is_not_retried_once_the_backend_read_it_but_is_after_a_failed_connect() {
-    let dying = DyingServer::start().await;
+    let dying = RawServer::start(b"").await;
     let b1 = BackendProc::start("b1").await;
     let sluice = Sluice::start(format!(
         "{}{}",
@@ -183,7 +183,7 @@ async fn post_is_not_retried_once_the_backend_read_it_but_is_after_a_failed_conn
     }
     // Round-robin: two POSTs reached the dying backend, which read them: never replayed.
     assert_eq!((ok, bad), (2, 2));
-    assert_eq!(dying.seen.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(dying.seen(), 2);
     assert_eq!(b1.served_on("/order").await, 2);
     // The same failure on a GET is retried on the other backend.
     let by = steady_gets(&c, &sluice.url("/read"), 4).await;

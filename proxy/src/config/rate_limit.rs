@@ -205,8 +205,40 @@ impl Validator {
                 format!("`{header}` is not a header name"),
             );
         }
+        let proxies = self.trusted_proxies(trusted_proxies.unwrap_or_default());
+        let exempt = exempt_paths
+            .unwrap_or_else(|| DEFAULT_EXEMPT_PATHS.iter().map(|s| s.to_string()).collect());
+        for (i, p) in exempt.iter().enumerate() {
+            if !p.starts_with('/') {
+                self.problem(
+                    format!("rate_limit.exempt_paths[{i}]"),
+                    format!("`{p}` must start with `/`"),
+                );
+            }
+        }
+        let tier_map = self.tiers(tiers.unwrap_or_default());
+        let keys = self.api_keys(api_keys.unwrap_or_default(), &tier_map);
+        let jwt = jwt.and_then(|j| self.jwt(j, base_dir));
+        Some(RateLimitSpec {
+            mode: mode?,
+            on_redis_error: on_error?,
+            instances: instances? as u32,
+            lease_batch: lease_batch? as u64,
+            api_key_header: header,
+            api_keys_redis_hash,
+            trusted_proxies: proxies,
+            exempt_paths: exempt,
+            key_prefix: key_prefix.unwrap_or_else(|| DEFAULT_RATE_LIMIT_PREFIX.to_owned()),
+            jwt,
+            tiers: tier_map,
+            api_keys: keys,
+        })
+    }
+
+    /// `trusted_proxies`: IPs or CIDRs whose `X-Forwarded-For` is believed.
+    fn trusted_proxies(&mut self, list: Vec<String>) -> Vec<ipnet::IpNet> {
         let mut proxies = Vec::new();
-        for (i, p) in trusted_proxies.unwrap_or_default().iter().enumerate() {
+        for (i, p) in list.iter().enumerate() {
             let parsed = p
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
@@ -218,16 +250,14 @@ impl Validator {
                 ),
             }
         }
-        let exempt = exempt_paths
-            .unwrap_or_else(|| DEFAULT_EXEMPT_PATHS.iter().map(|s| s.to_string()).collect());
-        for (i, p) in exempt.iter().enumerate() {
-            if !p.starts_with('/') {
-                self.problem(
-                    format!("rate_limit.exempt_paths[{i}]"),
-                    format!("`{p}` must start with `/`"),
-                );
-            }
-        }
+        proxies
+    }
+
+    /// `[rate_limit.tiers.NAME]` over the built-in anonymous, authenticated and premium tiers.
+    fn tiers(
+        &mut self,
+        tiers: std::collections::BTreeMap<String, FileLimit>,
+    ) -> std::collections::BTreeMap<String, LimitPolicy> {
         let builtin = |limit| LimitPolicy {
             algorithm: Algorithm::SlidingWindow,
             limit,
@@ -239,16 +269,23 @@ impl Validator {
             (TIER_AUTHENTICATED.to_owned(), builtin(500)),
             (TIER_PREMIUM.to_owned(), builtin(5000)),
         ]);
-        for (name, l) in tiers.unwrap_or_default() {
+        for (name, l) in tiers {
             let default = tier_map.get(&name).copied();
             if let Some(p) = self.limit(&format!("rate_limit.tiers.{name}"), l, default) {
                 tier_map.insert(name, p);
             }
         }
+        tier_map
+    }
+
+    /// `[[rate_limit.api_keys]]`: each key once, each naming a defined tier.
+    fn api_keys(
+        &mut self,
+        list: Vec<FileApiKey>,
+        tier_map: &std::collections::BTreeMap<String, LimitPolicy>,
+    ) -> std::collections::HashMap<String, ApiKeyOwner> {
         let mut keys = std::collections::HashMap::new();
-        for (i, FileApiKey { key, client, tier }) in
-            api_keys.unwrap_or_default().into_iter().enumerate()
-        {
+        for (i, FileApiKey { key, client, tier }) in list.into_iter().enumerate() {
             let tier = tier.unwrap_or_else(|| TIER_PREMIUM.to_owned());
             if !tier_map.contains_key(&tier) {
                 self.problem(
@@ -266,21 +303,7 @@ impl Validator {
                 );
             }
         }
-        let jwt = jwt.and_then(|j| self.jwt(j, base_dir));
-        Some(RateLimitSpec {
-            mode: mode?,
-            on_redis_error: on_error?,
-            instances: instances? as u32,
-            lease_batch: lease_batch? as u64,
-            api_key_header: header,
-            api_keys_redis_hash,
-            trusted_proxies: proxies,
-            exempt_paths: exempt,
-            key_prefix: key_prefix.unwrap_or_else(|| DEFAULT_RATE_LIMIT_PREFIX.to_owned()),
-            jwt,
-            tiers: tier_map,
-            api_keys: keys,
-        })
+        keys
     }
 
     pub(super) fn jwt(&mut self, j: FileJwt, base_dir: &Path) -> Option<JwtSpec> {

@@ -641,56 +641,10 @@ impl Drop for HangingServer {
     }
 }
 
-/// A TCP server that reads one request's head and then closes the connection without answering
-/// (a backend that dies mid-request). Counts the requests it saw.
-pub struct DyingServer {
-    /// Where it listens.
-    pub addr: SocketAddr,
-    /// Requests whose head it read.
-    pub seen: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl DyingServer {
-    /// Start it on a free port.
-    pub async fn start() -> DyingServer {
-        use tokio::io::AsyncReadExt;
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let counter = seen.clone();
-        let task = tokio::spawn(async move {
-            while let Ok((mut s, _)) = l.accept().await {
-                let counter = counter.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while let Ok(n) = s.read(&mut chunk).await {
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                            return; // drop: close without a response
-                        }
-                    }
-                });
-            }
-        });
-        DyingServer { addr, seen, task }
-    }
-}
-
-impl Drop for DyingServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// A TCP server that answers each connection's first request head with fixed raw bytes, then
-/// closes it (a backend that cuts a body short, or ends a WebSocket right after its `101`, or
-/// sends fields a test wants to see handled). Counts the request heads it read.
+/// closes it: with no bytes, a backend that dies mid-request; else one that cuts a body short,
+/// ends a WebSocket right after its `101`, or sends fields a test wants to see handled. Counts
+/// the request heads it read.
 pub struct RawServer {
     /// Where it listens.
     pub addr: SocketAddr,
