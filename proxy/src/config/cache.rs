@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::*;
 
 /// `[cache]`: the shared response cache.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCache {
     /// Prefix of every cache key in Redis.
@@ -58,49 +58,10 @@ impl Validator {
             warm_concurrency,
             ignore_query_params,
             sort_query_params,
-        } = c.unwrap_or(FileCache {
-            namespace: None,
-            max_object_bytes: None,
-            chunk_bytes: None,
-            memory_bytes: None,
-            command_timeout_ms: None,
-            lock_timeout_ms: None,
-            tiers: None,
-            tag_headers: None,
-            warm_urls: None,
-            warm_concurrency: None,
-            ignore_query_params: None,
-            sort_query_params: None,
-        });
-        let warm_urls = warm_urls.unwrap_or_default();
-        for (i, u) in warm_urls.iter().enumerate() {
-            let ok = u
-                .parse::<http::Uri>()
-                .ok()
-                .filter(|uri| uri.scheme_str() == Some("http") && uri.host().is_some());
-            if ok.is_none() {
-                self.problem(
-                    format!("cache.warm_urls[{i}]"),
-                    format!(
-                        "`{u}` is not an absolute http:// URL (e.g. http://example.com/index.html)"
-                    ),
-                );
-            }
-        }
+        } = c.unwrap_or_default();
+        let warm_urls = self.warm_urls(warm_urls.unwrap_or_default());
         let warm_concurrency = self.int_in("cache.warm_concurrency", warm_concurrency, 4, 1, 256);
-        let tag_headers: Vec<String> = tag_headers
-            .unwrap_or_else(|| DEFAULT_TAG_HEADERS.iter().map(|s| s.to_string()).collect())
-            .into_iter()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        for (i, h) in tag_headers.iter().enumerate() {
-            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
-                self.problem(
-                    format!("cache.tag_headers[{i}]"),
-                    format!("`{h}` is not a header name"),
-                );
-            }
-        }
+        let tag_headers = self.tag_headers(tag_headers);
         let namespace = namespace.unwrap_or_else(|| DEFAULT_CACHE_NAMESPACE.to_owned());
         if namespace.is_empty() || namespace.contains(['{', '}', '*', '?', '[', ']']) {
             self.problem(
@@ -139,8 +100,67 @@ impl Validator {
             lock_timeout_ms,
             DEFAULT_CACHE_LOCK_TIMEOUT_MS,
         );
+        let ttl = self.tier_ttls(tiers.unwrap_or_default());
+        Some(CacheSpec {
+            namespace,
+            max_object_bytes: max_object? as u64,
+            chunk_bytes: chunk? as u64,
+            memory_bytes: memory? as u64,
+            command_timeout: timeout?,
+            lock_timeout: lock?,
+            ttl_seconds: ttl,
+            tag_headers,
+            warm_urls,
+            warm_concurrency: warm_concurrency? as usize,
+            ignore_query_params: ignore_query_params.unwrap_or_default(),
+            sort_query_params: sort_query_params.unwrap_or(false),
+        })
+    }
+
+    /// `warm_urls`: absolute `http://` URLs.
+    fn warm_urls(&mut self, urls: Vec<String>) -> Vec<String> {
+        for (i, u) in urls.iter().enumerate() {
+            let ok = u
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|uri| uri.scheme_str() == Some("http") && uri.host().is_some());
+            if ok.is_none() {
+                self.problem(
+                    format!("cache.warm_urls[{i}]"),
+                    format!(
+                        "`{u}` is not an absolute http:// URL (e.g. http://example.com/index.html)"
+                    ),
+                );
+            }
+        }
+        urls
+    }
+
+    /// `tag_headers`: header names, lower-cased.
+    fn tag_headers(&mut self, names: Option<Vec<String>>) -> Vec<String> {
+        let names: Vec<String> = names
+            .unwrap_or_else(|| DEFAULT_TAG_HEADERS.iter().map(|s| s.to_string()).collect())
+            .into_iter()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        for (i, h) in names.iter().enumerate() {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                self.problem(
+                    format!("cache.tag_headers[{i}]"),
+                    format!("`{h}` is not a header name"),
+                );
+            }
+        }
+        names
+    }
+
+    /// `[cache.tiers.NAME]`: each tier's TTL within its bounds.
+    fn tier_ttls(
+        &mut self,
+        tiers: std::collections::BTreeMap<String, FileCacheTier>,
+    ) -> [u64; CacheTier::ALL.len()] {
         let mut ttl = CacheTier::ALL.map(|t| t.ttl_bounds().0);
-        for (name, t) in tiers.unwrap_or_default() {
+        for (name, t) in tiers {
             let path = format!("cache.tiers.{name}");
             let Some(i) = CacheTier::ALL.iter().position(|x| x.name() == name) else {
                 self.problem(
@@ -160,19 +180,6 @@ impl Validator {
                 ttl[i] = v as u64;
             }
         }
-        Some(CacheSpec {
-            namespace,
-            max_object_bytes: max_object? as u64,
-            chunk_bytes: chunk? as u64,
-            memory_bytes: memory? as u64,
-            command_timeout: timeout?,
-            lock_timeout: lock?,
-            ttl_seconds: ttl,
-            tag_headers,
-            warm_urls,
-            warm_concurrency: warm_concurrency? as usize,
-            ignore_query_params: ignore_query_params.unwrap_or_default(),
-            sort_query_params: sort_query_params.unwrap_or(false),
-        })
+        ttl
     }
 }

@@ -192,7 +192,7 @@ impl Validator {
             Some(v) => self
                 .section::<FileServer>("server", v)
                 .and_then(|s| self.server(s, base_dir)),
-            None => Some(self.server(FileServer::empty(), base_dir)?),
+            None => Some(self.server(FileServer::default(), base_dir)?),
         };
 
         let admin_file = table

@@ -6,7 +6,7 @@ use serde::Deserialize;
 use super::*;
 
 /// `[server]`: settings fixed for the life of the process (a reload may not change them).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileServer {
     /// Plain HTTP listeners (`ip:port`).
@@ -72,34 +72,7 @@ impl Validator {
             max_connections,
             normalize_path,
         } = s;
-        let mut seen = HashSet::new();
-        let mut plain = Vec::new();
-        let listen = listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
-        let tls = tls.unwrap_or_default();
-        if listen.is_empty() && tls.is_empty() {
-            self.problem("server.listen", "no listener: give at least one address");
-        }
-        for (i, a) in listen.iter().enumerate() {
-            let path = format!("server.listen[{i}]");
-            if let Some(addr) = self.listen_addr(&path, a, &mut seen) {
-                plain.push(addr);
-            }
-        }
-        let mut tls_out = Vec::new();
-        for (i, t) in tls.into_iter().enumerate() {
-            let path = format!("server.tls[{i}]");
-            let listen = self.listen_addr(&format!("{path}.listen"), &t.listen, &mut seen);
-            let cert = self.existing_file(&format!("{path}.cert"), &t.cert, base_dir);
-            let key = self.existing_file(&format!("{path}.key"), &t.key, base_dir);
-            if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
-                // Parsed and matched here, as the listener will: a bad pair is a config error,
-                // never a listener that fails at start.
-                match crate::tlsfiles::check_pair(&cert, &key) {
-                    Ok(()) => tls_out.push(TlsListener { listen, cert, key }),
-                    Err(why) => self.problem(format!("{path}.cert"), why),
-                }
-            }
-        }
+        let (plain, tls_out) = self.listeners(listen, tls, base_dir);
         let threads =
             self.int_in("server.threads", threads, DEFAULT_THREADS as i64, 1, 1024)? as usize;
         let grace = self.int_in(
@@ -182,6 +155,44 @@ impl Validator {
         })
     }
 
+    /// `listen` and `[[server.tls]]`: addresses, each once, and certificate pairs that load.
+    fn listeners(
+        &mut self,
+        listen: Option<Vec<String>>,
+        tls: Option<Vec<FileTls>>,
+        base_dir: &Path,
+    ) -> (Vec<SocketAddr>, Vec<TlsListener>) {
+        let mut seen = HashSet::new();
+        let mut plain = Vec::new();
+        let listen = listen.unwrap_or_else(|| vec![DEFAULT_LISTEN.to_owned()]);
+        let tls = tls.unwrap_or_default();
+        if listen.is_empty() && tls.is_empty() {
+            self.problem("server.listen", "no listener: give at least one address");
+        }
+        for (i, a) in listen.iter().enumerate() {
+            let path = format!("server.listen[{i}]");
+            if let Some(addr) = self.listen_addr(&path, a, &mut seen) {
+                plain.push(addr);
+            }
+        }
+        let mut tls_out = Vec::new();
+        for (i, t) in tls.into_iter().enumerate() {
+            let path = format!("server.tls[{i}]");
+            let listen = self.listen_addr(&format!("{path}.listen"), &t.listen, &mut seen);
+            let cert = self.existing_file(&format!("{path}.cert"), &t.cert, base_dir);
+            let key = self.existing_file(&format!("{path}.key"), &t.key, base_dir);
+            if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
+                // Parsed and matched here, as the listener will: a bad pair is a config error,
+                // never a listener that fails at start.
+                match crate::tlsfiles::check_pair(&cert, &key) {
+                    Ok(()) => tls_out.push(TlsListener { listen, cert, key }),
+                    Err(why) => self.problem(format!("{path}.cert"), why),
+                }
+            }
+        }
+        (plain, tls_out)
+    }
+
     pub(super) fn listen_addr(
         &mut self,
         path: &str,
@@ -203,28 +214,6 @@ impl Validator {
                 );
                 None
             }
-        }
-    }
-}
-
-impl FileServer {
-    pub(super) fn empty() -> Self {
-        FileServer {
-            listen: None,
-            threads: None,
-            tls: None,
-            grace_period_seconds: None,
-            upstream_keepalive_pool_size: None,
-            upgrade_sock: None,
-            drain_delay_ms: None,
-            pid_file: None,
-            preserve_header_case: None,
-            client_header_timeout_ms: None,
-            client_body_timeout_ms: None,
-            keepalive_timeout_ms: None,
-            max_request_header_bytes: None,
-            max_connections: None,
-            normalize_path: None,
         }
     }
 }
