@@ -49,28 +49,7 @@ impl Validator {
             cache_set_cookie,
             cache_tags,
         } = r;
-        let cache_tags = cache_tags.unwrap_or_default();
-        for (i, t) in cache_tags.iter().enumerate() {
-            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == ',') {
-                self.problem(
-                    format!("{path}.cache_tags[{i}]"),
-                    format!("`{t}`: a tag is one word without spaces or commas"),
-                );
-            }
-        }
-        let tier = match cache.as_deref() {
-            None | Some("off") => Some(None),
-            Some(t) => match CacheTier::ALL.iter().find(|x| x.name() == t) {
-                Some(x) => Some(Some(*x)),
-                None => {
-                    self.problem(
-                        format!("{path}.cache"),
-                        format!("unknown cache tier `{t}`, expected one of: hot, warm, cold, off"),
-                    );
-                    None
-                }
-            },
-        };
+        let (tier, cache_tags) = self.route_cache(path, cache.as_deref(), cache_tags);
         let name = name.unwrap_or_else(|| {
             format!(
                 "{}{}",
@@ -114,21 +93,7 @@ impl Validator {
                 format!("`{prefix}` must start with `/`"),
             );
         }
-        let idx = if names.contains(&upstream) {
-            // Only a pool that validated has an index; a broken one was already reported.
-            upstreams.iter().position(|u| u.name == upstream)
-        } else {
-            let known = if names.is_empty() {
-                "none are defined".to_owned()
-            } else {
-                format!("defined: {}", names.join(", "))
-            };
-            self.problem(
-                format!("{path}.upstream"),
-                format!("no upstream named `{upstream}` ({known})"),
-            );
-            None
-        };
+        let idx = self.route_upstream(path, &upstream, names, upstreams);
         Some(RouteSpec {
             host: host?,
             path_prefix: prefix,
@@ -142,6 +107,64 @@ impl Validator {
             },
             cache_tags,
         })
+    }
+
+    /// A route's `cache` tier (`off` or none: `Some(None)`) and its `cache_tags`.
+    fn route_cache(
+        &mut self,
+        path: &str,
+        cache: Option<&str>,
+        cache_tags: Option<Vec<String>>,
+    ) -> (Option<Option<CacheTier>>, Vec<String>) {
+        let cache_tags = cache_tags.unwrap_or_default();
+        for (i, t) in cache_tags.iter().enumerate() {
+            if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c == ',') {
+                self.problem(
+                    format!("{path}.cache_tags[{i}]"),
+                    format!("`{t}`: a tag is one word without spaces or commas"),
+                );
+            }
+        }
+        let tier = match cache {
+            None | Some("off") => Some(None),
+            Some(t) => match CacheTier::ALL.iter().find(|x| x.name() == t) {
+                Some(x) => Some(Some(*x)),
+                None => {
+                    self.problem(
+                        format!("{path}.cache"),
+                        format!("unknown cache tier `{t}`, expected one of: hot, warm, cold, off"),
+                    );
+                    None
+                }
+            },
+        };
+        (tier, cache_tags)
+    }
+
+    /// The index of the pool a route names (`None`, reported, when there is no such pool; a
+    /// pool that failed validation was reported already).
+    fn route_upstream(
+        &mut self,
+        path: &str,
+        upstream: &str,
+        names: &[String],
+        upstreams: &[UpstreamSpec],
+    ) -> Option<usize> {
+        if names.iter().any(|n| n == upstream) {
+            // Only a pool that validated has an index; a broken one was already reported.
+            upstreams.iter().position(|u| u.name == upstream)
+        } else {
+            let known = if names.is_empty() {
+                "none are defined".to_owned()
+            } else {
+                format!("defined: {}", names.join(", "))
+            };
+            self.problem(
+                format!("{path}.upstream"),
+                format!("no upstream named `{upstream}` ({known})"),
+            );
+            None
+        }
     }
 }
 
