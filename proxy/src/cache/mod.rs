@@ -459,13 +459,14 @@ pub enum PeerFill {
 impl CacheLayer {
     /// Across instances, one origin fetch per key: a true miss that holds this process's cache
     /// lock also takes the Redis fill lock; when another instance holds it, wait (up to
-    /// `lock_timeout`) for the entry it stores and answer from it, with `extra` fields.
+    /// `lock_timeout`) for the entry it stores and answer from it, with the `extra` field (the
+    /// request id), built only then.
     /// Anything else (no Redis, a hit, a stale entry being revalidated, caching disabled by
     /// Pingora for this request) fetches as usual.
     pub async fn fill_from_peer(
         &self,
         session: &mut pingora::proxy::Session,
-        extra: &[(&'static str, http::HeaderValue)],
+        extra: Option<(&'static str, &http::HeaderValue)>,
     ) -> pingora::Result<PeerFill> {
         let Some(redis) = self.redis else {
             return Ok(PeerFill::Fetch(None));
@@ -487,7 +488,16 @@ impl CacheLayer {
             redis::FillLock::HeldElsewhere => {
                 let deadline = std::time::Instant::now() + self.lock_timeout;
                 if redis.wait_for_entry(&key, deadline).await
-                    && serve_stored(session, self.storage, &key, extra).await?
+                    && serve_stored(
+                        session,
+                        self.storage,
+                        &key,
+                        &extra
+                            .map(|(k, v)| (k, v.clone()))
+                            .into_iter()
+                            .collect::<Vec<_>>(),
+                    )
+                    .await?
                 {
                     return Ok(PeerFill::Served);
                 }

@@ -409,12 +409,8 @@ impl ProxyHttp for Edge {
         if ctx.cache.rule.is_none() || self.cache.redis.is_none() {
             return Ok(true);
         }
-        let extra: Vec<(&'static str, HeaderValue)> = ctx
-            .request_id
-            .iter()
-            .map(|id| (REQUEST_ID, id.clone()))
-            .collect();
-        match Box::pin(self.cache.fill_from_peer(session, &extra)).await? {
+        let id = ctx.request_id.as_ref().map(|id| (REQUEST_ID, id));
+        match Box::pin(self.cache.fill_from_peer(session, id)).await? {
             cache::PeerFill::Fetch(lock) => {
                 ctx.cache.fill_lock = lock;
                 Ok(true)
