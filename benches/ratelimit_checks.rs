@@ -25,7 +25,8 @@ fn config(redis: Option<&str>) -> Config {
 async fn run(store: &str, redis: Option<&str>, concurrency: usize, seconds: u64) {
     let cfg = config(redis);
     let spec = Arc::new(cfg.rate_limit.clone().unwrap());
-    let limiter = Arc::new(RateLimiter::new(cfg.redis.as_ref()));
+    let metrics = sluice::metrics::Metrics::new().expect("metrics");
+    let limiter = RateLimiter::new(cfg.redis.as_ref(), &metrics).expect("limiter");
     let policy = spec.tiers["anonymous"];
     let done = Arc::new(AtomicBool::new(false));
     let count = Arc::new(AtomicU64::new(0));

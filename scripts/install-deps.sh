@@ -2,12 +2,14 @@
 # Install what building and testing Sluice needs, only when it is missing:
 #   cmake         - Pingora builds zlib-ng with it
 #   redis-server  - the test harness starts real Redis servers (rate limits, cache)
+#   promtool      - Prometheus' linter checks the /metrics exposition (Debian package prometheus)
 # Usage: scripts/install-deps.sh [extra apt packages...]
 set -euo pipefail
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 for pkg in "$@"; do
   command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -23,6 +25,9 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts a system redis-server on install; the tests start their own on free ports.
-if [[ " ${need[*]} " == *" redis-server "* ]] && command -v systemctl >/dev/null 2>&1; then
-  $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
-fi
+# Likewise a Prometheus server with the prometheus package (only promtool is wanted).
+for svc in redis-server prometheus; do
+  if [[ " ${need[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+  fi
+done

@@ -15,7 +15,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 
-use crate::metrics::METRICS;
+use crate::cache::PurgeKind;
 use crate::process::App;
 use crate::reload::ReloadError;
 
@@ -148,8 +148,8 @@ impl AdminApi {
                 "pid": std::process::id(),
                 "generation": snapshot.generation,
                 "draining": self.app.draining.load(Relaxed),
-                "in_flight": METRICS.in_flight.load(Relaxed),
-                "websockets": METRICS.websockets.load(Relaxed),
+                "in_flight": self.app.metrics.in_flight(),
+                "websockets": self.app.metrics.websockets(),
                 "redis": redis,
                 "pools": pools,
             }),
@@ -215,7 +215,7 @@ impl AdminApi {
         let mut tiers = serde_json::Map::new();
         let (mut hits, mut lookups, mut stale) = (0u64, 0u64, 0u64);
         for (i, tier) in crate::config::CacheTier::ALL.iter().enumerate() {
-            let results = METRICS.cache_results(*tier);
+            let results = cache.stats.results(*tier);
             let mut r = serde_json::Map::new();
             for (label, n) in results {
                 r.insert(label.to_ascii_lowercase(), json!(n));
@@ -242,7 +242,7 @@ impl AdminApi {
                 json!({"ttl_seconds": config.cache.ttl_seconds[i], "routes": routes, "results": r}),
             );
         }
-        let (stored, stored_bytes) = METRICS.cache_stored_totals();
+        let (stored, stored_bytes) = cache.stats.stored_totals();
         let (entries, bytes) = match (cache.memory, cache.redis) {
             (Some(m), _) => {
                 let (e, b) = m.usage();
@@ -254,8 +254,9 @@ impl AdminApi {
             ),
             _ => (Value::Null, Value::Null),
         };
-        let purged: serde_json::Map<String, Value> = METRICS
-            .cache_purges()
+        let purged: serde_json::Map<String, Value> = cache
+            .stats
+            .purges()
             .iter()
             .map(|(k, n)| (k.to_string(), json!(n)))
             .collect();
@@ -305,8 +306,7 @@ impl AdminApi {
         };
         let url = self.app.cache.key_rules.url(&url);
         let key = pingora::cache::CacheKey::new(url.clone(), "");
-        let removed = self.app.cache.invalidate(&[key]).await;
-        METRICS.cache_purged("url", removed as u64);
+        let removed = self.app.cache.invalidate(&[key], PurgeKind::Url).await;
         json_response(StatusCode::OK, &json!({"url": url, "removed": removed}))
     }
 
@@ -342,7 +342,7 @@ impl AdminApi {
             };
             return match removed {
                 Ok(n) => {
-                    METRICS.cache_purged("tag", n);
+                    self.app.cache.stats.purged(PurgeKind::Tag, n);
                     json_response(StatusCode::OK, &json!({"tags": tags, "removed": n}))
                 }
                 Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e})),
@@ -361,7 +361,7 @@ impl AdminApi {
         };
         match removed {
             Ok(n) => {
-                METRICS.cache_purged("pattern", n);
+                self.app.cache.stats.purged(PurgeKind::Pattern, n);
                 json_response(StatusCode::OK, &json!({"pattern": pattern, "removed": n}))
             }
             Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e})),
@@ -376,7 +376,7 @@ impl AdminApi {
         };
         match removed {
             Ok(n) => {
-                METRICS.cache_purged("flush", n);
+                self.app.cache.stats.purged(PurgeKind::Flush, n);
                 json_response(StatusCode::OK, &json!({"flushed": true, "removed": n}))
             }
             Err(e) => json_response(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": e})),
@@ -420,8 +420,7 @@ impl ServeHttp for AdminApi {
                 }
             }
             (Method::GET, "/metrics") => {
-                let snapshot = self.app.snapshot.load_full();
-                let body = METRICS.render(&snapshot, &self.app.limiter, self.app.cache);
+                let body = self.app.metrics.render();
                 response(
                     StatusCode::OK,
                     "text/plain; version=0.0.4; charset=utf-8",

@@ -3,7 +3,7 @@
 //! nothing about selection algorithms or request handling; those live in `balancer/` and
 //! `edge/`.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
@@ -14,6 +14,7 @@ use crate::admin::AdminApi;
 use crate::config::Config;
 use crate::edge::Edge;
 use crate::health::HealthService;
+use crate::metrics::{Kind, Live, LiveFamily};
 use crate::process::{apply_client_limits, App};
 use crate::reload::ReloadService;
 
@@ -28,6 +29,30 @@ pub enum AppError {
         /// Pingora's error.
         source: Box<pingora::Error>,
     },
+    /// A metric family could not be registered (a bug: names are fixed in the code).
+    #[error("metrics: {0}")]
+    Metrics(crate::metrics::Error),
+}
+
+impl From<crate::metrics::Error> for AppError {
+    fn from(e: crate::metrics::Error) -> Self {
+        AppError::Metrics(e)
+    }
+}
+
+static CONNECTION_FAMILIES: [LiveFamily; 1] = [LiveFamily {
+    name: "sluice_client_connections_open",
+    help: "Established client connections on the proxy listeners.",
+    kind: Kind::Gauge,
+    labels: &[],
+}];
+
+/// The open-connections gauge: the vendored listener counts each connection from accept to
+/// its end (one atomic add each way, per connection); read at scrape time.
+fn open_connections(open: Arc<AtomicUsize>) -> Result<Live, crate::metrics::Error> {
+    Live::new(&CONNECTION_FAMILIES, &[], move |s| {
+        s.add(0, &[], open.load(Relaxed) as f64);
+    })
 }
 
 /// Pingora settings derived from Sluice's `[server]` section.
@@ -71,6 +96,7 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
             Arc::clone(&app.snapshot),
             Arc::clone(&app.limiter),
             app.cache,
+            app.metrics,
             config.logging.access_log,
             Arc::clone(&app.draining),
         ),
@@ -80,6 +106,11 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
     proxy.on_listening(move || listening.store(true, Relaxed));
     let max_connections = crate::resources::connection_budget(config.server.max_connections);
     proxy.set_connection_limit(Arc::new(tokio::sync::Semaphore::new(max_connections)));
+    let open = Arc::new(AtomicUsize::new(0));
+    proxy.set_connection_counter(Arc::clone(&open));
+    app.metrics
+        .registry()
+        .register(Box::new(open_connections(open)?))?;
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }

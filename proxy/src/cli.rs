@@ -67,7 +67,13 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let state = crate::process::App::new(config.clone(), &path, text);
+    let state = match crate::process::App::new(config.clone(), &path, text) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: metrics: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,

@@ -15,7 +15,7 @@ use pingora::server::{
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::process::App;
 
 /// How long Pingora keeps the old listeners open after handing them over on SIGQUIT
@@ -74,8 +74,8 @@ impl ShutdownSignalWatch for Signals {
                     );
                     tokio::time::sleep(self.drain_delay).await;
                 }
-                let grace = self.grace;
-                std::thread::spawn(move || exit_when_drained(KEEPALIVE_CLOSE, grace));
+                let (grace, metrics) = (self.grace, self.app.metrics);
+                std::thread::spawn(move || exit_when_drained(metrics, KEEPALIVE_CLOSE, grace));
             }
             ShutdownSignal::GracefulUpgrade => {
                 // Draining starts only once a new process took the listeners: if none does
@@ -97,7 +97,7 @@ fn start_draining(app: &App, upgrade: bool) {
     info!(
         event = "draining",
         upgrade,
-        in_flight = METRICS.in_flight.load(Relaxed),
+        in_flight = app.metrics.in_flight(),
         "graceful stop: no new connections; finishing requests in flight"
     );
 }
@@ -115,8 +115,9 @@ async fn follow_upgrade(
             Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => transferring = true,
             Ok(ExecutionPhase::GracefulUpgradeCloseTimeout) => {
                 start_draining(&app, true);
+                let metrics = app.metrics;
                 std::thread::spawn(move || {
-                    exit_when_drained(UPGRADE_HAND_OVER + KEEPALIVE_CLOSE, grace)
+                    exit_when_drained(metrics, UPGRADE_HAND_OVER + KEEPALIVE_CLOSE, grace)
                 });
                 return;
             }
@@ -135,12 +136,12 @@ async fn follow_upgrade(
 
 /// After `hold`, exit the process once nothing is in flight for [`QUIET`]; give up (and let
 /// Pingora finish its grace period) after `grace`.
-fn exit_when_drained(hold: Duration, grace: Duration) {
+fn exit_when_drained(metrics: &Metrics, hold: Duration, grace: Duration) {
     std::thread::sleep(hold);
     let deadline = Instant::now() + grace;
     let mut quiet_since: Option<Instant> = None;
     while Instant::now() < deadline {
-        if METRICS.in_flight.load(Relaxed) <= 0 {
+        if metrics.in_flight() <= 0 {
             let since = *quiet_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= QUIET {
                 info!(event = "drained", "no request in flight; exiting");

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::balancer::StateRegistry;
 use crate::cache::CacheLayer;
 use crate::config::Config;
-use crate::metrics::METRICS;
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::snapshot::Snapshot;
 
@@ -28,6 +28,9 @@ pub struct App {
     pub limiter: Arc<RateLimiter>,
     /// The response cache's store and lock (process-wide; rules are in the snapshot).
     pub cache: &'static CacheLayer,
+    /// The process's metrics registry and request-path families (every component registers
+    /// its own families on it; `GET /metrics` renders it).
+    pub metrics: &'static Metrics,
     /// The config file, re-read on reload.
     pub config_path: PathBuf,
     /// Where relative paths in the config file resolve.
@@ -46,29 +49,44 @@ pub struct App {
 }
 
 impl App {
-    /// State for `config` (read from `path`, whose content was `text`) as the first generation.
-    pub fn new(config: Config, path: &Path, text: String) -> Arc<Self> {
+    /// State for `config` (read from `path`, whose content was `text`) as the first
+    /// generation, with a metrics registry of its own. Fails only if a metric family cannot
+    /// be registered (a bug: names are fixed in the code).
+    pub fn new(
+        config: Config,
+        path: &Path,
+        text: String,
+    ) -> Result<Arc<Self>, crate::metrics::Error> {
+        // One per process (leaked like the cache): request contexts hold its gauges.
+        let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()?));
         let registry = Arc::new(StateRegistry::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            &config, &registry, 1,
+            &config, &registry, metrics, 1,
         )));
-        let limiter = Arc::new(RateLimiter::new(config.redis.as_ref()));
+        metrics
+            .registry()
+            .register(Box::new(crate::snapshot::backend_metrics(Arc::clone(
+                &snapshot,
+            ))?))?;
+        let limiter = RateLimiter::new(config.redis.as_ref(), metrics)?;
         let cache: &'static CacheLayer = Box::leak(Box::new(CacheLayer::new(
             &config.cache,
             config.redis.as_ref(),
-        )));
-        METRICS.set_generation(1);
+            metrics,
+        )?));
+        metrics.set_generation(1);
         let base_dir = path
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or(Path::new("."))
             .to_owned();
-        Arc::new(App {
+        Ok(Arc::new(App {
             snapshot,
             config: ArcSwap::from_pointee(config),
             registry,
             limiter,
             cache,
+            metrics,
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),
@@ -76,7 +94,7 @@ impl App {
             listening: Arc::new(AtomicBool::new(false)),
             health_ready: AtomicBool::new(false),
             warmed_generation: std::sync::atomic::AtomicU64::new(0),
-        })
+        }))
     }
 
     /// Whether every backend with active checks has had its first probe (latched: once true,

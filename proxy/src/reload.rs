@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::config::{self, CacheSpec, Config, ConfigError, ServerSettings};
-use crate::metrics::{ReloadResult, METRICS};
+use crate::metrics::ReloadResult;
 use crate::process::App;
 use crate::snapshot::Snapshot;
 
@@ -142,12 +142,12 @@ impl App {
         match result {
             Ok(new) => {
                 let generation = self.snapshot.load().generation + 1;
-                let snapshot = Snapshot::build(&new, &self.registry, generation);
+                let snapshot = Snapshot::build(&new, &self.registry, self.metrics, generation);
                 crate::process::apply_client_limits(&new);
                 self.config.store(Arc::new(new));
                 self.snapshot.store(Arc::new(snapshot));
-                METRICS.reload(ReloadResult::Ok);
-                METRICS.set_generation(generation);
+                self.metrics.reload(ReloadResult::Ok);
+                self.metrics.set_generation(generation);
                 info!(
                     event = "config_reloaded",
                     trigger, generation, "config reloaded"
@@ -157,7 +157,7 @@ impl App {
             Err(e) => {
                 match &e {
                     ReloadError::Invalid(c) => {
-                        METRICS.reload(ReloadResult::Invalid);
+                        self.metrics.reload(ReloadResult::Invalid);
                         for p in &c.problems {
                             warn!(
                                 event = "config_reload_failed",
@@ -171,7 +171,7 @@ impl App {
                         }
                     }
                     ReloadError::RestartRequired(keys) => {
-                        METRICS.reload(ReloadResult::Refused);
+                        self.metrics.reload(ReloadResult::Refused);
                         warn!(
                             event = "config_reload_refused",
                             trigger,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::balancer::{Balancer, PassivePolicy, PickPolicy, RetryBudget, Slot, StateRegistry};
 use crate::config::{Config, HealthSpec, NextUpstream, RateLimitSpec, RouteLimit, UpstreamSpec};
-use crate::metrics::{PoolMetrics, RouteMetrics, TierMetrics, METRICS};
+use crate::metrics::{Kind, Live, LiveFamily, Metrics, PoolMetrics, RouteMetrics, TierMetrics};
 use crate::ratelimit::JwtVerifier;
 use crate::router::Router;
 
@@ -47,12 +47,12 @@ pub struct Pool {
     /// Active probes, read by the health service.
     pub health: Option<HealthSpec>,
     /// Upstream latency series.
-    pub metrics: Arc<PoolMetrics>,
+    pub metrics: PoolMetrics,
 }
 
 impl Pool {
     /// Build the pool for `spec`, reusing live backend state from `registry`.
-    pub fn new(spec: &UpstreamSpec, registry: &StateRegistry) -> Self {
+    pub fn new(spec: &UpstreamSpec, registry: &StateRegistry, metrics: &Metrics) -> Self {
         let slots = spec
             .backends
             .iter()
@@ -103,7 +103,7 @@ impl Pool {
             },
             websocket_idle_timeout: spec.websocket_idle_timeout,
             health: spec.health.clone(),
-            metrics: METRICS.pool(&spec.name),
+            metrics: metrics.pool(&spec.name),
         }
     }
 }
@@ -132,7 +132,7 @@ pub struct RatePolicies {
     /// Built once from `spec.jwt`.
     pub jwt: Option<JwtVerifier>,
     /// Check counters per tier name (and `route` for routes' own limits).
-    pub tier_metrics: HashMap<String, Arc<TierMetrics>>,
+    pub tier_metrics: HashMap<String, TierMetrics>,
 }
 
 impl std::fmt::Debug for RatePolicies {
@@ -157,8 +157,6 @@ pub struct Snapshot {
     pub pools: Vec<Pool>,
     /// Which config generation this is (1 for the first load).
     pub generation: u64,
-    /// Ports of the proxy listeners (for the open-connections gauge).
-    pub listen_ports: Vec<u16>,
     /// Normalise request paths before routing (`[server] normalize_path`).
     pub normalize_path: bool,
     /// Per-read wait for request bodies, when it differs from Pingora's 60 s default
@@ -167,8 +165,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Build a snapshot from a validated config.
-    pub fn build(config: &Config, registry: &StateRegistry, generation: u64) -> Self {
+    /// Build a snapshot from a validated config, resolving its metric handles on `metrics`.
+    pub fn build(
+        config: &Config,
+        registry: &StateRegistry,
+        metrics: &Metrics,
+        generation: u64,
+    ) -> Self {
         Snapshot {
             router: Router::new(&config.routes),
             routes: config
@@ -178,7 +181,7 @@ impl Snapshot {
                     upstream: r.upstream,
                     rate_limit: r.rate_limit,
                     access_log: r.access_log,
-                    metrics: METRICS.route(&r.name, &config.upstreams[r.upstream].name),
+                    metrics: Arc::new(metrics.route(&r.name, &config.upstreams[r.upstream].name)),
                     cache: crate::cache::CacheRule::of(&r.cache, &config.cache),
                     cache_tags: r.cache_tags.clone(),
                 })
@@ -190,26 +193,88 @@ impl Snapshot {
                     .keys()
                     .map(String::as_str)
                     .chain(std::iter::once("route"))
-                    .map(|t| (t.to_owned(), METRICS.tier(t)))
+                    .map(|t| (t.to_owned(), metrics.tier(t)))
                     .collect(),
                 spec: spec.clone(),
             }),
             pools: config
                 .upstreams
                 .iter()
-                .map(|u| Pool::new(u, registry))
+                .map(|u| Pool::new(u, registry, metrics))
                 .collect(),
             generation,
             normalize_path: config.server.normalize_path,
             client_body_timeout: Some(config.server.client_body_timeout)
                 .filter(|t| *t != PINGORA_READ_TIMEOUT),
-            listen_ports: config
-                .server
-                .listen
-                .iter()
-                .chain(config.server.tls.iter().map(|t| &t.listen))
-                .map(|a| a.port())
-                .collect(),
         }
     }
+}
+
+/// Per-backend families, read from the live state of the current snapshot's pools.
+static BACKEND_FAMILIES: [LiveFamily; 6] = [
+    LiveFamily {
+        name: "sluice_backend_up",
+        help: "1 when the backend is in rotation (active checks pass and not ejected).",
+        kind: Kind::Gauge,
+        labels: &["upstream", "backend"],
+    },
+    LiveFamily {
+        name: "sluice_backend_in_flight",
+        help: "Requests (and WebSockets) in flight on the backend.",
+        kind: Kind::Gauge,
+        labels: &["upstream", "backend"],
+    },
+    LiveFamily {
+        name: "sluice_backend_selections_total",
+        help: "Times the balancer picked the backend.",
+        kind: Kind::Counter,
+        labels: &["upstream", "backend"],
+    },
+    LiveFamily {
+        name: "sluice_backend_failures_total",
+        help: "Failed attempts (connect, timeout, error, counted status).",
+        kind: Kind::Counter,
+        labels: &["upstream", "backend"],
+    },
+    LiveFamily {
+        name: "sluice_backend_ejections_total",
+        help: "Passive-health ejections.",
+        kind: Kind::Counter,
+        labels: &["upstream", "backend"],
+    },
+    LiveFamily {
+        name: "sluice_backend_retries_total",
+        help: "Failed attempts on the backend that were retried elsewhere.",
+        kind: Kind::Counter,
+        labels: &["upstream", "backend"],
+    },
+];
+
+/// The collector of the per-backend families of whatever snapshot `current` holds at scrape
+/// time (a backend removed by a reload stops being exported).
+pub fn backend_metrics(
+    current: Arc<arc_swap::ArcSwap<Snapshot>>,
+) -> Result<Live, crate::metrics::Error> {
+    Live::new(&BACKEND_FAMILIES, &[], move |s| {
+        let snapshot = current.load();
+        let now = crate::util::clock::now_ns();
+        for pool in &snapshot.pools {
+            for (i, slot) in pool.balancer.slots().iter().enumerate() {
+                let labels = [pool.name.as_str(), pool.names[i].as_str()];
+                let st = &slot.state;
+                let c = st.counters();
+                let values = [
+                    u64::from(st.probe_up() && !st.ejected(now)),
+                    st.inflight() as u64,
+                    c.selections,
+                    c.failures,
+                    c.ejections,
+                    c.retries,
+                ];
+                for (family, v) in values.into_iter().enumerate() {
+                    s.add(family, &labels, v as f64);
+                }
+            }
+        }
+    })
 }

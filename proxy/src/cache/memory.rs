@@ -6,7 +6,7 @@
 use std::any::Any;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -18,6 +18,8 @@ use pingora::cache::storage::{
 use pingora::cache::trace::SpanHandle;
 use pingora::cache::CacheMeta;
 use pingora::Result;
+
+use super::stats::CacheStats;
 
 /// `CacheMeta` as serialized by pingora-cache: (internal, header).
 type BinaryMeta = (Vec<u8>, Vec<u8>);
@@ -65,12 +67,15 @@ pub struct MemoryStore {
     lru: Mutex<Lru>,
     capacity: u64,
     tick: AtomicU64,
+    /// The cache's metrics (entries stored).
+    stats: Arc<CacheStats>,
 }
 
 impl MemoryStore {
     /// A store holding at most `capacity` bytes (metadata, headers and bodies).
-    pub fn new(capacity: u64) -> Self {
+    pub fn new(capacity: u64, stats: Arc<CacheStats>) -> Self {
         MemoryStore {
+            stats,
             lru: Mutex::new(Lru::default()),
             capacity,
             tick: AtomicU64::new(0),
@@ -233,7 +238,7 @@ impl HandleMiss for MemoryMiss {
 
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let len = self.body.len();
-        crate::metrics::METRICS.cache_stored(len as u64);
+        self.store.stats.stored(len as u64);
         self.store
             .insert(self.key, self.url, self.tags, self.meta, self.body.freeze());
         Ok(MissFinishType::Created(len))
@@ -324,9 +329,13 @@ impl Storage for MemoryStore {
 mod tests {
     use super::*;
 
+    fn test_stats() -> Arc<CacheStats> {
+        Arc::new(CacheStats::new(&prometheus::Registry::new()).unwrap())
+    }
+
     #[test]
     fn least_recently_used_entries_are_evicted_first() {
-        let s = MemoryStore::new(3 * (64 + 100));
+        let s = MemoryStore::new(3 * (64 + 100), test_stats());
         for k in ["a", "b", "c"] {
             s.insert(
                 k.into(),
@@ -351,7 +360,7 @@ mod tests {
 
     #[test]
     fn an_object_larger_than_the_store_is_not_kept() {
-        let s = MemoryStore::new(100);
+        let s = MemoryStore::new(100, test_stats());
         s.insert(
             "big".into(),
             String::new(),

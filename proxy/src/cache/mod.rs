@@ -8,7 +8,9 @@
 
 pub mod memory;
 pub mod redis;
+pub mod stats;
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use http::header;
@@ -23,8 +25,10 @@ use pingora::cache::{
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::{CacheSpec, CacheTier, RedisSpec, RouteCache};
+use crate::metrics::{Kind, Live, LiveFamily, Metrics};
 use memory::MemoryStore;
 use redis::RedisCacheStore;
+pub use stats::{CacheResult, CacheStats, Call, PurgeKind};
 
 /// No freshness unless the origin gives it: tier TTLs are applied by [`cacheability`].
 const ORIGIN_ONLY: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
@@ -47,18 +51,26 @@ pub struct CacheLayer {
     pub memory: Option<&'static MemoryStore>,
     /// The Redis store, when `[redis]` is configured.
     pub redis: Option<&'static RedisCacheStore>,
+    /// The cache's metrics.
+    pub stats: Arc<CacheStats>,
 }
 
 impl CacheLayer {
-    /// The layer for `spec`: on Redis when `redis` is configured, else the embedded store.
-    /// Leaked once per process: pingora-cache wants `'static` storage.
-    pub fn new(spec: &CacheSpec, redis: Option<&RedisSpec>) -> Self {
+    /// The layer for `spec`: on Redis when `redis` is configured, else the embedded store,
+    /// with its metrics registered on `metrics`. Leaked once per process: pingora-cache wants
+    /// `'static` storage.
+    pub fn new(
+        spec: &CacheSpec,
+        redis: Option<&RedisSpec>,
+        metrics: &Metrics,
+    ) -> Result<Self, crate::metrics::Error> {
         let lock: &'static CacheKeyLockImpl = Box::leak(CacheLock::new_boxed(spec.lock_timeout));
         let max_object_bytes = spec.max_object_bytes as usize;
-        match redis {
+        let stats = Arc::new(CacheStats::new(metrics.registry())?);
+        let layer = match redis {
             Some(r) => {
                 let store: &'static RedisCacheStore =
-                    Box::leak(Box::new(RedisCacheStore::new(r, spec)));
+                    Box::leak(Box::new(RedisCacheStore::new(r, spec, Arc::clone(&stats))));
                 CacheLayer {
                     storage: store,
                     lock,
@@ -71,11 +83,14 @@ impl CacheLayer {
                     },
                     memory: None,
                     redis: Some(store),
+                    stats,
                 }
             }
             None => {
-                let store: &'static MemoryStore =
-                    Box::leak(Box::new(MemoryStore::new(spec.memory_bytes)));
+                let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
+                    spec.memory_bytes,
+                    Arc::clone(&stats),
+                )));
                 CacheLayer {
                     storage: store,
                     lock,
@@ -88,9 +103,47 @@ impl CacheLayer {
                     },
                     memory: Some(store),
                     redis: None,
+                    stats,
                 }
             }
+        };
+        layer.register_live(metrics)?;
+        Ok(layer)
+    }
+}
+
+/// The embedded store's size, read at scrape time.
+static MEMORY_FAMILIES: [LiveFamily; 2] = [
+    LiveFamily {
+        name: "sluice_cache_entries",
+        help: "Entries in the embedded cache store.",
+        kind: Kind::Gauge,
+        labels: &[],
+    },
+    LiveFamily {
+        name: "sluice_cache_bytes",
+        help: "Bytes held by the embedded cache store.",
+        kind: Kind::Gauge,
+        labels: &[],
+    },
+];
+
+impl CacheLayer {
+    /// Register what is read at scrape time: the embedded store's size (when it is the
+    /// store) and the Redis breaker (closed and never opened without Redis).
+    fn register_live(&self, metrics: &Metrics) -> Result<(), crate::metrics::Error> {
+        if let Some(memory) = self.memory {
+            let live = Live::new(&MEMORY_FAMILIES, &[], move |s| {
+                let (entries, bytes) = memory.usage();
+                s.add(0, &[], entries as f64);
+                s.add(1, &[], bytes as f64);
+            })?;
+            metrics.registry().register(Box::new(live))?;
         }
+        let redis = self.redis;
+        crate::store::register_breaker_metrics(metrics, crate::store::Component::Cache, move || {
+            redis.map(|r| (r.breaker_state(), r.breaker_transitions()))
+        })
     }
 }
 
@@ -202,8 +255,9 @@ pub fn invalidated_keys(
 }
 
 impl CacheLayer {
-    /// Remove the stored responses for `keys` (an error only means nothing was removed).
-    pub async fn invalidate(&self, keys: &[CacheKey]) -> usize {
+    /// Remove the stored responses for `keys` (an error only means nothing was removed),
+    /// counted as purges of `kind`.
+    pub async fn invalidate(&self, keys: &[CacheKey], kind: PurgeKind) -> usize {
         let span = pingora::cache::trace::Span::inactive();
         let mut removed = 0;
         for k in keys {
@@ -220,7 +274,7 @@ impl CacheLayer {
                 removed += 1;
             }
         }
-        crate::metrics::METRICS.cache_purged("invalidation", removed as u64);
+        self.stats.purged(kind, removed as u64);
         removed
     }
 }
@@ -528,7 +582,7 @@ impl CacheLayer {
             return;
         }
         let keys = invalidated_keys(req, resp, host, tls, &self.key_rules);
-        self.invalidate(&keys).await;
+        self.invalidate(&keys, PurgeKind::Invalidation).await;
     }
 
     /// Make a response from a caching route ready for the client: tag fields removed (they
@@ -542,8 +596,8 @@ impl CacheLayer {
         for h in &self.tag_headers {
             resp.remove_header(h.as_str());
         }
-        if let (Some(x), Some(status)) = (x_cache(phase), cache_status(phase)) {
-            resp.insert_header("x-cache", x)?;
+        if let (Some(x), Some(status)) = (result(phase), cache_status(phase)) {
+            resp.insert_header("x-cache", x.x_cache())?;
             resp.insert_header("cache-status", status)?;
         }
         Ok(())
@@ -557,12 +611,12 @@ pub fn label_bypass(resp: &mut ResponseHeader) -> pingora::Result<()> {
 }
 
 /// The cache result of one request for metrics and the access log: `HIT` when a peer's entry
-/// answered it, else its phase's `X-Cache` label.
-pub fn result_label(phase: CachePhase, peer_filled: bool) -> Option<&'static str> {
+/// answered it, else its phase's result.
+pub fn request_result(phase: CachePhase, peer_filled: bool) -> Option<CacheResult> {
     if peer_filled {
-        Some("HIT")
+        Some(CacheResult::Hit)
     } else {
-        x_cache(phase)
+        result(phase)
     }
 }
 
@@ -574,31 +628,32 @@ pub fn is_safe(m: &http::Method) -> bool {
     )
 }
 
-/// `X-Cache` for a finished cache phase, `None` when caching was off for the request.
-pub fn x_cache(phase: CachePhase) -> Option<&'static str> {
+/// The result (`X-Cache`) of a finished cache phase, `None` when caching was off for the
+/// request.
+pub fn result(phase: CachePhase) -> Option<CacheResult> {
     Some(match phase {
-        CachePhase::Hit => "HIT",
-        CachePhase::Miss => "MISS",
-        CachePhase::Expired => "EXPIRED",
-        CachePhase::Stale | CachePhase::StaleUpdating => "STALE",
-        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => "REVALIDATED",
-        CachePhase::Bypass => "BYPASS",
+        CachePhase::Hit => CacheResult::Hit,
+        CachePhase::Miss => CacheResult::Miss,
+        CachePhase::Expired => CacheResult::Expired,
+        CachePhase::Stale | CachePhase::StaleUpdating => CacheResult::Stale,
+        CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => CacheResult::Revalidated,
+        CachePhase::Bypass => CacheResult::Bypass,
         CachePhase::Disabled(NoCacheReason::NeverEnabled) => return None,
         // Fetched from the origin, which did not allow storing it (or it was too large).
-        CachePhase::Disabled(_) => "MISS",
-        CachePhase::Uninit | CachePhase::CacheKey => "BYPASS",
+        CachePhase::Disabled(_) => CacheResult::Miss,
+        CachePhase::Uninit | CachePhase::CacheKey => CacheResult::Bypass,
     })
 }
 
 /// RFC 9211 `Cache-Status` for a phase (`sluice` is the cache's name).
 pub fn cache_status(phase: CachePhase) -> Option<&'static str> {
-    Some(match x_cache(phase)? {
-        "HIT" => "sluice; hit",
-        "STALE" => "sluice; hit; fwd=stale",
-        "MISS" => "sluice; fwd=miss",
-        "EXPIRED" => "sluice; fwd=stale",
-        "REVALIDATED" => "sluice; hit; fwd=stale; fwd-status=304",
-        _ => "sluice; fwd=bypass",
+    Some(match result(phase)? {
+        CacheResult::Hit => "sluice; hit",
+        CacheResult::Stale => "sluice; hit; fwd=stale",
+        CacheResult::Miss => "sluice; fwd=miss",
+        CacheResult::Expired => "sluice; fwd=stale",
+        CacheResult::Revalidated => "sluice; hit; fwd=stale; fwd-status=304",
+        CacheResult::Bypass => "sluice; fwd=bypass",
     })
 }
 

@@ -14,6 +14,7 @@
 //! failing Redis for a cool-down.
 
 use std::any::Any;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -28,6 +29,7 @@ use pingora::cache::CacheMeta;
 use pingora::{Error, ErrorType, Result};
 use redis::RedisResult;
 
+use super::stats::{CacheStats, Call};
 use crate::config::{CacheSpec, RedisSpec, RedisTarget};
 use crate::store::{BreakerState, Component, Conn, Guarded};
 
@@ -61,6 +63,8 @@ pub struct RedisCacheStore {
     target: RedisTarget,
     namespace: String,
     chunk_bytes: usize,
+    /// The cache's metrics (calls, entries stored).
+    stats: Arc<CacheStats>,
 }
 
 fn storage_error(what: &str, e: impl std::fmt::Display) -> Box<Error> {
@@ -72,8 +76,9 @@ fn storage_error(what: &str, e: impl std::fmt::Display) -> Box<Error> {
 
 impl RedisCacheStore {
     /// A store on `redis` for `spec`; nothing is connected yet.
-    pub fn new(redis: &RedisSpec, spec: &CacheSpec) -> Self {
+    pub fn new(redis: &RedisSpec, spec: &CacheSpec, stats: Arc<CacheStats>) -> Self {
         RedisCacheStore {
+            stats,
             redis: Guarded::new(redis, spec.command_timeout, Component::Cache),
             target: redis.target.clone(),
             namespace: spec.namespace.clone(),
@@ -90,13 +95,13 @@ impl RedisCacheStore {
     /// cache call `what`. `None` when Redis is skipped or failed: a miss.
     async fn call<T>(
         &self,
-        what: &str,
+        what: Call,
         work: impl std::future::Future<Output = RedisResult<T>>,
     ) -> Option<T> {
         let started = std::time::Instant::now();
         let result = self.redis.call(work).await;
         if !matches!(result, Err(crate::store::CallError::Skipped)) {
-            crate::metrics::METRICS.cache_call(what, started.elapsed(), result.is_ok());
+            self.stats.call(what, started.elapsed(), result.is_ok());
         }
         result.ok()
     }
@@ -108,7 +113,7 @@ impl RedisCacheStore {
         let token: u64 = rand::random();
         let conn = self.redis.conn();
         let set: Option<Option<String>> = self
-            .call("lock", async {
+            .call(Call::Lock, async {
                 conn.get()
                     .await?
                     .query(
@@ -136,7 +141,7 @@ impl RedisCacheStore {
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         );
         let conn = self.redis.conn();
-        self.call("unlock", async {
+        self.call(Call::Unlock, async {
             let mut inv = script.key(&lock);
             inv.arg(token.to_string());
             conn.get().await?.invoke::<i64>(&inv).await
@@ -154,7 +159,7 @@ impl RedisCacheStore {
             let mut pipe = redis::pipe();
             pipe.cmd("EXISTS").arg(&meta).cmd("EXISTS").arg(&lock);
             let state: Option<(u8, u8)> = self
-                .call("wait", async { conn.get().await?.pipe(&pipe).await })
+                .call(Call::Wait, async { conn.get().await?.pipe(&pipe).await })
                 .await;
             match state {
                 Some((1, _)) => return true,
@@ -201,9 +206,14 @@ impl RedisCacheStore {
         self.redis.ping().await
     }
 
+    /// The breaker's state.
+    pub fn breaker_state(&self) -> BreakerState {
+        self.redis.breaker_state()
+    }
+
     /// Whether the breaker currently skips Redis.
     pub fn breaker_open(&self) -> bool {
-        self.redis.breaker_state() == BreakerState::Open
+        self.breaker_state() == BreakerState::Open
     }
 
     /// How many times the cache's breaker opened and closed.
@@ -363,7 +373,7 @@ impl HandleHit for RedisHit {
         let conn = self.store.redis.conn();
         let chunk: Option<Vec<u8>> = self
             .store
-            .call("read chunk", async {
+            .call(Call::ReadChunk, async {
                 conn.get().await?.query(redis::cmd("GET").arg(&key)).await
             })
             .await
@@ -448,7 +458,7 @@ impl RedisMiss {
         let ttl = self.ttl_ms;
         let ok = self
             .store
-            .call("write chunk", async {
+            .call(Call::WriteChunk, async {
                 conn.get()
                     .await?
                     .query::<()>(
@@ -531,20 +541,20 @@ impl HandleMiss for RedisMiss {
         let conn = self.store.redis.conn();
         if self
             .store
-            .call("publish entry", async {
+            .call(Call::PublishEntry, async {
                 conn.get().await?.pipe::<()>(&pipe).await
             })
             .await
             .is_some()
         {
-            crate::metrics::METRICS.cache_stored(self.len as u64);
+            self.store.stats.stored(self.len as u64);
             // Index the entry under each tag: a set per tag (its own hash tag, so any slot),
             // expiring no earlier than its longest-lived member.
             for tag in &self.tags {
                 let set = self.store.tag_key(tag);
                 let (member, ttl) = (self.prefix.clone(), self.ttl_ms);
                 self.store
-                    .call("tag", async {
+                    .call(Call::Tag, async {
                         let mut inv = TAG_ADD.key(&set);
                         inv.arg(&member).arg(ttl);
                         conn.get().await?.invoke::<i64>(&inv).await
@@ -639,7 +649,7 @@ impl Storage for RedisCacheStore {
         let meta_key = format!("{prefix}:m");
         let conn = self.redis.conn();
         let fields: Option<Vec<(String, Vec<u8>)>> = self
-            .call("lookup", async {
+            .call(Call::Lookup, async {
                 conn.get()
                     .await?
                     .query(redis::cmd("HGETALL").arg(&meta_key))
@@ -699,7 +709,7 @@ impl Storage for RedisCacheStore {
         let meta_key = format!("{{{}:{}}}:m", self.namespace, target.key().combined());
         let conn = self.redis.conn();
         let removed: Option<u64> = self
-            .call("purge", async {
+            .call(Call::Purge, async {
                 conn.get()
                     .await?
                     .query(redis::cmd("DEL").arg(&meta_key))
@@ -735,7 +745,7 @@ impl Storage for RedisCacheStore {
         let prefix = self.prefix(key);
         let conn = self.redis.conn();
         let updated: Option<i64> = self
-            .call("update meta", async {
+            .call(Call::UpdateMeta, async {
                 let mut inv = script.key(&meta_key);
                 inv.arg(&internal[..])
                     .arg(&header[..])

@@ -24,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::balancer::{Lease, Tried};
 use crate::cache::{self, CacheLayer, CacheRule};
-use crate::metrics::{GaugeGuard, LimitResult, Method, METRICS};
+use crate::metrics::{GaugeGuard, LimitResult, Method, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
@@ -38,6 +38,7 @@ pub struct Edge {
     snapshot: Arc<ArcSwap<Snapshot>>,
     limiter: Arc<RateLimiter>,
     cache: &'static CacheLayer,
+    metrics: &'static Metrics,
     /// Access-log requests that match no route (`[logging] access_log`).
     log_unrouted: bool,
     /// Set once a graceful stop began: every response then closes its connection.
@@ -46,11 +47,12 @@ pub struct Edge {
 
 impl Edge {
     /// A proxy serving whatever snapshot `snapshot` holds at each request's start, limiting
-    /// rates through `limiter`.
+    /// rates through `limiter`, caching in `cache`, counting in `metrics`.
     pub fn new(
         snapshot: Arc<ArcSwap<Snapshot>>,
         limiter: Arc<RateLimiter>,
         cache: &'static CacheLayer,
+        metrics: &'static Metrics,
         log_unrouted: bool,
         draining: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
@@ -58,6 +60,7 @@ impl Edge {
             snapshot,
             limiter,
             cache,
+            metrics,
             log_unrouted,
             draining,
         }
@@ -84,9 +87,9 @@ pub struct RequestCtx {
     /// When the request header had been read.
     started: Option<Instant>,
     /// This request's unit of the in-flight gauge.
-    _in_flight: Option<GaugeGuard>,
+    _in_flight: Option<GaugeGuard<'static>>,
     /// This connection's unit of the open-WebSockets gauge, once upgraded.
-    websocket: Option<GaugeGuard>,
+    websocket: Option<GaugeGuard<'static>>,
     /// Backend attempts: selection, failover and passive health.
     attempt: Attempt,
     /// The response cache's part of the request.
@@ -257,7 +260,7 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> Self::CTX {
         RequestCtx {
             started: Some(Instant::now()),
-            _in_flight: Some(GaugeGuard::request()),
+            _in_flight: Some(self.metrics.request_guard()),
             ..RequestCtx::default()
         }
     }
@@ -595,11 +598,11 @@ impl ProxyHttp for Edge {
             let took = now.saturating_duration_since(t);
             lease.state().observe_latency_at(took, ns_at(now));
             if let Some(pool) = ctx.pool() {
-                pool.metrics.upstream_duration.observe(took);
+                pool.metrics.upstream_took(took);
             }
         }
         if status == 101 && ctx.upgrade {
-            ctx.websocket = Some(GaugeGuard::websocket());
+            ctx.websocket = Some(self.metrics.websocket_guard());
         }
         if status >= 500 && ctx.pool().is_some_and(|p| p.fail_on_5xx) {
             ctx.record_failure(Failure::Status(status));
@@ -719,15 +722,15 @@ impl ProxyHttp for Edge {
         let route = ctx.route.and_then(|r| snapshot?.routes.get(r));
         match route {
             Some(r) => r.metrics.record(method, status, took),
-            None => METRICS.unrouted().record(method, status, took),
+            None => self.metrics.unrouted().record(method, status, took),
         }
         if let Some(rule) = &ctx.cache.rule {
-            if let Some(x) = cache::result_label(session.cache.phase(), ctx.cache.peer_filled) {
-                METRICS.cache_result(rule.tier, x);
+            if let Some(x) = cache::request_result(session.cache.phase(), ctx.cache.peer_filled) {
+                self.cache.stats.result(rule.tier, x);
             }
         } else if ctx.cache.bypass {
             if let Some(t) = route.and_then(|r| r.cache).map(|c| c.tier) {
-                METRICS.cache_result(t, "BYPASS");
+                self.cache.stats.result(t, cache::CacheResult::Bypass);
             }
         }
         let logged = match route {
@@ -755,7 +758,8 @@ impl ProxyHttp for Edge {
             },
             retries = ctx.attempt.attempts.saturating_sub(1),
             cache = if ctx.cache.rule.is_some() {
-                cache::result_label(session.cache.phase(), ctx.cache.peer_filled).unwrap_or("-")
+                cache::request_result(session.cache.phase(), ctx.cache.peer_filled)
+                    .map_or("-", cache::CacheResult::x_cache)
             } else {
                 "-"
             },

@@ -14,8 +14,13 @@ pub use identity::{client_ip, identify, Identity, JwtVerifier, Reject};
 pub use local::LocalStore;
 pub use redis::{RedisStore, StoreError};
 
+use std::sync::{Arc, Weak};
+
+use prometheus::{IntCounter, IntCounterVec, Opts};
+
 use crate::config::{LimitPolicy, OnRedisError, RateLimitSpec, RedisSpec};
-use crate::store::BreakerState;
+use crate::metrics::Metrics;
+use crate::store::{register_breaker_metrics, BreakerState, Component};
 use crate::util::clock::now_ms;
 
 /// Which store decided (or why none did).
@@ -38,7 +43,13 @@ pub struct RateLimiter {
     local: LocalStore,
     /// Requests already counted in Redis and not yet used, by key (see [`Lease`]).
     leases: std::sync::Mutex<std::collections::HashMap<String, Lease>>,
+    /// Failed Redis checks, by [`REDIS_ERROR_KINDS`].
+    redis_errors: [IntCounter; REDIS_ERROR_KINDS.len()],
 }
+
+/// Redis failure kinds of rate-limit checks (see `StoreError::kind`; a skipped call is not a
+/// failure).
+const REDIS_ERROR_KINDS: [&str; 3] = ["timeout", "connection", "response"];
 
 /// Requests counted in Redis ahead of use for one key: a large limit far from exhaustion is
 /// checked once per `lease_batch` requests instead of once per request. A lease lives at most
@@ -68,13 +79,33 @@ const MAX_LEASES: usize = 10_000;
 const LEASE_MIN_FACTOR: u64 = 100;
 
 impl RateLimiter {
-    /// A limiter using Redis when `redis` is given, the embedded store otherwise.
-    pub fn new(redis: Option<&RedisSpec>) -> Self {
-        RateLimiter {
+    /// A limiter using Redis when `redis` is given, the embedded store otherwise, with its
+    /// metrics (Redis errors by kind, its breaker) registered on `metrics`.
+    pub fn new(
+        redis: Option<&RedisSpec>,
+        metrics: &Metrics,
+    ) -> Result<Arc<Self>, crate::metrics::Error> {
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "sluice_ratelimit_redis_errors_total",
+                "Failed rate-limit Redis calls by kind.",
+            ),
+            &["kind"],
+        )?;
+        metrics.registry().register(Box::new(errors.clone()))?;
+        let limiter = Arc::new(RateLimiter {
             redis: redis.cloned().map(RedisStore::new),
             local: LocalStore::default(),
             leases: std::sync::Mutex::new(std::collections::HashMap::new()),
-        }
+            redis_errors: REDIS_ERROR_KINDS.map(|k| errors.with_label_values(&[k])),
+        });
+        let weak: Weak<RateLimiter> = Arc::downgrade(&limiter);
+        register_breaker_metrics(metrics, Component::RateLimit, move || {
+            let limiter = weak.upgrade()?;
+            let redis = limiter.redis.as_ref()?;
+            Some((redis.breaker_state(), redis.breaker_transitions()))
+        })?;
+        Ok(limiter)
     }
 
     /// The Redis store, for API-key lookups.
@@ -139,7 +170,11 @@ impl RateLimiter {
                 return (d, Source::Redis);
             }
             Err(StoreError::Skipped) => {}
-            Err(e) => crate::metrics::METRICS.redis_error(e.kind()),
+            Err(e) => {
+                if let Some(i) = REDIS_ERROR_KINDS.iter().position(|k| *k == e.kind()) {
+                    self.redis_errors[i].inc();
+                }
+            }
         }
         self.fallback(key, policy, spec)
     }

@@ -16,6 +16,7 @@ pub use breaker::{Breaker, BreakerState};
 pub use conn::{Conn, LazyConn};
 
 use crate::config::RedisSpec;
+use crate::metrics::{Kind, Live, LiveFamily, Metrics};
 use crate::util::clock::now_ms;
 
 /// Why a guarded call gave no answer.
@@ -54,6 +55,14 @@ pub enum Component {
 }
 
 impl Component {
+    /// The `component` label of `sluice_redis_breaker_transitions_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Component::RateLimit => "ratelimit",
+            Component::Cache => "cache",
+        }
+    }
+
     fn events(self) -> (&'static str, &'static str, &'static str) {
         match self {
             Component::RateLimit => (
@@ -163,4 +172,60 @@ async fn bounded<T>(
         Ok(r) => r.map_err(CallError::from),
         Err(_) => Err(CallError::Timeout(timeout)),
     }
+}
+
+/// `sluice_redis_breaker_transitions_total`, one collector per component (its `component`
+/// label is a constant of the collector, so both share the family).
+static TRANSITIONS: [LiveFamily; 1] = [LiveFamily {
+    name: "sluice_redis_breaker_transitions_total",
+    help: "Circuit breaker openings and closings, by component.",
+    kind: Kind::Counter,
+    labels: &["to"],
+}];
+
+static RATELIMIT_OPEN: [LiveFamily; 1] = [LiveFamily {
+    name: "sluice_ratelimit_breaker_open",
+    help: "1 while the rate-limit circuit breaker skips Redis.",
+    kind: Kind::Gauge,
+    labels: &[],
+}];
+
+static CACHE_OPEN: [LiveFamily; 1] = [LiveFamily {
+    name: "sluice_cache_breaker_open",
+    help: "1 while the cache's circuit breaker skips Redis.",
+    kind: Kind::Gauge,
+    labels: &[],
+}];
+
+/// What a breaker's metrics read at scrape time: its state and (openings, closings), `None`
+/// when the component has no Redis (exported as closed, never opened).
+pub type BreakerReading = Option<(BreakerState, (u64, u64))>;
+
+/// Register the breaker metrics of `component` on `metrics`, read through `read` at scrape
+/// time: whether it is open, and its transitions.
+pub fn register_breaker_metrics(
+    metrics: &Metrics,
+    component: Component,
+    read: impl Fn() -> BreakerReading + Clone + Send + Sync + 'static,
+) -> Result<(), crate::metrics::Error> {
+    let open_family = match component {
+        Component::RateLimit => &RATELIMIT_OPEN,
+        Component::Cache => &CACHE_OPEN,
+    };
+    let read_open = read.clone();
+    let open = Live::new(open_family, &[], move |s| {
+        let open = matches!(read_open(), Some((BreakerState::Open, _)));
+        s.add(0, &[], f64::from(u8::from(open)));
+    })?;
+    let transitions = Live::new(
+        &TRANSITIONS,
+        &[("component", component.label())],
+        move |s| {
+            let (opened, closed) = read().map_or((0, 0), |(_, t)| t);
+            s.add(0, &["open"], opened as f64);
+            s.add(0, &["closed"], closed as f64);
+        },
+    )?;
+    metrics.registry().register(Box::new(open))?;
+    metrics.registry().register(Box::new(transitions))
 }

@@ -303,6 +303,33 @@ impl Sluice {
         }
     }
 
+    /// Run Prometheus' linter on the exposition `text` (`promtool check metrics`): it must
+    /// accept it without a single message. `promtool` comes with Debian's `prometheus`
+    /// package, which `scripts/install-deps.sh` installs.
+    pub fn promtool_check(text: &str) {
+        use std::io::Write;
+        let mut child = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool runs (scripts/install-deps.sh installs Debian's prometheus package)");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+            "promtool check metrics: {}{}\n{text}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// `GET path` on the admin API, as JSON.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         serde_json::from_str(&self.admin_get(path).await.1).expect("admin API answers JSON")

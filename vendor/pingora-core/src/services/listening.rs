@@ -38,6 +38,7 @@ use pingora_error::Result;
 use pingora_runtime::current_handle;
 use pingora_timeout::timeout;
 use std::fs::Permissions;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +59,29 @@ pub struct Service<A> {
     on_listening: Option<Box<dyn FnOnce() + Send + Sync>>,
     /// SLUICE PATCH (connection limit): one permit per open downstream connection.
     connection_limit: Option<Arc<tokio::sync::Semaphore>>,
+    /// SLUICE PATCH (open connections): downstream connections accepted and not yet ended.
+    connections_open: Option<Arc<AtomicUsize>>,
+}
+
+/// SLUICE PATCH (open connections): one unit of the open-connections count, from accept to
+/// the end of the connection's task.
+struct OpenConnection(Option<Arc<AtomicUsize>>);
+
+impl OpenConnection {
+    fn new(count: &Option<Arc<AtomicUsize>>) -> Self {
+        if let Some(c) = count {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        OpenConnection(count.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        if let Some(c) = &self.0 {
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl<A> Service<A> {
@@ -73,6 +97,7 @@ impl<A> Service<A> {
             connection_filter: Arc::new(AcceptAllFilter),
             on_listening: None,
             connection_limit: None,
+            connections_open: None,
         }
     }
 
@@ -89,6 +114,7 @@ impl<A> Service<A> {
             connection_filter: Arc::new(AcceptAllFilter),
             on_listening: None,
             connection_limit: None,
+            connections_open: None,
         }
     }
 
@@ -145,6 +171,12 @@ impl<A> Service<A> {
     /// the kernel's backlog) until one closes.
     pub fn set_connection_limit(&mut self, limit: Arc<tokio::sync::Semaphore>) {
         self.connection_limit = Some(limit);
+    }
+
+    /// SLUICE PATCH (open connections): keep `count` at the number of downstream connections
+    /// accepted and not yet ended (for a gauge read elsewhere).
+    pub fn set_connection_counter(&mut self, count: Arc<AtomicUsize>) {
+        self.connections_open = Some(count);
     }
 
     /// Get the [`Listeners`], mostly to add more endpoints.
@@ -227,6 +259,7 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
         mut stack: TransportStack,
         mut shutdown: ShutdownWatch,
         limit: Option<Arc<tokio::sync::Semaphore>>,
+        open: Option<Arc<AtomicUsize>>,
     ) {
         // SLUICE PATCH (connection limit): a permit is taken before accepting and held by the
         // connection's task until it ends.
@@ -267,8 +300,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                 Ok((io, permit)) => {
                     let app = app_logic.clone();
                     let shutdown = shutdown.clone();
+                    let counted = OpenConnection::new(&open);
                     current_handle().spawn(async move {
                         let _permit = permit;
+                        let _counted = counted;
                         let peer_addr = io.peer_addr();
                         match timeout(Duration::from_secs(60), io.handshake()).await {
                             Ok(handshake) => {
@@ -366,8 +401,9 @@ impl<A: ServerApp + Send + Sync + 'static> ServiceTrait for Service<A> {
                 let endpoint = endpoint.clone();
 
                 let limit = self.connection_limit.clone();
+                let open = self.connections_open.clone();
                 let jh = runtime.spawn(async move {
-                    Self::run_endpoint(my_app_logic, endpoint, shutdown, limit).await;
+                    Self::run_endpoint(my_app_logic, endpoint, shutdown, limit, open).await;
                 });
 
                 handlers.push(jh);
