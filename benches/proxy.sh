@@ -10,17 +10,21 @@
 # Sluice/HAProxy ratios. Results go to benches/results/proxy-<UTC time>.json.
 #
 # Usage: benches/proxy.sh [--duration 10s] [--conns 64] [--rounds 5] [--path /ping]
+#                         [--baseline OLD_SLUICE_BINARY]
+# --baseline adds a second Sluice (target `baseline`, e.g. a build of the commit before a change)
+# with the same config, measured in the same interleaved rounds, and its ratios to the floor.
 # Installs nginx and haproxy from apt and oha with cargo when missing. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=5 URLPATH=/ping THREADS=1
+DURATION=10s CONNS=64 ROUNDS=5 URLPATH=/ping THREADS=1 BASELINE=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --path) URLPATH=$2; shift 2 ;;
+    --baseline) BASELINE=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -125,12 +129,19 @@ upstream = "b"
 SLC
 RUST_LOG=warn target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
 pids+=($!); SLUICE_PID=$!
+BASE_PORT=""
+if [ -n "$BASELINE" ]; then
+  BASE_PORT=$(free_port)
+  sed "s/127.0.0.1:$SLUICE\"/127.0.0.1:$BASE_PORT\"/" "$work/sluice.toml" >"$work/baseline.toml"
+  RUST_LOG=warn "$BASELINE" --config "$work/baseline.toml" 2>"$work/baseline.log" &
+  pids+=($!); BASE_PID=$!
+fi
 
 target/release/examples/pingora_floor "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND" "$THREADS" "$KEEPALIVE" \
   2>"$work/floor.log" &
 pids+=($!); FLOOR_PID=$!
 
-for p in $BACKEND $NGINX $NGINX_BARE $HAPROXY $SLUICE $FLOOR; do wait_port "$p"; done
+for p in $BACKEND $NGINX $NGINX_BARE $HAPROXY $SLUICE $FLOOR $BASE_PORT; do wait_port "$p"; done
 
 # The comparison is only fair if nginx, HAProxy and Sluice forward the same request: ask each
 # to echo what the backend received, with and without a client X-Request-Id.
@@ -166,6 +177,9 @@ targets=(direct nginx nginx_bare haproxy sluice floor)
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || echo "$NGINX_PID")
 NGINX_BARE_WORKER=$(pgrep -P "$NGINX_BARE_PID" | head -1 || echo "$NGINX_BARE_PID")
 declare -A CPU_PID=([direct]=${pids[0]} [nginx]=$NGINX_WORKER [nginx_bare]=$NGINX_BARE_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
+if [ -n "$BASELINE" ]; then
+  targets+=(baseline); PORT[baseline]=$BASE_PORT; CPU_PID[baseline]=$BASE_PID
+fi
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "warming up"
 for t in "${targets[@]}"; do
@@ -187,15 +201,19 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/proxy-$stamp.json"
 python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$URLPATH" \
   "$(hwm "$NGINX_WORKER")" "$(hwm "$NGINX_BARE_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" \
-  "$(getconf CLK_TCK)" <<'PY'
+  "$(getconf CLK_TCK)" "${BASE_PID:+$(hwm "$BASE_PID")}" <<'PY'
 import json, statistics, sys, platform, os
-work, rounds, out, duration, conns, path, rss_nginx, rss_nginx_bare, rss_haproxy, rss_sluice, rss_floor, tck = sys.argv[1:]
+work, rounds, out, duration, conns, path, rss_nginx, rss_nginx_bare, rss_haproxy, rss_sluice, rss_floor, tck, rss_base = sys.argv[1:]
 tck = int(tck)
 rounds = int(rounds)
 rss = {"direct": None, "nginx": int(rss_nginx), "nginx_bare": int(rss_nginx_bare), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
        "floor": int(rss_floor)}
+targets = ["direct", "nginx", "nginx_bare", "haproxy", "sluice", "floor"]
+if rss_base:
+    rss["baseline"] = int(rss_base)
+    targets.append("baseline")
 res = {}
-for t in ["direct", "nginx", "nginx_bare", "haproxy", "sluice", "floor"]:
+for t in targets:
     runs = []
     for r in range(1, rounds + 1):
         d = json.load(open(f"{work}/{t}-{r}.json"))
@@ -230,7 +248,12 @@ ratios = {
     "sluice_p99_over_nginx_p99": res["sluice"]["p99_ms"] / res["nginx"]["p99_ms"],
     "sluice_over_pingora_floor_rps": res["sluice"]["rps"] / res["floor"]["rps"],
     "sluice_cpu_over_nginx_cpu": res["sluice"]["cpu_us_per_req"] / res["nginx"]["cpu_us_per_req"],
+    "sluice_cpu_over_pingora_floor_cpu": res["sluice"]["cpu_us_per_req"] / res["floor"]["cpu_us_per_req"],
 }
+if "baseline" in res:
+    ratios["baseline_over_pingora_floor_rps"] = res["baseline"]["rps"] / res["floor"]["rps"]
+    ratios["baseline_cpu_over_pingora_floor_cpu"] = res["baseline"]["cpu_us_per_req"] / res["floor"]["cpu_us_per_req"]
+    ratios["sluice_cpu_over_baseline_cpu"] = res["sluice"]["cpu_us_per_req"] / res["baseline"]["cpu_us_per_req"]
 doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "path": path,
                 "rounds": rounds, "statistic": "median"},
        "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},

@@ -12,7 +12,9 @@ use pingora::services::background::BackgroundService;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::config::{self, CacheSpec, Config, ConfigError, ServerSettings};
+use crate::config::{
+    self, AdminSettings, CacheSpec, Config, ConfigError, LoggingSettings, ServerSettings,
+};
 use crate::metrics::ReloadResult;
 use crate::process::App;
 use crate::snapshot::Snapshot;
@@ -37,10 +39,87 @@ pub struct Reloaded {
 
 /// The restart-only settings that differ between `old` and `new`, by config key.
 ///
-/// `[server]` is taken apart field by field, each marked restart-only or reloadable: a new
-/// `[server]` key does not compile until it is classified here (the destructuring is
-/// exhaustive).
+/// Every section, and every field of the sections that mix both kinds, is taken apart and
+/// marked restart-only or reloadable: a new key does not compile until it is classified here
+/// (the destructuring is exhaustive).
 pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
+    let Config {
+        server,
+        admin,
+        logging,
+        // Reloadable: the reload service reads `watch` and `debounce_ms` from the current
+        // config on each poll.
+        reload: _,
+        // Reloadable: a new snapshot is built from them.
+        upstreams: _,
+        routes: _,
+        rate_limit: _,
+        // Restart-only as a whole: the limiter's and the cache's connections are made once.
+        redis,
+        cache,
+    } = old;
+    let mut changed = server_changes(server, &new.server);
+    let AdminSettings {
+        // Restart-only: the admin listener is bound at start.
+        listen,
+        // Reloadable: checked per admin request against the current config.
+        token: _,
+    } = admin;
+    let LoggingSettings {
+        // Restart-only: the subscriber is installed once.
+        format,
+        // Reloadable: routes take it as their default; requests matching no route read it
+        // from the snapshot.
+        access_log: _,
+    } = logging;
+    let CacheSpec {
+        // Restart-only: the store, its lock and key rules are built once (`App::cache`).
+        namespace,
+        max_object_bytes,
+        chunk_bytes,
+        memory_bytes,
+        command_timeout,
+        lock_timeout,
+        tag_headers,
+        ignore_query_params,
+        sort_query_params,
+        // Reloadable: read from the config by each route's rule and by the warm-up.
+        ttl_seconds: _,
+        warm_urls: _,
+        warm_concurrency: _,
+    } = cache;
+    let n = &new.cache;
+    let cache_store_differs = *namespace != n.namespace
+        || *max_object_bytes != n.max_object_bytes
+        || *chunk_bytes != n.chunk_bytes
+        || *memory_bytes != n.memory_bytes
+        || *command_timeout != n.command_timeout
+        || *lock_timeout != n.lock_timeout
+        || *tag_headers != n.tag_headers
+        || *ignore_query_params != n.ignore_query_params
+        || *sort_query_params != n.sort_query_params;
+    let checks = [
+        (
+            "admin.listen (and admin.enabled)",
+            *listen != new.admin.listen,
+        ),
+        ("logging.format", *format != new.logging.format),
+        ("redis", *redis != new.redis),
+        (
+            "cache (store settings; route tiers, tier TTLs and warm_urls reload)",
+            cache_store_differs,
+        ),
+    ];
+    changed.extend(
+        checks
+            .into_iter()
+            .filter_map(|(key, differs)| differs.then_some(key)),
+    );
+    changed
+}
+
+/// The restart-only `[server]` keys that differ.
+fn server_changes(old: &ServerSettings, n: &ServerSettings) -> Vec<&'static str> {
     let ServerSettings {
         // Restart-only: listeners, threads and process settings Pingora takes at start.
         listen,
@@ -59,9 +138,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         keepalive_timeout: _,
         max_request_header_bytes: _,
         normalize_path: _,
-    } = &old.server;
-    let n = &new.server;
-    let checks: [(&'static str, bool); 14] = [
+    } = old;
+    let checks: [(&'static str, bool); 10] = [
         ("server.listen", *listen != n.listen),
         ("server.tls", *tls != n.tls),
         ("server.threads", *threads != n.threads),
@@ -83,21 +161,6 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         (
             "server.preserve_header_case",
             *preserve_header_case != n.preserve_header_case,
-        ),
-        (
-            "admin.listen (and admin.enabled)",
-            old.admin.listen != new.admin.listen,
-        ),
-        ("logging.format", old.logging.format != new.logging.format),
-        ("redis", old.redis != new.redis),
-        (
-            "cache (store settings; route tiers, tier TTLs and warm_urls reload)",
-            CacheSpec {
-                ttl_seconds: new.cache.ttl_seconds,
-                warm_urls: new.cache.warm_urls.clone(),
-                warm_concurrency: new.cache.warm_concurrency,
-                ..old.cache.clone()
-            } != new.cache,
         ),
     ];
     checks
@@ -216,8 +279,8 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
-        let settings = self.app.config.load().reload;
-        let mut tick = tokio::time::interval(settings.debounce);
+        let mut debounce = self.app.config.load().reload.debounce;
+        let mut tick = tokio::time::interval(debounce);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A change is applied once the file reads the same on two consecutive polls, so an
         // editor's partial write is never loaded.
@@ -231,7 +294,14 @@ impl BackgroundService for ReloadService {
                     pending = None;
                 }
                 _ = tick.tick() => {
-                    if !self.app.config.load().reload.watch {
+                    let settings = self.app.config.load().reload;
+                    if settings.debounce != debounce {
+                        // A reload changed the poll interval: follow it.
+                        debounce = settings.debounce;
+                        tick = tokio::time::interval_at(tokio::time::Instant::now() + debounce, debounce);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    }
+                    if !settings.watch {
                         pending = None;
                         continue;
                     }
@@ -249,6 +319,63 @@ impl BackgroundService for ReloadService {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "{extra}\n[upstreams.a]\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\n[[routes]]\nupstream = \"a\"\n"
+        );
+        config::load_str(
+            &text,
+            std::path::Path::new("t.toml"),
+            std::path::Path::new("."),
+        )
+        .expect("valid")
+    }
+
+    #[test]
+    fn each_section_is_classified() {
+        let base = config("");
+        let reloadable = [
+            "[reload]\ndebounce_ms = 900\nwatch = false",
+            "[logging]\naccess_log = false",
+            "[admin]\ntoken = \"t\"",
+            "[cache.tiers.hot]\nttl_seconds = 120",
+            "[server]\nclient_header_timeout_ms = 5\nnormalize_path = false",
+            "[rate_limit]\nmode = \"shadow\"",
+        ];
+        for extra in reloadable {
+            assert_eq!(
+                restart_only_changes(&base, &config(extra)),
+                Vec::<&str>::new(),
+                "{extra}"
+            );
+        }
+        let restart_only = [
+            (
+                "[admin]\nlisten = \"127.0.0.1:1\"",
+                "admin.listen (and admin.enabled)",
+            ),
+            ("[logging]\nformat = \"json\"", "logging.format"),
+            ("[redis]\nurl = \"redis://127.0.0.1:1\"", "redis"),
+            (
+                "[cache]\nnamespace = \"other\"",
+                "cache (store settings; route tiers, tier TTLs and warm_urls reload)",
+            ),
+            ("[server]\nthreads = 7", "server.threads"),
+        ];
+        for (extra, key) in restart_only {
+            assert_eq!(
+                restart_only_changes(&base, &config(extra)),
+                [key],
+                "{extra}"
+            );
         }
     }
 }

@@ -159,6 +159,8 @@ pub struct Snapshot {
     pub generation: u64,
     /// Normalise request paths before routing (`[server] normalize_path`).
     pub normalize_path: bool,
+    /// Access-log requests that match no route (`[logging] access_log`).
+    pub log_unrouted: bool,
     /// Per-read wait for request bodies, when it differs from Pingora's 60 s default
     /// (`[server] client_body_timeout_ms`).
     pub client_body_timeout: Option<Duration>,
@@ -204,6 +206,7 @@ impl Snapshot {
                 .collect(),
             generation,
             normalize_path: config.server.normalize_path,
+            log_unrouted: config.logging.access_log,
             client_body_timeout: Some(config.server.client_body_timeout)
                 .filter(|t| *t != PINGORA_READ_TIMEOUT),
         }

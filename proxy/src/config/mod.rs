@@ -192,7 +192,7 @@ impl Validator {
             Some(v) => self
                 .section::<FileServer>("server", v)
                 .and_then(|s| self.server(s, base_dir)),
-            None => Some(self.server(FileServer::default(), base_dir)?),
+            None => self.server(FileServer::default(), base_dir),
         };
 
         let admin_file = table
@@ -208,59 +208,9 @@ impl Validator {
             .and_then(|v| self.section::<FileReload>("reload", v));
         let reload = self.reload(reload_file);
 
-        let mut names: Vec<String> = Vec::new();
-        let mut upstreams = Vec::new();
-        match table.remove("upstreams") {
-            Some(toml::Value::Table(t)) => {
-                for (name, value) in t {
-                    let path = format!("upstreams.{name}");
-                    names.push(name.clone());
-                    if let Some(u) = self.section::<FileUpstream>(&path, value) {
-                        if let Some(spec) = self.upstream(&path, name, u) {
-                            upstreams.push(spec);
-                        }
-                    }
-                }
-            }
-            Some(_) => self.problem("upstreams", "expected a table of pools: [upstreams.NAME]"),
-            None => self.problem(
-                "upstreams",
-                "missing: define at least one pool, e.g. [upstreams.api] with backends = [...]",
-            ),
-        }
-
-        let mut routes = Vec::new();
-        match table.remove("routes") {
-            Some(toml::Value::Array(a)) => {
-                if a.is_empty() {
-                    self.problem("routes", "empty: define at least one [[routes]]");
-                }
-                let access_log = logging.is_none_or(|l| l.access_log);
-                let mut route_names = HashSet::new();
-                for (i, value) in a.into_iter().enumerate() {
-                    let path = format!("routes[{i}]");
-                    if let Some(r) = self.section::<FileRoute>(&path, value) {
-                        if let Some(spec) = self.route(&path, r, &names, &upstreams, access_log) {
-                            if !route_names.insert(spec.name.clone()) {
-                                self.problem(
-                                    format!("{path}.name"),
-                                    format!(
-                                        "route name `{}` is used twice: give each route a unique `name`",
-                                        spec.name
-                                    ),
-                                );
-                            }
-                            routes.push(spec);
-                        }
-                    }
-                }
-            }
-            Some(_) => self.problem("routes", "expected an array of tables: [[routes]]"),
-            None => self.problem(
-                "routes",
-                "missing: define at least one [[routes]] with host, path_prefix and upstream",
-            ),
-        }
+        let (names, upstreams) = self.upstreams(table.remove("upstreams"));
+        let access_log = logging.is_none_or(|l| l.access_log);
+        let routes = self.routes(table.remove("routes"), &names, &upstreams, access_log);
 
         let redis = table
             .remove("redis")
@@ -288,6 +238,76 @@ impl Validator {
         })
     }
 
+    /// `[upstreams.NAME]` tables: every name (valid or not, so routes naming a broken pool
+    /// are not also reported as naming a missing one) and the valid pools.
+    fn upstreams(&mut self, value: Option<toml::Value>) -> (Vec<String>, Vec<UpstreamSpec>) {
+        let mut names: Vec<String> = Vec::new();
+        let mut upstreams = Vec::new();
+        match value {
+            Some(toml::Value::Table(t)) => {
+                for (name, value) in t {
+                    let path = format!("upstreams.{name}");
+                    names.push(name.clone());
+                    if let Some(u) = self.section::<FileUpstream>(&path, value) {
+                        if let Some(spec) = self.upstream(&path, name, u) {
+                            upstreams.push(spec);
+                        }
+                    }
+                }
+            }
+            Some(_) => self.problem("upstreams", "expected a table of pools: [upstreams.NAME]"),
+            None => self.problem(
+                "upstreams",
+                "missing: define at least one pool, e.g. [upstreams.api] with backends = [...]",
+            ),
+        }
+        (names, upstreams)
+    }
+
+    /// `[[routes]]`: each route against the pools, names unique.
+    fn routes(
+        &mut self,
+        value: Option<toml::Value>,
+        names: &[String],
+        upstreams: &[UpstreamSpec],
+        access_log: bool,
+    ) -> Vec<RouteSpec> {
+        let mut routes = Vec::new();
+        match value {
+            Some(toml::Value::Array(a)) => {
+                if a.is_empty() {
+                    self.problem("routes", "empty: define at least one [[routes]]");
+                }
+                let mut route_names = HashSet::new();
+                for (i, value) in a.into_iter().enumerate() {
+                    let path = format!("routes[{i}]");
+                    let Some(r) = self.section::<FileRoute>(&path, value) else {
+                        continue;
+                    };
+                    let Some(spec) = self.route(&path, r, names, upstreams, access_log) else {
+                        continue;
+                    };
+                    if !route_names.insert(spec.name.clone()) {
+                        self.problem(
+                            format!("{path}.name"),
+                            format!(
+                                "route name `{}` is used twice: give each route a unique `name`",
+                                spec.name
+                            ),
+                        );
+                    }
+                    routes.push(spec);
+                }
+            }
+            Some(_) => self.problem("routes", "expected an array of tables: [[routes]]"),
+            None => self.problem(
+                "routes",
+                "missing: define at least one [[routes]] with host, path_prefix and upstream",
+            ),
+        }
+        routes
+    }
+
     fn existing_file(&mut self, path: &str, value: &str, base_dir: &Path) -> Option<PathBuf> {
         let p = Path::new(value);
         let full = if p.is_absolute() {
@@ -307,6 +327,28 @@ impl Validator {
             );
             None
         }
+    }
+
+    /// An optional keyword (default `default`) that must be one of `options`.
+    fn one_of<T: Copy>(
+        &mut self,
+        path: &str,
+        value: Option<&str>,
+        default: &str,
+        options: &[(&str, T)],
+    ) -> Option<T> {
+        let v = value.unwrap_or(default);
+        let found = options.iter().find(|(name, _)| *name == v).map(|(_, t)| *t);
+        if found.is_none() {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+            let expected = match names.split_last() {
+                Some((last, [])) => last.clone(),
+                Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+                None => String::new(),
+            };
+            self.problem(path, format!("`{v}`: expected {expected}"));
+        }
+        found
     }
 
     /// An optional integer with a default, checked against `min..=max`.

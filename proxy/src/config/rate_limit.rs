@@ -165,29 +165,25 @@ impl Validator {
             tiers,
             api_keys,
         } = r;
-        let mode = match mode.as_deref().unwrap_or("enforce") {
-            "enforce" => Some(LimitMode::Enforce),
-            "shadow" => Some(LimitMode::Shadow),
-            other => {
-                self.problem(
-                    "rate_limit.mode",
-                    format!("`{other}`: expected `enforce` or `shadow`"),
-                );
-                None
-            }
-        };
-        let on_error = match on_redis_error.as_deref().unwrap_or("local") {
-            "local" => Some(OnRedisError::Local),
-            "open" => Some(OnRedisError::Open),
-            "closed" => Some(OnRedisError::Closed),
-            other => {
-                self.problem(
-                    "rate_limit.on_redis_error",
-                    format!("`{other}`: expected `local`, `open` or `closed`"),
-                );
-                None
-            }
-        };
+        let mode = self.one_of(
+            "rate_limit.mode",
+            mode.as_deref(),
+            "enforce",
+            &[
+                ("enforce", LimitMode::Enforce),
+                ("shadow", LimitMode::Shadow),
+            ],
+        );
+        let on_error = self.one_of(
+            "rate_limit.on_redis_error",
+            on_redis_error.as_deref(),
+            "local",
+            &[
+                ("local", OnRedisError::Local),
+                ("open", OnRedisError::Open),
+                ("closed", OnRedisError::Closed),
+            ],
+        );
         let instances = self.int_in("rate_limit.instances", instances, 1, 1, 10_000);
         let lease_batch = self.int_in(
             "rate_limit.lease_batch",
@@ -206,16 +202,7 @@ impl Validator {
             );
         }
         let proxies = self.trusted_proxies(trusted_proxies.unwrap_or_default());
-        let exempt = exempt_paths
-            .unwrap_or_else(|| DEFAULT_EXEMPT_PATHS.iter().map(|s| s.to_string()).collect());
-        for (i, p) in exempt.iter().enumerate() {
-            if !p.starts_with('/') {
-                self.problem(
-                    format!("rate_limit.exempt_paths[{i}]"),
-                    format!("`{p}` must start with `/`"),
-                );
-            }
-        }
+        let exempt = self.exempt_paths(exempt_paths);
         let tier_map = self.tiers(tiers.unwrap_or_default());
         let keys = self.api_keys(api_keys.unwrap_or_default(), &tier_map);
         let jwt = jwt.and_then(|j| self.jwt(j, base_dir));
@@ -233,6 +220,21 @@ impl Validator {
             tiers: tier_map,
             api_keys: keys,
         })
+    }
+
+    /// `exempt_paths` (default: the health and metrics paths): each starts with `/`.
+    fn exempt_paths(&mut self, paths: Option<Vec<String>>) -> Vec<String> {
+        let exempt =
+            paths.unwrap_or_else(|| DEFAULT_EXEMPT_PATHS.iter().map(|s| s.to_string()).collect());
+        for (i, p) in exempt.iter().enumerate() {
+            if !p.starts_with('/') {
+                self.problem(
+                    format!("rate_limit.exempt_paths[{i}]"),
+                    format!("`{p}` must start with `/`"),
+                );
+            }
+        }
+        exempt
     }
 
     /// `trusted_proxies`: IPs or CIDRs whose `X-Forwarded-For` is believed.

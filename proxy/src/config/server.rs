@@ -53,7 +53,57 @@ pub struct FileTls {
     pub key: String,
 }
 
+/// `[server]`'s integer keys as (key, default, min, max), in the order
+/// [`Validator::server`] passes their values.
+const INT_KEYS: [(&str, i64, i64, i64); 9] = [
+    ("threads", DEFAULT_THREADS as i64, 1, 1024),
+    (
+        "grace_period_seconds",
+        DEFAULT_GRACE_PERIOD_SECONDS as i64,
+        0,
+        3600,
+    ),
+    (
+        "upstream_keepalive_pool_size",
+        DEFAULT_KEEPALIVE_POOL_SIZE as i64,
+        0,
+        1_000_000,
+    ),
+    ("drain_delay_ms", 0, 0, 600_000),
+    (
+        "client_header_timeout_ms",
+        DEFAULT_CLIENT_HEADER_TIMEOUT_MS as i64,
+        1,
+        86_400_000,
+    ),
+    (
+        "client_body_timeout_ms",
+        DEFAULT_CLIENT_BODY_TIMEOUT_MS as i64,
+        1,
+        86_400_000,
+    ),
+    (
+        "keepalive_timeout_ms",
+        DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_MS as i64,
+        1,
+        86_400_000,
+    ),
+    (
+        "max_request_header_bytes",
+        DEFAULT_MAX_REQUEST_HEADER_BYTES as i64,
+        1024,
+        1 << 20,
+    ),
+    (
+        "max_connections",
+        DEFAULT_MAX_CONNECTIONS as i64,
+        1,
+        10_000_000,
+    ),
+];
+
 impl Validator {
+    /// `[server]`: every key checked (all problems reported), then the settings.
     pub(super) fn server(&mut self, s: FileServer, base_dir: &Path) -> Option<ServerSettings> {
         let FileServer {
             listen,
@@ -73,83 +123,40 @@ impl Validator {
             normalize_path,
         } = s;
         let (plain, tls_out) = self.listeners(listen, tls, base_dir);
-        let threads =
-            self.int_in("server.threads", threads, DEFAULT_THREADS as i64, 1, 1024)? as usize;
-        let grace = self.int_in(
-            "server.grace_period_seconds",
+        let values = [
+            threads,
             grace_period_seconds,
-            DEFAULT_GRACE_PERIOD_SECONDS as i64,
-            0,
-            3600,
-        )?;
-        let pool = self.int_in(
-            "server.upstream_keepalive_pool_size",
             upstream_keepalive_pool_size,
-            DEFAULT_KEEPALIVE_POOL_SIZE as i64,
-            0,
-            1_000_000,
-        )?;
-        let ms = |this: &mut Self, key: &str, v: Option<i64>, default: u64, min: i64| {
-            this.int_in(&format!("server.{key}"), v, default as i64, min, 86_400_000)
-                .map(|v| Duration::from_millis(v as u64))
-        };
-        let client_header_timeout = ms(
-            self,
-            "client_header_timeout_ms",
+            drain_delay_ms,
             client_header_timeout_ms,
-            DEFAULT_CLIENT_HEADER_TIMEOUT_MS,
-            1,
-        );
-        let client_body_timeout = ms(
-            self,
-            "client_body_timeout_ms",
             client_body_timeout_ms,
-            DEFAULT_CLIENT_BODY_TIMEOUT_MS,
-            1,
-        );
-        let keepalive_timeout = ms(
-            self,
-            "keepalive_timeout_ms",
             keepalive_timeout_ms,
-            DEFAULT_CLIENT_KEEPALIVE_TIMEOUT_MS,
-            1,
-        );
-        let max_request_header_bytes = self.int_in(
-            "server.max_request_header_bytes",
             max_request_header_bytes,
-            DEFAULT_MAX_REQUEST_HEADER_BYTES as i64,
-            1024,
-            1 << 20,
-        );
-        let max_connections = self.int_in(
-            "server.max_connections",
             max_connections,
-            DEFAULT_MAX_CONNECTIONS as i64,
-            1,
-            10_000_000,
-        );
+        ];
+        let ints: [Option<i64>; INT_KEYS.len()] = std::array::from_fn(|i| {
+            let (key, default, min, max) = INT_KEYS[i];
+            self.int_in(&format!("server.{key}"), values[i], default, min, max)
+        });
+        let [threads, grace, pool, drain, header, body, keepalive, head_bytes, connections] =
+            ints.map(|v| v.map(|v| v as u64));
+        let ms = |v: Option<u64>| v.map(Duration::from_millis);
         Some(ServerSettings {
-            client_header_timeout: client_header_timeout?,
-            client_body_timeout: client_body_timeout?,
-            keepalive_timeout: keepalive_timeout?,
-            max_request_header_bytes: max_request_header_bytes? as usize,
-            max_connections: max_connections? as usize,
+            client_header_timeout: ms(header)?,
+            client_body_timeout: ms(body)?,
+            keepalive_timeout: ms(keepalive)?,
+            max_request_header_bytes: head_bytes? as usize,
+            max_connections: connections? as usize,
             normalize_path: normalize_path.unwrap_or(true),
             listen: plain,
             tls: tls_out,
-            threads,
-            grace_period: Duration::from_secs(grace as u64),
-            upstream_keepalive_pool_size: pool as usize,
+            threads: threads? as usize,
+            grace_period: Duration::from_secs(grace?),
+            upstream_keepalive_pool_size: pool? as usize,
             upgrade_sock: PathBuf::from(
                 upgrade_sock.unwrap_or_else(|| DEFAULT_UPGRADE_SOCK.into()),
             ),
-            drain_delay: Duration::from_millis(self.int_in(
-                "server.drain_delay_ms",
-                drain_delay_ms,
-                0,
-                0,
-                600_000,
-            )? as u64),
+            drain_delay: ms(drain)?,
             pid_file: PathBuf::from(pid_file.unwrap_or_else(|| DEFAULT_PID_FILE.into())),
             preserve_header_case: preserve_header_case.unwrap_or(false),
         })

@@ -136,6 +136,43 @@ fn tls_files_must_exist() {
 }
 
 #[test]
+fn every_bad_server_and_upstream_number_is_named_at_once() {
+    // Each of these used to stop the checks of its section at the first bad value.
+    let text = r#"[server]
+threads = 0
+grace_period_seconds = -1
+client_header_timeout_ms = 0
+max_connections = 0
+
+[upstreams.api]
+connect_timeout_ms = 0
+retries = 99
+max_fails = -1
+websocket_idle_timeout_ms = 0
+backends = [{ addr = "127.0.0.1:1" }]
+
+[[routes]]
+upstream = "api"
+"#;
+    let err = load(text).unwrap_err();
+    let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "server.threads",
+            "server.grace_period_seconds",
+            "server.client_header_timeout_ms",
+            "server.max_connections",
+            "upstreams.api.connect_timeout_ms",
+            "upstreams.api.websocket_idle_timeout_ms",
+            "upstreams.api.retries",
+            "upstreams.api.max_fails",
+        ],
+        "{err}"
+    );
+}
+
+#[test]
 fn failover_and_health_keys_are_validated_together() {
     let text = r#"[upstreams.api]
 next_upstream = ["error", "http_418"]

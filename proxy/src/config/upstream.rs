@@ -81,7 +81,38 @@ pub struct FileBackend {
     pub backup: Option<bool>,
 }
 
+/// The retry keys of an upstream, validated together.
+struct RetryKeys {
+    retries: Option<i64>,
+    next_upstream: Option<Vec<String>>,
+    retry_timeout_ms: Option<i64>,
+    budget_percent: Option<i64>,
+    budget_min_per_second: Option<i64>,
+}
+
+/// An upstream's retry settings, validated.
+struct RetryPolicy {
+    retries: u32,
+    next_upstream: NextUpstream,
+    retry_timeout: Option<Duration>,
+    budget: RetryBudgetSpec,
+}
+
+/// An upstream's `*_timeout_ms` keys and their defaults, in the order [`Validator::upstream`]
+/// passes their values.
+const TIMEOUT_KEYS: [(&str, u64); 5] = [
+    ("connect_timeout_ms", DEFAULT_CONNECT_TIMEOUT_MS),
+    ("read_timeout_ms", DEFAULT_READ_TIMEOUT_MS),
+    ("write_timeout_ms", DEFAULT_WRITE_TIMEOUT_MS),
+    ("keepalive_timeout_ms", DEFAULT_KEEPALIVE_TIMEOUT_MS),
+    (
+        "websocket_idle_timeout_ms",
+        DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS,
+    ),
+];
+
 impl Validator {
+    /// `[upstreams.NAME]` at `path`: every key checked (all problems reported), then the spec.
     pub(super) fn upstream(
         &mut self,
         path: &str,
@@ -110,57 +141,117 @@ impl Validator {
         } = u;
         let before = self.problems.len();
         let strategy = self.strategy(path, strategy.as_deref());
-        let connect = self.ms(
-            &format!("{path}.connect_timeout_ms"),
+        let values = [
             connect_timeout_ms,
-            DEFAULT_CONNECT_TIMEOUT_MS,
-        );
-        let read = self.ms(
-            &format!("{path}.read_timeout_ms"),
             read_timeout_ms,
-            DEFAULT_READ_TIMEOUT_MS,
-        );
-        let write = self.ms(
-            &format!("{path}.write_timeout_ms"),
             write_timeout_ms,
-            DEFAULT_WRITE_TIMEOUT_MS,
-        );
-        let keepalive = self.ms(
-            &format!("{path}.keepalive_timeout_ms"),
             keepalive_timeout_ms,
-            DEFAULT_KEEPALIVE_TIMEOUT_MS,
+            websocket_idle_timeout_ms,
+        ];
+        let [connect, read, write, keepalive, ws_idle] = std::array::from_fn(|i| {
+            let (key, default) = TIMEOUT_KEYS[i];
+            self.ms(&format!("{path}.{key}"), values[i], default)
+        });
+        let retry = self.retry_policy(
+            path,
+            RetryKeys {
+                retries,
+                next_upstream,
+                retry_timeout_ms,
+                budget_percent: retry_budget_percent,
+                budget_min_per_second: retry_budget_min_per_second,
+            },
         );
+        let passive = self.passive(path, max_fails, fail_timeout_ms, fail_on_5xx);
+        let slow_start = self
+            .int_in(
+                &format!("{path}.slow_start_ms"),
+                slow_start_ms,
+                0,
+                0,
+                86_400_000,
+            )
+            .map(|v| Duration::from_millis(v as u64));
+        let health = health.map(|h| self.health(&format!("{path}.health"), h));
+        let out = self.backends(path, backends);
+        if self.problems.len() > before {
+            return None;
+        }
+        let retry = retry?;
+        Some(UpstreamSpec {
+            name,
+            strategy: strategy?,
+            connect_timeout: connect?,
+            read_timeout: read?,
+            write_timeout: write?,
+            keepalive_timeout: keepalive?,
+            retries: retry.retries,
+            next_upstream: retry.next_upstream,
+            retry_timeout: retry.retry_timeout,
+            retry_budget: retry.budget,
+            passive: passive?,
+            panic_mode: panic_mode.unwrap_or(false),
+            slow_start: slow_start?,
+            websocket_idle_timeout: ws_idle?,
+            health: health.flatten(),
+            backends: out,
+        })
+    }
+
+    /// `retries`, `next_upstream`, `retry_timeout_ms` and the retry budget of the upstream at
+    /// `path`.
+    fn retry_policy(&mut self, path: &str, k: RetryKeys) -> Option<RetryPolicy> {
         let retries = self.int_in(
             &format!("{path}.retries"),
-            retries,
+            k.retries,
             DEFAULT_RETRIES as i64,
             0,
             MAX_RETRIES as i64,
         );
-        let next = self.next_upstream(path, next_upstream);
+        let next_upstream = self.next_upstream(path, k.next_upstream);
         let retry_timeout = self
             .int_in(
                 &format!("{path}.retry_timeout_ms"),
-                retry_timeout_ms,
+                k.retry_timeout_ms,
                 0,
                 0,
                 86_400_000,
             )
             .map(|v| (v > 0).then(|| Duration::from_millis(v as u64)));
-        let budget_percent = self.int_in(
+        let percent = self.int_in(
             &format!("{path}.retry_budget_percent"),
-            retry_budget_percent,
+            k.budget_percent,
             DEFAULT_RETRY_BUDGET_PERCENT as i64,
             0,
             1000,
         );
-        let budget_min = self.int_in(
+        let min_per_second = self.int_in(
             &format!("{path}.retry_budget_min_per_second"),
-            retry_budget_min_per_second,
+            k.budget_min_per_second,
             DEFAULT_RETRY_BUDGET_MIN_PER_SECOND as i64,
             0,
             1_000_000,
         );
+        Some(RetryPolicy {
+            retries: retries? as u32,
+            next_upstream,
+            retry_timeout: retry_timeout?,
+            budget: RetryBudgetSpec {
+                percent: percent? as u32,
+                min_per_second: min_per_second? as u32,
+            },
+        })
+    }
+
+    /// Passive health of the upstream at `path`: `max_fails`, `fail_timeout_ms`,
+    /// `fail_on_5xx`.
+    fn passive(
+        &mut self,
+        path: &str,
+        max_fails: Option<i64>,
+        fail_timeout_ms: Option<i64>,
+        fail_on_5xx: Option<bool>,
+    ) -> Option<PassiveSpec> {
         let max_fails = self.int_in(
             &format!("{path}.max_fails"),
             max_fails,
@@ -173,49 +264,10 @@ impl Validator {
             fail_timeout_ms,
             DEFAULT_FAIL_TIMEOUT_MS,
         );
-        let slow_start = self
-            .int_in(
-                &format!("{path}.slow_start_ms"),
-                slow_start_ms,
-                0,
-                0,
-                86_400_000,
-            )
-            .map(|v| Duration::from_millis(v as u64));
-        let ws_idle = self.ms(
-            &format!("{path}.websocket_idle_timeout_ms"),
-            websocket_idle_timeout_ms,
-            DEFAULT_WEBSOCKET_IDLE_TIMEOUT_MS,
-        );
-        let health = health.map(|h| self.health(&format!("{path}.health"), h));
-        let out = self.backends(path, backends);
-        if self.problems.len() > before {
-            return None;
-        }
-        Some(UpstreamSpec {
-            name,
-            strategy: strategy?,
-            connect_timeout: connect?,
-            read_timeout: read?,
-            write_timeout: write?,
-            keepalive_timeout: keepalive?,
-            retries: retries? as u32,
-            next_upstream: next,
-            retry_timeout: retry_timeout?,
-            retry_budget: RetryBudgetSpec {
-                percent: budget_percent? as u32,
-                min_per_second: budget_min? as u32,
-            },
-            passive: PassiveSpec {
-                max_fails: max_fails? as u32,
-                fail_timeout: fail_timeout?,
-                on_5xx: fail_on_5xx.unwrap_or(false),
-            },
-            panic_mode: panic_mode.unwrap_or(false),
-            slow_start: slow_start?,
-            websocket_idle_timeout: ws_idle?,
-            health: health.flatten(),
-            backends: out,
+        Some(PassiveSpec {
+            max_fails: max_fails? as u32,
+            fail_timeout: fail_timeout?,
+            on_5xx: fail_on_5xx.unwrap_or(false),
         })
     }
 

@@ -39,8 +39,6 @@ pub struct Edge {
     limiter: Arc<RateLimiter>,
     cache: &'static CacheLayer,
     metrics: &'static Metrics,
-    /// Access-log requests that match no route (`[logging] access_log`).
-    log_unrouted: bool,
     /// Set once a graceful stop began: every response then closes its connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -53,7 +51,6 @@ impl Edge {
         limiter: Arc<RateLimiter>,
         cache: &'static CacheLayer,
         metrics: &'static Metrics,
-        log_unrouted: bool,
         draining: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         Edge {
@@ -61,7 +58,6 @@ impl Edge {
             limiter,
             cache,
             metrics,
-            log_unrouted,
             draining,
         }
     }
@@ -735,7 +731,8 @@ impl ProxyHttp for Edge {
         }
         let logged = match route {
             Some(r) => r.access_log,
-            None => self.log_unrouted,
+            // A 404: its snapshot was not kept; the current one says (a reload applies).
+            None => self.snapshot.load().log_unrouted,
         };
         if !logged {
             return;
