@@ -354,9 +354,18 @@ impl AdminApi {
                 &json!({"error": "give `pattern`: a glob over URLs (scheme://host/path?query), e.g. \"http://example.com/api/*\""}),
             );
         };
+        let glob = match crate::util::glob::matcher(pattern) {
+            Ok(g) => g,
+            Err(e) => {
+                return json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({"error": format!("`pattern`: {e}")}),
+                )
+            }
+        };
         let removed = match (self.app.cache.memory, self.app.cache.redis) {
-            (Some(m), _) => Ok(m.purge_matching(pattern)),
-            (None, Some(r)) => r.purge_scan(Some(pattern)).await.map_err(|e| e.to_string()),
+            (Some(m), _) => Ok(m.purge_matching(&glob)),
+            (None, Some(r)) => r.purge_scan(Some(&glob)).await.map_err(|e| e.to_string()),
             _ => Ok(0),
         };
         match removed {

@@ -97,12 +97,12 @@ impl MemoryStore {
     }
 
     /// Remove every entry whose URL matches `glob`; returns how many.
-    pub fn purge_matching(&self, glob: &str) -> u64 {
+    pub fn purge_matching(&self, glob: &globset::GlobMatcher) -> u64 {
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
         let doomed: Vec<String> = lru
             .entries
             .iter()
-            .filter(|(_, e)| super::glob_match(glob, &e.url))
+            .filter(|(_, e)| glob.is_match(&e.url))
             .map(|(k, _)| k.clone())
             .collect();
         for k in &doomed {

@@ -26,6 +26,7 @@ use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::{CacheSpec, CacheTier, RedisSpec, RouteCache};
 use crate::metrics::{Kind, Live, LiveFamily, Metrics};
+use globset::GlobSet;
 use memory::MemoryStore;
 use redis::RedisCacheStore;
 pub use stats::{CacheResult, CacheStats, Call, PurgeKind};
@@ -77,10 +78,7 @@ impl CacheLayer {
                     max_object_bytes,
                     lock_timeout: spec.lock_timeout,
                     tag_headers: spec.tag_headers.clone(),
-                    key_rules: KeyRules {
-                        ignore: spec.ignore_query_params.clone(),
-                        sort: spec.sort_query_params,
-                    },
+                    key_rules: KeyRules::new(&spec.ignore_query_params, spec.sort_query_params),
                     memory: None,
                     redis: Some(store),
                     stats,
@@ -97,10 +95,7 @@ impl CacheLayer {
                     max_object_bytes,
                     lock_timeout: spec.lock_timeout,
                     tag_headers: spec.tag_headers.clone(),
-                    key_rules: KeyRules {
-                        ignore: spec.ignore_query_params.clone(),
-                        sort: spec.sort_query_params,
-                    },
+                    key_rules: KeyRules::new(&spec.ignore_query_params, spec.sort_query_params),
                     memory: Some(store),
                     redis: None,
                     stats,
@@ -183,15 +178,25 @@ pub fn key(req: &RequestHeader, host: &str, tls: bool, rules: &KeyRules) -> Cach
 
 /// How the query takes part in the cache key: `cache.ignore_query_params` (globs over names)
 /// are dropped, and with `cache.sort_query_params` the rest are sorted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct KeyRules {
-    /// Parameter names (globs) left out.
-    pub ignore: Vec<String>,
+    /// Parameter names left out (globs, compiled once).
+    ignore: GlobSet,
     /// Sort the remaining parameters.
-    pub sort: bool,
+    sort: bool,
 }
 
 impl KeyRules {
+    /// The rules for the `ignore` globs (validated at config load; one that still does not
+    /// compile is logged and ignores nothing) and `sort`.
+    pub fn new(ignore: &[String], sort: bool) -> Self {
+        let ignore = crate::util::glob::set(ignore).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cache.ignore_query_params: cannot compile; ignoring none");
+            GlobSet::empty()
+        });
+        KeyRules { ignore, sort }
+    }
+
     /// `path` plus the normalized `query` (`?` only when something is left).
     pub fn path_and_query(&self, path: &str, query: Option<&str>) -> String {
         let Some(q) = query else {
@@ -204,7 +209,7 @@ impl KeyRules {
             .split('&')
             .filter(|p| {
                 let name = p.split('=').next().unwrap_or("");
-                !self.ignore.iter().any(|g| glob_match(g, name))
+                !self.ignore.is_match(name)
             })
             .collect();
         if self.sort {
@@ -277,30 +282,6 @@ impl CacheLayer {
         self.stats.purged(kind, removed as u64);
         removed
     }
-}
-
-/// Whether `text` matches the glob `pattern` (`*`: any run of characters, `?`: one).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let (mut star, mut mark) = (None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|c| *c == '*')
 }
 
 /// Answer `session` from the stored entry for `key` (filled by another instance). `Ok(false)`
@@ -689,29 +670,16 @@ mod tests {
 
     #[test]
     fn query_rules_shape_the_key() {
-        let r = KeyRules {
-            ignore: vec!["utm_*".into(), "fbclid".into()],
-            sort: true,
-        };
+        let r = KeyRules::new(&["utm_*".into(), "fbclid".into(), "f[x]".into()], true);
         assert_eq!(
-            r.path_and_query("/p", Some("b=2&utm_source=x&a=1&fbclid=z")),
-            "/p?a=1&b=2"
+            r.path_and_query("/p", Some("b=2&utm_source=x&a=1&fbclid=z&f[x]=1&fx=2")),
+            "/p?a=1&b=2&fx=2"
         );
         assert_eq!(r.path_and_query("/p", Some("utm_medium=y")), "/p");
         assert_eq!(r.path_and_query("/p", None), "/p");
         let none = KeyRules::default();
         assert_eq!(none.path_and_query("/p", Some("b=2&a=1")), "/p?b=2&a=1");
         assert_eq!(r.url("http://h/p?z=1&utm_x=2&y=3"), "http://h/p?y=3&z=1");
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("http://h/api/*", "http://h/api/x?y=1"));
-        assert!(glob_match("*/img/*.png", "https://h/img/a.png"));
-        assert!(!glob_match("*/img/*.png", "https://h/img/a.jpg"));
-        assert!(glob_match("http://h/?", "http://h/a"));
-        assert!(!glob_match("http://h/?", "http://h/ab"));
-        assert!(glob_match("*", ""));
     }
 
     #[test]

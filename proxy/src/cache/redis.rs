@@ -268,7 +268,7 @@ impl RedisCacheStore {
 
     /// Delete the entries whose URL matches `glob` (or every key of the namespace when `glob`
     /// is `None`), scanning every master with `SCAN` (never `KEYS`). Returns entries removed.
-    pub async fn purge_scan(&self, glob: Option<&str>) -> RedisResult<u64> {
+    pub async fn purge_scan(&self, glob: Option<&globset::GlobMatcher>) -> RedisResult<u64> {
         let pattern = match glob {
             Some(_) => format!("{{{}:*}}:m", self.namespace),
             None => format!("{{{}:*}}*", self.namespace),
@@ -284,7 +284,7 @@ impl RedisCacheStore {
                             .arg("u")
                             .query_async(&mut c)
                             .await?;
-                        url.is_some_and(|u| super::glob_match(g, &u))
+                        url.is_some_and(|u| g.is_match(&u))
                     }
                 };
                 if hit {

@@ -112,9 +112,23 @@ impl Validator {
             tag_headers,
             warm_urls,
             warm_concurrency: warm_concurrency? as usize,
-            ignore_query_params: ignore_query_params.unwrap_or_default(),
+            ignore_query_params: self.ignore_query_params(ignore_query_params.unwrap_or_default()),
             sort_query_params: sort_query_params.unwrap_or(false),
         })
+    }
+
+    /// `ignore_query_params`: globs over parameter names (`*` and `?`; anything else literal),
+    /// each non-empty.
+    fn ignore_query_params(&mut self, globs: Vec<String>) -> Vec<String> {
+        for (i, g) in globs.iter().enumerate() {
+            let path = format!("cache.ignore_query_params[{i}]");
+            if g.is_empty() {
+                self.problem(path, "an empty pattern matches nothing");
+            } else if let Err(e) = crate::util::glob::matcher(g) {
+                self.problem(path, format!("`{g}`: {e}"));
+            }
+        }
+        globs
     }
 
     /// `warm_urls`: absolute `http://` URLs.

@@ -173,6 +173,14 @@ upstream = "api"
 }
 
 #[test]
+fn an_empty_ignored_query_parameter_glob_is_refused() {
+    let text = "[cache]\nignore_query_params = [\"utm_*\", \"\", \"filter[x]\"]\n[upstreams.a]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n[[routes]]\nupstream = \"a\"\n";
+    let err = load(text).unwrap_err();
+    let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["cache.ignore_query_params[1]"], "{err}");
+}
+
+#[test]
 fn failover_and_health_keys_are_validated_together() {
     let text = r#"[upstreams.api]
 next_upstream = ["error", "http_418"]
