@@ -59,7 +59,7 @@ const MAX_KEEP_STALE: Duration = Duration::from_secs(86_400);
 pub struct RedisCacheStore {
     /// The connection behind its breaker and the cache's command timeout.
     redis: Guarded,
-    /// For admin scans, which open their own connections to every master.
+    /// For admin scans: `store::conn::masters` opens a connection to every master.
     target: RedisTarget,
     namespace: String,
     chunk_bytes: usize,
@@ -221,51 +221,6 @@ impl RedisCacheStore {
         self.redis.breaker_transitions()
     }
 
-    /// A connection to every master (the one node, or each Cluster master from
-    /// `CLUSTER NODES`), for scans. Admin-only: not on the request path.
-    async fn masters(&self) -> RedisResult<Vec<redis::aio::MultiplexedConnection>> {
-        let open = |url: String| async move {
-            redis::Client::open(url)?
-                .get_multiplexed_async_connection()
-                .await
-        };
-        match &self.target {
-            RedisTarget::Single(url) => Ok(vec![open(url.clone()).await?]),
-            RedisTarget::Cluster(seeds) => {
-                let mut last = None;
-                for seed in seeds {
-                    let mut c = match open(seed.clone()).await {
-                        Ok(c) => c,
-                        Err(e) => {
-                            last = Some(e);
-                            continue;
-                        }
-                    };
-                    let nodes: String = redis::cmd("CLUSTER")
-                        .arg("NODES")
-                        .query_async(&mut c)
-                        .await?;
-                    let mut out = Vec::new();
-                    for line in nodes.lines() {
-                        let f: Vec<&str> = line.split_whitespace().collect();
-                        if f.len() < 3 || !f[2].split(',').any(|x| x == "master") {
-                            continue;
-                        }
-                        if f[2].contains("fail") {
-                            continue;
-                        }
-                        let addr = f[1].split('@').next().unwrap_or(f[1]);
-                        out.push(open(with_addr(seed, addr)).await?);
-                    }
-                    return Ok(out);
-                }
-                Err(last.unwrap_or_else(|| {
-                    redis::RedisError::from((redis::ErrorKind::Io, "no cluster seed reachable"))
-                }))
-            }
-        }
-    }
-
     /// Delete the entries whose URL matches `glob` (or every key of the namespace when `glob`
     /// is `None`), scanning every master with `SCAN` (never `KEYS`). Returns entries removed.
     pub async fn purge_scan(&self, glob: Option<&globset::GlobMatcher>) -> RedisResult<u64> {
@@ -274,7 +229,7 @@ impl RedisCacheStore {
             None => format!("{{{}:*}}*", self.namespace),
         };
         let mut removed = 0;
-        for mut c in self.masters().await? {
+        for mut c in crate::store::conn::masters(&self.target).await? {
             for k in scan(&mut c, &pattern).await? {
                 let hit = match glob {
                     None => true,
@@ -302,7 +257,7 @@ impl RedisCacheStore {
     pub async fn count_entries(&self) -> RedisResult<u64> {
         let pattern = format!("{{{}:*}}:m", self.namespace);
         let mut n = 0;
-        for mut c in self.masters().await? {
+        for mut c in crate::store::conn::masters(&self.target).await? {
             n += scan(&mut c, &pattern).await?.len() as u64;
         }
         Ok(n)
@@ -587,17 +542,6 @@ async fn scan(
         }
         cursor = next;
     }
-}
-
-/// `url` with its `host:port` replaced by `addr` (keeping scheme, credentials and db).
-fn with_addr(url: &str, addr: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
-    let (auth, hostpart) = match rest.rsplit_once('@') {
-        Some((a, h)) => (format!("{a}@"), h),
-        None => (String::new(), rest),
-    };
-    let path = hostpart.find('/').map_or("/", |i| &hostpart[i..]);
-    format!("{scheme}://{auth}{addr}{path}")
 }
 
 /// The fields of a meta hash.

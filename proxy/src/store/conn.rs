@@ -131,3 +131,74 @@ impl LazyConn {
         }
     }
 }
+
+/// A connection to every master (the one node, or each Cluster master from
+/// `CLUSTER NODES`), for scans. Admin-only: not on the request path.
+pub async fn masters(target: &RedisTarget) -> RedisResult<Vec<redis::aio::MultiplexedConnection>> {
+    let open = |url: String| async move {
+        redis::Client::open(url)?
+            .get_multiplexed_async_connection()
+            .await
+    };
+    match target {
+        RedisTarget::Single(url) => Ok(vec![open(url.clone()).await?]),
+        RedisTarget::Cluster(seeds) => {
+            let mut last = None;
+            for seed in seeds {
+                let mut c = match open(seed.clone()).await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        last = Some(e);
+                        continue;
+                    }
+                };
+                let nodes: String = redis::cmd("CLUSTER")
+                    .arg("NODES")
+                    .query_async(&mut c)
+                    .await?;
+                let mut out = Vec::new();
+                for line in nodes.lines() {
+                    let f: Vec<&str> = line.split_whitespace().collect();
+                    if f.len() < 3 || !f[2].split(',').any(|x| x == "master") {
+                        continue;
+                    }
+                    if f[2].contains("fail") {
+                        continue;
+                    }
+                    let addr = f[1].split('@').next().unwrap_or(f[1]);
+                    out.push(open(with_addr(seed, addr)).await?);
+                }
+                return Ok(out);
+            }
+            Err(last.unwrap_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::Io, "no cluster seed reachable"))
+            }))
+        }
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr` (keeping scheme, credentials and db).
+fn with_addr(url: &str, addr: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("redis", url));
+    let (auth, hostpart) = match rest.rsplit_once('@') {
+        Some((a, h)) => (format!("{a}@"), h),
+        None => (String::new(), rest),
+    };
+    let path = hostpart.find('/').map_or("/", |i| &hostpart[i..]);
+    format!("{scheme}://{auth}{addr}{path}")
+}
+
+#[cfg(test)]
+mod address_tests {
+    use super::with_addr;
+
+    #[test]
+    fn a_node_address_keeps_scheme_credentials_and_db() {
+        assert_eq!(
+            with_addr("redis://:pw@seed:7000/2", "10.0.0.5:7001"),
+            "redis://:pw@10.0.0.5:7001/2"
+        );
+        assert_eq!(with_addr("rediss://seed:7000", "h:1"), "rediss://h:1/");
+        assert_eq!(with_addr("seed:7000", "h:1"), "redis://h:1/");
+    }
+}

@@ -1,7 +1,8 @@
 //! Everything that talks to Redis connections and circuit breakers: the connection (one node or
-//! a Cluster, [`conn`]), the breaker ([`breaker`]), and [`Guarded::call`], the one way a
-//! request-path Redis call is made: skipped while the breaker is open, bounded by the command
-//! timeout (connecting included), and counted by the breaker, whose transitions are logged.
+//! a Cluster, [`conn`], which also opens one connection per master for admin scans), the
+//! breaker ([`breaker`]), and [`Guarded::call`], the one way a request-path Redis call is made:
+//! skipped while the breaker is open, bounded by the command timeout (connecting included),
+//! and counted by the breaker, whose transitions are logged.
 //! The rate limiter and the cache each hold a [`Guarded`]; what they store is theirs.
 
 pub mod breaker;
