@@ -197,9 +197,20 @@ fn grafana_provisioning_and_dashboard_parse_and_query_real_metrics() {
         .map(|t| t["expr"].as_str().unwrap().to_owned())
         .collect();
     assert!(exprs.len() >= 8);
-    // Every metric a panel queries is one Sluice exports (histogram series by their family).
-    let metrics_src =
-        std::fs::read_to_string(workspace_root().join("proxy/src/metrics.rs")).unwrap();
+    // Every metric a panel queries is one Sluice exports (histogram series by their family):
+    // each component declares its own families, so look through all of proxy/src.
+    let mut metrics_src = String::new();
+    let mut dirs = vec![workspace_root().join("proxy/src")];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                metrics_src.push_str(&std::fs::read_to_string(path).unwrap());
+            }
+        }
+    }
     for e in &exprs {
         for name in e
             .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
