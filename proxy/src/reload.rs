@@ -85,6 +85,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         sort_query_params,
         // Reloadable: read from the config by each route's rule and by the warm-up.
         ttl_seconds: _,
+        ttl_mode: _,
         warm_urls: _,
         warm_concurrency: _,
     } = cache;

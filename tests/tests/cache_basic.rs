@@ -9,10 +9,17 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use support::*;
 
-/// One pool over `b` and routes: `/` with `cache = tier`, `/off` without caching.
+/// One pool over `b` and routes: `/` with `cache = tier` in `ttl_mode = "override"` (most tests
+/// here cache the sample backend's header-less answers for the tier's lifetime), `/off`
+/// without caching.
 fn config(b: &Backend, tier: &str, extra: &str) -> String {
+    config_mode(b, tier, "override", extra)
+}
+
+/// [`config`] with the route's `cache_ttl_mode`.
+fn config_mode(b: &Backend, tier: &str, mode: &str, extra: &str) -> String {
     format!(
-        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"{tier}\"\n{extra}\n[[routes]]\npath_prefix = \"/off\"\nupstream = \"api\"\n",
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"{tier}\"\ncache_ttl_mode = \"{mode}\"\n{extra}\n[[routes]]\npath_prefix = \"/off\"\nupstream = \"api\"\n",
         backends_toml(&[(b.addr, None)])
     )
 }
@@ -83,6 +90,46 @@ async fn the_tier_ttl_applies_only_when_the_origin_gives_no_freshness() {
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(get(&c, &url).await.0, "EXPIRED");
     assert_eq!(served(&bs, "/respond/short")["b1"], 2);
+}
+
+/// RFC 9111 §3 and §4.2.2 in `ttl_mode = "origin"` (the default): a response without
+/// freshness or a validator is never stored; with `Last-Modified` it is heuristically fresh (a
+/// tenth of its age, capped by the tier); with only an `ETag` it is stored stale and every
+/// use is revalidated (a 304 from the origin, `REVALIDATED` to the client).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc9111_origin_mode_stores_only_responses_with_freshness_or_a_validator() {
+    let bs = backends(1).await;
+    // No cache_ttl_mode on the route: `[cache] ttl_mode` defaults to origin.
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+        backends_toml(&[(bs[0].addr, None)])
+    ))
+    .await;
+    let c = client(None);
+    for _ in 0..2 {
+        assert_eq!(get(&c, &sluice.url("/respond/plain")).await.0, "MISS");
+    }
+    assert_eq!(served(&bs, "/respond/plain")["b1"], 2);
+
+    let modified =
+        httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(3600));
+    let url = sluice.url(&format!(
+        "/respond/lm?last-modified={}",
+        modified.replace(' ', "%20").replace(',', "%2C")
+    ));
+    assert_eq!(get(&c, &url).await.0, "MISS");
+    assert_eq!(get(&c, &url).await.0, "HIT");
+    assert_eq!(served(&bs, "/respond/lm")["b1"], 1);
+
+    let url = sluice.url("/respond/tagged?etag=%22v1%22");
+    let (x, first, _) = get(&c, &url).await;
+    assert_eq!(x, "MISS");
+    let (x, body, _) = get(&c, &url).await;
+    // The stored body, confirmed by the origin's 304.
+    assert_eq!((x.as_str(), body), ("REVALIDATED", first));
+    assert_eq!(get(&c, &url).await.0, "REVALIDATED");
+    // Every use asked the origin (a 304 each time after the first answer).
+    assert_eq!(served(&bs, "/respond/tagged")["b1"], 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

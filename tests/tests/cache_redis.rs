@@ -11,7 +11,7 @@ use support::*;
 
 fn config(b: &Backend, redis: &str) -> String {
     format!(
-        "{redis}\n[cache]\nchunk_bytes = 65536\n[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+        "{redis}\n[cache]\nchunk_bytes = 65536\nttl_mode = \"override\"\n[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
         backends_toml(&[(b.addr, None)])
     )
 }
@@ -350,7 +350,7 @@ async fn purging_a_tag_removes_every_entry_carrying_it_for_every_instance() {
     let redis = RedisServer::start().await;
     let bs = backends(1).await;
     let body = format!(
-        "[redis]\nurl = \"{}\"\n[upstreams.api]\n{}\n[[routes]]\npath_prefix = \"/respond/shop\"\nupstream = \"api\"\ncache = \"warm\"\ncache_tags = [\"shop\"]\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+        "[redis]\nurl = \"{}\"\n[upstreams.api]\n{}\n[[routes]]\npath_prefix = \"/respond/shop\"\nupstream = \"api\"\ncache = \"warm\"\ncache_ttl_mode = \"override\"\ncache_tags = [\"shop\"]\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\ncache_ttl_mode = \"override\"\n",
         redis.url(),
         backends_toml(&[(bs[0].addr, None)])
     );

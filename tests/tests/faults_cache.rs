@@ -50,7 +50,7 @@ async fn hammer(url: &str, n: usize, concurrency: usize) -> (BTreeMap<u16, usize
 fn config(b: &Backend, redis: &str) -> String {
     format!(
         "[redis]\nurl = \"{redis}\"\ncommand_timeout_ms = 50\n[cache]\nlock_timeout_ms = 200\n\
-         [upstreams.api]\n{}\nmax_fails = 0\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+         [upstreams.api]\n{}\nmax_fails = 0\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\ncache_ttl_mode = \"override\"\n",
         backends_toml(&[(b.addr, None)])
     )
 }

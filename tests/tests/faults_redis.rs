@@ -119,7 +119,7 @@ async fn the_cache_survives_redis_dying_under_load() {
     let mut redis = RedisServer::start().await;
     let bs = backends(1).await;
     let s = Sluice::start(format!(
-        "{}[cache]\ncommand_timeout_ms = 50\n[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+        "{}[cache]\ncommand_timeout_ms = 50\nttl_mode = \"override\"\n[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
         redis_section(&redis),
         backends_toml(&[(bs[0].addr, None)])
     ))

@@ -24,7 +24,7 @@ use pingora::cache::{
 };
 use pingora::http::{RequestHeader, ResponseHeader};
 
-use crate::config::{CacheSpec, CacheTier, RedisSpec, RouteCache};
+use crate::config::{CacheSpec, CacheTier, RedisSpec, RouteCache, TtlMode};
 use crate::metrics::{Kind, Live, LiveFamily, Metrics};
 use globset::GlobSet;
 use memory::MemoryStore;
@@ -147,10 +147,13 @@ impl CacheLayer {
 pub struct CacheRule {
     /// The route's tier.
     pub tier: CacheTier,
-    /// Freshness for responses that give none.
+    /// The tier's lifetime: freshness for responses that give none (`override`), or the cap
+    /// on heuristic freshness (`origin`).
     pub ttl: Duration,
     /// Whether `Set-Cookie` responses may be stored.
     pub set_cookie: bool,
+    /// How `ttl` is used.
+    pub ttl_mode: TtlMode,
 }
 
 impl CacheRule {
@@ -165,6 +168,7 @@ impl CacheRule {
             tier,
             ttl: Duration::from_secs(spec.ttl_seconds[i]),
             set_cookie: route.set_cookie,
+            ttl_mode: route.ttl_mode.unwrap_or(spec.ttl_mode),
         })
     }
 }
@@ -434,6 +438,15 @@ pub fn cacheability(resp: &ResponseHeader, authorization: bool, rule: &CacheRule
                 return RespCacheable::Uncacheable(reason);
             }
             let now = SystemTime::now();
+            let ttl = match rule.ttl_mode {
+                TtlMode::Override => rule.ttl,
+                TtlMode::Origin => match heuristic_freshness(resp, now, rule.ttl) {
+                    Some(d) => d,
+                    // A validator alone: stored stale, revalidated before each use.
+                    None if resp.headers.contains_key(header::ETAG) => Duration::ZERO,
+                    None => return RespCacheable::Uncacheable(reason),
+                },
+            };
             let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs() as u32);
             let (swr, sie) = cc.as_ref().map_or((0, 0), |c| {
                 (
@@ -445,9 +458,25 @@ pub fn cacheability(resp: &ResponseHeader, authorization: bool, rule: &CacheRule
             if let Some(c) = &cc {
                 c.strip_private_headers(&mut header);
             }
-            RespCacheable::Cacheable(CacheMeta::new(now + rule.ttl, now, swr, sie, header))
+            RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, swr, sie, header))
         }
     }
+}
+
+/// RFC 9111 §4.2.2: heuristic freshness for a response with `Last-Modified`, a tenth of the
+/// time since it was modified (as of its `Date`, or `now`), capped by `cap`. `None` without a
+/// usable `Last-Modified` (absent, unparsable, or later than the response's date).
+fn heuristic_freshness(resp: &ResponseHeader, now: SystemTime, cap: Duration) -> Option<Duration> {
+    let date = |name: header::HeaderName| {
+        resp.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| httpdate::parse_http_date(v).ok())
+    };
+    let modified = date(header::LAST_MODIFIED)?;
+    let as_of = date(header::DATE).unwrap_or(now);
+    let age = as_of.duration_since(modified).ok()?;
+    Some((age / 10).min(cap))
 }
 
 /// The variance key of a stored response for `req`: the values of the request headers its
@@ -654,7 +683,48 @@ mod tests {
         tier: CacheTier::Warm,
         ttl: Duration::from_secs(300),
         set_cookie: false,
+        ttl_mode: TtlMode::Override,
     };
+
+    const ORIGIN: CacheRule = CacheRule {
+        ttl_mode: TtlMode::Origin,
+        ..WARM
+    };
+
+    #[test]
+    fn rfc9111_4_2_2_origin_mode_gives_heuristic_freshness_only_with_last_modified() {
+        // Modified 1000 s before its Date: fresh for 100 s (a tenth), under the 300 s cap.
+        let r = resp(&[
+            ("date", "Wed, 02 Dec 2026 12:00:00 GMT"),
+            ("last-modified", "Wed, 02 Dec 2026 11:43:20 GMT"),
+        ]);
+        assert_eq!(ttl(cacheability(&r, false, &ORIGIN)), Some(100));
+        // Modified a year ago: capped by the tier's lifetime.
+        let old = resp(&[
+            ("date", "Wed, 02 Dec 2026 12:00:00 GMT"),
+            ("last-modified", "Mon, 01 Dec 2025 12:00:00 GMT"),
+        ]);
+        assert_eq!(ttl(cacheability(&old, false, &ORIGIN)), Some(300));
+        // Modified after its own Date: no heuristic, and no other validator: not stored.
+        let future = resp(&[
+            ("date", "Wed, 02 Dec 2026 12:00:00 GMT"),
+            ("last-modified", "Thu, 03 Dec 2026 12:00:00 GMT"),
+        ]);
+        assert_eq!(ttl(cacheability(&future, false, &ORIGIN)), None);
+    }
+
+    #[test]
+    fn rfc9111_3_origin_mode_stores_nothing_without_freshness_or_a_validator() {
+        assert_eq!(ttl(cacheability(&resp(&[]), false, &ORIGIN)), None);
+        // An ETag alone: stored, already stale, so every use is revalidated.
+        let etag = resp(&[("etag", "\"v1\"")]);
+        assert_eq!(ttl(cacheability(&etag, false, &ORIGIN)), Some(0));
+        // The origin's own freshness is the same in both modes.
+        let explicit = resp(&[("cache-control", "max-age=7")]);
+        assert_eq!(ttl(cacheability(&explicit, false, &ORIGIN)), Some(7));
+        // Override mode keeps the seeds' behaviour: the tier lifetime.
+        assert_eq!(ttl(cacheability(&resp(&[]), false, &WARM)), Some(300));
+    }
 
     fn ttl(r: RespCacheable) -> Option<u64> {
         match r {

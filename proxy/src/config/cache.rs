@@ -33,6 +33,8 @@ pub struct FileCache {
     pub ignore_query_params: Option<Vec<String>>,
     /// Sort query parameters in the cache key.
     pub sort_query_params: Option<bool>,
+    /// `origin` (RFC 9111, default) or `override` (tier lifetime without origin freshness).
+    pub ttl_mode: Option<String>,
 }
 
 /// `[cache.tiers.NAME]`.
@@ -58,7 +60,14 @@ impl Validator {
             warm_concurrency,
             ignore_query_params,
             sort_query_params,
+            ttl_mode,
         } = c.unwrap_or_default();
+        let ttl_mode = self.one_of(
+            "cache.ttl_mode",
+            ttl_mode.as_deref(),
+            "origin",
+            &TtlMode::NAMES,
+        );
         let warm_urls = self.warm_urls(warm_urls.unwrap_or_default());
         let warm_concurrency = self.int_in("cache.warm_concurrency", warm_concurrency, 4, 1, 256);
         let tag_headers = self.tag_headers(tag_headers);
@@ -114,6 +123,7 @@ impl Validator {
             warm_concurrency: warm_concurrency? as usize,
             ignore_query_params: self.ignore_query_params(ignore_query_params.unwrap_or_default()),
             sort_query_params: sort_query_params.unwrap_or(false),
+            ttl_mode: ttl_mode?,
         })
     }
 

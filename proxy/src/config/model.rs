@@ -393,6 +393,28 @@ pub struct RouteCache {
     pub tier: Option<CacheTier>,
     /// Whether responses with `Set-Cookie` may be stored.
     pub set_cookie: bool,
+    /// How the tier lifetime is used (`None`: `[cache] ttl_mode`).
+    pub ttl_mode: Option<TtlMode>,
+}
+
+/// How a route's tier lifetime relates to what the origin says (`ttl_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TtlMode {
+    /// RFC 9111: the origin's freshness rules; without any, a response with `Last-Modified`
+    /// gets heuristic freshness (10% of its age, capped by the tier lifetime), one with only
+    /// an `ETag` is stored stale (revalidated before each use), and anything else is not
+    /// stored.
+    Origin,
+    /// The tier lifetime for every storable response that gives no freshness of its own
+    /// (the seeds' behaviour, for origins that send no caching headers).
+    Override,
+}
+
+impl TtlMode {
+    /// The config names, in order.
+    pub const NAMES: [(&'static str, TtlMode); 2] =
+        [("origin", TtlMode::Origin), ("override", TtlMode::Override)];
 }
 
 /// Cache tiers, by how long an object without origin freshness stays fresh.
@@ -472,6 +494,8 @@ pub struct CacheSpec {
     pub ignore_query_params: Vec<String>,
     /// Whether query parameters are sorted in the cache key.
     pub sort_query_params: bool,
+    /// Default of routes' `cache_ttl_mode`.
+    pub ttl_mode: TtlMode,
 }
 
 /// Default headers carrying cache tags.

@@ -27,6 +27,8 @@ pub struct FileRoute {
     pub cache_set_cookie: Option<bool>,
     /// Tags given to every entry cached on this route.
     pub cache_tags: Option<Vec<String>>,
+    /// `origin` or `override` (default: `[cache] ttl_mode`).
+    pub cache_ttl_mode: Option<String>,
 }
 
 impl Validator {
@@ -48,8 +50,20 @@ impl Validator {
             cache,
             cache_set_cookie,
             cache_tags,
+            cache_ttl_mode,
         } = r;
         let (tier, cache_tags) = self.route_cache(path, cache.as_deref(), cache_tags);
+        let ttl_mode = match cache_ttl_mode.as_deref() {
+            None => Some(None),
+            Some(m) => self
+                .one_of(
+                    &format!("{path}.cache_ttl_mode"),
+                    Some(m),
+                    m,
+                    &TtlMode::NAMES,
+                )
+                .map(Some),
+        };
         let name = name.unwrap_or_else(|| {
             format!(
                 "{}{}",
@@ -104,6 +118,7 @@ impl Validator {
             cache: RouteCache {
                 tier: tier?,
                 set_cookie: cache_set_cookie.unwrap_or(false),
+                ttl_mode: ttl_mode?,
             },
             cache_tags,
         })
