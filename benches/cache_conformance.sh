@@ -87,7 +87,7 @@ SLC
   RUST_LOG=warn target/release/sluice --config "$work/sluice-$store.toml" 2>"$work/sluice-$store.log" &
   pids+=($!)
   wait_port "$port"
-  (cd "$SUITE" && npm_config_base="http://127.0.0.1:$port" npm_config_id="$TEST_ID" \
+  (cd "$SUITE" && npm_config_base="http://127.0.0.1:$port" npm_config_id="$TEST_ID" npm_package_config_id="" \
     node --no-warnings "$ENGINE/cli.mjs") >"$work/results-$store.json"
 }
 
