@@ -132,6 +132,43 @@ async fn rfc9111_origin_mode_stores_only_responses_with_freshness_or_a_validator
     assert_eq!(served(&bs, "/respond/tagged")["b1"], 3);
 }
 
+/// RFC 9111 §4 and §4.2.3: a hit keeps the origin's `Date` (stock Pingora rewrote it) and its
+/// `Age` continues from the `Age` the response arrived with; a response already older than
+/// its lifetime is not reused; RFC 9213: `CDN-Cache-Control` outranks `Cache-Control`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc9111_4_a_hit_keeps_the_stored_date_and_ages_from_the_origins_age() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(config_mode(&bs[0], "warm", "origin", "")).await;
+    let c = client(None);
+    let url = sluice.url("/respond/aged?cache-control=max-age%3D3600&age=30");
+    let (x, _, first) = get(&c, &url).await;
+    assert_eq!(x, "MISS");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (x, _, hit) = get(&c, &url).await;
+    assert_eq!(x, "HIT");
+    assert_eq!(hit["date"], first["date"], "a hit keeps the stored Date");
+    let age: u64 = hit["age"].to_str().unwrap().parse().unwrap();
+    assert!(
+        (31..40).contains(&age),
+        "Age {age} continues from the origin's 30"
+    );
+
+    // Older than its lifetime on arrival: never reused.
+    let old = sluice.url("/respond/old?cache-control=max-age%3D3600&age=7200");
+    assert_eq!(get(&c, &old).await.0, "MISS");
+    assert_ne!(get(&c, &old).await.0, "HIT");
+    assert_eq!(served(&bs, "/respond/old")["b1"], 2);
+
+    // The targeted field wins: Cache-Control says no-store, CDN-Cache-Control a minute.
+    let cdn = sluice.url("/respond/cdn?cache-control=no-store&cdn-cache-control=max-age%3D60");
+    assert_eq!(get(&c, &cdn).await.0, "MISS");
+    assert_eq!(get(&c, &cdn).await.0, "HIT");
+    // And the other way round: CDN-Cache-Control private beats a long max-age.
+    let private = sluice.url("/respond/cdnp?cache-control=max-age%3D600&cdn-cache-control=private");
+    assert_eq!(get(&c, &private).await.0, "MISS");
+    assert_eq!(get(&c, &private).await.0, "MISS");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_store_private_set_cookie_vary_star_and_authorization_are_not_stored() {
     let bs = backends(1).await;

@@ -6,6 +6,7 @@
 //! is in `redis.rs`; warm-up is `crate::warm`. `edge/` calls it from the proxy's cache hooks
 //! (see docs/caching.md).
 
+pub mod freshness;
 pub mod memory;
 pub mod redis;
 pub mod stats;
@@ -15,13 +16,10 @@ use std::time::{Duration, SystemTime};
 
 use http::header;
 use pingora::cache::cache_control::{CacheControl, Cacheable, InterpretCacheControl};
-use pingora::cache::filters::resp_cacheable;
 use pingora::cache::key::{CacheKey, HashBinary};
 use pingora::cache::lock::{CacheKeyLockImpl, CacheLock};
 use pingora::cache::storage::{PurgeOutcome, PurgeTarget, PurgeType, Storage};
-use pingora::cache::{
-    CacheMeta, CacheMetaDefaults, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder,
-};
+use pingora::cache::{CacheMeta, CachePhase, NoCacheReason, RespCacheable, VarianceBuilder};
 use pingora::http::{RequestHeader, ResponseHeader};
 
 use crate::config::{CacheSpec, CacheTier, RedisSpec, RouteCache, TtlMode};
@@ -30,9 +28,6 @@ use globset::GlobSet;
 use memory::MemoryStore;
 use redis::RedisCacheStore;
 pub use stats::{CacheResult, CacheStats, Call, PurgeKind};
-
-/// No freshness unless the origin gives it: tier TTLs are applied by [`cacheability`].
-const ORIGIN_ONLY: CacheMetaDefaults = CacheMetaDefaults::new(|_| None, 0, 0);
 
 /// Process-wide cache state: the store and the lock. Built once at start (restart-only).
 pub struct CacheLayer {
@@ -54,6 +49,9 @@ pub struct CacheLayer {
     pub redis: Option<&'static RedisCacheStore>,
     /// The cache's metrics.
     pub stats: Arc<CacheStats>,
+    /// The Sluice-specific targeted cache field (`cache.targeted_cache_control`, lower-case),
+    /// read before `CDN-Cache-Control`.
+    pub targeted: Option<String>,
 }
 
 impl CacheLayer {
@@ -82,6 +80,7 @@ impl CacheLayer {
                     memory: None,
                     redis: Some(store),
                     stats,
+                    targeted: spec.targeted_cache_control.clone(),
                 }
             }
             None => {
@@ -99,6 +98,7 @@ impl CacheLayer {
                     memory: Some(store),
                     redis: None,
                     stats,
+                    targeted: spec.targeted_cache_control.clone(),
                 }
             }
         };
@@ -403,80 +403,92 @@ fn heuristically_cacheable(status: u16) -> bool {
 }
 
 /// Whether and how long to store `resp` (to a request with `authorization` present) under
-/// `rule`. The origin's `Cache-Control` / `Expires` win; the tier TTL applies only when the
-/// origin gives no freshness and does not forbid storing.
-pub fn cacheability(resp: &ResponseHeader, authorization: bool, rule: &CacheRule) -> RespCacheable {
-    let cc = CacheControl::from_resp_headers(resp);
+/// `rule`, with `targeted` the Sluice-specific targeted cache field, if configured.
+///
+/// RFC 9111 for a shared cache: the directives come from a targeted field (RFC 9213: the
+/// configured one, then `CDN-Cache-Control`) when the origin sent one, else from
+/// `Cache-Control`; `no-store`, `private`, `Vary: *`, `Set-Cookie` (unless the route allows it)
+/// and `Authorization` (without `public`, `s-maxage` or `must-revalidate`) are never stored.
+/// The lifetime is the origin's explicit one when it gives any (an invalid one means stale);
+/// otherwise the route's `ttl_mode` decides (see [`TtlMode`]). The response's age when it
+/// arrives (its `Age`, or the time since its `Date`) is counted against the lifetime, and
+/// the `Age` sent on hits continues from it.
+pub fn cacheability(
+    resp: &ResponseHeader,
+    authorization: bool,
+    rule: &CacheRule,
+    targeted: Option<&str>,
+) -> RespCacheable {
+    let uncacheable = RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
     if resp.headers.get_all(header::VARY).iter().any(|v| {
         v.to_str()
             .map_or(true, |s| s.split(',').any(|p| p.trim() == "*"))
     }) {
         // `Vary: *` never matches a later request.
-        return RespCacheable::Uncacheable(NoCacheReason::OriginNotCache);
+        return uncacheable;
     }
     if !rule.set_cookie && resp.headers.contains_key(header::SET_COOKIE) {
         return RespCacheable::Uncacheable(NoCacheReason::Custom("set-cookie"));
     }
-    match resp_cacheable(cc.as_ref(), resp.clone(), authorization, &ORIGIN_ONLY) {
-        RespCacheable::Cacheable(meta) => RespCacheable::Cacheable(meta),
-        RespCacheable::Uncacheable(reason) => {
-            let forbidden = cc
+    let targeted_cc = freshness::targeted(resp, targeted);
+    let is_targeted = targeted_cc.is_some();
+    let cc = targeted_cc.or_else(|| CacheControl::from_resp_headers(resp));
+    if cc
+        .as_ref()
+        .is_some_and(|c| c.is_cacheable() == Cacheable::No)
+        || (authorization
+            && !cc
                 .as_ref()
-                .is_some_and(|c| c.is_cacheable() == Cacheable::No)
-                || (authorization
-                    && !cc
-                        .as_ref()
-                        .is_some_and(|c| c.allow_caching_authorized_req()))
-                || cc.as_ref().is_some_and(|c| c.fresh_duration().is_some())
-                || resp.headers.contains_key(header::EXPIRES);
-            // A 304 revalidating a stored 200 gets the tier's freshness too.
+                .is_some_and(|c| c.allow_caching_authorized_req()))
+    {
+        return uncacheable;
+    }
+    let now = SystemTime::now();
+    let lifetime = match freshness::explicit_lifetime(cc.as_ref(), is_targeted, resp, now) {
+        Some(d) => d,
+        None => {
+            // A 304 revalidating a stored 200 is judged as that 200.
             let status = match resp.status.as_u16() {
                 304 => 200,
                 s => s,
             };
-            if forbidden || !heuristically_cacheable(status) {
-                return RespCacheable::Uncacheable(reason);
+            if !heuristically_cacheable(status) {
+                return uncacheable;
             }
-            let now = SystemTime::now();
-            let ttl = match rule.ttl_mode {
+            match rule.ttl_mode {
                 TtlMode::Override => rule.ttl,
-                TtlMode::Origin => match heuristic_freshness(resp, now, rule.ttl) {
+                TtlMode::Origin => match freshness::heuristic(resp, now, rule.ttl) {
                     Some(d) => d,
                     // A validator alone: stored stale, revalidated before each use.
                     None if resp.headers.contains_key(header::ETAG) => Duration::ZERO,
-                    None => return RespCacheable::Uncacheable(reason),
+                    None => return uncacheable,
                 },
-            };
-            let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs() as u32);
-            let (swr, sie) = cc.as_ref().map_or((0, 0), |c| {
-                (
-                    secs(c.serve_stale_while_revalidate_duration()),
-                    secs(c.serve_stale_if_error_duration()),
-                )
-            });
-            let mut header = resp.clone();
-            if let Some(c) = &cc {
-                c.strip_private_headers(&mut header);
             }
-            RespCacheable::Cacheable(CacheMeta::new(now + ttl, now, swr, sie, header))
         }
-    }
-}
-
-/// RFC 9111 §4.2.2: heuristic freshness for a response with `Last-Modified`, a tenth of the
-/// time since it was modified (as of its `Date`, or `now`), capped by `cap`. `None` without a
-/// usable `Last-Modified` (absent, unparsable, or later than the response's date).
-fn heuristic_freshness(resp: &ResponseHeader, now: SystemTime, cap: Duration) -> Option<Duration> {
-    let date = |name: header::HeaderName| {
-        resp.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| httpdate::parse_http_date(v).ok())
     };
-    let modified = date(header::LAST_MODIFIED)?;
-    let as_of = date(header::DATE).unwrap_or(now);
-    let age = as_of.duration_since(modified).ok()?;
-    Some((age / 10).min(cap))
+    let age = freshness::initial_age(resp, now);
+    // Already stale on arrival: one second in the past, as pingora-cache marks "always stale".
+    let fresh_until = match lifetime.checked_sub(age).filter(|d| !d.is_zero()) {
+        Some(left) => now + left,
+        None => now - Duration::from_secs(1),
+    };
+    let secs = |d: Option<Duration>| d.map_or(0, |d| d.as_secs().min(u32::MAX as u64) as u32);
+    let (swr, sie) = cc.as_ref().map_or((0, 0), |c| {
+        (
+            secs(c.serve_stale_while_revalidate_duration()),
+            secs(c.serve_stale_if_error_duration()),
+        )
+    });
+    let mut header = resp.clone();
+    if let Some(c) = &cc {
+        c.strip_private_headers(&mut header);
+    }
+    let mut meta = CacheMeta::new(fresh_until, now, swr, sie, header);
+    if !age.is_zero() {
+        // Ages on hits continue from the age the response arrived with.
+        meta.set_epoch_override(now - age);
+    }
+    RespCacheable::Cacheable(meta)
 }
 
 /// The variance key of a stored response for `req`: the values of the request headers its
@@ -693,24 +705,17 @@ mod tests {
 
     #[test]
     fn rfc9111_4_2_2_origin_mode_gives_heuristic_freshness_only_with_last_modified() {
-        // Modified 1000 s before its Date: fresh for 100 s (a tenth), under the 300 s cap.
-        let r = resp(&[
-            ("date", "Wed, 02 Dec 2026 12:00:00 GMT"),
-            ("last-modified", "Wed, 02 Dec 2026 11:43:20 GMT"),
-        ]);
-        assert_eq!(ttl(cacheability(&r, false, &ORIGIN)), Some(100));
+        let now = SystemTime::now();
+        let date = |ago: u64| httpdate::fmt_http_date(now - Duration::from_secs(ago));
+        let with = |modified: String| resp(&[("date", &date(0)), ("last-modified", &modified)]);
+        // Modified 1000 s ago: fresh for 100 s (a tenth), under the 300 s cap.
+        let ttl_of = |r: ResponseHeader| ttl(cacheability(&r, false, &ORIGIN));
+        assert!(matches!(ttl_of(with(date(1000))), Some(99..=100)));
         // Modified a year ago: capped by the tier's lifetime.
-        let old = resp(&[
-            ("date", "Wed, 02 Dec 2026 12:00:00 GMT"),
-            ("last-modified", "Mon, 01 Dec 2025 12:00:00 GMT"),
-        ]);
-        assert_eq!(ttl(cacheability(&old, false, &ORIGIN)), Some(300));
+        assert!(matches!(ttl_of(with(date(365 * 86_400))), Some(299..=300)));
         // Modified after its own Date: no heuristic, and no other validator: not stored.
-        let future = resp(&[
-            ("date", "Wed, 02 Dec 2026 12:00:00 GMT"),
-            ("last-modified", "Thu, 03 Dec 2026 12:00:00 GMT"),
-        ]);
-        assert_eq!(ttl(cacheability(&future, false, &ORIGIN)), None);
+        let future = httpdate::fmt_http_date(now + Duration::from_secs(86_400));
+        assert_eq!(ttl_of(with(future)), None);
     }
 
     #[test]
@@ -726,12 +731,18 @@ mod tests {
         assert_eq!(ttl(cacheability(&resp(&[]), false, &WARM)), Some(300));
     }
 
+    /// [`super::cacheability`] without a Sluice-specific targeted field.
+    fn cacheability(r: &ResponseHeader, authorization: bool, rule: &CacheRule) -> RespCacheable {
+        super::cacheability(r, authorization, rule, None)
+    }
+
+    /// Seconds of freshness left (0 when stored stale).
     fn ttl(r: RespCacheable) -> Option<u64> {
         match r {
             RespCacheable::Cacheable(m) => Some(
                 m.fresh_until()
                     .duration_since(m.created())
-                    .unwrap()
+                    .unwrap_or_default()
                     .as_secs(),
             ),
             RespCacheable::Uncacheable(_) => None,

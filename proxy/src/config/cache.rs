@@ -35,6 +35,8 @@ pub struct FileCache {
     pub sort_query_params: Option<bool>,
     /// `origin` (RFC 9111, default) or `override` (tier lifetime without origin freshness).
     pub ttl_mode: Option<String>,
+    /// A Sluice-specific targeted cache field name (RFC 9213), e.g. `Sluice-Cache-Control`.
+    pub targeted_cache_control: Option<String>,
 }
 
 /// `[cache.tiers.NAME]`.
@@ -61,7 +63,19 @@ impl Validator {
             ignore_query_params,
             sort_query_params,
             ttl_mode,
+            targeted_cache_control,
         } = c.unwrap_or_default();
+        let targeted_cache_control = targeted_cache_control.map(|n| n.to_ascii_lowercase());
+        if let Some(n) = &targeted_cache_control {
+            if http::HeaderName::from_bytes(n.as_bytes()).is_err()
+                || ["cache-control", "cdn-cache-control"].contains(&n.as_str())
+            {
+                self.problem(
+                    "cache.targeted_cache_control",
+                    format!("`{n}`: expected a header name of Sluice's own, such as `Sluice-Cache-Control`"),
+                );
+            }
+        }
         let ttl_mode = self.one_of(
             "cache.ttl_mode",
             ttl_mode.as_deref(),
@@ -124,6 +138,7 @@ impl Validator {
             ignore_query_params: self.ignore_query_params(ignore_query_params.unwrap_or_default()),
             sort_query_params: sort_query_params.unwrap_or(false),
             ttl_mode: ttl_mode?,
+            targeted_cache_control,
         })
     }
 

@@ -496,6 +496,9 @@ pub struct CacheSpec {
     pub sort_query_params: bool,
     /// Default of routes' `cache_ttl_mode`.
     pub ttl_mode: TtlMode,
+    /// A Sluice-specific targeted cache field (RFC 9213), lower-case, read before
+    /// `CDN-Cache-Control`.
+    pub targeted_cache_control: Option<String>,
 }
 
 /// Default headers carrying cache tags.

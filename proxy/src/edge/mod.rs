@@ -389,7 +389,7 @@ impl ProxyHttp for Edge {
             }
             None => resp,
         };
-        let mut decision = cache::cacheability(resp, auth, rule);
+        let mut decision = cache::cacheability(resp, auth, rule, self.cache.targeted.as_deref());
         if let RespCacheable::Cacheable(meta) = &mut decision {
             let route_tags = match (&ctx.snapshot, ctx.route) {
                 (Some(s), Some(r)) => s.routes[r].cache_tags.as_slice(),

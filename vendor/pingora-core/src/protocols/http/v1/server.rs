@@ -978,7 +978,12 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
+            // SLUICE PATCH (keep Date): a response that has a `Date` (a backend's, or a
+            // stored one served from cache) keeps it (RFC 9110 §6.6.1, RFC 9111 §4: a cache
+            // must not change it); only responses without one get the current date.
+            if !header.headers.contains_key(header::DATE) {
+                header.insert_header(header::DATE, date::get_cached_date())?;
+            }
 
             // SLUICE PATCH (static values): `&str` values were copied into a fresh allocation.
             let connection_value = HeaderValue::from_static(if self.will_keepalive() {
