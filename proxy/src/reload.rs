@@ -84,6 +84,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ignore_query_params,
         sort_query_params,
         targeted_cache_control,
+        stale_retention,
         // Reloadable: read from the config by each route's rule and by the warm-up.
         ttl_seconds: _,
         ttl_mode: _,
@@ -100,7 +101,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         || *tag_headers != n.tag_headers
         || *ignore_query_params != n.ignore_query_params
         || *sort_query_params != n.sort_query_params
-        || *targeted_cache_control != n.targeted_cache_control;
+        || *targeted_cache_control != n.targeted_cache_control
+        || *stale_retention != n.stale_retention;
     let checks = [
         (
             "admin.listen (and admin.enabled)",

@@ -13,10 +13,57 @@ use pingora::http::ResponseHeader;
 /// The targeted field that applies to Sluice (RFC 9213): the configured Sluice-specific one,
 /// then `CDN-Cache-Control`. When one is present, it replaces `Cache-Control` and `Expires`
 /// for Sluice's caching decisions (both are still forwarded to the client untouched).
+/// A targeted field that is not a valid Structured Field dictionary (RFC 8941), or whose
+/// `max-age` / `s-maxage` is not an integer, is ignored as a whole (RFC 9213 §2.1).
 pub fn targeted(resp: &ResponseHeader, own: Option<&str>) -> Option<CacheControl> {
     own.into_iter()
         .chain(std::iter::once("cdn-cache-control"))
+        .filter(|name| {
+            let mut values = resp.headers.get_all(*name).iter().peekable();
+            values.peek().is_some()
+                && values.all(|v| v.to_str().is_ok_and(valid_targeted_dictionary))
+        })
         .find_map(|name| CacheControl::from_resp_headers_named(name, resp))
+}
+
+/// Whether `value` is a Structured Field dictionary (RFC 8941 §3.2) as far as cache
+/// directives go: members `key` or `key=item` (an integer, decimal, token, string or boolean,
+/// parameters allowed), and `max-age` / `s-maxage` integers.
+fn valid_targeted_dictionary(value: &str) -> bool {
+    fn key(k: &str) -> bool {
+        let mut b = k.bytes();
+        b.next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == b'*')
+            && b.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"_-.*".contains(&c))
+    }
+    fn integer(v: &str) -> bool {
+        let digits = v.strip_prefix('-').unwrap_or(v);
+        !digits.is_empty() && digits.len() <= 15 && digits.bytes().all(|c| c.is_ascii_digit())
+    }
+    fn item(v: &str) -> bool {
+        let bare = v.split(';').next().unwrap_or("").trim();
+        integer(bare)
+            || bare.parse::<f64>().is_ok() && !bare.contains(['e', 'E', '+'])
+            || (bare.len() >= 2 && bare.starts_with('"') && bare.ends_with('"'))
+            || bare == "?0"
+            || bare == "?1"
+            || bare
+                .bytes()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == b'*')
+    }
+    value.split(',').map(str::trim).all(|member| {
+        let (k, v) = match member.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (member.split(';').next().unwrap_or(""), None),
+        };
+        key(k)
+            && match (k, v) {
+                ("max-age" | "s-maxage", Some(v)) => integer(v.split(';').next().unwrap_or("")),
+                (_, Some(v)) => item(v),
+                (_, None) => true,
+            }
+    })
 }
 
 /// The explicit freshness lifetime (§4.2.1): `s-maxage` (a shared cache), else `max-age`, else
@@ -93,6 +140,31 @@ pub fn initial_age(resp: &ResponseHeader, now: SystemTime) -> Duration {
         apparent
     };
     apparent.max(age_value(resp).unwrap_or(Duration::ZERO))
+}
+
+/// How long a store keeps an entry with `meta` from now: its freshness left, then as long
+/// as it may still serve stale (`stale-while-revalidate`, `stale-if-error`) or, when it has a
+/// validator (`ETag`, `Last-Modified`) and can be revalidated with a conditional request,
+/// `stale_retention` (`[cache] stale_retention_seconds`), whichever is longer. At least a
+/// second. Both stores follow it, so they keep the same entries.
+pub fn retention(meta: &pingora::cache::CacheMeta, stale_retention: Duration) -> Duration {
+    let fresh = meta
+        .fresh_until()
+        .duration_since(SystemTime::now())
+        .unwrap_or(Duration::ZERO);
+    let stale_windows = Duration::from_secs(u64::from(
+        meta.stale_while_revalidate_sec()
+            .max(meta.stale_if_error_sec()),
+    ));
+    let headers = meta.headers();
+    let validator =
+        headers.contains_key(header::ETAG) || headers.contains_key(header::LAST_MODIFIED);
+    let keep_stale = if validator {
+        stale_windows.max(stale_retention)
+    } else {
+        stale_windows
+    };
+    (fresh + keep_stale).max(Duration::from_secs(1))
 }
 
 fn date_of(resp: &ResponseHeader) -> Option<SystemTime> {
@@ -208,5 +280,27 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert!(targeted(&resp(&[("cache-control", "max-age=1")]), None).is_none());
+    }
+
+    #[test]
+    fn rfc9213_an_invalid_targeted_field_is_ignored_as_a_whole() {
+        for bad in [
+            "max-age=10000, &&&&&",
+            "max-age=\"10000\"",
+            "MaX-aGe=1",
+            "max-age=1.5",
+        ] {
+            let r = resp(&[("cache-control", "no-store"), ("cdn-cache-control", bad)]);
+            assert!(targeted(&r, None).is_none(), "{bad}");
+        }
+        for good in [
+            "max-age=60",
+            "foobar, max-age=3600",
+            "no-store",
+            "max-age=60;x=1, private",
+        ] {
+            let r = resp(&[("cdn-cache-control", good)]);
+            assert!(targeted(&r, None).is_some(), "{good}");
+        }
     }
 }

@@ -34,6 +34,9 @@ struct Entry {
     body: Bytes,
     /// LRU position.
     tick: u64,
+    /// When the entry stops being served ([`super::freshness::retention`] from its last
+    /// write), as Redis expires it.
+    expires: std::time::Instant,
 }
 
 impl Entry {
@@ -69,13 +72,21 @@ pub struct MemoryStore {
     tick: AtomicU64,
     /// The cache's metrics (entries stored).
     stats: Arc<CacheStats>,
+    /// How long stale entries with a validator are kept for revalidation.
+    stale_retention: std::time::Duration,
 }
 
 impl MemoryStore {
-    /// A store holding at most `capacity` bytes (metadata, headers and bodies).
-    pub fn new(capacity: u64, stats: Arc<CacheStats>) -> Self {
+    /// A store holding at most `capacity` bytes (metadata, headers and bodies), keeping stale
+    /// entries with a validator for `stale_retention`.
+    pub fn new(
+        capacity: u64,
+        stale_retention: std::time::Duration,
+        stats: Arc<CacheStats>,
+    ) -> Self {
         MemoryStore {
             stats,
+            stale_retention,
             lru: Mutex::new(Lru::default()),
             capacity,
             tick: AtomicU64::new(0),
@@ -127,7 +138,15 @@ impl MemoryStore {
         doomed.len() as u64
     }
 
-    fn insert(&self, key: String, url: String, tags: Vec<String>, meta: BinaryMeta, body: Bytes) {
+    fn insert(
+        &self,
+        key: String,
+        url: String,
+        tags: Vec<String>,
+        meta: BinaryMeta,
+        body: Bytes,
+        keep: std::time::Duration,
+    ) {
         let tick = self.tick.fetch_add(1, Relaxed);
         let entry = Entry {
             url,
@@ -135,6 +154,7 @@ impl MemoryStore {
             meta,
             body,
             tick,
+            expires: std::time::Instant::now() + keep,
         };
         let size = entry.size();
         if size > self.capacity {
@@ -160,6 +180,10 @@ impl MemoryStore {
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
         let lru = &mut *lru;
         let e = lru.entries.get_mut(key)?;
+        if e.expires <= std::time::Instant::now() {
+            lru.remove(key);
+            return None;
+        }
         lru.order.remove(&e.tick);
         e.tick = tick;
         lru.order.insert(tick, key.to_owned());
@@ -227,6 +251,8 @@ struct MemoryMiss {
     tags: Vec<String>,
     meta: BinaryMeta,
     body: BytesMut,
+    /// How long the entry is kept once written.
+    keep: std::time::Duration,
 }
 
 #[async_trait]
@@ -239,8 +265,14 @@ impl HandleMiss for MemoryMiss {
     async fn finish(self: Box<Self>) -> Result<MissFinishType> {
         let len = self.body.len();
         self.store.stats.stored(len as u64);
-        self.store
-            .insert(self.key, self.url, self.tags, self.meta, self.body.freeze());
+        self.store.insert(
+            self.key,
+            self.url,
+            self.tags,
+            self.meta,
+            self.body.freeze(),
+            self.keep,
+        );
         Ok(MissFinishType::Created(len))
     }
 }
@@ -278,6 +310,7 @@ impl Storage for MemoryStore {
             tags: super::entry_tags(meta),
             meta: meta.serialize()?,
             body: BytesMut::new(),
+            keep: super::freshness::retention(meta, self.stale_retention),
         }))
     }
 
@@ -306,12 +339,14 @@ impl Storage for MemoryStore {
         _trace: &SpanHandle,
     ) -> Result<bool> {
         let key = key.combined();
+        let keep = super::freshness::retention(meta, self.stale_retention);
         let meta = meta.serialize()?;
         let mut lru = self.lru.lock().unwrap_or_else(|e| e.into_inner());
         match lru.entries.get_mut(&key) {
             Some(e) => {
                 let before = e.size();
                 e.meta = meta;
+                e.expires = std::time::Instant::now() + keep;
                 let after = e.size();
                 lru.bytes = lru.bytes + after - before;
                 Ok(true)
@@ -329,13 +364,15 @@ impl Storage for MemoryStore {
 mod tests {
     use super::*;
 
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
     fn test_stats() -> Arc<CacheStats> {
         Arc::new(CacheStats::new(&prometheus::Registry::new()).unwrap())
     }
 
     #[test]
     fn least_recently_used_entries_are_evicted_first() {
-        let s = MemoryStore::new(3 * (64 + 100), test_stats());
+        let s = MemoryStore::new(3 * (64 + 100), HOUR, test_stats());
         for k in ["a", "b", "c"] {
             s.insert(
                 k.into(),
@@ -343,6 +380,7 @@ mod tests {
                 vec![],
                 (vec![], vec![]),
                 Bytes::from(vec![0u8; 100]),
+                HOUR,
             );
         }
         assert!(s.get("a").is_some()); // a is now the most recent
@@ -352,6 +390,7 @@ mod tests {
             vec![],
             (vec![], vec![]),
             Bytes::from(vec![0u8; 100]),
+            HOUR,
         );
         assert!(s.get("b").is_none(), "b was least recently used");
         assert!(s.get("a").is_some() && s.get("c").is_some() && s.get("d").is_some());
@@ -360,14 +399,35 @@ mod tests {
 
     #[test]
     fn an_object_larger_than_the_store_is_not_kept() {
-        let s = MemoryStore::new(100, test_stats());
+        let s = MemoryStore::new(100, HOUR, test_stats());
         s.insert(
             "big".into(),
             String::new(),
             vec![],
             (vec![], vec![]),
             Bytes::from(vec![0u8; 200]),
+            HOUR,
         );
         assert_eq!(s.usage(), (0, 0));
+    }
+
+    #[test]
+    fn an_entry_past_its_retention_is_gone_as_in_redis() {
+        let s = MemoryStore::new(1000, HOUR, test_stats());
+        let put = |k: &str, keep| {
+            s.insert(
+                k.into(),
+                String::new(),
+                vec![],
+                (vec![], vec![]),
+                Bytes::new(),
+                keep,
+            )
+        };
+        put("kept", HOUR);
+        put("expired", std::time::Duration::ZERO);
+        assert!(s.get("kept").is_some());
+        assert!(s.get("expired").is_none());
+        assert_eq!(s.usage().0, 1, "an expired entry is removed when found");
     }
 }

@@ -86,6 +86,7 @@ impl CacheLayer {
             None => {
                 let store: &'static MemoryStore = Box::leak(Box::new(MemoryStore::new(
                     spec.memory_bytes,
+                    spec.stale_retention,
                     Arc::clone(&stats),
                 )));
                 CacheLayer {

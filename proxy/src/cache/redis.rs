@@ -15,7 +15,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -52,9 +52,6 @@ static TAG_PURGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
     )
 });
 
-/// Longest a stale copy is kept for revalidation.
-const MAX_KEEP_STALE: Duration = Duration::from_secs(86_400);
-
 /// The Redis store.
 pub struct RedisCacheStore {
     /// The connection behind its breaker and the cache's command timeout.
@@ -65,6 +62,8 @@ pub struct RedisCacheStore {
     chunk_bytes: usize,
     /// The cache's metrics (calls, entries stored).
     stats: Arc<CacheStats>,
+    /// How long stale entries with a validator are kept for revalidation.
+    stale_retention: Duration,
 }
 
 fn storage_error(what: &str, e: impl std::fmt::Display) -> Box<Error> {
@@ -79,6 +78,7 @@ impl RedisCacheStore {
     pub fn new(redis: &RedisSpec, spec: &CacheSpec, stats: Arc<CacheStats>) -> Self {
         RedisCacheStore {
             stats,
+            stale_retention: spec.stale_retention,
             redis: Guarded::new(redis, spec.command_timeout, Component::Cache),
             target: redis.target.clone(),
             namespace: spec.namespace.clone(),
@@ -263,19 +263,9 @@ impl RedisCacheStore {
         Ok(n)
     }
 
-    /// How long an entry with `meta` is kept in Redis.
-    fn ttl(meta: &CacheMeta) -> Duration {
-        let now = SystemTime::now();
-        let fresh = meta
-            .fresh_until()
-            .duration_since(now)
-            .unwrap_or(Duration::ZERO);
-        let stale_windows = Duration::from_secs(u64::from(
-            meta.stale_while_revalidate_sec()
-                .max(meta.stale_if_error_sec()),
-        ));
-        let fresh_for = Duration::from_secs(meta.fresh_sec());
-        (fresh + stale_windows.max(fresh_for).min(MAX_KEEP_STALE)).max(Duration::from_secs(1))
+    /// How long an entry with `meta` is kept in Redis ([`super::freshness::retention`]).
+    fn ttl(&self, meta: &CacheMeta) -> Duration {
+        super::freshness::retention(meta, self.stale_retention)
     }
 }
 
@@ -635,7 +625,7 @@ impl Storage for RedisCacheStore {
             url: key.primary_key_str().unwrap_or_default().to_owned(),
             tags: super::entry_tags(meta),
             meta: meta.serialize()?,
-            ttl_ms: Self::ttl(meta).as_millis() as u64,
+            ttl_ms: self.ttl(meta).as_millis() as u64,
             version: rand::random(),
             buf: BytesMut::new(),
             chunks: 0,
@@ -674,7 +664,7 @@ impl Storage for RedisCacheStore {
     ) -> Result<bool> {
         let meta_key = format!("{}:m", self.prefix(key));
         let (internal, header) = meta.serialize()?;
-        let ttl = Self::ttl(meta).as_millis() as u64;
+        let ttl = self.ttl(meta).as_millis() as u64;
         // Only an existing, complete entry is refreshed (never resurrect a purged one).
         // The body chunks get the new TTL too (same hash tag, so the same Cluster slot).
         let script = redis::Script::new(

@@ -37,6 +37,8 @@ pub struct FileCache {
     pub ttl_mode: Option<String>,
     /// A Sluice-specific targeted cache field name (RFC 9213), e.g. `Sluice-Cache-Control`.
     pub targeted_cache_control: Option<String>,
+    /// How long stale entries with a validator stay for revalidation (default 3600).
+    pub stale_retention_seconds: Option<i64>,
 }
 
 /// `[cache.tiers.NAME]`.
@@ -64,7 +66,15 @@ impl Validator {
             sort_query_params,
             ttl_mode,
             targeted_cache_control,
+            stale_retention_seconds,
         } = c.unwrap_or_default();
+        let stale_retention = self.int_in(
+            "cache.stale_retention_seconds",
+            stale_retention_seconds,
+            3600,
+            0,
+            7 * 86_400,
+        );
         let targeted_cache_control = targeted_cache_control.map(|n| n.to_ascii_lowercase());
         if let Some(n) = &targeted_cache_control {
             if http::HeaderName::from_bytes(n.as_bytes()).is_err()
@@ -139,6 +149,7 @@ impl Validator {
             sort_query_params: sort_query_params.unwrap_or(false),
             ttl_mode: ttl_mode?,
             targeted_cache_control,
+            stale_retention: Duration::from_secs(stale_retention? as u64),
         })
     }
 

@@ -499,6 +499,9 @@ pub struct CacheSpec {
     /// A Sluice-specific targeted cache field (RFC 9213), lower-case, read before
     /// `CDN-Cache-Control`.
     pub targeted_cache_control: Option<String>,
+    /// How long stale entries with a validator are kept for revalidation.
+    #[serde(serialize_with = "ser::ms")]
+    pub stale_retention: Duration,
 }
 
 /// Default headers carrying cache tags.
