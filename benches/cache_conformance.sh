@@ -103,6 +103,11 @@ fi
 for s in "${stores[@]}"; do
   echo "running the suite through Sluice ($s store, ttl_mode = $TTL_MODE)" >&2
   run_store "$s"
+  # Anything Sluice logged at warn or above during the run (a failed exchange shows here).
+  if grep -qE ' (WARN|ERROR) ' "$work/sluice-$s.log"; then
+    echo "Sluice ($s) logged:" >&2
+    grep -E ' (WARN|ERROR) ' "$work/sluice-$s.log" | sed 's/^/  /' | head -20 >&2
+  fi
 done
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)

@@ -26,6 +26,9 @@ enum Mode {
     /// Answer one request; close on reading the next one without answering it: the close and
     /// the proxy's reuse of the idle connection crossing on the wire.
     CloseOnSecondRequest,
+    /// As `CloseOnSecondRequest`, with the first answer on each connection 300 ms late (so
+    /// concurrent requests open connections of their own).
+    SlowFirstThenClose,
 }
 
 /// A raw HTTP/1.1 backend that counts the connections it accepted and the ones the proxy
@@ -67,12 +70,19 @@ impl CountingServer {
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
                             buf.drain(..end + 4);
-                            if mode == Mode::CloseOnSecondRequest && answered == 1 {
+                            let closes_second = matches!(
+                                mode,
+                                Mode::CloseOnSecondRequest | Mode::SlowFirstThenClose
+                            );
+                            if closes_second && answered == 1 {
                                 drop(s);
                                 u.fetch_add(1, Ordering::SeqCst);
                                 return;
                             }
                             answered += 1;
+                            if mode == Mode::SlowFirstThenClose {
+                                tokio::time::sleep(Duration::from_millis(300)).await;
+                            }
                             let ok = s
                                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                                 .await;
@@ -183,4 +193,30 @@ async fn a_pooled_connection_closed_under_a_request_is_retried_on_a_fresh_one() 
     // The stale connections were not counted against the backend: it still serves.
     let r = c.get(sluice.url("/k")).send().await.unwrap();
     assert_eq!(r.status(), 200);
+}
+
+/// A backend that closes all its idle connections together (Node.js does after 5 s): the
+/// retry after the first dead pooled connection must not take the next dead one (seen as
+/// 502s in the cache conformance runs). A guard: this sequence also passes without the
+/// fresh-connection retry, which the conformance run (no 502 since) is the evidence for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retry_after_a_dead_pooled_connection_opens_a_new_one() {
+    let srv = CountingServer::start(Mode::SlowFirstThenClose).await;
+    let sluice = Sluice::start(config(srv.addr, 60_000)).await;
+    let c = client(None);
+    // Four requests at once: four connections, all pooled afterwards.
+    let url = sluice.url("/k");
+    let firsts = (0..4).map(|_| {
+        let (c, url) = (c.clone(), url.clone());
+        tokio::spawn(async move { c.get(url).send().await.unwrap().status() })
+    });
+    for f in firsts {
+        assert_eq!(f.await.unwrap(), 200);
+    }
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 4);
+    // Every pooled connection is now dead on its next request; each request still succeeds.
+    for i in 0..3 {
+        let r = c.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}: {}", sluice.log());
+    }
 }

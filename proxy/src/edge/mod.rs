@@ -109,6 +109,8 @@ struct Attempt {
     status_retry: bool,
     /// A pooled connection already failed under this request and was retried (at most once).
     stale_retried: bool,
+    /// The retry after a stale pooled connection asked for a new connection.
+    fresh_peer: bool,
     /// In-flight unit on the current backend; released on drop.
     lease: Option<Lease>,
     /// When the current attempt was sent, for latency tracking.
@@ -481,6 +483,15 @@ impl ProxyHttp for Edge {
         state.count_selection();
         let lease = Lease::new(state);
         let mut peer = Box::new(pool.peers[idx].clone());
+        if ctx.attempt.stale_retried && !ctx.attempt.fresh_peer {
+            // The retry after a pooled connection was found closed must not take another
+            // pooled one: when a backend closes its idle connections together (Node.js after
+            // 5 s), every pooled connection is dead and the retry failed too (a 502 in the
+            // cache conformance runs). The vendored connector connects anew for this peer,
+            // and the new connection joins the pool afterwards.
+            peer.options.fresh_connection = true;
+            ctx.attempt.fresh_peer = true;
+        }
         if ctx.upgrade {
             // An idle WebSocket is normal: only the WebSocket idle limit applies.
             peer.options.read_timeout = Some(pool.websocket_idle_timeout);

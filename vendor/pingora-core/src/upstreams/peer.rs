@@ -567,6 +567,9 @@ pub struct PeerOptions {
     #[cfg(feature = "openssl_derived")]
     #[derivative(Debug = "ignore")]
     pub upstream_tls_handshake_complete_hook: Option<HandshakeCompleteHook>,
+    /// SLUICE PATCH (fresh connection): connect anew instead of taking an idle pooled
+    /// connection. Not part of the reuse hash: the connection joins the usual pool afterwards.
+    pub fresh_connection: bool,
 }
 
 impl PeerOptions {
@@ -611,6 +614,7 @@ impl PeerOptions {
             proxy_digest_user_data_hook: None,
             #[cfg(feature = "openssl_derived")]
             upstream_tls_handshake_complete_hook: None,
+            fresh_connection: false,
         }
     }
 

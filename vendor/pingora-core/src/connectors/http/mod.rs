@@ -74,6 +74,13 @@ where
         let pooled_h1 = peer.get_peer_options().is_none_or(|o| {
             !matches!(o.alpn, ALPN::Custom(_)) && o.alpn.get_max_http_version() == 1
         });
+        // SLUICE PATCH (fresh connection): a peer that asks for a new connection skips the
+        // idle pool (h1; other protocols keep their own pools).
+        let fresh = peer.get_peer_options().is_some_and(|o| o.fresh_connection);
+        if fresh && pooled_h1 {
+            let h1 = Box::pin(self.h1.new_http_session(peer)).await?;
+            return Ok((HttpSession::H1(h1), false));
+        }
         if pooled_h1 {
             if let Some(h1) = self.h1.reused_http_session(peer).await {
                 return Ok((HttpSession::H1(h1), true));
