@@ -486,8 +486,14 @@ pub fn cacheability(
     }
     let mut meta = CacheMeta::new(fresh_until, now, swr, sie, header);
     if !age.is_zero() {
-        // Ages on hits continue from the age the response arrived with.
-        meta.set_epoch_override(now - age);
+        // Ages on hits continue from the age the response arrived with (an absurd `Age`
+        // would put that before 1970, which the stored meta cannot encode: it is stale
+        // anyway).
+        let epoch = now
+            .checked_sub(age)
+            .filter(|t| *t > SystemTime::UNIX_EPOCH)
+            .unwrap_or(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+        meta.set_epoch_override(epoch);
     }
     RespCacheable::Cacheable(meta)
 }
