@@ -29,6 +29,8 @@ enum Mode {
     /// As `CloseOnSecondRequest`, with the first answer on each connection 300 ms late (so
     /// concurrent requests open connections of their own).
     SlowFirstThenClose,
+    /// Keeps connections open and announces `Keep-Alive: timeout=2`, as Node.js does (5).
+    KeepAliveHint,
 }
 
 /// A raw HTTP/1.1 backend that counts the connections it accepted and the ones the proxy
@@ -83,9 +85,12 @@ impl CountingServer {
                             if mode == Mode::SlowFirstThenClose {
                                 tokio::time::sleep(Duration::from_millis(300)).await;
                             }
-                            let ok = s
-                                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                                .await;
+                            let answer: &[u8] = if mode == Mode::KeepAliveHint {
+                                b"HTTP/1.1 200 OK\r\nkeep-alive: timeout=2\r\ncontent-length: 2\r\n\r\nok"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+                            };
+                            let ok = s.write_all(answer).await;
                             if ok.is_err() {
                                 return;
                             }
@@ -219,4 +224,28 @@ async fn the_retry_after_a_dead_pooled_connection_opens_a_new_one() {
         let r = c.get(&url).send().await.unwrap();
         assert_eq!(r.status(), 200, "request {i}: {}", sluice.log());
     }
+}
+
+/// A backend's `Keep-Alive: timeout=N` bounds how long its connections stay pooled (N - 1 s),
+/// so no request goes out on a connection the backend is about to close: Node.js closes idle
+/// connections after 5 s while Sluice would pool them for `keepalive_timeout_ms` (60 s), and
+/// a PUT caught in that race is not replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_keep_alive_timeout_bounds_how_long_its_connections_are_pooled() {
+    let srv = CountingServer::start(Mode::KeepAliveHint).await;
+    let sluice = Sluice::start(config(srv.addr, 60_000)).await;
+    let c = client(None);
+    let url = sluice.url("/k");
+    for _ in 0..3 {
+        assert_eq!(c.put(&url).body("x").send().await.unwrap().status(), 200);
+    }
+    assert_eq!(
+        srv.accepted.load(Ordering::SeqCst),
+        1,
+        "reused within the hint"
+    );
+    // Past timeout=2 minus a second of margin: the pooled connection is not used again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(c.put(&url).body("x").send().await.unwrap().status(), 200);
+    assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
 }

@@ -66,6 +66,18 @@ impl Connector {
         idle_timeout: Option<Duration>,
     ) {
         session.respect_keepalive();
+        // SLUICE PATCH (keep-alive hint): a server that announces `Keep-Alive: timeout=N`
+        // closes the connection after N idle seconds; keeping it pooled longer invites a
+        // request onto a connection the server is closing (a request that is not replayed,
+        // such as a PUT, then fails). Pool it one second less than announced, at most
+        // `idle_timeout`.
+        let idle_timeout = match session.server_keepalive_timeout() {
+            Some(hint) => {
+                let hint = hint.saturating_sub(Duration::from_secs(1));
+                Some(idle_timeout.map_or(hint, |t| t.min(hint)))
+            }
+            None => idle_timeout,
+        };
         if let Some(stream) = session.reuse().await {
             self.transport
                 .release_stream(stream, peer.reuse_hash(), idle_timeout);

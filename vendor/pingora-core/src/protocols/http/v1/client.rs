@@ -598,7 +598,11 @@ impl HttpSession {
                 self.set_keepalive(None);
             }
         } else if self.resp_header().map(|h| h.version) == Some(Version::HTTP_11) {
-            self.set_keepalive(Some(0)); // on by default for http 1.1
+            // on by default for http 1.1
+            // SLUICE PATCH (keep-alive hint): with the server's `Keep-Alive: timeout=N` even
+            // without `Connection: keep-alive`.
+            let (timeout, _max_use) = self.get_keepalive_values();
+            self.set_keepalive(Some(timeout.unwrap_or(0)));
         } else {
             self.set_keepalive(None); // off by default for http 1.0
         }
@@ -661,6 +665,15 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
+    /// SLUICE PATCH (keep-alive hint): the idle timeout the server announced with
+    /// `Keep-Alive: timeout=N` (after [`Self::respect_keepalive`]), if any.
+    pub fn server_keepalive_timeout(&self) -> Option<Duration> {
+        match self.keepalive_timeout {
+            KeepaliveStatus::Timeout(d) => Some(d),
+            _ => None,
+        }
+    }
+
     pub async fn reuse(mut self) -> Option<Stream> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
