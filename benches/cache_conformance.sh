@@ -8,6 +8,8 @@
 # Usage: benches/cache_conformance.sh [--store memory|redis|both] [--ttl-mode origin|override]
 #                                     [--id TEST_ID] [--suite DIR]
 #   --id runs one test and prints what the client and the origin saw (for debugging a failure).
+#   SLUICE_BIN=path runs that binary instead of building target/release/sluice (to compare
+#     versions in the same conditions).
 #   --suite uses a checkout of github.com/http-tests/cache-tests (after `npm install` in it)
 #     instead of the npm package: the repository has the current tests and the published
 #     results of cache-tests.fyi (issue 14's figures come from commit b55b8bd); the npm
@@ -43,7 +45,11 @@ ENGINE=.
 [ -d "$SUITE/test-engine" ] && ENGINE=test-engine
 
 scripts/install-deps.sh
-cargo build --release --locked -p sluice
+SLUICE_BIN=${SLUICE_BIN:-}
+if [ -z "$SLUICE_BIN" ]; then
+  cargo build --release --locked -p sluice
+  SLUICE_BIN=target/release/sluice
+fi
 
 source benches/lib.sh
 
@@ -84,7 +90,7 @@ retries = 0
 upstream = "origin"
 cache = "warm"
 SLC
-  RUST_LOG=warn target/release/sluice --config "$work/sluice-$store.toml" 2>"$work/sluice-$store.log" &
+  RUST_LOG=warn "$SLUICE_BIN" --config "$work/sluice-$store.toml" 2>"$work/sluice-$store.log" &
   pids+=($!)
   wait_port "$port"
   (cd "$SUITE" && npm_config_base="http://127.0.0.1:$port" npm_config_id="$TEST_ID" npm_package_config_id="" \
