@@ -173,6 +173,41 @@ upstream = "api"
 }
 
 #[test]
+fn bad_cache_freshness_keys_are_all_named() {
+    let text = r#"[cache]
+ttl_mode = "sometimes"
+targeted_cache_control = "CDN-Cache-Control"
+stale_retention_seconds = -1
+
+[upstreams.a]
+backends = [{ addr = "127.0.0.1:1" }]
+
+[[routes]]
+upstream = "a"
+cache = "warm"
+cache_ttl_mode = "never"
+"#;
+    let err = load(text).unwrap_err();
+    let mut paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "cache.stale_retention_seconds",
+            "cache.targeted_cache_control",
+            "cache.ttl_mode",
+            "routes[0].cache_ttl_mode",
+        ],
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("`sometimes`: expected `origin` or `override`"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_empty_ignored_query_parameter_glob_is_refused() {
     let text = "[cache]\nignore_query_params = [\"utm_*\", \"\", \"filter[x]\"]\n[upstreams.a]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n[[routes]]\nupstream = \"a\"\n";
     let err = load(text).unwrap_err();
