@@ -145,6 +145,16 @@ impl ReloadResult {
     }
 }
 
+/// Register `collector` on `registry` and hand it back: its clones share their series with
+/// the registered one.
+pub fn registered<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: C,
+) -> Result<C, Error> {
+    registry.register(Box::new(collector.clone()))?;
+    Ok(collector)
+}
+
 /// Every family the process registers itself, and its registry.
 pub struct Metrics {
     registry: Registry,
@@ -179,73 +189,91 @@ impl Metrics {
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
-        registry.register(Box::new(build_info))?;
-        let generation = IntGauge::new(
-            "sluice_config_generation",
-            "Generation of the config now serving (1 at start, +1 per applied reload).",
+        registered(&registry, build_info)?;
+        let generation = registered(
+            &registry,
+            IntGauge::new(
+                "sluice_config_generation",
+                "Generation of the config now serving (1 at start, +1 per applied reload).",
+            )?,
         )?;
-        registry.register(Box::new(generation.clone()))?;
-        let reload_family = IntCounterVec::new(
-            Opts::new(
-                "sluice_config_reloads_total",
-                "Config reload attempts by result.",
-            ),
-            &["result"],
+        let reload_family = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sluice_config_reloads_total",
+                    "Config reload attempts by result.",
+                ),
+                &["result"],
+            )?,
         )?;
-        registry.register(Box::new(reload_family.clone()))?;
         let reloads = ReloadResult::ALL.map(|r| reload_family.with_label_values(&[r.label()]));
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "sluice_requests_total",
-                "Finished requests by route, upstream, method and status class.",
-            ),
-            &["route", "upstream", "method", "status_class"],
+        let requests = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sluice_requests_total",
+                    "Finished requests by route, upstream, method and status class.",
+                ),
+                &["route", "upstream", "method", "status_class"],
+            )?,
         )?;
-        registry.register(Box::new(requests.clone()))?;
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "sluice_request_duration_seconds",
-                "Whole-request duration by route.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["route", "upstream"],
+        let request_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sluice_request_duration_seconds",
+                    "Whole-request duration by route.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["route", "upstream"],
+            )?,
         )?;
-        registry.register(Box::new(request_duration.clone()))?;
-        let upstream_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "sluice_upstream_duration_seconds",
-                "Time from sending a request to a backend to its response header, per attempt.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["upstream"],
+        let upstream_duration = registered(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sluice_upstream_duration_seconds",
+                    "Time from sending a request to a backend to its response header, per attempt.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["upstream"],
+            )?,
         )?;
-        registry.register(Box::new(upstream_duration.clone()))?;
-        let in_flight = IntGauge::new(
-            "sluice_requests_in_flight",
-            "Requests being served (upgraded WebSockets count until they close).",
+        let in_flight = registered(
+            &registry,
+            IntGauge::new(
+                "sluice_requests_in_flight",
+                "Requests being served (upgraded WebSockets count until they close).",
+            )?,
         )?;
-        registry.register(Box::new(in_flight.clone()))?;
-        let websockets = IntGauge::new(
-            "sluice_websockets_open",
-            "Upgraded (WebSocket) connections open.",
+        let websockets = registered(
+            &registry,
+            IntGauge::new(
+                "sluice_websockets_open",
+                "Upgraded (WebSocket) connections open.",
+            )?,
         )?;
-        registry.register(Box::new(websockets.clone()))?;
-        let ratelimit_checks = IntCounterVec::new(
-            Opts::new(
-                "sluice_ratelimit_checks_total",
-                "Rate-limit checks by tier and result.",
-            ),
-            &["tier", "result"],
+        let ratelimit_checks = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sluice_ratelimit_checks_total",
+                    "Rate-limit checks by tier and result.",
+                ),
+                &["tier", "result"],
+            )?,
         )?;
-        registry.register(Box::new(ratelimit_checks.clone()))?;
-        let ratelimit_near_limit = IntCounterVec::new(
-            Opts::new(
-                "sluice_ratelimit_near_limit_total",
-                "Allowed requests that left less than 10% of their limit.",
-            ),
-            &["tier"],
+        let ratelimit_near_limit = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sluice_ratelimit_near_limit_total",
+                    "Allowed requests that left less than 10% of their limit.",
+                ),
+                &["tier"],
+            )?,
         )?;
-        registry.register(Box::new(ratelimit_near_limit.clone()))?;
         let unrouted = RouteMetrics::new(&requests, &request_duration, "none", "none");
         Ok(Metrics {
             registry,

@@ -213,44 +213,48 @@ impl Snapshot {
     }
 }
 
+/// A per-backend family (labels `upstream`, `backend`).
+const fn backend_family(name: &'static str, help: &'static str, kind: Kind) -> LiveFamily {
+    LiveFamily {
+        name,
+        help,
+        kind,
+        labels: &["upstream", "backend"],
+    }
+}
+
 /// Per-backend families, read from the live state of the current snapshot's pools.
 static BACKEND_FAMILIES: [LiveFamily; 6] = [
-    LiveFamily {
-        name: "sluice_backend_up",
-        help: "1 when the backend is in rotation (active checks pass and not ejected).",
-        kind: Kind::Gauge,
-        labels: &["upstream", "backend"],
-    },
-    LiveFamily {
-        name: "sluice_backend_in_flight",
-        help: "Requests (and WebSockets) in flight on the backend.",
-        kind: Kind::Gauge,
-        labels: &["upstream", "backend"],
-    },
-    LiveFamily {
-        name: "sluice_backend_selections_total",
-        help: "Times the balancer picked the backend.",
-        kind: Kind::Counter,
-        labels: &["upstream", "backend"],
-    },
-    LiveFamily {
-        name: "sluice_backend_failures_total",
-        help: "Failed attempts (connect, timeout, error, counted status).",
-        kind: Kind::Counter,
-        labels: &["upstream", "backend"],
-    },
-    LiveFamily {
-        name: "sluice_backend_ejections_total",
-        help: "Passive-health ejections.",
-        kind: Kind::Counter,
-        labels: &["upstream", "backend"],
-    },
-    LiveFamily {
-        name: "sluice_backend_retries_total",
-        help: "Failed attempts on the backend that were retried elsewhere.",
-        kind: Kind::Counter,
-        labels: &["upstream", "backend"],
-    },
+    backend_family(
+        "sluice_backend_up",
+        "1 when the backend is in rotation (active checks pass and not ejected).",
+        Kind::Gauge,
+    ),
+    backend_family(
+        "sluice_backend_in_flight",
+        "Requests (and WebSockets) in flight on the backend.",
+        Kind::Gauge,
+    ),
+    backend_family(
+        "sluice_backend_selections_total",
+        "Times the balancer picked the backend.",
+        Kind::Counter,
+    ),
+    backend_family(
+        "sluice_backend_failures_total",
+        "Failed attempts (connect, timeout, error, counted status).",
+        Kind::Counter,
+    ),
+    backend_family(
+        "sluice_backend_ejections_total",
+        "Passive-health ejections.",
+        Kind::Counter,
+    ),
+    backend_family(
+        "sluice_backend_retries_total",
+        "Failed attempts on the backend that were retried elsewhere.",
+        Kind::Counter,
+    ),
 ];
 
 /// The collector of the per-backend families of whatever snapshot `current` holds at scrape

@@ -177,15 +177,8 @@ fn http_date(v: &http::HeaderValue) -> Option<SystemTime> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::tests::resp;
     use super::*;
-
-    fn resp(headers: &[(&str, &str)]) -> ResponseHeader {
-        let mut r = ResponseHeader::build(200, None).unwrap();
-        for (k, v) in headers {
-            r.append_header(k.to_string(), *v).unwrap();
-        }
-        r
-    }
 
     fn at(s: &str) -> SystemTime {
         httpdate::parse_http_date(s).unwrap()

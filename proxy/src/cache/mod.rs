@@ -690,7 +690,8 @@ pub fn cache_status(phase: CachePhase) -> Option<&'static str> {
 mod tests {
     use super::*;
 
-    fn resp(headers: &[(&str, &str)]) -> ResponseHeader {
+    /// A 200 with `headers` (also used by `freshness`'s tests).
+    pub(super) fn resp(headers: &[(&str, &str)]) -> ResponseHeader {
         let mut r = ResponseHeader::build(200, None).unwrap();
         for (k, v) in headers {
             r.append_header(k.to_string(), *v).unwrap();

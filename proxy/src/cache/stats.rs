@@ -11,7 +11,7 @@ use prometheus::{
 };
 
 use crate::config::CacheTier;
-use crate::metrics::{Error, BUCKETS};
+use crate::metrics::{registered, Error, BUCKETS};
 
 /// A request's cache outcome, as `X-Cache` says it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,49 +170,52 @@ pub struct CacheStats {
 impl CacheStats {
     /// The cache's families, registered on `registry` with every series resolved.
     pub fn new(registry: &Registry) -> Result<Self, Error> {
-        let requests = IntCounterVec::new(
+        let requests = registered(registry, IntCounterVec::new(
             Opts::new(
                 "sluice_cache_requests_total",
                 "Requests on caching routes by tier and X-Cache result (hit, miss, expired, stale, revalidated, bypass).",
             ),
             &["tier", "result"],
-        )?;
-        registry.register(Box::new(requests.clone()))?;
-        let purged = IntCounterVec::new(
+        )?)?;
+        let purged = registered(registry, IntCounterVec::new(
             Opts::new(
                 "sluice_cache_purged_total",
                 "Entries removed by kind (invalidation by unsafe methods, url, pattern, tag, flush).",
             ),
             &["kind"],
+        )?)?;
+        let stored = registered(
+            registry,
+            IntCounter::new(
+                "sluice_cache_stored_total",
+                "Entries written to the cache store by this instance.",
+            )?,
         )?;
-        registry.register(Box::new(purged.clone()))?;
-        let stored = IntCounter::new(
-            "sluice_cache_stored_total",
-            "Entries written to the cache store by this instance.",
+        let stored_bytes = registered(
+            registry,
+            IntCounter::new(
+                "sluice_cache_stored_bytes_total",
+                "Body bytes written to the cache store by this instance.",
+            )?,
         )?;
-        registry.register(Box::new(stored.clone()))?;
-        let stored_bytes = IntCounter::new(
-            "sluice_cache_stored_bytes_total",
-            "Body bytes written to the cache store by this instance.",
+        let calls = registered(
+            registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "sluice_cache_redis_duration_seconds",
+                    "Redis calls of the cache store, by call.",
+                )
+                .buckets(BUCKETS.to_vec()),
+                &["call"],
+            )?,
         )?;
-        registry.register(Box::new(stored_bytes.clone()))?;
-        let calls = HistogramVec::new(
-            HistogramOpts::new(
-                "sluice_cache_redis_duration_seconds",
-                "Redis calls of the cache store, by call.",
-            )
-            .buckets(BUCKETS.to_vec()),
-            &["call"],
-        )?;
-        registry.register(Box::new(calls.clone()))?;
-        let call_errors = IntCounterVec::new(
+        let call_errors = registered(registry, IntCounterVec::new(
             Opts::new(
                 "sluice_cache_redis_errors_total",
                 "Failed or timed-out Redis calls of the cache store (each one served as a miss).",
             ),
             &["call"],
-        )?;
-        registry.register(Box::new(call_errors.clone()))?;
+        )?)?;
         Ok(CacheStats {
             requests: CacheTier::ALL.map(|t| {
                 CacheResult::ALL.map(|r| requests.with_label_values(&[t.name(), r.metric_label()]))

@@ -19,8 +19,8 @@ use std::sync::{Arc, Weak};
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
 use crate::config::{LimitPolicy, OnRedisError, RateLimitSpec, RedisSpec};
-use crate::metrics::Metrics;
-use crate::store::{register_breaker_metrics, BreakerState, Component};
+use crate::metrics::{registered, Metrics};
+use crate::store::{register_breaker_metrics, Component};
 use crate::util::clock::now_ms;
 
 /// Which store decided (or why none did).
@@ -85,14 +85,16 @@ impl RateLimiter {
         redis: Option<&RedisSpec>,
         metrics: &Metrics,
     ) -> Result<Arc<Self>, crate::metrics::Error> {
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "sluice_ratelimit_redis_errors_total",
-                "Failed rate-limit Redis calls by kind.",
-            ),
-            &["kind"],
+        let errors = registered(
+            metrics.registry(),
+            IntCounterVec::new(
+                Opts::new(
+                    "sluice_ratelimit_redis_errors_total",
+                    "Failed rate-limit Redis calls by kind.",
+                ),
+                &["kind"],
+            )?,
         )?;
-        metrics.registry().register(Box::new(errors.clone()))?;
         let limiter = Arc::new(RateLimiter {
             redis: redis.cloned().map(RedisStore::new),
             local: LocalStore::default(),
@@ -111,20 +113,6 @@ impl RateLimiter {
     /// The Redis store, for API-key lookups.
     pub fn redis(&self) -> Option<&RedisStore> {
         self.redis.as_ref()
-    }
-
-    /// Breaker state (closed when there is no Redis).
-    pub fn breaker_state(&self) -> BreakerState {
-        self.redis
-            .as_ref()
-            .map_or(BreakerState::Closed, RedisStore::breaker_state)
-    }
-
-    /// How many times the rate limiter's breaker opened and closed.
-    pub fn breaker_transitions(&self) -> (u64, u64) {
-        self.redis
-            .as_ref()
-            .map_or((0, 0), RedisStore::breaker_transitions)
     }
 
     /// Count one request on `key` under `policy`.
