@@ -625,3 +625,70 @@ async fn invalidation_also_removes_vary_variants() {
     assert_eq!(r.status(), 200);
     assert_eq!(ask("fr").await, "MISS", "variant survived the invalidation");
 }
+
+/// One request on an open raw connection; the response head (lower-cased) and whether the
+/// server sent one at all. Bodies are read by `Content-Length` (the sample backend sets it).
+async fn exchange(s: &mut tokio::net::TcpStream, req: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("no answer in 5 s")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        assert!(n > 0, "body cut short");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(head)
+}
+
+/// RFC 9112 §9.6: a server that closes a connection after a response says so in that response
+/// (`Connection: close`); otherwise a client may send its next request on a socket being closed
+/// and lose it. Serving a stale copy after an origin failure (RFC 5861 §4) used to close the
+/// client connection silently (the intermittent failure of issue 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc9112_9_6_a_stale_if_error_answer_keeps_the_client_connection() {
+    let mut b = BackendProc::start("b1").await;
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\ncache = \"warm\"\n",
+        backends_toml(&[(b.addr, None)])
+    ))
+    .await;
+    let path = "/respond/sieconn?cache-control=max-age%3D1%2C%20stale-if-error%3D60";
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut s = tokio::net::TcpStream::connect(sluice.addr).await.unwrap();
+    let head = exchange(&mut s, &req).await.expect("first answer");
+    assert!(head.contains("x-cache: miss"), "{head}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    for failure in ["a 503", "a refused connection"] {
+        if failure == "a 503" {
+            b.control("fail", "status=503").await;
+        } else {
+            b.kill();
+        }
+        let head = exchange(&mut s, &req).await.expect("stale answer");
+        assert!(head.contains("x-cache: stale"), "{failure}: {head}");
+        // The origin failed, not the client connection: it stays open and serves the next
+        // request (the stale copy again).
+        assert!(!head.contains("connection: close"), "{failure}: {head}");
+        let again = exchange(&mut s, &req).await;
+        assert!(again.is_some(), "{failure}: closed silently after:\n{head}");
+    }
+}

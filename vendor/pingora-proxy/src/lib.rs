@@ -1371,10 +1371,22 @@ where
         }
 
         // serve stale if error
+        // SLUICE PATCH (stale-if-error keep-alive): a failure on the upstream side (a refused or
+        // reset connection) leaves the client connection sound (an unread request body is
+        // drained on reuse), so it is kept after the stale answer. Stock Pingora closed it after
+        // a keep-alive answer without `Connection: close`, and a client that had sent its next
+        // request meanwhile lost it. Any other failure closes it, and the answer says so.
+        let keep_downstream = server_reuse
+            || proxy_error
+                .as_ref()
+                .is_some_and(|e| *e.esource() == ErrorSource::Upstream);
         // Check both error and cache before calling the function because await is not cheap
         // allow unwrap until if let chains
         #[allow(clippy::unnecessary_unwrap)]
         let serve_stale_result = if proxy_error.is_some() && session.cache.can_serve_stale_error() {
+            if !keep_downstream {
+                session.set_keepalive(None);
+            }
             self.handle_stale_if_error(session, ctx, proxy_error.as_ref().unwrap())
                 .await
         } else {
@@ -1383,7 +1395,7 @@ where
 
         let final_error = if let Some((reuse, stale_cache_error)) = serve_stale_result {
             // don't reuse server conn if serve stale polluted it
-            server_reuse = server_reuse && reuse;
+            server_reuse = keep_downstream && reuse;
             stale_cache_error
         } else {
             proxy_error
