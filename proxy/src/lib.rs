@@ -21,6 +21,7 @@ pub mod ratelimit;
 pub mod reload;
 pub mod resources;
 pub mod router;
+pub mod rules;
 pub mod snapshot;
 pub mod store;
 pub mod tlsfiles;

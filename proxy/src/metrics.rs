@@ -118,6 +118,37 @@ impl LimitResult {
     }
 }
 
+/// Why Sluice answered a routed request itself instead of proxying it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EdgeAnswer {
+    /// The route's `redirect`.
+    Redirect,
+    /// The client address is outside `allow` or inside `deny` (403).
+    AccessDenied,
+    /// The request body is over `max_body_bytes` (413).
+    BodyTooLarge,
+    /// A CORS preflight from an allowed origin (204).
+    CorsPreflight,
+    /// A CORS preflight from an origin not allowed (403).
+    CorsDenied,
+}
+
+impl EdgeAnswer {
+    /// How many reasons there are.
+    pub const COUNT: usize = 5;
+
+    /// The label of this reason.
+    pub fn label(self) -> &'static str {
+        match self {
+            EdgeAnswer::Redirect => "redirect",
+            EdgeAnswer::AccessDenied => "access_denied",
+            EdgeAnswer::BodyTooLarge => "body_too_large",
+            EdgeAnswer::CorsPreflight => "cors_preflight",
+            EdgeAnswer::CorsDenied => "cors_denied",
+        }
+    }
+}
+
 /// What a reload attempt ended as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
@@ -160,6 +191,7 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     request_duration: HistogramVec,
+    edge_answers: IntCounterVec,
     upstream_duration: HistogramVec,
     ratelimit_checks: IntCounterVec,
     ratelimit_near_limit: IntCounterVec,
@@ -229,6 +261,16 @@ impl Metrics {
                 &["route", "upstream"],
             )?,
         )?;
+        let edge_answers = registered(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(
+                    "sluice_edge_answers_total",
+                    "Routed requests Sluice answered itself (redirects, refusals, CORS preflights), by route and reason.",
+                ),
+                &["route", "reason"],
+            )?,
+        )?;
         let upstream_duration = registered(
             &registry,
             HistogramVec::new(
@@ -274,11 +316,13 @@ impl Metrics {
                 &["tier"],
             )?,
         )?;
-        let unrouted = RouteMetrics::new(&requests, &request_duration, "none", "none");
+        let unrouted =
+            RouteMetrics::new(&requests, &request_duration, &edge_answers, "none", "none");
         Ok(Metrics {
             registry,
             requests,
             request_duration,
+            edge_answers,
             upstream_duration,
             ratelimit_checks,
             ratelimit_near_limit,
@@ -298,7 +342,13 @@ impl Metrics {
     /// The series of route `route` sending to `upstream` (resolved once per snapshot; a
     /// reload keeps the counts, which live in the registry under the same labels).
     pub fn route(&self, route: &str, upstream: &str) -> RouteMetrics {
-        RouteMetrics::new(&self.requests, &self.request_duration, route, upstream)
+        RouteMetrics::new(
+            &self.requests,
+            &self.request_duration,
+            &self.edge_answers,
+            route,
+            upstream,
+        )
     }
 
     /// Requests that matched no route.
@@ -374,6 +424,9 @@ pub struct RouteMetrics {
     /// combinations that happen are exported; later uses are one load and one add.
     requests: [[OnceLock<IntCounter>; CLASSES.len()]; Method::COUNT],
     duration: Histogram,
+    answers_family: IntCounterVec,
+    /// One series per [`EdgeAnswer`], resolved on first use.
+    answers: [OnceLock<IntCounter>; EdgeAnswer::COUNT],
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -389,6 +442,7 @@ impl RouteMetrics {
     fn new(
         requests: &IntCounterVec,
         durations: &HistogramVec,
+        answers: &IntCounterVec,
         route: &str,
         upstream: &str,
     ) -> Self {
@@ -398,7 +452,19 @@ impl RouteMetrics {
             upstream: upstream.to_owned(),
             requests: Default::default(),
             duration: durations.with_label_values(&[route, upstream]),
+            answers_family: answers.clone(),
+            answers: Default::default(),
         }
+    }
+
+    /// Count one request Sluice answered itself, and why.
+    pub fn answered(&self, why: EdgeAnswer) {
+        self.answers[why as usize]
+            .get_or_init(|| {
+                self.answers_family
+                    .with_label_values(&[self.route.as_str(), why.label()])
+            })
+            .inc();
     }
 
     /// Count one finished request (`status` 0 when nothing was answered).

@@ -1,32 +1,89 @@
-//! Route matching: the most specific host pattern (exact, then the longest `*.suffix`, then `*`)
-//! that has a matching path prefix wins; within it the longest prefix wins. Prefixes match on
-//! `/` boundaries: `/api` matches `/api` and `/api/x`, not `/apix`.
+//! Route matching. Precedence, the same for every request:
+//!
+//! 1. host first: the exact host, then the longest `*.suffix`, then `*`; a host pattern with no
+//!    matching route falls through to the next;
+//! 2. within a host pattern: `path_exact`, then `path_regex` in file order, then the longest
+//!    `path_prefix` (prefixes match on `/` boundaries: `/api` matches `/api` and `/api/x`, not
+//!    `/apix`);
+//! 3. among routes with the same path rule, the first in the file whose `methods` and
+//!    `match_headers` accept the request.
 
 use std::collections::HashMap;
 
-use crate::config::{HostMatch, RouteSpec};
+use http::{HeaderMap, Method};
 
-/// Route indexes for one host pattern, longest prefix first.
+use crate::config::{HeaderMatch, HostMatch, PathMatch, RouteSpec};
+
+/// A route's conditions besides host and path.
+#[derive(Debug, Default)]
+struct Conditions {
+    methods: Vec<Method>,
+    headers: Vec<HeaderMatch>,
+}
+
+impl Conditions {
+    fn accept(&self, method: &Method, headers: &HeaderMap) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.headers.iter().all(|h| match &h.value {
+                None => headers.contains_key(&h.name),
+                Some(v) => headers
+                    .get_all(&h.name)
+                    .iter()
+                    .any(|x| x.as_bytes() == v.as_bytes()),
+            })
+    }
+}
+
+/// Route indexes for one host pattern.
 #[derive(Debug, Default)]
 struct Group {
-    prefixes: Vec<(String, usize)>,
+    /// `path_exact` → routes in file order.
+    exact: HashMap<String, Vec<usize>>,
+    /// `path_regex` routes in file order.
+    regex: Vec<(crate::rules::Pattern, usize)>,
+    /// `path_prefix` → routes in file order; longest prefix first.
+    prefixes: Vec<(String, Vec<usize>)>,
 }
 
 impl Group {
-    fn add(&mut self, prefix: &str, route: usize) {
-        // The first route listed for a prefix wins, as in the file.
-        if !self.prefixes.iter().any(|(p, _)| p == prefix) {
-            self.prefixes.push((prefix.to_owned(), route));
-            self.prefixes
-                .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+    fn add(&mut self, path: &PathMatch, route: usize) {
+        match path {
+            PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(route),
+            PathMatch::Regex(r) => self.regex.push((r.clone(), route)),
+            PathMatch::Prefix(prefix) => {
+                match self.prefixes.iter_mut().find(|(p, _)| p == prefix) {
+                    Some((_, routes)) => routes.push(route),
+                    None => {
+                        self.prefixes.push((prefix.clone(), vec![route]));
+                        self.prefixes
+                            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
+                    }
+                }
+            }
         }
     }
 
-    fn find(&self, path: &str) -> Option<usize> {
+    fn find(&self, path: &str, accept: impl Fn(usize) -> bool) -> Option<usize> {
+        if !self.exact.is_empty() {
+            if let Some(u) = self
+                .exact
+                .get(path)
+                .and_then(|rs| rs.iter().copied().find(|r| accept(*r)))
+            {
+                return Some(u);
+            }
+        }
+        if let Some(u) = self
+            .regex
+            .iter()
+            .find(|(re, r)| re.is_match(path) && accept(*r))
+        {
+            return Some(u.1);
+        }
         self.prefixes
             .iter()
-            .find(|(p, _)| prefix_matches(p, path))
-            .map(|(_, u)| *u)
+            .filter(|(p, _)| prefix_matches(p, path))
+            .find_map(|(_, rs)| rs.iter().copied().find(|r| accept(*r)))
     }
 }
 
@@ -45,6 +102,8 @@ pub struct Router {
     /// `(".example.com", group)`, longest suffix first.
     suffix: Vec<(String, Group)>,
     any: Group,
+    /// Per route: its conditions, `None` when it has none (the common case: no check).
+    conditions: Vec<Option<Conditions>>,
 }
 
 impl Router {
@@ -63,26 +122,43 @@ impl Router {
                     }
                 },
             };
-            group.add(&route.path_prefix, idx);
+            group.add(&route.path, idx);
+            let has = !route.methods.is_empty() || !route.match_headers.is_empty();
+            r.conditions.push(has.then(|| Conditions {
+                methods: route.methods.clone(),
+                headers: route.match_headers.clone(),
+            }));
         }
         r.suffix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
         r
     }
 
-    /// The index (in the config's `routes`) of the route for `host` (lower-case, without port)
-    /// and `path`.
-    pub fn find(&self, host: &str, path: &str) -> Option<usize> {
-        if let Some(u) = self.exact.get(host).and_then(|g| g.find(path)) {
+    /// The index (in the config's `routes`) of the route for `host` (lower-case, without port),
+    /// `path` (without the query), `method` and `headers`.
+    pub fn find(
+        &self,
+        host: &str,
+        path: &str,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Option<usize> {
+        let accept = |r: usize| {
+            self.conditions
+                .get(r)
+                .and_then(Option::as_ref)
+                .is_none_or(|c| c.accept(method, headers))
+        };
+        if let Some(u) = self.exact.get(host).and_then(|g| g.find(path, accept)) {
             return Some(u);
         }
         for (suffix, g) in &self.suffix {
             if host.len() > suffix.len() && host.ends_with(suffix.as_str()) {
-                if let Some(u) = g.find(path) {
+                if let Some(u) = g.find(path, accept) {
                     return Some(u);
                 }
             }
         }
-        self.any.find(path)
+        self.any.find(path, accept)
     }
 }
 
@@ -115,45 +191,105 @@ mod tests {
 
     /// A route whose index in the test's list is given as `upstream` (the router returns
     /// route indexes; the tests list routes in that order).
-    fn route(host: HostMatch, prefix: &str, upstream: usize) -> RouteSpec {
+    fn route(host: HostMatch, path: PathMatch, upstream: usize) -> RouteSpec {
         RouteSpec {
             host,
-            path_prefix: prefix.into(),
-            upstream,
+            path,
+            methods: Vec::new(),
+            match_headers: Vec::new(),
+            upstream: Some(upstream),
             rate_limit: Default::default(),
-            name: format!("{prefix}#{upstream}"),
+            name: format!("#{upstream}"),
             access_log: true,
             cache: Default::default(),
             cache_tags: Vec::new(),
+            rules: Default::default(),
         }
+    }
+
+    fn prefix(p: &str) -> PathMatch {
+        PathMatch::Prefix(p.into())
+    }
+
+    fn get(r: &Router, host: &str, path: &str) -> Option<usize> {
+        r.find(host, path, &Method::GET, &HeaderMap::new())
     }
 
     #[test]
     fn most_specific_host_then_longest_prefix() {
         let r = Router::new(&[
-            route(HostMatch::Any, "/", 0),
-            route(HostMatch::Any, "/api", 1),
-            route(HostMatch::Suffix(".example.com".into()), "/", 2),
-            route(HostMatch::Suffix(".eu.example.com".into()), "/", 3),
-            route(HostMatch::Exact("www.example.com".into()), "/static/", 4),
+            route(HostMatch::Any, prefix("/"), 0),
+            route(HostMatch::Any, prefix("/api"), 1),
+            route(HostMatch::Suffix(".example.com".into()), prefix("/"), 2),
+            route(HostMatch::Suffix(".eu.example.com".into()), prefix("/"), 3),
+            route(
+                HostMatch::Exact("www.example.com".into()),
+                prefix("/static/"),
+                4,
+            ),
         ]);
-        assert_eq!(r.find("other", "/"), Some(0));
-        assert_eq!(r.find("other", "/api"), Some(1));
-        assert_eq!(r.find("other", "/api/v1"), Some(1));
-        assert_eq!(r.find("other", "/api?x=1"), Some(1));
-        assert_eq!(r.find("other", "/apix"), Some(0));
-        assert_eq!(r.find("a.example.com", "/api"), Some(2));
-        assert_eq!(r.find("a.eu.example.com", "/"), Some(3));
-        assert_eq!(r.find("example.com", "/"), Some(0), "suffix needs a label");
-        assert_eq!(r.find("www.example.com", "/static/x"), Some(4));
+        assert_eq!(get(&r, "other", "/"), Some(0));
+        assert_eq!(get(&r, "other", "/api"), Some(1));
+        assert_eq!(get(&r, "other", "/api/v1"), Some(1));
+        assert_eq!(get(&r, "other", "/apix"), Some(0));
+        assert_eq!(get(&r, "a.example.com", "/api"), Some(2));
+        assert_eq!(get(&r, "a.eu.example.com", "/"), Some(3));
+        assert_eq!(get(&r, "example.com", "/"), Some(0), "suffix needs a label");
+        assert_eq!(get(&r, "www.example.com", "/static/x"), Some(4));
         // exact host without a matching prefix falls through to the wildcard
-        assert_eq!(r.find("www.example.com", "/other"), Some(2));
+        assert_eq!(get(&r, "www.example.com", "/other"), Some(2));
+    }
+
+    /// The precedence table of docs/configuration.md: exact > regex (file order) > longest
+    /// prefix, within the most specific host.
+    #[test]
+    fn exact_then_regex_in_file_order_then_longest_prefix() {
+        let re = |p: &str| PathMatch::Regex(crate::rules::Pattern::new(p).unwrap());
+        let r = Router::new(&[
+            route(HostMatch::Any, prefix("/"), 0),
+            route(HostMatch::Any, prefix("/v1/users/admin"), 1),
+            route(HostMatch::Any, re("^/v[0-9]+/users"), 2),
+            route(HostMatch::Any, re("^/v1/"), 3),
+            route(HostMatch::Any, PathMatch::Exact("/v1/users/me".into()), 4),
+            route(HostMatch::Exact("h.com".into()), prefix("/"), 5),
+        ]);
+        assert_eq!(get(&r, "x", "/v1/users/me"), Some(4), "exact first");
+        assert_eq!(get(&r, "x", "/v1/users/me/x"), Some(2), "exact is exact");
+        assert_eq!(
+            get(&r, "x", "/v1/users/admin"),
+            Some(2),
+            "regex before prefix"
+        );
+        assert_eq!(get(&r, "x", "/v1/other"), Some(3), "regexes in file order");
+        assert_eq!(get(&r, "x", "/v2/other"), Some(0));
+        assert_eq!(get(&r, "h.com", "/v1/users/me"), Some(5), "host first");
+    }
+
+    #[test]
+    fn methods_and_headers_fall_through_to_the_next_candidate() {
+        let mut canary = route(HostMatch::Any, prefix("/api"), 0);
+        canary.match_headers = vec![HeaderMatch {
+            name: http::header::HeaderName::from_static("x-canary"),
+            value: Some("1".into()),
+        }];
+        let mut writes = route(HostMatch::Any, prefix("/api"), 1);
+        writes.methods = vec![Method::POST, Method::PUT];
+        let rest = route(HostMatch::Any, prefix("/api"), 2);
+        let root = route(HostMatch::Any, prefix("/"), 3);
+        let r = Router::new(&[canary, writes, rest, root]);
+        let mut h = HeaderMap::new();
+        assert_eq!(r.find("x", "/api/a", &Method::GET, &h), Some(2));
+        assert_eq!(r.find("x", "/api/a", &Method::POST, &h), Some(1));
+        h.insert("x-canary", "1".parse().unwrap());
+        assert_eq!(r.find("x", "/api/a", &Method::POST, &h), Some(0));
+        h.insert("x-canary", "2".parse().unwrap());
+        assert_eq!(r.find("x", "/api/a", &Method::GET, &h), Some(2));
     }
 
     #[test]
     fn no_match_is_none() {
-        let r = Router::new(&[route(HostMatch::Exact("a.com".into()), "/", 0)]);
-        assert_eq!(r.find("b.com", "/"), None);
+        let r = Router::new(&[route(HostMatch::Exact("a.com".into()), prefix("/"), 0)]);
+        assert_eq!(get(&r, "b.com", "/"), None);
     }
 
     #[test]

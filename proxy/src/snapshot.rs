@@ -111,8 +111,13 @@ impl Pool {
 /// One route's runtime settings.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// Index of its pool in [`Snapshot::pools`].
-    pub upstream: usize,
+    /// Index of its pool in [`Snapshot::pools`] (`None`: it only redirects).
+    pub upstream: Option<usize>,
+    /// Its header, path, access and body rules.
+    pub rules: crate::rules::RouteRules,
+    /// `rules.on_request()`, `rules.on_upstream_request()`, `rules.on_response()`: checked on
+    /// every request, so kept as plain flags.
+    pub rules_on: RulePhases,
     /// Its rate-limit rule.
     pub rate_limit: RouteLimit,
     /// Whether its requests are access-logged.
@@ -123,6 +128,17 @@ pub struct Route {
     pub cache: Option<crate::cache::CacheRule>,
     /// Tags given to every entry cached on this route.
     pub cache_tags: Vec<String>,
+}
+
+/// Which request phases a route's rules act in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RulePhases {
+    /// Before proxying (redirect, access lists, CORS, body limit).
+    pub request: bool,
+    /// On the upstream request (path, fields).
+    pub upstream_request: bool,
+    /// On the response (fields).
+    pub response: bool,
 }
 
 /// The reloadable part of rate limiting: limits, identities and the JWT verifier.
@@ -181,9 +197,21 @@ impl Snapshot {
                 .iter()
                 .map(|r| Route {
                     upstream: r.upstream,
+                    rules: r.rules.clone(),
+                    rules_on: RulePhases {
+                        request: r.rules.on_request() || r.rules.uses(crate::rules::Var::ClientIp),
+                        upstream_request: r.rules.on_upstream_request(),
+                        response: r.rules.on_response(),
+                    },
                     rate_limit: r.rate_limit,
                     access_log: r.access_log,
-                    metrics: Arc::new(metrics.route(&r.name, &config.upstreams[r.upstream].name)),
+                    metrics: Arc::new(
+                        metrics.route(
+                            &r.name,
+                            r.upstream
+                                .map_or("none", |u| config.upstreams[u].name.as_str()),
+                        ),
+                    ),
                     cache: crate::cache::CacheRule::of(&r.cache, &config.cache),
                     cache_tags: r.cache_tags.clone(),
                 })

@@ -124,3 +124,37 @@ async fn clients_hanging_up_never_eject_a_backend() {
     );
     assert_eq!(sluice.count_log(&["backend_ejected"]), 0);
 }
+
+/// nginx's `invalid_header`: a malformed response head is retried only when listed (issue 15).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_response_head_is_retried_only_with_invalid_header() {
+    let garbage = RawServer::start(b"HTTP/1.1 abc what\r\n\x01\x02\r\n\r\n").await;
+    let bs = backends(1).await;
+    for (next, want) in [
+        ("[\"error\", \"timeout\"]", [200, 200, 502, 502]),
+        (
+            "[\"error\", \"timeout\", \"invalid_header\"]",
+            [200, 200, 200, 200],
+        ),
+    ] {
+        let sluice = Sluice::start(format!(
+            "[upstreams.api]\nstrategy = \"round_robin\"\nmax_fails = 0\nnext_upstream = {next}\n{}\n[[routes]]\nupstream = \"api\"\n",
+            backends_toml(&[(garbage.addr, None), (bs[0].addr, None)])
+        ))
+        .await;
+        let c = client(None);
+        let mut statuses = Vec::new();
+        for _ in 0..4 {
+            statuses.push(
+                c.get(sluice.url("/h"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+                    .as_u16(),
+            );
+        }
+        statuses.sort();
+        assert_eq!(statuses, want, "next_upstream = {next}");
+    }
+}

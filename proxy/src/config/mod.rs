@@ -10,6 +10,7 @@ pub mod model;
 mod rate_limit;
 mod redis;
 mod route;
+mod rules;
 pub mod ser;
 mod server;
 mod span;
@@ -208,7 +209,15 @@ impl Validator {
             .and_then(|v| self.section::<FileReload>("reload", v));
         let reload = self.reload(reload_file);
 
-        let (names, upstreams) = self.upstreams(table.remove("upstreams"));
+        let upstreams_value = table.remove("upstreams");
+        if upstreams_value.is_none() && !table.contains_key("routes") {
+            // A config whose routes all redirect needs no pool; one without routes does.
+            self.problem(
+                "upstreams",
+                "missing: define at least one pool, e.g. [upstreams.api] with backends = [...]",
+            );
+        }
+        let (names, upstreams) = self.upstreams(upstreams_value);
         let access_log = logging.is_none_or(|l| l.access_log);
         let routes = self.routes(table.remove("routes"), &names, &upstreams, access_log);
 
@@ -256,10 +265,9 @@ impl Validator {
                 }
             }
             Some(_) => self.problem("upstreams", "expected a table of pools: [upstreams.NAME]"),
-            None => self.problem(
-                "upstreams",
-                "missing: define at least one pool, e.g. [upstreams.api] with backends = [...]",
-            ),
+            // A config whose routes only redirect needs no pool; a route naming one that does
+            // not exist is reported with the route ("none are defined").
+            None => {}
         }
         (names, upstreams)
     }
@@ -293,6 +301,16 @@ impl Validator {
                             format!(
                                 "route name `{}` is used twice: give each route a unique `name`",
                                 spec.name
+                            ),
+                        );
+                    }
+                    if let Some(j) = routes.iter().position(|a| rules::shadows(a, &spec)) {
+                        let earlier: &RouteSpec = &routes[j];
+                        self.problem(
+                            path.clone(),
+                            format!(
+                                "never receives traffic: route `{}` (listed before it) has the same host and path rule and takes every request it would; make them differ (methods, match_headers, path) or remove one",
+                                earlier.name
                             ),
                         );
                     }

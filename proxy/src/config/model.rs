@@ -238,8 +238,10 @@ pub struct UpstreamSpec {
 /// Which failures send a request to another backend (nginx's `proxy_next_upstream`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct NextUpstream {
-    /// Connection refused/reset, broken response.
+    /// Connection refused, reset or closed before a response.
     pub error: bool,
+    /// A malformed response head.
+    pub invalid_header: bool,
     /// Connect, read or write timeout.
     pub timeout: bool,
     /// Retry on these response statuses.
@@ -257,10 +259,11 @@ pub struct NextUpstream {
 impl NextUpstream {
     /// Every accepted name, for error messages.
     pub const NAMES: &'static str =
-        "error, timeout, http_500, http_502, http_503, http_504, http_429";
+        "error, timeout, invalid_header, http_500, http_502, http_503, http_504, http_429";
     /// The default: `["error", "timeout"]`, as nginx.
     pub const DEFAULT: NextUpstream = NextUpstream {
         error: true,
+        invalid_header: false,
         timeout: true,
         http_500: false,
         http_502: false,
@@ -274,6 +277,7 @@ impl NextUpstream {
         let flag = match name {
             "error" => &mut self.error,
             "timeout" => &mut self.timeout,
+            "invalid_header" => &mut self.invalid_header,
             "http_500" => &mut self.http_500,
             "http_502" => &mut self.http_502,
             "http_503" => &mut self.http_503,
@@ -370,10 +374,16 @@ pub struct RouteSpec {
     /// Host pattern.
     #[serde(serialize_with = "host")]
     pub host: HostMatch,
-    /// Path prefix, starting with `/`.
-    pub path_prefix: String,
-    /// Index into [`Config::upstreams`].
-    pub upstream: usize,
+    /// How the path is matched.
+    #[serde(flatten)]
+    pub path: PathMatch,
+    /// Methods matched (empty: any).
+    #[serde(serialize_with = "methods")]
+    pub methods: Vec<http::Method>,
+    /// Request fields that must be present (with a value, or any value).
+    pub match_headers: Vec<HeaderMatch>,
+    /// Index into [`Config::upstreams`] (`None`: a redirect-only route).
+    pub upstream: Option<usize>,
     /// Rate-limit rule of this route.
     pub rate_limit: RouteLimit,
     /// Label in metrics and logs (`name`, or `host` + `path_prefix`).
@@ -384,6 +394,45 @@ pub struct RouteSpec {
     pub cache: RouteCache,
     /// Tags given to every entry cached on this route.
     pub cache_tags: Vec<String>,
+    /// Header, path, access and body rules.
+    pub rules: crate::rules::RouteRules,
+}
+
+/// How a route matches the path (the normalised path, without the query).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathMatch {
+    /// `path_prefix`: the path or below it, on `/` boundaries.
+    #[serde(rename = "path_prefix")]
+    Prefix(String),
+    /// `path_exact`: exactly this path.
+    #[serde(rename = "path_exact")]
+    Exact(String),
+    /// `path_regex`: a regular expression that matches somewhere in the path (anchor it with
+    /// `^`).
+    #[serde(rename = "path_regex")]
+    Regex(crate::rules::Pattern),
+}
+
+/// One entry of `match_headers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderMatch {
+    /// Field name.
+    #[serde(serialize_with = "header_name")]
+    pub name: http::header::HeaderName,
+    /// Required value (exact); `None` for `"*"`: present with any value.
+    pub value: Option<String>,
+}
+
+fn header_name<S: serde::Serializer>(
+    n: &http::header::HeaderName,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.serialize_str(n.as_str())
+}
+
+fn methods<S: serde::Serializer>(m: &[http::Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(m.iter().map(http::Method::as_str))
 }
 
 /// A route's cache rule.

@@ -13,8 +13,16 @@ pub struct FileRoute {
     pub host: Option<String>,
     /// Path prefix, matched on `/` boundaries.
     pub path_prefix: Option<String>,
-    /// Name of an `[upstreams.NAME]` section.
-    pub upstream: String,
+    /// Exact path.
+    pub path_exact: Option<String>,
+    /// Regular expression on the path.
+    pub path_regex: Option<String>,
+    /// Methods matched (default: any).
+    pub methods: Option<Vec<String>>,
+    /// Request fields that must be present: `{ name = "value" }`, `"*"` for any value.
+    pub match_headers: Option<std::collections::BTreeMap<String, String>>,
+    /// Name of an `[upstreams.NAME]` section (optional for a `redirect` route).
+    pub upstream: Option<String>,
     /// Per-route limit replacing the tier's, or `{ off = true }`.
     pub rate_limit: Option<FileLimit>,
     /// Name used in metrics and logs.
@@ -29,6 +37,28 @@ pub struct FileRoute {
     pub cache_tags: Option<Vec<String>>,
     /// `origin` or `override` (default: `[cache] ttl_mode`).
     pub cache_ttl_mode: Option<String>,
+    /// Prefix removed from the path the backend gets.
+    pub strip_prefix: Option<String>,
+    /// Path rewrite for the backend.
+    pub rewrite: Option<super::rules::FileRewrite>,
+    /// Answer with a redirect instead of proxying.
+    pub redirect: Option<super::rules::FileRedirect>,
+    /// Rules on the request sent to the backend.
+    pub request_headers: Option<super::rules::FileHeaderRules>,
+    /// Rules on the response sent to the client.
+    pub response_headers: Option<super::rules::FileHeaderRules>,
+    /// `off`, `basic` or `strict`.
+    pub security_headers: Option<String>,
+    /// Response compression.
+    pub compression: Option<super::rules::FileCompression>,
+    /// Largest request body in bytes.
+    pub max_body_bytes: Option<i64>,
+    /// Admitted source networks.
+    pub allow: Option<Vec<String>>,
+    /// Refused source networks.
+    pub deny: Option<Vec<String>>,
+    /// Cross-origin access.
+    pub cors: Option<super::rules::FileCors>,
 }
 
 impl Validator {
@@ -43,6 +73,10 @@ impl Validator {
         let FileRoute {
             host,
             path_prefix,
+            path_exact,
+            path_regex,
+            methods,
+            match_headers,
             upstream,
             rate_limit,
             name,
@@ -51,7 +85,34 @@ impl Validator {
             cache_set_cookie,
             cache_tags,
             cache_ttl_mode,
+            strip_prefix,
+            rewrite,
+            redirect,
+            request_headers,
+            response_headers,
+            security_headers,
+            compression,
+            max_body_bytes,
+            allow,
+            deny,
+            cors,
         } = r;
+        let rules = self.route_rules(
+            path,
+            super::rules::FileRules {
+                strip_prefix,
+                rewrite,
+                redirect,
+                request_headers,
+                response_headers,
+                security_headers,
+                compression,
+                max_body_bytes,
+                allow,
+                deny,
+                cors,
+            },
+        );
         let (tier, cache_tags) = self.route_cache(path, cache.as_deref(), cache_tags);
         let ttl_mode = match cache_ttl_mode.as_deref() {
             None => Some(None),
@@ -65,11 +126,12 @@ impl Validator {
                 .map(Some),
         };
         let name = name.unwrap_or_else(|| {
-            format!(
-                "{}{}",
-                host.as_deref().unwrap_or("*"),
-                path_prefix.as_deref().unwrap_or("/")
-            )
+            let p = path_exact
+                .as_deref()
+                .or(path_regex.as_deref())
+                .or(path_prefix.as_deref())
+                .unwrap_or("/");
+            format!("{}{p}", host.as_deref().unwrap_or("*"))
         });
         if name.is_empty()
             || name.len() > 128
@@ -100,17 +162,26 @@ impl Validator {
                 None
             }
         };
-        let prefix = path_prefix.unwrap_or_else(|| "/".to_owned());
-        if !prefix.starts_with('/') {
-            self.problem(
-                format!("{path}.path_prefix"),
-                format!("`{prefix}` must start with `/`"),
-            );
-        }
-        let idx = self.route_upstream(path, &upstream, names, upstreams);
+        let path_match = self.path_match(path, path_prefix, path_exact, path_regex);
+        let methods = self.methods(path, methods);
+        let match_headers = self.match_headers(path, match_headers);
+        let idx = match (&upstream, &rules) {
+            (Some(u), _) => self.route_upstream(path, u, names, upstreams).map(Some),
+            (None, Some(r)) if r.redirect.is_some() => Some(None),
+            (None, Some(_)) => {
+                self.problem(
+                    format!("{path}.upstream"),
+                    "missing: a route needs an upstream unless it answers with a redirect",
+                );
+                None
+            }
+            (None, None) => None,
+        };
         Some(RouteSpec {
             host: host?,
-            path_prefix: prefix,
+            path: path_match?,
+            methods,
+            match_headers,
             upstream: idx?,
             rate_limit: rate_limit?,
             name,
@@ -121,6 +192,7 @@ impl Validator {
                 ttl_mode: ttl_mode?,
             },
             cache_tags,
+            rules: rules?,
         })
     }
 

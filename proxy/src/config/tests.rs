@@ -43,7 +43,7 @@ fn good_config_has_defaults_filled_in() {
     assert_eq!(u.backends[0].weight, 5);
     assert_eq!(u.backends[1].weight, DEFAULT_WEIGHT);
     assert_eq!(c.routes[0].host, HostMatch::Suffix(".example.com".into()));
-    assert_eq!(c.routes[0].upstream, 0);
+    assert_eq!(c.routes[0].upstream, Some(0));
 }
 
 #[test]

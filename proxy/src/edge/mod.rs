@@ -4,6 +4,7 @@
 mod headers;
 mod limits;
 mod retry;
+mod rules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -92,6 +93,23 @@ pub struct RequestCtx {
     cache: CacheCtx,
     /// Rate limiting's part of the request.
     limits: LimitCtx,
+    /// The route rules' part of the request.
+    rules: RulesCtx,
+}
+
+/// What the route's rules decided for the request.
+#[derive(Default)]
+pub(crate) struct RulesCtx {
+    /// The client address after `trusted_proxies`, when a rule needed it.
+    client_ip: Option<IpAddr>,
+    /// The request came from an allowed CORS origin: its response gets the CORS fields.
+    cors_allowed: bool,
+    /// The route's `max_body_bytes`, for a body of unknown length.
+    body_limit: Option<u64>,
+    /// Body bytes read so far (counted only with a limit).
+    body_seen: u64,
+    /// The response body's encoder, when the route compresses this response.
+    encoder: Option<Box<dyn pingora::protocols::http::compression::Encode + Send + Sync>>,
 }
 
 /// The attempts of one request on its pool's backends.
@@ -148,6 +166,14 @@ struct LimitCtx {
 }
 
 impl RequestCtx {
+    /// The route this request matched, once routed.
+    fn route(&self) -> Option<&crate::snapshot::Route> {
+        match (&self.snapshot, self.route) {
+            (Some(s), Some(r)) => s.routes.get(r),
+            _ => None,
+        }
+    }
+
     /// The pool this request was routed to. Only valid after routing succeeded.
     fn pool(&self) -> Option<&crate::snapshot::Pool> {
         self.snapshot.as_ref().map(|s| &s.pools[self.pool])
@@ -301,9 +327,23 @@ impl ProxyHttp for Edge {
         }
         let req = session.req_header();
         let host = normalize_host(headers::host(req));
-        match snapshot.router.find(&host, req.uri.path()) {
+        match snapshot
+            .router
+            .find(&host, req.uri.path(), &req.method, &req.headers)
+        {
             Some(route) => {
-                let pool = snapshot.routes[route].upstream;
+                let r = &snapshot.routes[route];
+                if r.rules_on.request
+                    && Box::pin(rules::on_request(session, ctx, &snapshot, r)).await?
+                {
+                    ctx.route = Some(route);
+                    ctx.snapshot = Some(snapshot);
+                    return Ok(true);
+                }
+                let Some(pool) = r.upstream else {
+                    // Validation gives every route without an upstream a redirect.
+                    return Error::e_explain(ErrorType::InternalError, "route has no upstream");
+                };
                 ctx.upgrade = session.is_upgrade_req();
                 let method = &session.req_header().method;
                 if snapshot.routes[route].cache.is_some() {
@@ -570,12 +610,42 @@ impl ProxyHttp for Edge {
         e
     }
 
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<Option<std::time::Duration>> {
+        rules::response_body(ctx, body, end_of_stream);
+        Ok(None)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Self::CTX,
+    ) -> Result<()> {
+        rules::count_body(ctx, body.as_ref())
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        if let Some(r) = ctx.route().filter(|r| r.rules_on.upstream_request) {
+            let req = rules::ReqInfo {
+                req: session.req_header(),
+                tls: ctx.tls,
+                upgrade: ctx.upgrade,
+                request_id: ctx.request_id.as_ref(),
+            };
+            rules::upstream_request(upstream_request, &req, &ctx.rules, &r.rules)?;
+        }
         headers::forwarded(
             upstream_request,
             session.req_header(),
@@ -647,6 +717,18 @@ impl ProxyHttp for Edge {
                 .await;
             }
             cache::label_bypass(upstream_response)?;
+        }
+        if let (Some(s), Some(i)) = (&ctx.snapshot, ctx.route) {
+            // Field by field: the route borrows the snapshot, the rules state is written.
+            if let Some(r) = s.routes.get(i).filter(|r| r.rules_on.response) {
+                let req = rules::ReqInfo {
+                    req: session.req_header(),
+                    tls: ctx.tls,
+                    upgrade: ctx.upgrade,
+                    request_id: ctx.request_id.as_ref(),
+                };
+                rules::response(upstream_response, &req, &mut ctx.rules, &r.rules);
+            }
         }
         if let Some(id) = &ctx.request_id {
             upstream_response.insert_static_header(&headers::X_REQUEST_ID, id.clone());

@@ -8,8 +8,10 @@ use crate::config::NextUpstream;
 /// What went wrong with one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Failure {
-    /// Refused, reset, closed, malformed response.
+    /// Refused, reset or closed before a response.
     Error,
+    /// A malformed response head (nginx's `invalid_header`).
+    InvalidHeader,
     /// Connect, read or write timeout.
     Timeout,
     /// The backend answered with this (retryable) status.
@@ -24,6 +26,7 @@ impl Failure {
                 Failure::Timeout
             }
             ErrorType::HTTPStatus(code) => Failure::Status(*code),
+            ErrorType::InvalidHTTPHeader => Failure::InvalidHeader,
             _ => Failure::Error,
         }
     }
@@ -32,6 +35,7 @@ impl Failure {
     pub fn retried_by(self, next: &NextUpstream) -> bool {
         match self {
             Failure::Error => next.error,
+            Failure::InvalidHeader => next.invalid_header,
             Failure::Timeout => next.timeout,
             Failure::Status(code) => next.status(code),
         }
@@ -41,6 +45,7 @@ impl Failure {
     pub fn label(self) -> &'static str {
         match self {
             Failure::Error => "error",
+            Failure::InvalidHeader => "invalid_header",
             Failure::Timeout => "timeout",
             Failure::Status(_) => "status",
         }
@@ -65,5 +70,10 @@ mod tests {
             Failure::of(&Error::new(ErrorType::ConnectRefused)),
             Failure::Error
         );
+        let garbage = Failure::of(&Error::new(ErrorType::InvalidHTTPHeader));
+        assert_eq!(garbage, Failure::InvalidHeader);
+        assert!(!garbage.retried_by(&NextUpstream::DEFAULT), "as nginx");
+        n.set("invalid_header");
+        assert!(garbage.retried_by(&n));
     }
 }

@@ -466,6 +466,9 @@ pub fn run_sluice(args: &[&str]) -> (ExitStatus, String, String) {
 pub fn client(local: Option<IpAddr>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
         .no_proxy();
     if let Some(ip) = local {
         b = b.local_address(ip);

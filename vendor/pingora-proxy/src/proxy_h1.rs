@@ -1151,7 +1151,20 @@ where
                 Ok(HttpTask::UpgradedBody(data, end))
             }
             HttpTask::Trailer(h) => Ok(HttpTask::Trailer(h)), // TODO: support trailers for h1
-            HttpTask::Done => Ok(task),
+            HttpTask::Done => {
+                // SLUICE PATCH (body filter sees the end): a body whose last chunk did not say
+                // "end" (a Content-Length body) ends with `Done`, which stock Pingora never
+                // shows `response_body_filter`. A filter that transforms the body (Sluice's
+                // compression) must see the end to flush its tail, as Pingora's own
+                // compression module does for `Done`.
+                let mut data = None;
+                self.inner
+                    .response_body_filter(session, &mut data, true, ctx)?;
+                Ok(match data {
+                    Some(d) if !d.is_empty() => HttpTask::Body(Some(d), true),
+                    _ => task,
+                })
+            }
             HttpTask::Failed(_) => Ok(task), // Do nothing just pass the error down
         };
         // On end, check if the response (based on file size) can be considered cacheable again

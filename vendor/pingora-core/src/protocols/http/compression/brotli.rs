@@ -110,9 +110,17 @@ impl Encode for Compressor {
             .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
         // write to vec will never fail.
         if end {
-            self.compress
-                .flush()
-                .or_err(COMPRESSION_ERROR, "while compress Brotli")?;
+            // SLUICE PATCH (brotli end of stream): `flush` only emits a flush meta-block; the
+            // stream's last meta-block (ISLAST) is written when the writer is closed. Without
+            // it, strict decoders (reqwest's, `brotli -d`) report an unexpected end of input.
+            let finished = std::mem::replace(
+                &mut self.compress,
+                CompressorWriter::new(vec![], 4096, 1, 19),
+            );
+            let out = finished.into_inner();
+            self.total_out += out.len();
+            self.duration += start.elapsed();
+            return Ok(out.into());
         }
         self.total_out += self.compress.get_ref().len();
         self.duration += start.elapsed();
@@ -148,13 +156,9 @@ mod tests_stream {
     fn compress_brotli_data() {
         let mut compressor = Compressor::new(11);
         let compressed = compressor.encode(&b"adcdefgabcdefgh\n"[..], true).unwrap();
-
-        assert_eq!(
-            &compressed[..],
-            &[
-                0x85, 0x07, 0x00, 0xf8, 0x45, 0x07, 0x87, 0x3e, 0x10, 0xfb, 0x55, 0x92, 0xec, 0x12,
-                0x09, 0xcc, 0x38, 0xdd, 0x51, 0x1e,
-            ],
-        );
+        // SLUICE PATCH (brotli end of stream): the stream is complete, so it decodes back.
+        let mut decompressor = Decompressor::new();
+        let decompressed = decompressor.encode(&compressed, true).unwrap();
+        assert_eq!(&decompressed[..], &b"adcdefgabcdefgh\n"[..]);
     }
 }

@@ -1,0 +1,577 @@
+//! A route's matching keys beyond host and prefix (`path_exact`, `path_regex`, `methods`,
+//! `match_headers`) and its rules (`strip_prefix`, `rewrite`, `redirect`, `request_headers`,
+//! `response_headers`, `security_headers`, `max_body_bytes`, `allow`, `deny`, `cors`): the file
+//! structs and their validation into [`crate::rules`].
+
+use std::collections::BTreeMap;
+
+use http::header::HeaderName;
+use http::{HeaderValue, Method, StatusCode};
+use serde::Deserialize;
+
+use super::*;
+use crate::rules::{
+    paths::REDIRECT_STATUSES, Acl, Compression, Cors, HeaderRules, Pattern, Redirect, Rewrite,
+    RouteRules, SecurityHeaders, Template,
+};
+
+/// `rewrite = { pattern, to }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRewrite {
+    /// Regular expression on the path.
+    pub pattern: String,
+    /// Replacement, with `$1` or `${name}` for groups.
+    pub to: String,
+}
+
+/// `redirect = { to, status }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRedirect {
+    /// `Location` template.
+    pub to: String,
+    /// 301, 302, 303, 307 or 308 (default 308).
+    pub status: Option<i64>,
+}
+
+/// `request_headers` / `response_headers`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHeaderRules {
+    /// Replace (or create) these fields.
+    pub set: Option<BTreeMap<String, String>>,
+    /// Append these fields.
+    pub add: Option<BTreeMap<String, String>>,
+    /// Remove these fields.
+    pub remove: Option<Vec<String>>,
+}
+
+/// `compression = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCompression {
+    /// Codings in order of preference (default zstd, br, gzip).
+    pub algorithms: Option<Vec<String>>,
+    /// Smallest body compressed (default 1024).
+    pub min_bytes: Option<i64>,
+    /// Media types compressed.
+    pub types: Option<Vec<String>>,
+}
+
+/// `cors = { ... }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCors {
+    /// Allowed origins, or `["*"]`.
+    pub origins: Vec<String>,
+    /// Allowed methods (default GET, HEAD, POST).
+    pub methods: Option<Vec<String>>,
+    /// Allowed request fields.
+    pub headers: Option<Vec<String>>,
+    /// Response fields a page may read.
+    pub expose_headers: Option<Vec<String>>,
+    /// How long a browser may cache a preflight answer.
+    pub max_age_seconds: Option<i64>,
+    /// Allow cookies and credentials.
+    pub credentials: Option<bool>,
+}
+
+/// The rule keys of one `[[routes]]` entry, taken out of [`super::route::FileRoute`].
+#[derive(Debug, Default)]
+pub struct FileRules {
+    pub strip_prefix: Option<String>,
+    pub rewrite: Option<FileRewrite>,
+    pub redirect: Option<FileRedirect>,
+    pub request_headers: Option<FileHeaderRules>,
+    pub response_headers: Option<FileHeaderRules>,
+    pub security_headers: Option<String>,
+    pub compression: Option<FileCompression>,
+    pub max_body_bytes: Option<i64>,
+    pub allow: Option<Vec<String>>,
+    pub deny: Option<Vec<String>>,
+    pub cors: Option<FileCors>,
+}
+
+/// Request fields Sluice itself sets or that frame the message: a rule may not touch them.
+const OWNED_REQUEST_FIELDS: [&str; 12] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-real-ip",
+    "x-request-id",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+];
+
+/// Response fields that frame the message: a rule may not touch them.
+const OWNED_RESPONSE_FIELDS: [&str; 7] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "trailer",
+    "keep-alive",
+    "x-request-id",
+];
+
+/// Whether route `a`, listed before `b`, takes every request `b` would get (same host pattern
+/// and path rule, and `a`'s conditions accept everything `b`'s do): `b` then never receives
+/// traffic, which `--check` reports.
+pub(super) fn shadows(a: &RouteSpec, b: &RouteSpec) -> bool {
+    let methods = a.methods.is_empty()
+        || (!b.methods.is_empty() && b.methods.iter().all(|m| a.methods.contains(m)));
+    let headers = a.match_headers.iter().all(|ha| {
+        b.match_headers
+            .iter()
+            .any(|hb| hb.name == ha.name && (ha.value.is_none() || ha.value == hb.value))
+    });
+    a.host == b.host && a.path == b.path && methods && headers
+}
+
+impl Validator {
+    /// A route's path matcher: exactly one of `path_prefix` (default `/`), `path_exact`,
+    /// `path_regex`.
+    pub(super) fn path_match(
+        &mut self,
+        path: &str,
+        prefix: Option<String>,
+        exact: Option<String>,
+        regex: Option<String>,
+    ) -> Option<PathMatch> {
+        let given = [prefix.is_some(), exact.is_some(), regex.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            self.problem(
+                path.to_owned(),
+                "give one of path_prefix, path_exact, path_regex",
+            );
+            return None;
+        }
+        let slash = |v: &mut Self, key: &str, p: &str| {
+            if !p.starts_with('/') {
+                v.problem(
+                    format!("{path}.{key}"),
+                    format!("`{p}` must start with `/`"),
+                );
+            }
+        };
+        if let Some(e) = exact {
+            slash(self, "path_exact", &e);
+            return Some(PathMatch::Exact(e));
+        }
+        if let Some(r) = regex {
+            return match Pattern::new(&r) {
+                Ok(p) => Some(PathMatch::Regex(p)),
+                Err(e) => {
+                    self.problem(format!("{path}.path_regex"), format!("`{r}`: {e}"));
+                    None
+                }
+            };
+        }
+        let p = prefix.unwrap_or_else(|| "/".to_owned());
+        slash(self, "path_prefix", &p);
+        Some(PathMatch::Prefix(p))
+    }
+
+    /// `methods`: upper-case HTTP methods.
+    pub(super) fn methods(&mut self, path: &str, m: Option<Vec<String>>) -> Vec<Method> {
+        let mut out = Vec::new();
+        for (i, name) in m.unwrap_or_default().iter().enumerate() {
+            let ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_uppercase());
+            match Method::from_bytes(name.as_bytes()) {
+                Ok(m) if ok => out.push(m),
+                _ => self.problem(
+                    format!("{path}.methods[{i}]"),
+                    format!("`{name}` is not an HTTP method (upper case, e.g. GET)"),
+                ),
+            }
+        }
+        out
+    }
+
+    /// `match_headers = { name = "value" | "*" }`.
+    pub(super) fn match_headers(
+        &mut self,
+        path: &str,
+        m: Option<BTreeMap<String, String>>,
+    ) -> Vec<HeaderMatch> {
+        let mut out = Vec::new();
+        for (name, value) in m.unwrap_or_default() {
+            let Some(n) = self.field_name(&format!("{path}.match_headers.{name}"), &name) else {
+                continue;
+            };
+            out.push(HeaderMatch {
+                name: n,
+                value: (value != "*").then_some(value),
+            });
+        }
+        out
+    }
+
+    fn field_name(&mut self, path: &str, name: &str) -> Option<HeaderName> {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.problem(path, format!("`{name}` is not a header field name"));
+                None
+            }
+        }
+    }
+
+    /// A route's rules. `proxied` is false for a route without an upstream.
+    pub(super) fn route_rules(&mut self, path: &str, r: FileRules) -> Option<RouteRules> {
+        let FileRules {
+            strip_prefix,
+            rewrite,
+            redirect,
+            request_headers,
+            response_headers,
+            security_headers,
+            compression,
+            max_body_bytes,
+            allow,
+            deny,
+            cors,
+        } = r;
+        let compression = match compression {
+            None => Some(None),
+            Some(c) => self
+                .compression(&format!("{path}.compression"), c)
+                .map(Some),
+        };
+        if let Some(p) = &strip_prefix {
+            if !p.starts_with('/') || p.len() < 2 {
+                self.problem(
+                    format!("{path}.strip_prefix"),
+                    format!("`{p}` must start with `/` and name at least one segment"),
+                );
+            }
+        }
+        let rewrite = rewrite.and_then(|rw| match Pattern::new(&rw.pattern) {
+            Ok(pattern) => Some(Rewrite { pattern, to: rw.to }),
+            Err(e) => {
+                self.problem(
+                    format!("{path}.rewrite.pattern"),
+                    format!("`{}`: {e}", rw.pattern),
+                );
+                None
+            }
+        });
+        let redirect = match redirect {
+            None => Some(None),
+            Some(r) => self.redirect(&format!("{path}.redirect"), r).map(Some),
+        };
+        let request_headers = self.header_rules(
+            &format!("{path}.request_headers"),
+            request_headers.unwrap_or_default(),
+            &OWNED_REQUEST_FIELDS,
+        );
+        let response_headers = self.header_rules(
+            &format!("{path}.response_headers"),
+            response_headers.unwrap_or_default(),
+            &OWNED_RESPONSE_FIELDS,
+        );
+        let options = SecurityHeaders::NAMES.map(|n| (n, SecurityHeaders::from_name(n)));
+        let security_headers = self
+            .one_of(
+                &format!("{path}.security_headers"),
+                security_headers.as_deref(),
+                "off",
+                &options,
+            )
+            .flatten();
+        let max_body_bytes = match max_body_bytes {
+            None => Some(None),
+            Some(n) => self
+                .int_in(&format!("{path}.max_body_bytes"), Some(n), 0, 0, i64::MAX)
+                .map(|n| Some(n as u64)),
+        };
+        let acl = Acl {
+            allow: self.networks(&format!("{path}.allow"), allow),
+            deny: self.networks(&format!("{path}.deny"), deny),
+        };
+        let cors = match cors {
+            None => Some(None),
+            Some(c) => self.cors(&format!("{path}.cors"), c).map(Some),
+        };
+        Some(RouteRules {
+            strip_prefix,
+            rewrite,
+            redirect: redirect?,
+            request_headers: request_headers?,
+            response_headers: response_headers?,
+            security_headers: security_headers?,
+            compression: compression?,
+            max_body_bytes: max_body_bytes?,
+            acl,
+            cors: cors?,
+        })
+    }
+
+    fn compression(&mut self, path: &str, c: FileCompression) -> Option<Compression> {
+        use crate::rules::compress::{Coding, MediaRange, DEFAULT_TYPES};
+        let mut ok = true;
+        let names = c
+            .algorithms
+            .unwrap_or_else(|| Coding::ALL.iter().map(|(n, _)| (*n).to_owned()).collect());
+        let mut algorithms = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            match Coding::ALL.iter().find(|(name, _)| name == n) {
+                Some((_, coding)) if !algorithms.contains(coding) => algorithms.push(*coding),
+                Some(_) => {
+                    self.problem(
+                        format!("{path}.algorithms[{i}]"),
+                        format!("`{n}` is listed twice"),
+                    );
+                    ok = false;
+                }
+                None => {
+                    self.problem(
+                        format!("{path}.algorithms[{i}]"),
+                        format!("`{n}`: expected `zstd`, `br` or `gzip`"),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if names.is_empty() {
+            self.problem(
+                format!("{path}.algorithms"),
+                "empty: list at least one of zstd, br, gzip",
+            );
+            ok = false;
+        }
+        let min_bytes = self.int_in(&format!("{path}.min_bytes"), c.min_bytes, 1024, 0, i64::MAX);
+        let types = c
+            .types
+            .unwrap_or_else(|| DEFAULT_TYPES.iter().map(|t| (*t).to_owned()).collect());
+        let mut ranges = Vec::new();
+        for (i, t) in types.iter().enumerate() {
+            let valid = t.split_once('/').is_some_and(|(a, b)| {
+                let token = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|c| c.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&c))
+                };
+                token(a) && (b == "*" || token(b))
+            });
+            if valid {
+                ranges.push(MediaRange(t.to_ascii_lowercase()));
+            } else {
+                self.problem(
+                    format!("{path}.types[{i}]"),
+                    format!("`{t}`: expected a media type such as `text/*` or `application/json`"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(Compression {
+            algorithms,
+            min_bytes: min_bytes? as u64,
+            types: ranges,
+        })
+    }
+
+    fn redirect(&mut self, path: &str, r: FileRedirect) -> Option<Redirect> {
+        let to = match Template::parse(&r.to) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(format!("{path}.to"), format!("`{}`: {e}", r.to));
+                None
+            }
+        };
+        let code = r.status.unwrap_or(308);
+        let status = match u16::try_from(code) {
+            Ok(c) if REDIRECT_STATUSES.contains(&c) => StatusCode::from_u16(c).ok(),
+            _ => {
+                self.problem(
+                    format!("{path}.status"),
+                    format!("{code}: expected 301, 302, 303, 307 or 308"),
+                );
+                None
+            }
+        };
+        Some(Redirect {
+            to: to?,
+            status: status?,
+        })
+    }
+
+    fn header_rules(
+        &mut self,
+        path: &str,
+        r: FileHeaderRules,
+        owned: &[&str],
+    ) -> Option<HeaderRules> {
+        let mut ok = true;
+        let name_of = |v: &mut Self, key: String, name: &str| -> Option<HeaderName> {
+            let n = v.field_name(&key, name)?;
+            if owned.contains(&n.as_str()) {
+                v.problem(
+                    key,
+                    format!(
+                        "`{name}` is set by Sluice or frames the message: rules cannot change it"
+                    ),
+                );
+                return None;
+            }
+            Some(n)
+        };
+        let mut templated = |v: &mut Self, kind: &str, m: Option<BTreeMap<String, String>>| {
+            let mut out = Vec::new();
+            for (name, value) in m.unwrap_or_default() {
+                let key = format!("{path}.{kind}.{name}");
+                let n = name_of(v, key.clone(), &name);
+                let t = Template::parse(&value)
+                    .map_err(|e| v.problem(key, format!("`{value}`: {e}")))
+                    .ok();
+                match (n, t) {
+                    (Some(n), Some(t)) => out.push((n, t)),
+                    _ => ok = false,
+                }
+            }
+            out
+        };
+        let set = templated(self, "set", r.set);
+        let add = templated(self, "add", r.add);
+        let mut remove = Vec::new();
+        for (i, name) in r.remove.unwrap_or_default().iter().enumerate() {
+            match name_of(self, format!("{path}.remove[{i}]"), name) {
+                Some(n) => remove.push(n),
+                None => ok = false,
+            }
+        }
+        ok.then_some(HeaderRules { set, add, remove })
+    }
+
+    fn networks(&mut self, path: &str, list: Option<Vec<String>>) -> Vec<ipnet::IpNet> {
+        let mut out = Vec::new();
+        for (i, p) in list.unwrap_or_default().iter().enumerate() {
+            let parsed = p
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(n) => out.push(n.trunc()),
+                Err(_) => self.problem(
+                    format!("{path}[{i}]"),
+                    format!("`{p}` is not an IP or CIDR, e.g. 10.0.0.0/8"),
+                ),
+            }
+        }
+        out
+    }
+
+    fn cors(&mut self, path: &str, c: FileCors) -> Option<Cors> {
+        let any_origin = c.origins.iter().any(|o| o == "*");
+        let credentials = c.credentials.unwrap_or(false);
+        let mut ok = true;
+        if c.origins.is_empty() {
+            self.problem(format!("{path}.origins"), "empty: list origins or [\"*\"]");
+            ok = false;
+        }
+        if any_origin && credentials {
+            self.problem(
+                format!("{path}.credentials"),
+                "credentials with origins = [\"*\"] would let any site act as the user: list the origins",
+            );
+            ok = false;
+        }
+        for (i, o) in c.origins.iter().enumerate() {
+            let valid = o == "*"
+                || url::Url::parse(o).is_ok_and(|u| {
+                    matches!(u.scheme(), "http" | "https")
+                        && u.host().is_some()
+                        && u.path() == "/"
+                        && !o.ends_with('/')
+                });
+            if !valid {
+                self.problem(
+                    format!("{path}.origins[{i}]"),
+                    format!("`{o}`: expected scheme://host[:port] (no path) or \"*\""),
+                );
+                ok = false;
+            }
+        }
+        let methods = c
+            .methods
+            .unwrap_or_else(|| vec!["GET".into(), "HEAD".into(), "POST".into()]);
+        let methods = self.methods(&format!("{path}.methods"), Some(methods));
+        let mut list = |v: &mut Self, key: &str, names: Option<Vec<String>>| {
+            let mut out = Vec::new();
+            for (i, n) in names.unwrap_or_default().iter().enumerate() {
+                if let Some(n) = v.field_name(&format!("{path}.{key}[{i}]"), n) {
+                    out.push(n.as_str().to_owned());
+                } else {
+                    ok = false;
+                }
+            }
+            (!out.is_empty()).then(|| HeaderValue::from_str(&out.join(", ")).ok())?
+        };
+        let headers = list(self, "headers", c.headers);
+        let expose_headers = list(self, "expose_headers", c.expose_headers);
+        let max_age = match c.max_age_seconds {
+            None => Some(None),
+            Some(s) => self
+                .int_in(&format!("{path}.max_age_seconds"), Some(s), 0, 0, 86_400)
+                .map(|s| Some(s as u32)),
+        };
+        let joined: Vec<&str> = methods.iter().map(Method::as_str).collect();
+        let methods = HeaderValue::from_str(&joined.join(", ")).ok();
+        ok.then_some(Cors {
+            origins: c
+                .origins
+                .into_iter()
+                .filter(|o| o != "*")
+                .map(|o| o.to_ascii_lowercase())
+                .collect(),
+            any_origin,
+            methods: methods?,
+            headers,
+            expose_headers,
+            max_age_seconds: max_age?,
+            credentials,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(host: HostMatch, p: &str, upstream: usize) -> RouteSpec {
+        RouteSpec {
+            host,
+            path: PathMatch::Prefix(p.into()),
+            methods: Vec::new(),
+            match_headers: Vec::new(),
+            upstream: Some(upstream),
+            rate_limit: Default::default(),
+            name: format!("#{upstream}"),
+            access_log: true,
+            cache: Default::default(),
+            cache_tags: Vec::new(),
+            rules: Default::default(),
+        }
+    }
+
+    #[test]
+    fn a_route_shadows_a_later_one_it_covers() {
+        let a = route(HostMatch::Any, "/api", 0);
+        let mut b = route(HostMatch::Any, "/api", 1);
+        assert!(shadows(&a, &b));
+        b.methods = vec![Method::GET];
+        assert!(shadows(&a, &b), "a takes every method");
+        assert!(!shadows(&b, &a), "b takes only GET");
+        let mut c = route(HostMatch::Any, "/api", 2);
+        c.methods = vec![Method::GET, Method::POST];
+        assert!(shadows(&c, &b));
+        assert!(!shadows(&b, &c));
+        let other = route(HostMatch::Exact("a.com".into()), "/api", 3);
+        assert!(!shadows(&a, &other));
+    }
+}

@@ -1,0 +1,120 @@
+//! What a route does to the path: `rewrite` and `strip_prefix` (the path the backend gets) and
+//! `redirect` (an answer instead of proxying).
+
+use http::StatusCode;
+use serde::Serialize;
+
+use super::template::Template;
+use super::Pattern;
+
+/// `rewrite = { pattern, to }`: the first match of `pattern` in the path is replaced by `to`
+/// (`$1`, `${name}` refer to groups).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rewrite {
+    /// The compiled pattern.
+    pub pattern: Pattern,
+    /// The replacement.
+    pub to: String,
+}
+
+/// `redirect = { to, status }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Redirect {
+    /// The `Location`, a template.
+    pub to: Template,
+    /// 301, 302, 303, 307 or 308.
+    #[serde(serialize_with = "status")]
+    pub status: StatusCode,
+}
+
+fn status<S: serde::Serializer>(v: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(v.as_u16())
+}
+
+/// Statuses a redirect may use.
+pub const REDIRECT_STATUSES: [u16; 5] = [301, 302, 303, 307, 308];
+
+/// The path and query the backend gets for `path` (normalised, without query) and `query`:
+/// `rewrite` first (on the client's path, as nginx's `rewrite ... break` before `proxy_pass`),
+/// then `strip_prefix`. `None` when neither changes it.
+pub fn upstream_path(
+    rewrite: Option<&Rewrite>,
+    strip_prefix: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) -> Option<String> {
+    let rewritten = rewrite.and_then(|r| match r.pattern.0.replace(path, r.to.as_str()) {
+        std::borrow::Cow::Borrowed(_) => None,
+        std::borrow::Cow::Owned(s) => Some(s),
+    });
+    let current = rewritten.as_deref().unwrap_or(path);
+    let stripped = strip_prefix.and_then(|p| strip(p, current));
+    if rewritten.is_none() && stripped.is_none() {
+        return None;
+    }
+    let new_path = stripped.unwrap_or(current);
+    let mut out = String::with_capacity(new_path.len() + query.map_or(0, |q| q.len() + 2));
+    if !new_path.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(new_path);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    Some(out)
+}
+
+/// `path` without `prefix` (on a `/` boundary), `None` when it does not start with it.
+fn strip<'a>(prefix: &str, path: &'a str) -> Option<&'a str> {
+    let prefix = prefix.strip_suffix('/').unwrap_or(prefix);
+    let rest = path.strip_prefix(prefix)?;
+    if rest.is_empty() || rest.starts_with('/') {
+        Some(if rest.is_empty() { "/" } else { rest })
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rw(p: &str, to: &str) -> Rewrite {
+        Rewrite {
+            pattern: Pattern::new(p).unwrap(),
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn strip_prefix_on_segment_boundaries() {
+        let f = |p, path, q| upstream_path(None, Some(p), path, q);
+        assert_eq!(f("/api", "/api/users", None).as_deref(), Some("/users"));
+        assert_eq!(f("/api/", "/api/users", None).as_deref(), Some("/users"));
+        assert_eq!(f("/api", "/api", Some("a=1")).as_deref(), Some("/?a=1"));
+        assert_eq!(f("/api", "/apix/users", None), None);
+        assert_eq!(f("/api", "/other", None), None);
+    }
+
+    #[test]
+    fn rewrite_then_strip_keeping_the_query() {
+        let r = rw("^/old/(.*)$", "/new/$1");
+        assert_eq!(
+            upstream_path(Some(&r), None, "/old/a/b", Some("x=1")).as_deref(),
+            Some("/new/a/b?x=1")
+        );
+        assert_eq!(upstream_path(Some(&r), None, "/other", None), None);
+        let r = rw("^/api/v1/(.*)$", "/api/v2/$1");
+        assert_eq!(
+            upstream_path(Some(&r), Some("/api"), "/api/v1/users", None).as_deref(),
+            Some("/v2/users")
+        );
+        // A replacement without a leading slash still gives an origin-form target.
+        let r = rw("^/x/(.*)$", "$1");
+        assert_eq!(
+            upstream_path(Some(&r), None, "/x/y", None).as_deref(),
+            Some("/y")
+        );
+    }
+}
