@@ -183,7 +183,7 @@ async fn header_rules_in_both_directions_with_templates() {
 async fn security_headers_with_hsts_only_over_tls() {
     let bs = backends(1).await;
     let sluice = Sluice::with_config(format!(
-        "{}[[routes]]\nupstream = \"api\"\nsecurity_headers = \"strict\"\n",
+        "{}[[routes]]\nupstream = \"api\"\nsecurity_headers = \"strict\"\ncompression = {{ min_bytes = 10 }}\n",
         pool(&bs[0])
     ))
     .tls()
@@ -210,6 +210,17 @@ async fn security_headers_with_hsts_only_over_tls() {
         header(&r, "strict-transport-security"),
         "max-age=63072000; includeSubDomains"
     );
+    // Compression over HTTP/2 (no Transfer-Encoding there), decoded by the client library.
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let r = tls
+        .get(format!("https://localhost:{port}/h2"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["path"], "/h2");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

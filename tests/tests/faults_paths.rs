@@ -134,3 +134,52 @@ async fn hop_by_hop_response_fields_never_reach_the_client() {
     assert_eq!(h["x-kept"], "yes");
     assert_eq!(r.text().await.unwrap(), "ok");
 }
+
+/// Issue 15: `allow`/`deny` and the path rules see the normalised path, so no spelling of a
+/// protected path reaches the backend from a denied address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spellings_of_a_denied_path_are_denied() {
+    let bs = backends(1).await;
+    let s = Sluice::start(format!(
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n[[routes]]\npath_prefix = \"/admin\"\nupstream = \"api\"\ndeny = [\"127.0.0.0/8\"]\n[[routes]]\npath_exact = \"/private\"\nupstream = \"api\"\nallow = [\"10.0.0.0/8\"]\n",
+        backends_toml(&[(bs[0].addr, None)])
+    ))
+    .await;
+    for target in [
+        "/admin",
+        "/admin/",
+        "/admin/x",
+        "/public/../admin/x",
+        "//admin",
+        "/./admin",
+        "/%61dmin/x",
+        "/%61%64%6d%69%6e",
+        "/admin/./x/../y",
+        "/private",
+        "/x/../private",
+        "/%70rivate",
+        "//private",
+    ] {
+        let status = raw_get(s.addr, target).await;
+        assert!(
+            status == 403 || status == 400,
+            "{target}: {status} (must be refused)"
+        );
+    }
+    assert!(
+        bs[0]
+            .shared
+            .served()
+            .keys()
+            .all(|p| !p.contains("admin") && !p.contains("private")),
+        "{:?}",
+        bs[0].shared.served()
+    );
+    // Other paths go through.
+    assert_eq!(raw_get(s.addr, "/administrator").await, 200);
+    assert_eq!(
+        raw_get(s.addr, "/private/x").await,
+        200,
+        "path_exact is exact"
+    );
+}

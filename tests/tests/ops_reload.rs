@@ -348,3 +348,47 @@ async fn rate_limits_change_live() {
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-ratelimit-limit"], "10");
 }
+
+/// Issue 15: route rules change live; a reload with a bad rule keeps the old ones serving and
+/// names the problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_rules_change_live_and_a_bad_rule_keeps_the_old_ones() {
+    let bs = backends(1).await;
+    let with = |rules: &str| {
+        format!(
+            "[reload]\nwatch = false\n[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n{rules}\n",
+            backends_toml(&[(bs[0].addr, None)])
+        )
+    };
+    let sluice = Sluice::with_config(with(
+        "response_headers = { set = { \"x-gen\" = \"one\" } }\nstrip_prefix = \"/v1\"",
+    ))
+    .admin_token(TOKEN)
+    .start()
+    .await;
+    let c = client(None);
+    let check = |want_gen: &'static str, want_path: &'static str| {
+        let c = c.clone();
+        let url = sluice.url("/v1/x");
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            assert_eq!(r.headers()["x-gen"], want_gen);
+            let v: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(v["path"], want_path);
+        }
+    };
+    check("one", "/x").await;
+    sluice.write_body(&with(
+        "response_headers = { set = { \"x-gen\" = \"two\" } }\nrewrite = { pattern = \"^/v1/\", to = \"/v2/\" }",
+    ));
+    assert_eq!(sluice.admin_post("/reload", TOKEN, None).await.0, 200);
+    check("two", "/v2/x").await;
+    // An unknown template variable: refused, the old rules keep serving.
+    sluice.write_body(&with(
+        "response_headers = { set = { \"x-gen\" = \"{server_name}\" } }",
+    ));
+    let (status, v) = sluice.admin_post("/reload", TOKEN, None).await;
+    assert_ne!(status, 200);
+    assert!(v.to_string().contains("{server_name}"), "{v}");
+    check("two", "/v2/x").await;
+}
