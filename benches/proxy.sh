@@ -10,14 +10,19 @@
 # Sluice/HAProxy ratios. Results go to benches/results/proxy-<UTC time>.json.
 #
 # Usage: benches/proxy.sh [--duration 10s] [--conns 64] [--rounds 5] [--path /ping]
-#                         [--baseline OLD_SLUICE_BINARY]
+#                         [--baseline OLD_SLUICE_BINARY] [--scenario plain|rules|gzip]
+# --scenario rules: nginx and Sluice both apply a realistic rule set on /app/ (5 header rules,
+#   security headers, a rewrite, a body limit) and only those two (and --baseline) are measured;
+#   the path defaults to /app/ping. --scenario gzip: both gzip (level 1, nginx's default) a
+#   10 KiB JSON body for a client sending Accept-Encoding: gzip; the path defaults to
+#   /json/10240. Each reports sluice_over_nginx_rps and the CPU ratio for the same work.
 # --baseline adds a second Sluice (target `baseline`, e.g. a build of the commit before a change)
 # with the same config, measured in the same interleaved rounds, and its ratios to the floor.
 # Installs nginx and haproxy from apt and oha with cargo when missing. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=5 URLPATH=/ping THREADS=1 BASELINE=""
+DURATION=10s CONNS=64 ROUNDS=5 URLPATH="" THREADS=1 BASELINE="" SCENARIO=plain
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) DURATION=$2; shift 2 ;;
@@ -25,9 +30,18 @@ while [ $# -gt 0 ]; do
     --rounds) ROUNDS=$2; shift 2 ;;
     --path) URLPATH=$2; shift 2 ;;
     --baseline) BASELINE=$2; shift 2 ;;
+    --scenario) SCENARIO=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
+
+OHA_HEADERS=()
+case "$SCENARIO" in
+  plain) URLPATH=${URLPATH:-/ping} ;;
+  rules) URLPATH=${URLPATH:-/app/ping} ;;
+  gzip) URLPATH=${URLPATH:-/json/10240}; OHA_HEADERS=(-H "Accept-Encoding: gzip") ;;
+  *) echo "unknown scenario $SCENARIO (plain, rules, gzip)" >&2; exit 2 ;;
+esac
 
 scripts/install-deps.sh nginx haproxy
 command -v oha >/dev/null 2>&1 || cargo install oha --locked
@@ -59,6 +73,37 @@ nginx_conf() { # nginx_conf PORT HEADERS(0|1)
       proxy_set_header X-Request-Id $sluice_request_id;
       add_header X-Request-Id $sluice_request_id always;'
   fi
+  local scenario=""
+  if [ "$2" = 1 ] && [ "$SCENARIO" = rules ]; then
+    # The same rules as Sluice's route below. add_header in a location replaces the server's,
+    # so the request id is added again.
+    scenario="
+    location /app/ {
+      rewrite ^/app/(.*)\$ /\$1 break;
+      client_max_body_size 1m;
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";$rules
+      proxy_set_header X-Env prod;
+      proxy_set_header X-Client-Ip \$remote_addr;
+      proxy_set_header X-Debug \"\";
+      proxy_hide_header X-Backend-Id;
+      add_header X-Served-By sluice always;
+      add_header X-Content-Type-Options nosniff always;
+      add_header X-Frame-Options SAMEORIGIN always;
+      add_header Referrer-Policy strict-origin-when-cross-origin always;
+    }"
+  fi
+  local gzip=""
+  if [ "$2" = 1 ] && [ "$SCENARIO" = gzip ]; then
+    gzip="
+  gzip on;
+  gzip_comp_level 1;
+  gzip_min_length 1024;
+  gzip_vary on;
+  gzip_proxied any;
+  gzip_types application/json;"
+  fi
   cat <<NGX
 worker_processes 1;
 pid $work/nginx-$1.pid;
@@ -67,9 +112,9 @@ events { worker_connections 4096; }
 http {
   access_log off;
   upstream backend { server 127.0.0.1:$BACKEND; keepalive $KEEPALIVE; }
-  map \$http_x_request_id \$sluice_request_id { default \$http_x_request_id; "" \$request_id; }
+  map \$http_x_request_id \$sluice_request_id { default \$http_x_request_id; "" \$request_id; }$gzip
   server {
-    listen 127.0.0.1:$1;
+    listen 127.0.0.1:$1;$scenario
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -127,6 +172,20 @@ backends = [{ addr = "127.0.0.1:$BACKEND" }]
 [[routes]]
 upstream = "b"
 SLC
+case "$SCENARIO" in
+  rules) cat >>"$work/sluice.toml" <<'SLC'
+[[routes]]
+path_prefix = "/app"
+upstream = "b"
+rewrite = { pattern = "^/app/(.*)$", to = "/$1" }
+max_body_bytes = 1048576
+request_headers = { set = { "x-env" = "prod", "x-client-ip" = "{client_ip}" }, remove = ["x-debug"] }
+response_headers = { add = { "x-served-by" = "sluice" }, remove = ["x-backend-id"] }
+security_headers = "basic"
+SLC
+  ;;
+  gzip) echo 'compression = { algorithms = ["gzip"], min_bytes = 1024, types = ["application/json"] }' >>"$work/sluice.toml" ;;
+esac
 RUST_LOG=warn target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
 pids+=($!); SLUICE_PID=$!
 BASE_PORT=""
@@ -177,19 +236,53 @@ targets=(direct nginx nginx_bare haproxy sluice floor)
 NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || echo "$NGINX_PID")
 NGINX_BARE_WORKER=$(pgrep -P "$NGINX_BARE_PID" | head -1 || echo "$NGINX_BARE_PID")
 declare -A CPU_PID=([direct]=${pids[0]} [nginx]=$NGINX_WORKER [nginx_bare]=$NGINX_BARE_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
+if [ "$SCENARIO" != plain ]; then
+  # Only nginx does the same work as Sluice here.
+  targets=(nginx sluice)
+  # Both answer the scenario alike: checked before any load.
+  python3 - "$SCENARIO" "$NGINX" "$SLUICE" <<'PY'
+import json, sys, urllib.request
+scenario, ports = sys.argv[1], sys.argv[2:]
+for port in ports:
+    if scenario == "gzip":
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/json/10240",
+                                     headers={"Accept-Encoding": "gzip"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body = r.read()
+            if r.headers.get("content-encoding") != "gzip" or "Accept-Encoding" not in (r.headers.get("vary") or ""):
+                sys.exit(f"port {port} does not gzip with Vary: {dict(r.headers)}")
+            import gzip
+            if len(gzip.decompress(body)) != 10240:
+                sys.exit(f"port {port}: the gzip body does not decode to 10240 bytes")
+    else:
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/app/echo", headers={"X-Debug": "1"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            seen = json.load(r)
+            h = r.headers
+            want = {"x-served-by": "sluice", "x-content-type-options": "nosniff",
+                    "x-frame-options": "SAMEORIGIN", "referrer-policy": "strict-origin-when-cross-origin"}
+            got = {k: h.get(k) for k in want}
+            if got != want or h.get("x-backend-id"):
+                sys.exit(f"port {port} response fields differ: {dict(h)}")
+            fwd = seen["headers"]
+            if seen["path"] != "/echo" or fwd.get("x-env") != "prod" or fwd.get("x-client-ip") != "127.0.0.1" or fwd.get("x-debug"):
+                sys.exit(f"port {port} request differs: {seen}")
+print(f"nginx and Sluice apply the {scenario} scenario alike")
+PY
+fi
 if [ -n "$BASELINE" ]; then
   targets+=(baseline); PORT[baseline]=$BASE_PORT; CPU_PID[baseline]=$BASE_PID
 fi
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 echo "warming up"
 for t in "${targets[@]}"; do
-  oha -z 2s -c "$CONNS" --no-tui $oha_json_flag "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
+  oha -z 2s -c "$CONNS" --no-tui $oha_json_flag "${OHA_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
 done
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     echo "round $r/$ROUNDS: $t"
     before=$(cpu_ticks "${CPU_PID[$t]}")
-    oha -z "$DURATION" -c "$CONNS" --no-tui $oha_json_flag \
+    oha -z "$DURATION" -c "$CONNS" --no-tui $oha_json_flag "${OHA_HEADERS[@]}" \
       "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$work/$t-$r.json"
     echo $(($(cpu_ticks "${CPU_PID[$t]}") - before)) >"$work/$t-$r.cpu"
   done
@@ -198,17 +291,20 @@ done
 # nginx's worker is the child of its master; report the worker's peak.
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
-out="benches/results/proxy-$stamp.json"
-python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$URLPATH" \
+suffix=""; [ "$SCENARIO" = plain ] || suffix="-$SCENARIO"
+out="benches/results/proxy$suffix-$stamp.json"
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$URLPATH" "$SCENARIO" \
   "$(hwm "$NGINX_WORKER")" "$(hwm "$NGINX_BARE_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" \
   "$(getconf CLK_TCK)" "${BASE_PID:+$(hwm "$BASE_PID")}" <<'PY'
 import json, statistics, sys, platform, os
-work, rounds, out, duration, conns, path, rss_nginx, rss_nginx_bare, rss_haproxy, rss_sluice, rss_floor, tck, rss_base = sys.argv[1:]
+work, rounds, out, duration, conns, path, scenario, rss_nginx, rss_nginx_bare, rss_haproxy, rss_sluice, rss_floor, tck, rss_base = sys.argv[1:]
 tck = int(tck)
 rounds = int(rounds)
 rss = {"direct": None, "nginx": int(rss_nginx), "nginx_bare": int(rss_nginx_bare), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
        "floor": int(rss_floor)}
 targets = ["direct", "nginx", "nginx_bare", "haproxy", "sluice", "floor"]
+if scenario != "plain":
+    targets = ["nginx", "sluice"]
 if rss_base:
     rss["baseline"] = int(rss_base)
     targets.append("baseline")
@@ -239,22 +335,26 @@ for t in targets:
               "cpu_us_per_req": med("cpu_us_per_req"),
               "peak_rss_kib": rss[t], "non_200": sum(x["non_200"] for x in runs),
               "errors": sum(x["errors"] for x in runs), "runs": runs}
+def ratio(a, b, key):
+    return res[a][key] / res[b][key] if a in res and b in res and res[b][key] else None
 ratios = {
-    "sluice_over_nginx_rps": res["sluice"]["rps"] / res["nginx"]["rps"],
-    "sluice_over_nginx_bare_rps": res["sluice"]["rps"] / res["nginx_bare"]["rps"],
-    "sluice_p99_over_nginx_bare_p99": res["sluice"]["p99_ms"] / res["nginx_bare"]["p99_ms"],
-    "sluice_over_haproxy_rps": res["sluice"]["rps"] / res["haproxy"]["rps"],
-    "sluice_over_direct_rps": res["sluice"]["rps"] / res["direct"]["rps"],
-    "sluice_p99_over_nginx_p99": res["sluice"]["p99_ms"] / res["nginx"]["p99_ms"],
-    "sluice_over_pingora_floor_rps": res["sluice"]["rps"] / res["floor"]["rps"],
-    "sluice_cpu_over_nginx_cpu": res["sluice"]["cpu_us_per_req"] / res["nginx"]["cpu_us_per_req"],
-    "sluice_cpu_over_pingora_floor_cpu": res["sluice"]["cpu_us_per_req"] / res["floor"]["cpu_us_per_req"],
+    "sluice_over_nginx_rps": ratio("sluice", "nginx", "rps"),
+    "sluice_over_nginx_bare_rps": ratio("sluice", "nginx_bare", "rps"),
+    "sluice_p99_over_nginx_bare_p99": ratio("sluice", "nginx_bare", "p99_ms"),
+    "sluice_over_haproxy_rps": ratio("sluice", "haproxy", "rps"),
+    "sluice_over_direct_rps": ratio("sluice", "direct", "rps"),
+    "sluice_p99_over_nginx_p99": ratio("sluice", "nginx", "p99_ms"),
+    "sluice_over_pingora_floor_rps": ratio("sluice", "floor", "rps"),
+    "sluice_cpu_over_nginx_cpu": ratio("sluice", "nginx", "cpu_us_per_req"),
+    "sluice_cpu_over_pingora_floor_cpu": ratio("sluice", "floor", "cpu_us_per_req"),
 }
+ratios = {k: v for k, v in ratios.items() if v is not None}
 if "baseline" in res:
     ratios["baseline_over_pingora_floor_rps"] = res["baseline"]["rps"] / res["floor"]["rps"]
     ratios["baseline_cpu_over_pingora_floor_cpu"] = res["baseline"]["cpu_us_per_req"] / res["floor"]["cpu_us_per_req"]
     ratios["sluice_cpu_over_baseline_cpu"] = res["sluice"]["cpu_us_per_req"] / res["baseline"]["cpu_us_per_req"]
-doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "path": path,
+doc = {"scenario": scenario,
+       "load": {"tool": "oha", "duration": duration, "connections": int(conns), "path": path,
                 "rounds": rounds, "statistic": "median"},
        "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
        "equivalent_config": "nginx and haproxy forward Host, X-Forwarded-For/-Proto/-Host, "

@@ -12,6 +12,7 @@
 //! - `GET /ws/broadcast`: WebSocket whose text messages reach every broadcast client, on every
 //!   instance when started with `--redis URL` (see [`broadcast`]);
 //! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
+//! - `GET /json/{n}`: an `n`-byte JSON array of records, the same each time (compression);
 //! - `/respond/{anything}?name=value&...` (any method): 200 whose response headers are the query pairs
 //!   (e.g. `cache-control=no-store`, `vary=accept`), plus `x-served: N` (how many times this path
 //!   was served, also in the body) so a test can tell a cached answer from a fresh one; a
@@ -120,6 +121,7 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/delay/{ms}", get(delay))
         .route("/status/{code}", get(status))
         .route("/bytes/{n}", get(bytes_n))
+        .route("/json/{n}", get(json_n))
         .route("/cache/{seconds}", get(cache))
         .route("/respond/{*rest}", any(respond))
         .route("/ws", get(ws))
@@ -225,6 +227,32 @@ async fn status(Path(code): Path<u16>) -> Response {
 #[derive(Deserialize)]
 struct SeedParam {
     seed: Option<u64>,
+}
+
+/// A JSON array of records, `n` bytes long (at most 16 MiB), the same on every call: a
+/// realistic API body for compression benchmarks and tests.
+async fn json_n(Path(n): Path<usize>) -> Response {
+    let n = n.min(16 << 20);
+    let mut body = String::with_capacity(n + 64);
+    body.push('[');
+    let mut i = 0u64;
+    while body.len() + 80 < n {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(&format!(
+            "{{\"id\":{i},\"name\":\"item-{i}\",\"price\":{}.{:02},\"in_stock\":{}}}",
+            i * 7 % 1000,
+            i * 13 % 100,
+            i % 3 != 0
+        ));
+        i += 1;
+    }
+    body.push(']');
+    while body.len() < n {
+        body.push(' ');
+    }
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// Streams `n` bytes of [`Pattern`] in 64 KiB chunks.
