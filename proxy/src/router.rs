@@ -19,11 +19,13 @@ use crate::config::{HeaderMatch, HostMatch, PathMatch, RouteSpec};
 struct Conditions {
     methods: Vec<Method>,
     headers: Vec<HeaderMatch>,
+    tls: Option<bool>,
 }
 
 impl Conditions {
-    fn accept(&self, method: &Method, headers: &HeaderMap) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
+    fn accept(&self, tls: bool, method: &Method, headers: &HeaderMap) -> bool {
+        self.tls.is_none_or(|t| t == tls)
+            && (self.methods.is_empty() || self.methods.contains(method))
             && self.headers.iter().all(|h| match &h.value {
                 None => headers.contains_key(&h.name),
                 Some(v) => headers
@@ -123,10 +125,12 @@ impl Router {
                 },
             };
             group.add(&route.path, idx);
-            let has = !route.methods.is_empty() || !route.match_headers.is_empty();
+            let has =
+                !route.methods.is_empty() || !route.match_headers.is_empty() || route.tls.is_some();
             r.conditions.push(has.then(|| Conditions {
                 methods: route.methods.clone(),
                 headers: route.match_headers.clone(),
+                tls: route.tls,
             }));
         }
         r.suffix.sort_by_key(|s| std::cmp::Reverse(s.0.len()));
@@ -134,11 +138,12 @@ impl Router {
     }
 
     /// The index (in the config's `routes`) of the route for `host` (lower-case, without port),
-    /// `path` (without the query), `method` and `headers`.
+    /// `path` (without the query), `method` and `headers`, on a TLS connection or not.
     pub fn find(
         &self,
         host: &str,
         path: &str,
+        tls: bool,
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<usize> {
@@ -146,7 +151,7 @@ impl Router {
             self.conditions
                 .get(r)
                 .and_then(Option::as_ref)
-                .is_none_or(|c| c.accept(method, headers))
+                .is_none_or(|c| c.accept(tls, method, headers))
         };
         if let Some(u) = self.exact.get(host).and_then(|g| g.find(path, accept)) {
             return Some(u);
@@ -197,6 +202,7 @@ mod tests {
             path,
             methods: Vec::new(),
             match_headers: Vec::new(),
+            tls: None,
             upstream: Some(upstream),
             rate_limit: Default::default(),
             name: format!("#{upstream}"),
@@ -212,7 +218,7 @@ mod tests {
     }
 
     fn get(r: &Router, host: &str, path: &str) -> Option<usize> {
-        r.find(host, path, &Method::GET, &HeaderMap::new())
+        r.find(host, path, false, &Method::GET, &HeaderMap::new())
     }
 
     #[test]
@@ -278,12 +284,12 @@ mod tests {
         let root = route(HostMatch::Any, prefix("/"), 3);
         let r = Router::new(&[canary, writes, rest, root]);
         let mut h = HeaderMap::new();
-        assert_eq!(r.find("x", "/api/a", &Method::GET, &h), Some(2));
-        assert_eq!(r.find("x", "/api/a", &Method::POST, &h), Some(1));
+        assert_eq!(r.find("x", "/api/a", false, &Method::GET, &h), Some(2));
+        assert_eq!(r.find("x", "/api/a", false, &Method::POST, &h), Some(1));
         h.insert("x-canary", "1".parse().unwrap());
-        assert_eq!(r.find("x", "/api/a", &Method::POST, &h), Some(0));
+        assert_eq!(r.find("x", "/api/a", false, &Method::POST, &h), Some(0));
         h.insert("x-canary", "2".parse().unwrap());
-        assert_eq!(r.find("x", "/api/a", &Method::GET, &h), Some(2));
+        assert_eq!(r.find("x", "/api/a", false, &Method::GET, &h), Some(2));
     }
 
     #[test]

@@ -92,9 +92,14 @@ async fn precedence_exact_then_regex_in_file_order_then_longest_prefix() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_listener_redirects_everything_to_https() {
-    let sluice = Sluice::start(
-        "[[routes]]\nname = \"to-https\"\nredirect = { to = \"https://{host}{uri}\" }\n",
-    )
+    let bs = backends(1).await;
+    let sluice = Sluice::with_config(format!(
+        "{}[[routes]]\nname = \"to-https\"\nscheme = \"http\"\nredirect = {{ to = \"https://{{host}}{{uri}}\" }}\n\
+         [[routes]]\nname = \"site\"\nupstream = \"api\"\n",
+        pool(&bs[0])
+    ))
+    .tls()
+    .start()
     .await;
     let c = no_redirects();
     let r = c
@@ -106,6 +111,24 @@ async fn a_plain_listener_redirects_everything_to_https() {
         .unwrap();
     assert_eq!(r.status(), 308, "308 keeps the method and body");
     assert_eq!(header(&r, "location"), "https://shop.example/a/b?x=1&y=2");
+    assert!(!bs[0].shared.served().contains_key("/a/b"));
+    // Over TLS the same request is proxied: no redirect loop.
+    let pem = std::fs::read(workspace_root().join("conf/tls/cert.pem")).unwrap();
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let port = sluice.tls_addr.unwrap().port();
+    let r = tls
+        .post(format!("https://localhost:{port}/a/b"))
+        .body("kept")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["body_len"], 4);
     let m = sluice
         .metrics_when(|t| t.contains("sluice_edge_answers_total"))
         .await;

@@ -309,7 +309,7 @@ impl Validator {
                         self.problem(
                             path.clone(),
                             format!(
-                                "never receives traffic: route `{}` (listed before it) has the same host and path rule and takes every request it would; make them differ (methods, match_headers, path) or remove one",
+                                "never receives traffic: route `{}` (listed before it) has the same host and path rule and takes every request it would; make them differ (path, methods, match_headers, scheme) or list the narrower one first",
                                 earlier.name
                             ),
                         );

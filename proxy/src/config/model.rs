@@ -382,6 +382,9 @@ pub struct RouteSpec {
     pub methods: Vec<http::Method>,
     /// Request fields that must be present (with a value, or any value).
     pub match_headers: Vec<HeaderMatch>,
+    /// `Some(true)`: only requests over TLS; `Some(false)`: only plain HTTP; `None`: both.
+    #[serde(serialize_with = "scheme")]
+    pub tls: Option<bool>,
     /// Index into [`Config::upstreams`] (`None`: a redirect-only route).
     pub upstream: Option<usize>,
     /// Rate-limit rule of this route.
@@ -429,6 +432,14 @@ fn header_name<S: serde::Serializer>(
     s: S,
 ) -> Result<S::Ok, S::Error> {
     s.serialize_str(n.as_str())
+}
+
+fn scheme<S: serde::Serializer>(t: &Option<bool>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(true) => s.serialize_str("https"),
+        Some(false) => s.serialize_str("http"),
+        None => s.serialize_none(),
+    }
 }
 
 fn methods<S: serde::Serializer>(m: &[http::Method], s: S) -> Result<S::Ok, S::Error> {

@@ -21,6 +21,8 @@ pub struct FileRoute {
     pub methods: Option<Vec<String>>,
     /// Request fields that must be present: `{ name = "value" }`, `"*"` for any value.
     pub match_headers: Option<std::collections::BTreeMap<String, String>>,
+    /// `http` or `https`: only requests that came in that way.
+    pub scheme: Option<String>,
     /// Name of an `[upstreams.NAME]` section (optional for a `redirect` route).
     pub upstream: Option<String>,
     /// Per-route limit replacing the tier's, or `{ off = true }`.
@@ -77,6 +79,7 @@ impl Validator {
             path_regex,
             methods,
             match_headers,
+            scheme,
             upstream,
             rate_limit,
             name,
@@ -165,6 +168,15 @@ impl Validator {
         let path_match = self.path_match(path, path_prefix, path_exact, path_regex);
         let methods = self.methods(path, methods);
         let match_headers = self.match_headers(path, match_headers);
+        let tls = match scheme.as_deref() {
+            None => Some(None),
+            Some(s) => self.one_of(
+                &format!("{path}.scheme"),
+                Some(s),
+                s,
+                &[("http", Some(false)), ("https", Some(true))],
+            ),
+        };
         let idx = match (&upstream, &rules) {
             (Some(u), _) => self.route_upstream(path, u, names, upstreams).map(Some),
             (None, Some(r)) if r.redirect.is_some() => Some(None),
@@ -182,6 +194,7 @@ impl Validator {
             path: path_match?,
             methods,
             match_headers,
+            tls: tls?,
             upstream: idx?,
             rate_limit: rate_limit?,
             name,

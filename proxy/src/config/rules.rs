@@ -131,7 +131,8 @@ pub(super) fn shadows(a: &RouteSpec, b: &RouteSpec) -> bool {
             .iter()
             .any(|hb| hb.name == ha.name && (ha.value.is_none() || ha.value == hb.value))
     });
-    a.host == b.host && a.path == b.path && methods && headers
+    let scheme = a.tls.is_none() || a.tls == b.tls;
+    a.host == b.host && a.path == b.path && methods && headers && scheme
 }
 
 impl Validator {
@@ -549,6 +550,7 @@ mod tests {
             path: PathMatch::Prefix(p.into()),
             methods: Vec::new(),
             match_headers: Vec::new(),
+            tls: None,
             upstream: Some(upstream),
             rate_limit: Default::default(),
             name: format!("#{upstream}"),
@@ -573,5 +575,12 @@ mod tests {
         assert!(!shadows(&b, &c));
         let other = route(HostMatch::Exact("a.com".into()), "/api", 3);
         assert!(!shadows(&a, &other));
+        let mut plain = route(HostMatch::Any, "/api", 4);
+        plain.tls = Some(false);
+        assert!(shadows(&a, &plain));
+        assert!(
+            !shadows(&plain, &a),
+            "the plain-only route leaves TLS requests"
+        );
     }
 }

@@ -329,7 +329,7 @@ impl ProxyHttp for Edge {
         let host = normalize_host(headers::host(req));
         match snapshot
             .router
-            .find(&host, req.uri.path(), &req.method, &req.headers)
+            .find(&host, req.uri.path(), ctx.tls, &req.method, &req.headers)
         {
             Some(route) => {
                 let r = &snapshot.routes[route];
