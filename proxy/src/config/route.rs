@@ -117,17 +117,7 @@ impl Validator {
             },
         );
         let (tier, cache_tags) = self.route_cache(path, cache.as_deref(), cache_tags);
-        let ttl_mode = match cache_ttl_mode.as_deref() {
-            None => Some(None),
-            Some(m) => self
-                .one_of(
-                    &format!("{path}.cache_ttl_mode"),
-                    Some(m),
-                    m,
-                    &TtlMode::NAMES,
-                )
-                .map(Some),
-        };
+        let ttl_mode = self.route_ttl_mode(path, cache_ttl_mode.as_deref());
         let name = name.unwrap_or_else(|| {
             let p = path_exact
                 .as_deref()
@@ -136,28 +126,8 @@ impl Validator {
                 .unwrap_or("/");
             format!("{}{p}", host.as_deref().unwrap_or("*"))
         });
-        if name.is_empty()
-            || name.len() > 128
-            || name
-                .chars()
-                .any(|c| c.is_control() || c == '"' || c == '\\')
-        {
-            self.problem(
-                format!("{path}.name"),
-                "expected 1-128 printable characters without quotes or backslashes",
-            );
-        }
-        let rate_limit = match rate_limit {
-            None => Some(RouteLimit::Tier),
-            Some(FileLimit {
-                off: Some(true), ..
-            }) => Some(RouteLimit::Off),
-            Some(mut l) => {
-                l.off = None;
-                self.limit(&format!("{path}.rate_limit"), l, None)
-                    .map(RouteLimit::Policy)
-            }
-        };
+        self.route_name(path, &name);
+        let rate_limit = self.route_limit(path, rate_limit);
         let host = match parse_host(host.as_deref().unwrap_or("*")) {
             Ok(h) => Some(h),
             Err(why) => {
@@ -168,15 +138,7 @@ impl Validator {
         let path_match = self.path_match(path, path_prefix, path_exact, path_regex);
         let methods = self.methods(path, methods);
         let match_headers = self.match_headers(path, match_headers);
-        let tls = match scheme.as_deref() {
-            None => Some(None),
-            Some(s) => self.one_of(
-                &format!("{path}.scheme"),
-                Some(s),
-                s,
-                &[("http", Some(false)), ("https", Some(true))],
-            ),
-        };
+        let tls = self.scheme(path, scheme.as_deref());
         let idx = match (&upstream, &rules) {
             (Some(u), _) => self.route_upstream(path, u, names, upstreams).map(Some),
             (None, Some(r)) if r.redirect.is_some() => Some(None),
@@ -207,6 +169,64 @@ impl Validator {
             cache_tags,
             rules: rules?,
         })
+    }
+
+    /// `cache_ttl_mode` (`Some(None)`: the `[cache]` default).
+    fn route_ttl_mode(&mut self, path: &str, mode: Option<&str>) -> Option<Option<TtlMode>> {
+        match mode {
+            None => Some(None),
+            Some(m) => self
+                .one_of(
+                    &format!("{path}.cache_ttl_mode"),
+                    Some(m),
+                    m,
+                    &TtlMode::NAMES,
+                )
+                .map(Some),
+        }
+    }
+
+    /// A route name is a metric label: printable, bounded, no quotes.
+    fn route_name(&mut self, path: &str, name: &str) {
+        if name.is_empty()
+            || name.len() > 128
+            || name
+                .chars()
+                .any(|c| c.is_control() || c == '"' || c == '\\')
+        {
+            self.problem(
+                format!("{path}.name"),
+                "expected 1-128 printable characters without quotes or backslashes",
+            );
+        }
+    }
+
+    /// A route's `rate_limit`: the tier's (absent), off, or its own.
+    fn route_limit(&mut self, path: &str, limit: Option<FileLimit>) -> Option<RouteLimit> {
+        match limit {
+            None => Some(RouteLimit::Tier),
+            Some(FileLimit {
+                off: Some(true), ..
+            }) => Some(RouteLimit::Off),
+            Some(mut l) => {
+                l.off = None;
+                self.limit(&format!("{path}.rate_limit"), l, None)
+                    .map(RouteLimit::Policy)
+            }
+        }
+    }
+
+    /// `scheme`: `Some(None)` for both.
+    fn scheme(&mut self, path: &str, scheme: Option<&str>) -> Option<Option<bool>> {
+        match scheme {
+            None => Some(None),
+            Some(s) => self.one_of(
+                &format!("{path}.scheme"),
+                Some(s),
+                s,
+                &[("http", Some(false)), ("https", Some(true))],
+            ),
+        }
     }
 
     /// A route's `cache` tier (`off` or none: `Some(None)`) and its `cache_tags`.

@@ -245,24 +245,7 @@ impl Validator {
                 .compression(&format!("{path}.compression"), c)
                 .map(Some),
         };
-        if let Some(p) = &strip_prefix {
-            if !p.starts_with('/') || p.len() < 2 {
-                self.problem(
-                    format!("{path}.strip_prefix"),
-                    format!("`{p}` must start with `/` and name at least one segment"),
-                );
-            }
-        }
-        let rewrite = rewrite.and_then(|rw| match Pattern::new(&rw.pattern) {
-            Ok(pattern) => Some(Rewrite { pattern, to: rw.to }),
-            Err(e) => {
-                self.problem(
-                    format!("{path}.rewrite.pattern"),
-                    format!("`{}`: {e}", rw.pattern),
-                );
-                None
-            }
-        });
+        let rewrite = self.path_rules(path, strip_prefix.as_deref(), rewrite);
         let redirect = match redirect {
             None => Some(None),
             Some(r) => self.redirect(&format!("{path}.redirect"), r).map(Some),
@@ -311,6 +294,33 @@ impl Validator {
             max_body_bytes: max_body_bytes?,
             acl,
             cors: cors?,
+        })
+    }
+
+    /// `strip_prefix` (checked) and `rewrite` (compiled).
+    fn path_rules(
+        &mut self,
+        path: &str,
+        strip_prefix: Option<&str>,
+        rewrite: Option<FileRewrite>,
+    ) -> Option<Rewrite> {
+        if let Some(p) = strip_prefix {
+            if !p.starts_with('/') || p.len() < 2 {
+                self.problem(
+                    format!("{path}.strip_prefix"),
+                    format!("`{p}` must start with `/` and name at least one segment"),
+                );
+            }
+        }
+        rewrite.and_then(|rw| match Pattern::new(&rw.pattern) {
+            Ok(pattern) => Some(Rewrite { pattern, to: rw.to }),
+            Err(e) => {
+                self.problem(
+                    format!("{path}.rewrite.pattern"),
+                    format!("`{}`: {e}", rw.pattern),
+                );
+                None
+            }
         })
     }
 
