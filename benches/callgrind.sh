@@ -3,7 +3,9 @@
 # shared machine), so it is the before/after measure of one change to the request path.
 #
 # Usage: benches/callgrind.sh [--seconds 8] [--conns 16] [--path /ping] [--keep DIR]
-#                             [NAME=]SLUICE_BINARY...
+#                             [--route FILE] [--header 'Name: value'] [NAME=]SLUICE_BINARY...
+#   --route FILE appends FILE's lines to the one [[routes]] table (rules to measure, e.g. the
+#   rule set of `benches/proxy.sh --scenario rules`); --header adds a request field to wrk's.
 #   --keep DIR copies each dump to DIR/NAME.N.callgrind (for callgrind_annotate).
 #   e.g. benches/callgrind.sh before=/tmp/old/target/release/sluice after=target/release/sluice
 # Each binary runs under valgrind with one worker thread in front of a release backend-sample;
@@ -13,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP=""
+SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=()
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -21,6 +23,8 @@ while [ $# -gt 0 ]; do
     --conns) CONNS=$2; shift 2 ;;
     --path) URLPATH=$2; shift 2 ;;
     --keep) KEEP=$2; shift 2 ;;
+    --route) ROUTE_EXTRA=$(cat "$2"); shift 2 ;;
+    --header) WRK_HEADERS+=(-H "$2"); shift 2 ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
   esac
@@ -54,6 +58,7 @@ access_log = false
 backends = [{ addr = "127.0.0.1:$BACKEND" }]
 [[routes]]
 upstream = "api"
+$ROUTE_EXTRA
 TOML
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
     "$bin" --config "$work/sluice.toml" 2>"$work/valgrind.$name.log" &
@@ -61,10 +66,10 @@ TOML
   # Under valgrind on a busy machine start-up can take longer than wait_port's 10 s.
   for _ in 1 2 3 4 5 6; do wait_port "$port" 2>/dev/null && break; done
   wait_port "$port"
-  wrk -t1 -c"$CONNS" -d3s "http://127.0.0.1:$port$URLPATH" >/dev/null
+  wrk -t1 -c"$CONNS" -d3s "${WRK_HEADERS[@]}" "http://127.0.0.1:$port$URLPATH" >/dev/null
   callgrind_control -z "$vpid" >/dev/null
   local reqs
-  reqs=$(wrk -t1 -c"$CONNS" -d"${SECONDS_LOAD}s" "http://127.0.0.1:$port$URLPATH" |
+  reqs=$(wrk -t1 -c"$CONNS" -d"${SECONDS_LOAD}s" "${WRK_HEADERS[@]}" "http://127.0.0.1:$port$URLPATH" |
     awk '/requests in/ {print $1}')
   callgrind_control -d "$vpid" >/dev/null
   kill -INT "$vpid" 2>/dev/null || true

@@ -43,8 +43,9 @@ struct Group {
     exact: HashMap<String, Vec<usize>>,
     /// `path_regex` routes in file order.
     regex: Vec<(crate::rules::Pattern, usize)>,
-    /// `path_prefix` → routes in file order; longest prefix first.
-    prefixes: Vec<(String, Vec<usize>)>,
+    /// `(path_prefix, route)`, longest prefix first, routes with the same prefix in file order
+    /// (a stable sort).
+    prefixes: Vec<(String, usize)>,
 }
 
 impl Group {
@@ -53,14 +54,9 @@ impl Group {
             PathMatch::Exact(p) => self.exact.entry(p.clone()).or_default().push(route),
             PathMatch::Regex(r) => self.regex.push((r.clone(), route)),
             PathMatch::Prefix(prefix) => {
-                match self.prefixes.iter_mut().find(|(p, _)| p == prefix) {
-                    Some((_, routes)) => routes.push(route),
-                    None => {
-                        self.prefixes.push((prefix.clone(), vec![route]));
-                        self.prefixes
-                            .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
-                    }
-                }
+                self.prefixes.push((prefix.clone(), route));
+                self.prefixes
+                    .sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.0.cmp(&b.0)));
             }
         }
     }
@@ -84,8 +80,8 @@ impl Group {
         }
         self.prefixes
             .iter()
-            .filter(|(p, _)| prefix_matches(p, path))
-            .find_map(|(_, rs)| rs.iter().copied().find(|r| accept(*r)))
+            .find(|(p, r)| prefix_matches(p, path) && accept(*r))
+            .map(|(_, r)| *r)
     }
 }
 
@@ -106,6 +102,8 @@ pub struct Router {
     any: Group,
     /// Per route: its conditions, `None` when it has none (the common case: no check).
     conditions: Vec<Option<Conditions>>,
+    /// Whether any route has conditions; without any, lookups skip the check altogether.
+    any_conditions: bool,
 }
 
 impl Router {
@@ -127,6 +125,7 @@ impl Router {
             group.add(&route.path, idx);
             let has =
                 !route.methods.is_empty() || !route.match_headers.is_empty() || route.tls.is_some();
+            r.any_conditions |= has;
             r.conditions.push(has.then(|| Conditions {
                 methods: route.methods.clone(),
                 headers: route.match_headers.clone(),
@@ -147,12 +146,24 @@ impl Router {
         method: &Method,
         headers: &HeaderMap,
     ) -> Option<usize> {
-        let accept = |r: usize| {
+        if !self.any_conditions {
+            // Monomorphised with a constant `true`: the common table costs no per-route check.
+            return self.lookup(host, path, |_| true);
+        }
+        self.lookup(host, path, |r: usize| {
             self.conditions
                 .get(r)
                 .and_then(Option::as_ref)
                 .is_none_or(|c| c.accept(tls, method, headers))
-        };
+        })
+    }
+
+    fn lookup(
+        &self,
+        host: &str,
+        path: &str,
+        accept: impl Fn(usize) -> bool + Copy,
+    ) -> Option<usize> {
         if let Some(u) = self.exact.get(host).and_then(|g| g.find(path, accept)) {
             return Some(u);
         }

@@ -442,7 +442,7 @@ impl Validator {
                     .map_err(|e| v.problem(key, format!("`{value}`: {e}")))
                     .ok();
                 match (n, t) {
-                    (Some(n), Some(t)) => out.push((n, t)),
+                    (Some(n), Some(t)) => out.push((crate::rules::FieldName::new(n), t)),
                     _ => ok = false,
                 }
             }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 pub use access::{Acl, Cors, CorsRequest};
 pub use compress::Compression;
-pub use headers::{Fields, HeaderRules, SecurityHeaders};
+pub use headers::{FieldName, Fields, HeaderRules, SecurityHeaders};
 pub use paths::{Redirect, Rewrite};
 pub use template::{Template, Var, Vars};
 

@@ -140,8 +140,8 @@ impl Template {
                 Part::Lit(s) => out.extend_from_slice(s.as_bytes()),
                 Part::Var(Var::ClientIp) => {
                     if let Some(ip) = vars.client_ip {
-                        use std::io::Write as _;
-                        let _ = write!(out, "{ip}");
+                        let mut buf = [0u8; 45];
+                        out.extend_from_slice(crate::util::ip::ip_text(ip, &mut buf));
                     }
                 }
                 Part::Var(Var::Host) => out.extend_from_slice(vars.host.as_bytes()),

@@ -28,6 +28,11 @@ impl CaseHeaderName {
     pub fn new(name: String) -> Self {
         CaseHeaderName(name.into())
     }
+
+    /// SLUICE PATCH: a case-preserved name from bytes already owned.
+    pub(crate) fn from_bytes(name: Bytes) -> Self {
+        CaseHeaderName(name)
+    }
 }
 
 impl CaseHeaderName {

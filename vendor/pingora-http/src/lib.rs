@@ -82,6 +82,16 @@ impl StaticHeaderName {
         }
     }
 
+    /// SLUICE PATCH: a prepared name made at run time (a configured header rule), keyed and
+    /// written as `name` (lowercase). Inserting it then costs what a static name costs: a
+    /// reference count, no parse.
+    pub fn prepared(name: HeaderName) -> Self {
+        let case = CaseHeaderName::from_bytes(bytes::Bytes::copy_from_slice(
+            name.as_str().as_bytes(),
+        ));
+        StaticHeaderName { name, case }
+    }
+
     /// The name as the header maps key it.
     pub fn name(&self) -> &HeaderName {
         &self.name
@@ -104,6 +114,19 @@ fn insert_static<T>(
         name_map.insert(name.name.clone(), name.case.clone());
     }
     value_map.insert(name.name.clone(), value);
+}
+
+/// SLUICE PATCH: append under a [`StaticHeaderName`], keeping other values of that name.
+fn append_static<T>(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap<T>,
+    name: &StaticHeaderName,
+    value: T,
+) {
+    if let Some(name_map) = name_map {
+        name_map.append(name.name.clone(), name.case.clone());
+    }
+    value_map.append(name.name.clone(), value);
 }
 
 /// SLUICE PATCH: room for `additional` more headers in both maps, so that adding several
@@ -330,6 +353,17 @@ impl RequestHeader {
     /// parsing or allocating the name.
     pub fn insert_static_header(&mut self, name: &StaticHeaderName, value: HeaderValue) {
         insert_static(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )
+    }
+
+    /// SLUICE PATCH: append `value` under `name`, keeping other values of that name, without
+    /// parsing or allocating the name.
+    pub fn append_static_header(&mut self, name: &StaticHeaderName, value: HeaderValue) {
+        append_static(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
             name,
@@ -731,6 +765,17 @@ impl ResponseHeader {
     /// parsing or allocating the name.
     pub fn insert_static_header(&mut self, name: &StaticHeaderName, value: HeaderValue) {
         insert_static(
+            self.header_name_map.as_mut(),
+            &mut self.base.headers,
+            name,
+            value,
+        )
+    }
+
+    /// SLUICE PATCH: append `value` under `name`, keeping other values of that name, without
+    /// parsing or allocating the name.
+    pub fn append_static_header(&mut self, name: &StaticHeaderName, value: HeaderValue) {
+        append_static(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
             name,
