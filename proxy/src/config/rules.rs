@@ -313,7 +313,7 @@ impl Validator {
             }
         }
         rewrite.and_then(|rw| match Pattern::new(&rw.pattern) {
-            Ok(pattern) => Some(Rewrite { pattern, to: rw.to }),
+            Ok(pattern) => Some(Rewrite::new(pattern, rw.to)),
             Err(e) => {
                 self.problem(
                     format!("{path}.rewrite.pattern"),

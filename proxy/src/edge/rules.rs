@@ -192,7 +192,11 @@ pub(super) fn upstream_request(
         }
     }
     if !rules.request_headers.is_empty() {
-        let host = normalize_host(headers::host(client));
+        let host = if rules.request_headers.uses(Var::Host) {
+            normalize_host(headers::host(client))
+        } else {
+            std::borrow::Cow::Borrowed("")
+        };
         rules
             .request_headers
             .apply(up, &vars(info, &host, state.client_ip));
@@ -227,7 +231,11 @@ pub(super) fn response(
         }
     }
     if !rules.response_headers.is_empty() {
-        let host = normalize_host(headers::host(client));
+        let host = if rules.response_headers.uses(Var::Host) {
+            normalize_host(headers::host(client))
+        } else {
+            std::borrow::Cow::Borrowed("")
+        };
         rules
             .response_headers
             .apply(resp, &vars(info, &host, state.client_ip));
