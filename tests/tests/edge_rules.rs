@@ -519,6 +519,26 @@ async fn compression_follows_accept_encoding_and_round_trips() {
         "gzip",
         "over this route's 10 bytes"
     );
+    let below = raw
+        .get(sluice.url("/json/99"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&below, "content-encoding"),
+        "-",
+        "below min_bytes (100)"
+    );
+    assert_eq!(header(&below, "content-length"), "99");
+    assert_eq!(header(&below, "vary"), "-");
+    let at = raw
+        .get(sluice.url("/json/100"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(header(&at, "content-encoding"), "gzip", "at min_bytes");
     for (path, why) in [
         (
             "/respond/enc?content-type=text/plain&content-encoding=br",
