@@ -274,3 +274,47 @@ fn failover_and_health_defaults() {
     );
     assert!(h.initial_healthy);
 }
+
+/// `GET /config` shows the route rules as written (issue 15): path rules flattened under their
+/// key names, templates and patterns as their source, networks as CIDRs.
+#[test]
+fn route_rules_are_shown_as_written() {
+    let c = load(
+        r#"
+[upstreams.api]
+backends = [{ addr = "127.0.0.1:1" }]
+[[routes]]
+path_regex = "^/v[0-9]+/"
+methods = ["GET"]
+scheme = "https"
+upstream = "api"
+rewrite = { pattern = "^/v1/(.*)$", to = "/$1" }
+request_headers = { set = { "x-ip" = "{client_ip}" }, remove = ["x-debug"] }
+allow = ["10.0.0.1/8"]
+compression = { algorithms = ["br"] }
+[[routes]]
+path_exact = "/old"
+redirect = { to = "https://{host}/new" }
+"#,
+    )
+    .unwrap();
+    let v = serde_json::to_value(&c.routes).unwrap();
+    assert_eq!(v[0]["path_regex"], "^/v[0-9]+/");
+    assert_eq!(v[0]["methods"][0], "GET");
+    assert_eq!(v[0]["tls"], "https");
+    assert_eq!(v[0]["rules"]["rewrite"]["pattern"], "^/v1/(.*)$");
+    assert_eq!(
+        v[0]["rules"]["request_headers"]["set"]["x-ip"],
+        "{client_ip}"
+    );
+    assert_eq!(v[0]["rules"]["request_headers"]["remove"][0], "x-debug");
+    assert_eq!(
+        v[0]["rules"]["allow"][0], "10.0.0.0/8",
+        "stored as its network"
+    );
+    assert_eq!(v[0]["rules"]["compression"]["algorithms"][0], "br");
+    assert_eq!(v[1]["path_exact"], "/old");
+    assert_eq!(v[1]["upstream"], serde_json::Value::Null);
+    assert_eq!(v[1]["rules"]["redirect"]["to"], "https://{host}/new");
+    assert_eq!(v[1]["rules"]["redirect"]["status"], 308);
+}
