@@ -602,3 +602,44 @@ async fn compression_follows_accept_encoding_and_round_trips() {
     }
     assert_eq!(bs[0].shared.served()["/c/item"], 1);
 }
+
+/// `[route_defaults]`: what every route gets unless it says otherwise, seen by the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_defaults_apply_to_routes_that_leave_them_out() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "[route_defaults]\nsecurity_headers = \"basic\"\nresponse_headers = {{ remove = [\"x-backend-id\"] }}\nmax_body_bytes = 10\n{}\
+         [[routes]]\nupstream = \"api\"\n\
+         [[routes]]\npath_prefix = \"/own\"\nupstream = \"api\"\nsecurity_headers = \"off\"\nmax_body_bytes = 100\n",
+        pool(&bs[0])
+    ))
+    .await;
+    let c = client(None);
+    let r = c.get(sluice.url("/x")).send().await.unwrap();
+    assert_eq!(header(&r, "x-frame-options"), "SAMEORIGIN");
+    assert_eq!(header(&r, "x-backend-id"), "-");
+    let r = c
+        .post(sluice.url("/x"))
+        .body("more than ten")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = c
+        .post(sluice.url("/own/x"))
+        .body("more than ten")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "its own limit");
+    assert_eq!(
+        header(&r, "x-frame-options"),
+        "-",
+        "its own security_headers"
+    );
+    assert_eq!(
+        header(&r, "x-backend-id"),
+        "-",
+        "the default it did not replace"
+    );
+}

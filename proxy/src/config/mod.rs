@@ -45,6 +45,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "reload",
     "upstreams",
     "routes",
+    "route_defaults",
     "redis",
     "rate_limit",
     "cache",
@@ -219,7 +220,14 @@ impl Validator {
         }
         let (names, upstreams) = self.upstreams(upstreams_value);
         let access_log = logging.is_none_or(|l| l.access_log);
-        let routes = self.routes(table.remove("routes"), &names, &upstreams, access_log);
+        let defaults = self.route_defaults(table.remove("route_defaults"));
+        let routes = self.routes(
+            table.remove("routes"),
+            &names,
+            &upstreams,
+            access_log,
+            &defaults,
+        );
 
         let redis = table
             .remove("redis")
@@ -272,6 +280,20 @@ impl Validator {
         (names, upstreams)
     }
 
+    /// `[route_defaults]`, checked once under its own key paths. Defaults with a problem are
+    /// not applied (the problem is reported here, not again for every route).
+    fn route_defaults(&mut self, value: Option<toml::Value>) -> rules::FileRouteDefaults {
+        let Some(d) =
+            value.and_then(|v| self.section::<rules::FileRouteDefaults>("route_defaults", v))
+        else {
+            return Default::default();
+        };
+        match self.route_rules("route_defaults", d.clone().into()) {
+            Some(_) => d,
+            None => Default::default(),
+        }
+    }
+
     /// `[[routes]]`: each route against the pools, names unique.
     fn routes(
         &mut self,
@@ -279,6 +301,7 @@ impl Validator {
         names: &[String],
         upstreams: &[UpstreamSpec],
         access_log: bool,
+        defaults: &rules::FileRouteDefaults,
     ) -> Vec<RouteSpec> {
         let mut routes = Vec::new();
         match value {
@@ -292,7 +315,8 @@ impl Validator {
                     let Some(r) = self.section::<FileRoute>(&path, value) else {
                         continue;
                     };
-                    let Some(spec) = self.route(&path, r, names, upstreams, access_log) else {
+                    let Some(spec) = self.route(&path, r, names, upstreams, access_log, defaults)
+                    else {
                         continue;
                     };
                     if !route_names.insert(spec.name.clone()) {

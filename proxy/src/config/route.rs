@@ -71,6 +71,7 @@ impl Validator {
         names: &[String],
         upstreams: &[UpstreamSpec],
         access_log_default: bool,
+        defaults: &super::rules::FileRouteDefaults,
     ) -> Option<RouteSpec> {
         let FileRoute {
             host,
@@ -114,7 +115,8 @@ impl Validator {
                 allow,
                 deny,
                 cors,
-            },
+            }
+            .with_defaults(defaults),
         );
         let (tier, cache_tags) = self.route_cache(path, cache.as_deref(), cache_tags);
         let ttl_mode = self.route_ttl_mode(path, cache_ttl_mode.as_deref());

@@ -36,7 +36,7 @@ pub struct FileRedirect {
 }
 
 /// `request_headers` / `response_headers`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileHeaderRules {
     /// Replace (or create) these fields.
@@ -48,7 +48,7 @@ pub struct FileHeaderRules {
 }
 
 /// `compression = { ... }`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileCompression {
     /// Codings in order of preference (default zstd, br, gzip).
@@ -75,6 +75,53 @@ pub struct FileCors {
     pub max_age_seconds: Option<i64>,
     /// Allow cookies and credentials.
     pub credentials: Option<bool>,
+}
+
+/// `[route_defaults]`: rule keys every route takes unless it sets its own (nginx's
+/// `server`-level `add_header`, `client_max_body_size`, `gzip`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRouteDefaults {
+    /// Default `request_headers`.
+    pub request_headers: Option<FileHeaderRules>,
+    /// Default `response_headers`.
+    pub response_headers: Option<FileHeaderRules>,
+    /// Default `security_headers`.
+    pub security_headers: Option<String>,
+    /// Default `compression`.
+    pub compression: Option<FileCompression>,
+    /// Default `max_body_bytes`.
+    pub max_body_bytes: Option<i64>,
+    /// Default `allow`.
+    pub allow: Option<Vec<String>>,
+    /// Default `deny`.
+    pub deny: Option<Vec<String>>,
+}
+
+impl FileRules {
+    /// Each key this route leaves out, taken from `defaults` (a key the route sets replaces
+    /// the default whole, as in nginx).
+    pub fn with_defaults(mut self, d: &FileRouteDefaults) -> FileRules {
+        fn or<T: Clone>(v: &mut Option<T>, d: &Option<T>) {
+            if v.is_none() {
+                v.clone_from(d);
+            }
+        }
+        or(&mut self.request_headers, &d.request_headers);
+        or(&mut self.response_headers, &d.response_headers);
+        or(&mut self.security_headers, &d.security_headers);
+        or(&mut self.compression, &d.compression);
+        or(&mut self.max_body_bytes, &d.max_body_bytes);
+        or(&mut self.allow, &d.allow);
+        or(&mut self.deny, &d.deny);
+        self
+    }
+}
+
+impl From<FileRouteDefaults> for FileRules {
+    fn from(d: FileRouteDefaults) -> FileRules {
+        FileRules::default().with_defaults(&d)
+    }
 }
 
 /// The rule keys of one `[[routes]]` entry, taken out of [`super::route::FileRoute`].

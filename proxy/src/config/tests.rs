@@ -318,3 +318,76 @@ redirect = { to = "https://{host}/new" }
     assert_eq!(v[1]["rules"]["redirect"]["to"], "https://{host}/new");
     assert_eq!(v[1]["rules"]["redirect"]["status"], 308);
 }
+
+/// `[route_defaults]` (issue 15): a route takes each default it does not set itself; a key it
+/// sets replaces the default whole; a bad default is named once, under its own key path.
+#[test]
+fn route_defaults_fill_what_a_route_leaves_out() {
+    let c = load(
+        r#"
+[route_defaults]
+security_headers = "basic"
+max_body_bytes = 1000
+response_headers = { remove = ["server"] }
+[upstreams.api]
+backends = [{ addr = "127.0.0.1:1" }]
+[[routes]]
+upstream = "api"
+[[routes]]
+path_prefix = "/big"
+upstream = "api"
+max_body_bytes = 5000
+response_headers = { add = { "x-a" = "1" } }
+"#,
+    )
+    .unwrap();
+    let (a, b) = (&c.routes[0].rules, &c.routes[1].rules);
+    assert_eq!(a.security_headers, crate::rules::SecurityHeaders::Basic);
+    assert_eq!(a.max_body_bytes, Some(1000));
+    assert_eq!(a.response_headers.remove.len(), 1);
+    assert_eq!(b.security_headers, crate::rules::SecurityHeaders::Basic);
+    assert_eq!(b.max_body_bytes, Some(5000));
+    assert!(
+        b.response_headers.remove.is_empty(),
+        "replaced whole, as nginx's add_header"
+    );
+    assert_eq!(b.response_headers.add.len(), 1);
+
+    let e = load(
+        r#"
+[route_defaults]
+security_headers = "max"
+rewrite = { pattern = "x", to = "y" }
+[upstreams.api]
+backends = [{ addr = "127.0.0.1:1" }]
+[[routes]]
+upstream = "api"
+[[routes]]
+path_prefix = "/b"
+upstream = "api"
+"#,
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(paths, ["route_defaults.rewrite"], "{e}");
+    let e = load(
+        r#"
+[route_defaults]
+security_headers = "max"
+[upstreams.api]
+backends = [{ addr = "127.0.0.1:1" }]
+[[routes]]
+upstream = "api"
+[[routes]]
+path_prefix = "/b"
+upstream = "api"
+"#,
+    )
+    .unwrap_err();
+    let paths: Vec<&str> = e.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["route_defaults.security_headers"],
+        "named once: {e}"
+    );
+}
