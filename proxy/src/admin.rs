@@ -2,9 +2,11 @@
 //! the effective config (secrets redacted), Prometheus metrics and live reload.
 //!
 //! Authorization: a bearer token (`[admin] token` or `token_env`) is required for every
-//! mutating call, and for every call when the listener is not on loopback. Without a token,
-//! mutating calls are refused (403); the config loader refuses a non-loopback listener without
-//! one, so a token-less admin API is never reachable off the machine.
+//! mutating call, and for every call when the listener is not on loopback, except the probes
+//! (`GET /healthz`, `GET /readyz`: they reveal nothing and a kubelet cannot send a token) and,
+//! with `[admin] public_metrics`, `GET /metrics`. Without a token, mutating calls are refused
+//! (403); the config loader refuses a non-loopback listener without one, so a token-less admin
+//! API is never reachable off the machine.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -38,8 +40,14 @@ impl AdminApi {
     ) -> Result<(), Box<Response<Vec<u8>>>> {
         let config = self.app.config.load();
         let loopback = config.admin.listen.is_none_or(|a| a.ip().is_loopback());
-        if !mutating && loopback {
-            return Ok(());
+        if !mutating {
+            let path = session.req_header().uri.path();
+            let public = loopback
+                || matches!(path, "/healthz" | "/readyz")
+                || (path == "/metrics" && config.admin.public_metrics);
+            if public {
+                return Ok(());
+            }
         }
         let Some(token) = &config.admin.token else {
             return Err(Box::new(json_response(

@@ -64,6 +64,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         listen,
         // Reloadable: checked per admin request against the current config.
         token: _,
+        public_metrics: _,
     } = admin;
     let LoggingSettings {
         // Restart-only: the subscriber is installed once.

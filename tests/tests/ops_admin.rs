@@ -379,3 +379,50 @@ async fn open_connections_gauge_follows_clients() {
     drop(conns);
     sluice.metrics_when(|t| t.contains(&open(0))).await;
 }
+
+/// Issue 17: on a listener off loopback (here `0.0.0.0`), the probes need no token (a kubelet
+/// cannot send one), `/metrics` needs it unless `public_metrics` is set, and everything else,
+/// reads included, still needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_need_no_token_off_loopback_and_metrics_only_by_setting() {
+    let bs = backends(1).await;
+    let body = format!(
+        "[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\n",
+        backends_toml(&[(bs[0].addr, None)])
+    );
+    for public_metrics in [false, true] {
+        let sluice = Sluice::with_config(body.clone())
+            .admin_token(TOKEN)
+            .admin_off_loopback(&format!("public_metrics = {public_metrics}\n"))
+            .start()
+            .await;
+        let c = client(None);
+        let status = |path: &'static str, token: Option<&'static str>| {
+            let mut req = c.get(sluice.admin_url(path));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            async move { req.send().await.unwrap().status().as_u16() }
+        };
+        assert_eq!(status("/healthz", None).await, 200);
+        let ready = status("/readyz", None).await;
+        assert!(
+            ready == 200 || ready == 503,
+            "{ready}: answered, not refused"
+        );
+        for path in ["/status", "/config", "/cache/stats"] {
+            assert_eq!(status(path, None).await, 401, "{path}");
+            assert_eq!(status(path, Some("wrong")).await, 401, "{path}");
+            assert_eq!(status(path, Some(TOKEN)).await, 200, "{path}");
+        }
+        let metrics = status("/metrics", None).await;
+        assert_eq!(metrics, if public_metrics { 200 } else { 401 });
+        assert_eq!(status("/metrics", Some(TOKEN)).await, 200);
+        let r = c.post(sluice.admin_url("/reload")).send().await.unwrap();
+        assert_eq!(
+            r.status(),
+            401,
+            "state-changing calls always need the token"
+        );
+    }
+}

@@ -17,6 +17,8 @@ pub struct FileAdmin {
     pub token: Option<String>,
     /// Environment variable holding the bearer token.
     pub token_env: Option<String>,
+    /// `GET /metrics` without the token off loopback (for scrapers that cannot send one).
+    pub public_metrics: Option<bool>,
 }
 
 /// `[logging]`: log format and the access log.
@@ -46,11 +48,13 @@ impl Validator {
             listen,
             token,
             token_env,
+            public_metrics,
         } = a.unwrap_or(FileAdmin {
             enabled: None,
             listen: None,
             token: None,
             token_env: None,
+            public_metrics: None,
         });
         let listen_text = listen.unwrap_or_else(|| DEFAULT_ADMIN_LISTEN.to_owned());
         let addr = match listen_text.parse::<SocketAddr>() {
@@ -100,6 +104,7 @@ impl Validator {
         Some(AdminSettings {
             listen: enabled.then_some(addr),
             token,
+            public_metrics: public_metrics.unwrap_or(false),
         })
     }
 

@@ -81,9 +81,12 @@ pub const DEFAULT_RELOAD_DEBOUNCE_MS: u64 = 500;
 pub struct AdminSettings {
     /// Where the admin API listens; `None` when disabled.
     pub listen: Option<SocketAddr>,
-    /// Bearer token required for mutating calls (and every call off loopback).
+    /// Bearer token required for mutating calls (and every call off loopback but the probes
+    /// and, with `public_metrics`, `/metrics`).
     #[serde(serialize_with = "ser::secret")]
     pub token: Option<String>,
+    /// `GET /metrics` needs no token off loopback.
+    pub public_metrics: bool,
 }
 
 /// Log line format.

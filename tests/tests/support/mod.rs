@@ -111,6 +111,9 @@ pub struct SluiceBuilder {
     tls: bool,
     threads: Option<usize>,
     admin_token: Option<String>,
+    /// Lines added to `[admin]`, and whether it binds the wildcard address (not loopback).
+    admin_extra: String,
+    admin_any: bool,
     grace: u64,
     server_extra: String,
     args: Vec<String>,
@@ -139,6 +142,14 @@ impl SluiceBuilder {
     /// Require this bearer token on the admin API.
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// Bind the admin API on `0.0.0.0` (a non-loopback listener, reached at 127.0.0.1), with
+    /// `extra` lines in `[admin]`.
+    pub fn admin_off_loopback(mut self, extra: &str) -> Self {
+        self.admin_any = true;
+        self.admin_extra = extra.to_owned();
         self
     }
 
@@ -187,7 +198,15 @@ impl SluiceBuilder {
                     tls_dir.join("key.pem").display()
                 ));
             }
-            server.push_str(&format!("[admin]\nlisten = \"{admin}\"\n"));
+            let bind = if self.admin_any {
+                format!("0.0.0.0:{}", admin.port())
+            } else {
+                admin.to_string()
+            };
+            server.push_str(&format!(
+                "[admin]\nlisten = \"{bind}\"\n{}",
+                self.admin_extra
+            ));
             if let Some(t) = &self.admin_token {
                 server.push_str(&format!("token = \"{t}\"\n"));
             }
