@@ -11,11 +11,22 @@ use pingora::server::RunArgs;
 
 use crate::{app, config};
 
+/// What `--version` prints: Sluice's version, the Pingora release it is built on and the
+/// vendored, patched Pingora crates (each change is listed in `vendor/README.md`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\npingora 0.9.1, with patched copies of pingora-core, pingora-proxy and pingora-http ",
+    "(vendor/README.md): idle pool without a task per connection, request head limits, ",
+    "connection limit and count, safe upgrade, panic containment, stale-if-error keep-alive, ",
+    "keep-alive hints, fresh-connection retries, response Date kept, brotli stream end, ",
+    "body filter at the end of every body, prepared header names"
+);
+
 /// Command-line arguments.
 #[derive(Debug, Parser)]
 #[command(
     name = "sluice",
-    version,
+    version = VERSION,
     about = "Edge reverse proxy and load balancer on Pingora"
 )]
 pub struct Args {
@@ -25,6 +36,10 @@ pub struct Args {
     /// Validate the config, print every problem, and exit (0 when valid).
     #[arg(long)]
     pub check: bool,
+    /// Print the effective config (every default filled in, secrets redacted, as the admin
+    /// API's `GET /config` shows it) as JSON and exit; 2 when the config is invalid.
+    #[arg(long)]
+    pub print_config: bool,
     /// Take the listening sockets over from a running Sluice (send it SIGQUIT after starting
     /// this one) through `server.upgrade_sock`: a binary upgrade without dropping connections.
     #[arg(long)]
@@ -56,6 +71,18 @@ pub fn run(args: Args) -> ExitCode {
     if args.check {
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
+    }
+    if args.print_config {
+        return match serde_json::to_string_pretty(&config) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     crate::logging::init(config.logging.format);
     if !args.upgrade {

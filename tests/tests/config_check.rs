@@ -152,3 +152,45 @@ upstream = "api"
         ],
     );
 }
+
+/// Issue 17: `--print-config` shows the effective config (defaults filled in, secrets redacted);
+/// `--version` names the Pingora release in `Cargo.toml` and the vendored crates.
+#[test]
+fn print_config_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "[admin]\ntoken = \"very-secret-admin\"\n[upstreams.api]\nbackends = [{ addr = \"127.0.0.1:9\" }]\n[[routes]]\nupstream = \"api\"\n",
+    )
+    .unwrap();
+    let (status, out, err) = run_sluice(&["--print-config", "--config", path.to_str().unwrap()]);
+    assert!(status.success(), "{err}");
+    assert!(!out.contains("very-secret-admin"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["admin"]["token"], "<redacted>");
+    assert_eq!(
+        v["upstreams"][0]["connect_timeout"], 5000,
+        "defaults filled in"
+    );
+    std::fs::write(&path, "[upstreams.api]\nbackends = 3\n").unwrap();
+    let (status, _, err) = run_sluice(&["--print-config", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2));
+    assert!(err.contains("upstreams.api.backends"), "{err}");
+
+    let (status, out, _) = run_sluice(&["--version"]);
+    assert!(status.success());
+    let cargo = std::fs::read_to_string(workspace_root().join("Cargo.toml")).unwrap();
+    let pinned = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("pingora = { version = \"="))
+        .and_then(|l| l.split('"').next())
+        .expect("pingora pinned in Cargo.toml");
+    assert!(out.contains(&format!("pingora {pinned},")), "{out}");
+    for krate in ["pingora-core", "pingora-proxy", "pingora-http"] {
+        assert!(
+            out.contains(krate),
+            "{krate} missing from --version:\n{out}"
+        );
+    }
+}
