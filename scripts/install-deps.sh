@@ -3,8 +3,16 @@
 #   cmake         - Pingora builds zlib-ng with it
 #   redis-server  - the test harness starts real Redis servers (rate limits, cache)
 #   promtool      - Prometheus' linter checks the /metrics exposition (Debian package prometheus)
+#   kubernetes-validate (PyPI) - validates the rendered Kubernetes manifests offline
 # Usage: scripts/install-deps.sh [extra apt packages...]
 set -euo pipefail
+
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
+  echo "install-deps: installing kubernetes-validate from PyPI" >&2
+  python3 -m pip install --quiet --disable-pip-version-check kubernetes-validate 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check --user kubernetes-validate ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages kubernetes-validate
+fi
 
 need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
