@@ -58,8 +58,12 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments.
 pub fn run(args: Args) -> ExitCode {
-    // Reloads re-read this path, possibly after `--daemon` changed the working directory.
-    let path = std::fs::canonicalize(&args.config).unwrap_or_else(|_| args.config.clone());
+    // Reloads re-read this path, possibly after `--daemon` changed the working directory: made
+    // absolute, but symlinks are not resolved. A Kubernetes ConfigMap volume is
+    // `sluice.toml -> ..data/sluice.toml`, `..data -> ..2026_...`, and an update swaps `..data`
+    // and deletes the old directory: a resolved path would point into the deleted one, and the
+    // file watch would never see another change.
+    let path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let config = match config::load(&args.config) {
         Ok(c) => c,

@@ -392,3 +392,36 @@ async fn route_rules_change_live_and_a_bad_rule_keeps_the_old_ones() {
     assert!(v.to_string().contains("{server_name}"), "{v}");
     check("two", "/v2/x").await;
 }
+
+/// Issue 17: the file watch follows a Kubernetes ConfigMap volume's update (the `..data`
+/// symlink swapped to a new directory, the old one deleted), again and again. It used to read
+/// the path resolved at start, inside the deleted directory, and never reloaded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_watch_follows_a_configmap_symlink_swap() {
+    let bs = backends(1).await;
+    let body = |tag: &str| {
+        format!(
+            "[reload]\nwatch = true\ndebounce_ms = 100\n[upstreams.api]\n{}\n[[routes]]\nupstream = \"api\"\nresponse_headers = {{ set = {{ \"x-config\" = \"{tag}\" }} }}\n",
+            backends_toml(&[(bs[0].addr, None)])
+        )
+    };
+    let sluice = Sluice::with_config(body("v1"))
+        .configmap_layout()
+        .start()
+        .await;
+    let c = client(None);
+    let tag = || {
+        let c = c.clone();
+        let url = sluice.url("/x");
+        async move {
+            let r = c.get(url).send().await.unwrap();
+            r.headers()["x-config"].to_str().unwrap().to_owned()
+        }
+    };
+    assert_eq!(tag().await, "v1");
+    for v in 2..=4u32 {
+        sluice.configmap_update(&body(&format!("v{v}")), v);
+        wait_generation(&sluice, v as u64).await;
+        assert_eq!(tag().await, format!("v{v}"));
+    }
+}

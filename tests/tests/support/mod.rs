@@ -114,6 +114,8 @@ pub struct SluiceBuilder {
     /// Lines added to `[admin]`, and whether it binds the wildcard address (not loopback).
     admin_extra: String,
     admin_any: bool,
+    /// Lay the config file out as a Kubernetes ConfigMap volume does (symlinks through `..data`).
+    configmap_layout: bool,
     grace: u64,
     server_extra: String,
     args: Vec<String>,
@@ -142,6 +144,13 @@ impl SluiceBuilder {
     /// Require this bearer token on the admin API.
     pub fn admin_token(mut self, token: &str) -> Self {
         self.admin_token = Some(token.to_owned());
+        self
+    }
+
+    /// Write the config as a Kubernetes ConfigMap volume holds it: `sluice.toml ->
+    /// ..data/sluice.toml`, `..data -> ..v1` (see [`Sluice::configmap_update`]).
+    pub fn configmap_layout(mut self) -> Self {
+        self.configmap_layout = true;
         self
     }
 
@@ -211,7 +220,16 @@ impl SluiceBuilder {
                 server.push_str(&format!("token = \"{t}\"\n"));
             }
             let config = dir.path().join("sluice.toml");
-            std::fs::write(&config, format!("{server}\n{}", self.body)).unwrap();
+            let text = format!("{server}\n{}", self.body);
+            if self.configmap_layout {
+                let v1 = dir.path().join("..v1");
+                std::fs::create_dir(&v1).unwrap();
+                std::fs::write(v1.join("sluice.toml"), text).unwrap();
+                std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
+                std::os::unix::fs::symlink("..data/sluice.toml", &config).unwrap();
+            } else {
+                std::fs::write(&config, text).unwrap();
+            }
             let log = dir.path().join("sluice.log");
             let child = Command::new(SLUICE_BIN)
                 .arg("--config")
@@ -381,6 +399,20 @@ impl Sluice {
         let tmp = self.dir.path().join("sluice.toml.tmp");
         std::fs::write(&tmp, format!("{}\n{body}", self.head)).unwrap();
         std::fs::rename(&tmp, self.config_path()).unwrap();
+    }
+
+    /// Update a [`SluiceBuilder::configmap_layout`] config as the kubelet does: the new file in
+    /// a new directory, `..data` swapped to it by an atomic rename, the old directory deleted.
+    pub fn configmap_update(&self, body: &str, version: u32) {
+        let dir = self.dir.path();
+        let new = dir.join(format!("..v{version}"));
+        std::fs::create_dir(&new).unwrap();
+        std::fs::write(new.join("sluice.toml"), format!("{}\n{body}", self.head)).unwrap();
+        let old = std::fs::read_link(dir.join("..data")).unwrap();
+        let tmp = dir.join("..data_tmp");
+        std::os::unix::fs::symlink(format!("..v{version}"), &tmp).unwrap();
+        std::fs::rename(&tmp, dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.join(old)).unwrap();
     }
 
     /// Send signal `sig` (`TERM`, `HUP`, `QUIT`, ...) to the process.
