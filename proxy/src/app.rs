@@ -102,7 +102,10 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         "sluice-proxy",
     );
     let listening = Arc::clone(&app.listening);
-    proxy.on_listening(move || listening.store(true, Relaxed));
+    proxy.on_listening(move || {
+        listening.store(true, Relaxed);
+        crate::notify::ready();
+    });
     let max_connections = crate::resources::connection_budget(config.server.max_connections);
     proxy.set_connection_limit(Arc::new(tokio::sync::Semaphore::new(max_connections)));
     let open = Arc::new(AtomicUsize::new(0));

@@ -15,6 +15,7 @@ pub mod health;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod pathnorm;
 pub mod process;
 pub mod ratelimit;

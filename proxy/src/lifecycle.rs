@@ -94,6 +94,7 @@ impl ShutdownSignalWatch for Signals {
 /// Mark the process draining (`/readyz` 503, `Connection: close`) and say so.
 fn start_draining(app: &App, upgrade: bool) {
     app.draining.store(true, Relaxed);
+    crate::notify::stopping();
     info!(
         event = "draining",
         upgrade,

@@ -336,3 +336,44 @@ async fn daemon_mode_and_the_systemd_reload_upgrade() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// The next message a service manager's socket got, within 10 s.
+async fn notified(sock: &tokio::net::UnixDatagram) -> String {
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(10), sock.recv(&mut buf))
+        .await
+        .expect("no message from sluice in 10 s")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Issue 17: under a `Type=notify` unit (`NOTIFY_SOCKET` set), Sluice reports `READY=1` once its
+/// proxy listener accepts connections, and `STOPPING=1` when a graceful stop begins. The test
+/// plays the service manager with its own datagram socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_stopping_are_reported_to_the_service_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = tokio::net::UnixDatagram::bind(&path).unwrap();
+    let bs = backends(1).await;
+    let mut sluice = Sluice::with_config(one_pool(&[bs[0].addr]))
+        .env("NOTIFY_SOCKET", path.to_str().unwrap())
+        .start()
+        .await;
+    let ready = notified(&sock).await;
+    assert!(ready.contains("READY=1"), "{ready}");
+    assert!(
+        ready.contains(&format!("MAINPID={}", sluice.pid())),
+        "{ready}"
+    );
+    // Ready means accepting: a request goes through.
+    let r = client(None).get(sluice.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    sluice.signal("TERM");
+    let stopping = notified(&sock).await;
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
+    sluice
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("exits");
+}
