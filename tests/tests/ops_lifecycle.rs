@@ -377,3 +377,24 @@ async fn readiness_and_stopping_are_reported_to_the_service_manager() {
         .await
         .expect("exits");
 }
+
+/// The service manager's socket is gone (or `NOTIFY_SOCKET` is wrong): Sluice says so and
+/// serves anyway; readiness reporting never stops the proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_notify_socket_is_logged_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("no-such.sock");
+    let bs = backends(1).await;
+    let sluice = Sluice::with_config(one_pool(&[bs[0].addr]))
+        .env("NOTIFY_SOCKET", gone.to_str().unwrap())
+        .start()
+        .await;
+    let r = client(None).get(sluice.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    sluice
+        .wait_log(
+            &["could not notify the service manager"],
+            Duration::from_secs(10),
+        )
+        .await;
+}

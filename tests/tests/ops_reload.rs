@@ -424,4 +424,17 @@ async fn the_file_watch_follows_a_configmap_symlink_swap() {
         wait_generation(&sluice, v as u64).await;
         assert_eq!(tag().await, format!("v{v}"));
     }
+    // A bad edit arriving the same way is refused and v4 keeps serving; the next good one is
+    // still followed.
+    sluice.configmap_update(&body("{not_a_variable}"), 5);
+    sluice
+        .wait_log(
+            &["config_reload_failed", "not_a_variable"],
+            Duration::from_secs(10),
+        )
+        .await;
+    assert_eq!(tag().await, "v4");
+    sluice.configmap_update(&body("v6"), 6);
+    wait_generation(&sluice, 5).await;
+    assert_eq!(tag().await, "v6");
 }
