@@ -208,20 +208,7 @@ mod tests {
     /// A route whose index in the test's list is given as `upstream` (the router returns
     /// route indexes; the tests list routes in that order).
     fn route(host: HostMatch, path: PathMatch, upstream: usize) -> RouteSpec {
-        RouteSpec {
-            host,
-            path,
-            methods: Vec::new(),
-            match_headers: Vec::new(),
-            tls: None,
-            upstream: Some(upstream),
-            rate_limit: Default::default(),
-            name: format!("#{upstream}"),
-            access_log: true,
-            cache: Default::default(),
-            cache_tags: Vec::new(),
-            rules: Default::default(),
-        }
+        RouteSpec::for_test(host, path, upstream)
     }
 
     fn prefix(p: &str) -> PathMatch {

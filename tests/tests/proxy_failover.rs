@@ -8,6 +8,17 @@ use std::time::{Duration, Instant};
 use support::*;
 
 /// An address where nothing listens (a port that was free a moment ago).
+/// The statuses of `n` GETs of `url`, sorted (round-robin order does not matter).
+async fn sorted_statuses(url: &str, n: usize) -> Vec<u16> {
+    let c = client(None);
+    let mut statuses = Vec::new();
+    for _ in 0..n {
+        statuses.push(c.get(url).send().await.unwrap().status().as_u16());
+    }
+    statuses.sort();
+    statuses
+}
+
 fn dead_addr() -> SocketAddr {
     format!("127.0.0.1:{}", free_port()).parse().unwrap()
 }
@@ -63,19 +74,7 @@ async fn retries_zero_means_one_attempt() {
         backends_toml(&[(dead_addr(), None), (bs[0].addr, None)])
     ))
     .await;
-    let c = client(None);
-    let mut statuses = Vec::new();
-    for _ in 0..4 {
-        statuses.push(
-            c.get(sluice.url("/z"))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16(),
-        );
-    }
-    statuses.sort();
+    let statuses = sorted_statuses(&sluice.url("/z"), 4).await;
     assert_eq!(statuses, [200, 200, 502, 502]);
 }
 
@@ -142,19 +141,7 @@ async fn a_malformed_response_head_is_retried_only_with_invalid_header() {
             backends_toml(&[(garbage.addr, None), (bs[0].addr, None)])
         ))
         .await;
-        let c = client(None);
-        let mut statuses = Vec::new();
-        for _ in 0..4 {
-            statuses.push(
-                c.get(sluice.url("/h"))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16(),
-            );
-        }
-        statuses.sort();
+        let statuses = sorted_statuses(&sluice.url("/h"), 4).await;
         assert_eq!(statuses, want, "next_upstream = {next}");
     }
 }

@@ -404,6 +404,28 @@ pub struct RouteSpec {
     pub rules: crate::rules::RouteRules,
 }
 
+#[cfg(test)]
+impl RouteSpec {
+    /// A route for unit tests: `host` and `path` to pool `upstream` (its index, also its
+    /// name `#N`), no conditions and no rules.
+    pub(crate) fn for_test(host: HostMatch, path: PathMatch, upstream: usize) -> RouteSpec {
+        RouteSpec {
+            host,
+            path,
+            methods: Vec::new(),
+            match_headers: Vec::new(),
+            tls: None,
+            upstream: Some(upstream),
+            rate_limit: Default::default(),
+            name: format!("#{upstream}"),
+            access_log: true,
+            cache: Default::default(),
+            cache_tags: Vec::new(),
+            rules: Default::default(),
+        }
+    }
+}
+
 /// How a route matches the path (the normalised path, without the query).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

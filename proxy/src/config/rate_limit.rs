@@ -239,20 +239,25 @@ impl Validator {
 
     /// `trusted_proxies`: IPs or CIDRs whose `X-Forwarded-For` is believed.
     fn trusted_proxies(&mut self, list: Vec<String>) -> Vec<ipnet::IpNet> {
-        let mut proxies = Vec::new();
+        self.networks("rate_limit.trusted_proxies", list)
+    }
+
+    /// A list of IPs or CIDRs (`path[i]` names each bad one).
+    pub(super) fn networks(&mut self, path: &str, list: Vec<String>) -> Vec<ipnet::IpNet> {
+        let mut nets = Vec::new();
         for (i, p) in list.iter().enumerate() {
             let parsed = p
                 .parse::<ipnet::IpNet>()
                 .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
             match parsed {
-                Ok(n) => proxies.push(n),
+                Ok(n) => nets.push(n),
                 Err(_) => self.problem(
-                    format!("rate_limit.trusted_proxies[{i}]"),
+                    format!("{path}[{i}]"),
                     format!("`{p}` is not an IP or CIDR, e.g. 10.0.0.0/8"),
                 ),
             }
         }
-        proxies
+        nets
     }
 
     /// `[rate_limit.tiers.NAME]` over the built-in anonymous, authenticated and premium tiers.

@@ -322,9 +322,15 @@ impl Validator {
                 .int_in(&format!("{path}.max_body_bytes"), Some(n), 0, 0, i64::MAX)
                 .map(|n| Some(n as u64)),
         };
+        // Stored as networks (`10.0.0.1/8` is shown as `10.0.0.0/8`).
+        let mut nets = |key: &str, list: Option<Vec<String>>| -> Vec<ipnet::IpNet> {
+            let list = list.unwrap_or_default();
+            let nets = self.networks(&format!("{path}.{key}"), list);
+            nets.into_iter().map(|n| n.trunc()).collect()
+        };
         let acl = Acl {
-            allow: self.networks(&format!("{path}.allow"), allow),
-            deny: self.networks(&format!("{path}.deny"), deny),
+            allow: nets("allow", allow),
+            deny: nets("deny", deny),
         };
         let cors = match cors {
             None => Some(None),
@@ -507,23 +513,6 @@ impl Validator {
         ok.then_some(HeaderRules { set, add, remove })
     }
 
-    fn networks(&mut self, path: &str, list: Option<Vec<String>>) -> Vec<ipnet::IpNet> {
-        let mut out = Vec::new();
-        for (i, p) in list.unwrap_or_default().iter().enumerate() {
-            let parsed = p
-                .parse::<ipnet::IpNet>()
-                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
-            match parsed {
-                Ok(n) => out.push(n.trunc()),
-                Err(_) => self.problem(
-                    format!("{path}[{i}]"),
-                    format!("`{p}` is not an IP or CIDR, e.g. 10.0.0.0/8"),
-                ),
-            }
-        }
-        out
-    }
-
     fn cors(&mut self, path: &str, c: FileCors) -> Option<Cors> {
         let any_origin = c.origins.iter().any(|o| o == "*");
         let credentials = c.credentials.unwrap_or(false);
@@ -602,20 +591,7 @@ mod tests {
     use super::*;
 
     fn route(host: HostMatch, p: &str, upstream: usize) -> RouteSpec {
-        RouteSpec {
-            host,
-            path: PathMatch::Prefix(p.into()),
-            methods: Vec::new(),
-            match_headers: Vec::new(),
-            tls: None,
-            upstream: Some(upstream),
-            rate_limit: Default::default(),
-            name: format!("#{upstream}"),
-            access_log: true,
-            cache: Default::default(),
-            cache_tags: Vec::new(),
-            rules: Default::default(),
-        }
+        RouteSpec::for_test(host, PathMatch::Prefix(p.into()), upstream)
     }
 
     #[test]

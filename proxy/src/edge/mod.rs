@@ -930,16 +930,26 @@ async fn respond(
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header(header::CONTENT_TYPE, content_type)?;
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    if let Some(id) = &ctx.request_id {
-        resp.insert_static_header(&headers::X_REQUEST_ID, id.clone());
-    }
     if status == StatusCode::SERVICE_UNAVAILABLE && !extra.iter().any(|(k, _)| *k == "retry-after")
     {
         resp.insert_header(header::RETRY_AFTER, "1")?;
     }
     for (k, v) in extra {
         resp.insert_header(*k, v.as_str())?;
+    }
+    respond_with(session, ctx, resp, body).await
+}
+
+/// Answer with `resp` (its length and the request id added) and `body`.
+async fn respond_with(
+    session: &mut Session,
+    ctx: &RequestCtx,
+    mut resp: ResponseHeader,
+    body: Bytes,
+) -> Result<()> {
+    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
+    if let Some(id) = &ctx.request_id {
+        resp.insert_static_header(&headers::X_REQUEST_ID, id.clone());
     }
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await

@@ -271,7 +271,7 @@ pub(super) fn response_body(ctx: &mut RequestCtx, body: &mut Option<Bytes>, end:
     }
 }
 
-/// Answer with `status`, `fields` and a short plain-text `body`.
+/// Answer with `status`, `fields` and a short plain-text `body` (none for a 204).
 async fn answer(
     session: &mut Session,
     ctx: &RequestCtx,
@@ -283,15 +283,8 @@ async fn answer(
     if !body.is_empty() {
         resp.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     }
-    resp.insert_header(header::CONTENT_LENGTH, body.len())?;
-    if let Some(id) = &ctx.request_id {
-        resp.insert_static_header(&headers::X_REQUEST_ID, id.clone());
-    }
     for (name, value) in fields {
         resp.append_header(name.clone(), value.clone())?;
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from_static(body)), true)
-        .await
+    super::respond_with(session, ctx, resp, Bytes::from_static(body)).await
 }

@@ -174,7 +174,12 @@ fn parse_q(v: &str) -> u16 {
     if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
         return 0;
     }
-    let f: u16 = format!("{frac:0<3}").parse().unwrap_or(0);
+    // Thousandths without a string: "5" is 500, "05" is 50, "005" is 5.
+    let f = frac
+        .bytes()
+        .zip([100u16, 10, 1])
+        .map(|(d, scale)| u16::from(d - b'0') * scale)
+        .sum::<u16>();
     match int {
         "0" => f,
         "1" if f == 0 => 1000,
