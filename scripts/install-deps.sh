@@ -3,6 +3,7 @@
 #   cmake         - Pingora builds zlib-ng with it
 #   redis-server  - the test harness starts real Redis servers (rate limits, cache)
 #   promtool      - Prometheus' linter checks the /metrics exposition (Debian package prometheus)
+#   systemd-analyze - verifies and rates the shipped systemd unit (Debian package systemd)
 #   kubernetes-validate (PyPI) - validates the rendered Kubernetes manifests offline
 # Usage: scripts/install-deps.sh [extra apt packages...]
 set -euo pipefail
@@ -18,6 +19,7 @@ need=()
 command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 for pkg in "$@"; do
   command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -49,6 +49,12 @@ pub struct Args {
     /// `server.pid_file` (for a `Type=forking` systemd unit; see docs/operations.md).
     #[arg(short, long)]
     pub daemon: bool,
+    /// Binary upgrade that starts the new process first: start `sluice --upgrade` with this
+    /// config, signal the running Sluice PID (SIGQUIT) only once the new one passed its checks
+    /// and waits for the listeners, and return when it serves. If the new process fails, PID is
+    /// not signalled and keeps serving; the command exits 1. What the systemd unit's reload runs.
+    #[arg(long, value_name = "PID", conflicts_with_all = ["check", "print_config", "upgrade", "daemon"])]
+    pub replace: Option<u32>,
 }
 
 /// Run the command line with the process's arguments; what `main` calls.
@@ -87,6 +93,9 @@ pub fn run(args: Args) -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    if let Some(old) = args.replace {
+        return crate::replace::replace(old, &path, &config.server.upgrade_sock);
     }
     crate::logging::init(config.logging.format);
     if !args.upgrade {

@@ -20,6 +20,7 @@ pub mod pathnorm;
 pub mod process;
 pub mod ratelimit;
 pub mod reload;
+pub mod replace;
 pub mod resources;
 pub mod router;
 pub mod rules;

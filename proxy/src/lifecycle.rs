@@ -94,7 +94,11 @@ impl ShutdownSignalWatch for Signals {
 /// Mark the process draining (`/readyz` 503, `Connection: close`) and say so.
 fn start_draining(app: &App, upgrade: bool) {
     app.draining.store(true, Relaxed);
-    crate::notify::stopping();
+    if !upgrade {
+        // After a hand-over the new process is the service's main process (it sent `MAINPID`
+        // and `READY=1`); a `STOPPING=1` from this one would read as the service stopping.
+        crate::notify::stopping();
+    }
     info!(
         event = "draining",
         upgrade,

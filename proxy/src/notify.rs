@@ -5,6 +5,10 @@
 
 use std::os::unix::net::UnixDatagram;
 
+/// Where a `sluice --replace` waiting for this process wants to hear `READY=1` (a Unix datagram
+/// socket path), besides systemd's `NOTIFY_SOCKET`; set only for the process it starts.
+pub const READY_SOCKET_ENV: &str = "SLUICE_READY_SOCKET";
+
 /// Send `state` (newline-separated `KEY=value` lines) to the service manager, if there is one.
 /// Failures are logged and otherwise ignored: readiness reporting must never stop the proxy.
 pub fn notify(state: &str) {
@@ -30,6 +34,13 @@ pub fn notify(state: &str) {
 
 /// The proxy listeners accept connections.
 pub fn ready() {
+    if let Some(path) = std::env::var_os(READY_SOCKET_ENV) {
+        // The waiting `--replace` may have given up already; that is its failure to report.
+        let sent = UnixDatagram::unbound().and_then(|s| s.send_to(b"READY=1\n", &path));
+        if let Err(e) = sent {
+            tracing::debug!(error = %e, "could not tell the upgrading command that this process serves");
+        }
+    }
     notify(&format!(
         "READY=1\nSTATUS=serving\nMAINPID={}\n",
         std::process::id()

@@ -230,9 +230,10 @@ async fn wait_pid(path: &std::path::Path, not: Option<u32>) -> u32 {
     }
 }
 
-/// `--daemon` returns once serving and writes `server.pid_file`; the `ExecReload` steps of
-/// `docs/sluice.service` (SIGQUIT to the running process, then `--daemon --upgrade`) replace it
-/// with a new process that serves on the same listeners.
+/// `--daemon` returns once serving and writes `server.pid_file`; the upgrade steps of a
+/// `Type=forking` unit (SIGQUIT to the running process, then `--daemon --upgrade`) replace it
+/// with a new process that serves on the same listeners. (The shipped unit is `Type=notify`:
+/// `ops_systemd.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_mode_and_the_systemd_reload_upgrade() {
     use std::process::Command;
