@@ -98,6 +98,7 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
             app.cache,
             app.metrics,
             Arc::clone(&app.draining),
+            Arc::clone(&app.access_log),
         ),
         "sluice-proxy",
     );

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Parser;
 use pingora::server::configuration::Opt;
@@ -107,7 +108,20 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let state = match crate::process::App::new(config.clone(), &path, text) {
+    let access_log = match crate::accesslog::Sink::start(
+        config.logging.access_log_path.clone(),
+        config.logging.access_log_buffer,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "sluice: logging.access_log_path: cannot open {}: {e}",
+                String::from(config.logging.access_log_path.clone())
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = match crate::process::App::new(config.clone(), &path, text, access_log) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: metrics: {e}");
@@ -137,7 +151,7 @@ pub fn run(args: Args) -> ExitCode {
         "sluice starting"
     );
     let signals = crate::lifecycle::Signals::new(
-        state,
+        Arc::clone(&state),
         config.server.grace_period,
         config.server.drain_delay,
         server.watch_execution_phase(),
@@ -145,5 +159,6 @@ pub fn run(args: Args) -> ExitCode {
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });
+    state.access_log.flush(crate::lifecycle::LOG_FLUSH);
     ExitCode::SUCCESS
 }

@@ -4,6 +4,7 @@
 //! model, built into a [`snapshot::Snapshot`] (routes + pools), and served by [`edge::Edge`], which
 //! selects backends through [`balancer`].
 
+pub mod accesslog;
 pub mod admin;
 pub mod app;
 pub mod balancer;

@@ -15,7 +15,6 @@ use pingora::server::{
 use tokio::sync::broadcast;
 use tracing::{info, warn};
 
-use crate::metrics::Metrics;
 use crate::process::App;
 
 /// How long Pingora keeps the old listeners open after handing them over on SIGQUIT
@@ -25,6 +24,9 @@ const UPGRADE_HAND_OVER: Duration = Duration::from_secs(5);
 /// How long idle keep-alive connections may still send one last request after shutdown began
 /// (`KEEPALIVE_CLOSE_PAUSE` of the vendored pingora-proxy); exiting earlier would reset them.
 const KEEPALIVE_CLOSE: Duration = pingora::proxy::KEEPALIVE_CLOSE_PAUSE;
+
+/// How long the access log may take to write out its queue when the process exits.
+pub const LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// In-flight must stay at zero this long before the process exits: a request whose
 /// connection was accepted just before the listeners closed gets the time to be read.
@@ -74,8 +76,8 @@ impl ShutdownSignalWatch for Signals {
                     );
                     tokio::time::sleep(self.drain_delay).await;
                 }
-                let (grace, metrics) = (self.grace, self.app.metrics);
-                std::thread::spawn(move || exit_when_drained(metrics, KEEPALIVE_CLOSE, grace));
+                let (grace, app) = (self.grace, Arc::clone(&self.app));
+                std::thread::spawn(move || exit_when_drained(&app, KEEPALIVE_CLOSE, grace));
             }
             ShutdownSignal::GracefulUpgrade => {
                 // Draining starts only once a new process took the listeners: if none does
@@ -120,9 +122,9 @@ async fn follow_upgrade(
             Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => transferring = true,
             Ok(ExecutionPhase::GracefulUpgradeCloseTimeout) => {
                 start_draining(&app, true);
-                let metrics = app.metrics;
+                let app = Arc::clone(&app);
                 std::thread::spawn(move || {
-                    exit_when_drained(metrics, UPGRADE_HAND_OVER + KEEPALIVE_CLOSE, grace)
+                    exit_when_drained(&app, UPGRADE_HAND_OVER + KEEPALIVE_CLOSE, grace)
                 });
                 return;
             }
@@ -141,7 +143,8 @@ async fn follow_upgrade(
 
 /// After `hold`, exit the process once nothing is in flight for [`QUIET`]; give up (and let
 /// Pingora finish its grace period) after `grace`.
-fn exit_when_drained(metrics: &Metrics, hold: Duration, grace: Duration) {
+fn exit_when_drained(app: &App, hold: Duration, grace: Duration) {
+    let metrics = app.metrics;
     std::thread::sleep(hold);
     let deadline = Instant::now() + grace;
     let mut quiet_since: Option<Instant> = None;
@@ -150,6 +153,9 @@ fn exit_when_drained(metrics: &Metrics, hold: Duration, grace: Duration) {
             let since = *quiet_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= QUIET {
                 info!(event = "drained", "no request in flight; exiting");
+                // The access log's queue is written out first: its last lines are the
+                // requests that were just drained.
+                app.access_log.flush(LOG_FLUSH);
                 std::process::exit(0);
             }
         } else {

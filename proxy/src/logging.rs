@@ -1,6 +1,6 @@
-//! Log setup: `tracing` with an env filter (`RUST_LOG`, default `info`), as text or one JSON
-//! object per line (`[logging] format`); Pingora's `log` records are bridged in. Access-log lines
-//! have the target `sluice::access` (filter them with e.g. `RUST_LOG=info,sluice::access=off`).
+//! Process-log setup: `tracing` with an env filter (`RUST_LOG`, default `info`), as text or one
+//! JSON object per line (`[logging] format`); Pingora's `log` records are bridged in. The access
+//! log is not a `tracing` target: it has its own writer (the `accesslog` module).
 
 use tracing_subscriber::EnvFilter;
 

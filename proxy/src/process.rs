@@ -31,6 +31,8 @@ pub struct App {
     /// The process's metrics registry and request-path families (every component registers
     /// its own families on it; `GET /metrics` renders it).
     pub metrics: &'static Metrics,
+    /// The access log's writer (its destination is fixed for the process's life).
+    pub access_log: Arc<crate::accesslog::Sink>,
     /// The config file, re-read on reload.
     pub config_path: PathBuf,
     /// Where relative paths in the config file resolve.
@@ -56,9 +58,13 @@ impl App {
         config: Config,
         path: &Path,
         text: String,
+        access_log: crate::accesslog::Sink,
     ) -> Result<Arc<Self>, crate::metrics::Error> {
         // One per process (leaked like the cache): request contexts hold its gauges.
         let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()?));
+        for c in access_log.counters() {
+            metrics.registry().register(Box::new(c))?;
+        }
         let registry = Arc::new(StateRegistry::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             &config, &registry, metrics, 1,
@@ -87,6 +93,7 @@ impl App {
             limiter,
             cache,
             metrics,
+            access_log: Arc::new(access_log),
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),

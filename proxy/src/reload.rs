@@ -72,6 +72,12 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         // Reloadable: routes take it as their default; requests matching no route read it
         // from the snapshot.
         access_log: _,
+        access_log_sample: _,
+        // Reloadable: the snapshot holds the compiled format.
+        access_log_format: _,
+        // Restart-only: the file is opened and the writer's queue made once.
+        access_log_path,
+        access_log_buffer,
     } = logging;
     let CacheSpec {
         // Restart-only: the store, its lock and key rules are built once (`App::cache`).
@@ -110,6 +116,14 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             *listen != new.admin.listen,
         ),
         ("logging.format", *format != new.logging.format),
+        (
+            "logging.access_log_path",
+            *access_log_path != new.logging.access_log_path,
+        ),
+        (
+            "logging.access_log_buffer",
+            *access_log_buffer != new.logging.access_log_buffer,
+        ),
         ("redis", *redis != new.redis),
         (
             "cache (store settings; route tiers, tier TTLs and warm_urls reload)",
@@ -285,6 +299,15 @@ impl BackgroundService for ReloadService {
                 None
             }
         };
+        // SIGUSR1: reopen the access-log file (after logrotate renamed it). Installed here,
+        // at start: the default action of SIGUSR1 would end the process.
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                warn!(error = %e, "cannot listen for SIGUSR1; the access log cannot be reopened");
+                None
+            }
+        };
         let mut debounce = self.app.config.load().reload.debounce;
         let mut tick = tokio::time::interval(debounce);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,6 +321,9 @@ impl BackgroundService for ReloadService {
                     let app = self.app.clone();
                     let _ = tokio::task::spawn_blocking(move || app.reload("sighup")).await;
                     pending = None;
+                }
+                Some(()) = async { match usr1.as_mut() { Some(s) => s.recv().await, None => std::future::pending().await } } => {
+                    self.app.access_log.reopen();
                 }
                 _ = tick.tick() => {
                     let settings = self.app.config.load().reload;
@@ -351,6 +377,7 @@ mod tests {
         let reloadable = [
             "[reload]\ndebounce_ms = 900\nwatch = false",
             "[logging]\naccess_log = false",
+            "[logging]\naccess_log_format = \"$status\"\naccess_log_sample = 0.5",
             "[admin]\ntoken = \"t\"",
             "[cache.tiers.hot]\nttl_seconds = 120",
             "[server]\nclient_header_timeout_ms = 5\nnormalize_path = false",
@@ -369,6 +396,14 @@ mod tests {
                 "admin.listen (and admin.enabled)",
             ),
             ("[logging]\nformat = \"json\"", "logging.format"),
+            (
+                "[logging]\naccess_log_path = \"stdout\"",
+                "logging.access_log_path",
+            ),
+            (
+                "[logging]\naccess_log_buffer = 5",
+                "logging.access_log_buffer",
+            ),
             ("[redis]\nurl = \"redis://127.0.0.1:1\"", "redis"),
             (
                 "[cache]\nnamespace = \"other\"",

@@ -122,6 +122,10 @@ pub struct Route {
     pub rate_limit: RouteLimit,
     /// Whether its requests are access-logged.
     pub access_log: bool,
+    /// The fraction of its requests that are logged (1: all, no random draw).
+    pub access_log_sample: f64,
+    /// Its name (`route` in the access log).
+    pub name: String,
     /// Its request series.
     pub metrics: Arc<RouteMetrics>,
     /// Its cache rule (`None`: not cached).
@@ -177,6 +181,8 @@ pub struct Snapshot {
     pub normalize_path: bool,
     /// Access-log requests that match no route (`[logging] access_log`).
     pub log_unrouted: bool,
+    /// The access-log line format (`[logging] access_log_format`).
+    pub access_format: Arc<crate::accesslog::Format>,
     /// Per-read wait for request bodies, when it differs from Pingora's 60 s default
     /// (`[server] client_body_timeout_ms`).
     pub client_body_timeout: Option<Duration>,
@@ -205,6 +211,8 @@ impl Snapshot {
                     },
                     rate_limit: r.rate_limit,
                     access_log: r.access_log,
+                    access_log_sample: r.access_log_sample,
+                    name: r.name.clone(),
                     metrics: Arc::new(
                         metrics.route(
                             &r.name,
@@ -235,6 +243,7 @@ impl Snapshot {
             generation,
             normalize_path: config.server.normalize_path,
             log_unrouted: config.logging.access_log,
+            access_format: Arc::new(config.logging.access_log_format.clone()),
             client_body_timeout: Some(config.server.client_body_timeout)
                 .filter(|t| *t != PINGORA_READ_TIMEOUT),
         }

@@ -11,7 +11,7 @@ const TOKEN: &str = "s3cret-admin-token";
 
 /// Every metric family Sluice exports (docs/operations.md lists them; the Grafana dashboard
 /// in docker/ queries them).
-const FAMILIES: [&str; 29] = [
+const FAMILIES: [&str; 31] = [
     "sluice_requests_total",
     "sluice_request_duration_seconds",
     "sluice_upstream_duration_seconds",
@@ -41,6 +41,8 @@ const FAMILIES: [&str; 29] = [
     "sluice_cache_redis_duration_seconds",
     "sluice_cache_redis_errors_total",
     "sluice_cache_breaker_open",
+    "sluice_access_log_lines_total",
+    "sluice_access_log_dropped_total",
 ];
 
 async fn metrics(c: &reqwest::Client, sluice: &Sluice) -> (String, prometheus_parse::Scrape) {

@@ -29,6 +29,14 @@ pub struct FileLogging {
     pub format: Option<String>,
     /// One line per request (routes may turn it off).
     pub access_log: Option<bool>,
+    /// `stderr`, `stdout` or a file path.
+    pub access_log_path: Option<String>,
+    /// `json`, `text` or a `$field` template.
+    pub access_log_format: Option<String>,
+    /// Lines the writer's queue holds before new ones are dropped.
+    pub access_log_buffer: Option<i64>,
+    /// Fraction of requests logged (routes may override).
+    pub access_log_sample: Option<f64>,
 }
 
 /// `[reload]`: what triggers a live reload.
@@ -108,8 +116,64 @@ impl Validator {
         })
     }
 
-    pub(super) fn logging(&mut self, l: Option<FileLogging>) -> Option<LoggingSettings> {
-        let (format, access_log) = l.map_or((None, None), |l| (l.format, l.access_log));
+    pub(super) fn logging(
+        &mut self,
+        l: Option<FileLogging>,
+        base_dir: &Path,
+    ) -> Option<LoggingSettings> {
+        let FileLogging {
+            format,
+            access_log,
+            access_log_path,
+            access_log_format,
+            access_log_buffer,
+            access_log_sample,
+        } = l.unwrap_or(FileLogging {
+            format: None,
+            access_log: None,
+            access_log_path: None,
+            access_log_format: None,
+            access_log_buffer: None,
+            access_log_sample: None,
+        });
+        let buffer = self.int_in(
+            "logging.access_log_buffer",
+            access_log_buffer,
+            DEFAULT_ACCESS_LOG_BUFFER as i64,
+            1,
+            10_000_000,
+        );
+        let sample = self.fraction("logging.access_log_sample", access_log_sample);
+        let path = match access_log_path.as_deref() {
+            None => Some(Destination::Stderr),
+            Some("") => {
+                self.problem(
+                    "logging.access_log_path",
+                    "empty: expected stderr, stdout or a file path",
+                );
+                None
+            }
+            Some(p) => match Destination::parse(p) {
+                Destination::File(f) => {
+                    let f = if f.is_absolute() { f } else { base_dir.join(f) };
+                    // The directory must exist: the file is created at start, not its parents.
+                    match f.parent() {
+                        Some(dir) if !dir.as_os_str().is_empty() && !dir.is_dir() => {
+                            self.problem(
+                                "logging.access_log_path",
+                                format!(
+                                    "the directory {} does not exist (the file is created, its directory is not)",
+                                    dir.display()
+                                ),
+                            );
+                            None
+                        }
+                        _ => Some(Destination::File(f)),
+                    }
+                }
+                d => Some(d),
+            },
+        };
         let format = match format.as_deref() {
             None | Some("text") => LogFormat::Text,
             Some("json") => LogFormat::Json,
@@ -118,12 +182,39 @@ impl Validator {
                     "logging.format",
                     format!("unknown format `{other}`, expected one of: text, json"),
                 );
-                return None;
+                // Go on with the default, so that the other keys' problems are named too.
+                LogFormat::Text
             }
+        };
+        let access_format = match access_log_format.as_deref() {
+            // The process log's format, as before the key existed.
+            None => Some(match format {
+                LogFormat::Text => AccessFormat::Text,
+                LogFormat::Json => AccessFormat::Json,
+            }),
+            Some(s) => match AccessFormat::parse(s) {
+                Ok(f) => Some(f),
+                Err(problems) => {
+                    for p in problems {
+                        self.problem(
+                            "logging.access_log_format",
+                            format!(
+                                "{p}: expected json, text or a template of literal text and $field variables (fields: {})",
+                                crate::accesslog::format::field_names()
+                            ),
+                        );
+                    }
+                    None
+                }
+            },
         };
         Some(LoggingSettings {
             format,
             access_log: access_log.unwrap_or(true),
+            access_log_path: path?,
+            access_log_format: access_format?,
+            access_log_buffer: buffer? as usize,
+            access_log_sample: sample?,
         })
     }
 

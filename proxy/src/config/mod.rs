@@ -204,7 +204,7 @@ impl Validator {
         let logging_file = table
             .remove("logging")
             .and_then(|v| self.section::<FileLogging>("logging", v));
-        let logging = self.logging(logging_file);
+        let logging = self.logging(logging_file, base_dir);
         let reload_file = table
             .remove("reload")
             .and_then(|v| self.section::<FileReload>("reload", v));
@@ -219,7 +219,9 @@ impl Validator {
             );
         }
         let (names, upstreams) = self.upstreams(upstreams_value);
-        let access_log = logging.is_none_or(|l| l.access_log);
+        let access_log = logging
+            .as_ref()
+            .map_or((true, 1.0), |l| (l.access_log, l.access_log_sample));
         let defaults = self.route_defaults(table.remove("route_defaults"));
         let routes = self.routes(
             table.remove("routes"),
@@ -300,7 +302,7 @@ impl Validator {
         value: Option<toml::Value>,
         names: &[String],
         upstreams: &[UpstreamSpec],
-        access_log: bool,
+        access_log: (bool, f64),
         defaults: &rules::FileRouteDefaults,
     ) -> Vec<RouteSpec> {
         let mut routes = Vec::new();
@@ -407,6 +409,20 @@ impl Validator {
             Some(v)
         } else {
             self.problem(path, format!("must be {min}..={max}, got {v}"));
+            None
+        }
+    }
+
+    /// An optional fraction `0.0..=1.0`, default 1.
+    fn fraction(&mut self, path: &str, value: Option<f64>) -> Option<f64> {
+        let v = value.unwrap_or(1.0);
+        if (0.0..=1.0).contains(&v) {
+            Some(v)
+        } else {
+            self.problem(
+                path,
+                format!("must be 0.0..=1.0 (a fraction of requests), got {v}"),
+            );
             None
         }
     }

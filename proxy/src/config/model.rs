@@ -5,6 +5,7 @@ use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
 use super::ser;
+pub use crate::accesslog::{Destination, Format as AccessFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -100,13 +101,24 @@ pub enum LogFormat {
 }
 
 /// `[logging]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LoggingSettings {
     /// Line format (fixed for the life of the process).
     pub format: LogFormat,
     /// Default of each route's `access_log`.
     pub access_log: bool,
+    /// Where access-log lines go (opened at start; restart-only).
+    pub access_log_path: Destination,
+    /// The access-log line format (reloadable).
+    pub access_log_format: AccessFormat,
+    /// The writer's queue, in lines (restart-only).
+    pub access_log_buffer: usize,
+    /// Default of each route's `access_log_sample`.
+    pub access_log_sample: f64,
 }
+
+/// Default `[logging] access_log_buffer`: lines queued for the writer before new ones drop.
+pub const DEFAULT_ACCESS_LOG_BUFFER: usize = 16_384;
 
 /// `[reload]`: live reload triggers other than SIGHUP and `POST /reload` (always on).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -396,6 +408,8 @@ pub struct RouteSpec {
     pub name: String,
     /// Whether requests on this route are access-logged.
     pub access_log: bool,
+    /// Fraction of this route's requests that are access-logged.
+    pub access_log_sample: f64,
     /// Response caching on this route.
     pub cache: RouteCache,
     /// Tags given to every entry cached on this route.
@@ -419,6 +433,7 @@ impl RouteSpec {
             rate_limit: Default::default(),
             name: format!("#{upstream}"),
             access_log: true,
+            access_log_sample: 1.0,
             cache: Default::default(),
             cache_tags: Vec::new(),
             rules: Default::default(),

@@ -31,6 +31,8 @@ pub struct FileRoute {
     pub name: Option<String>,
     /// Whether requests on this route are access-logged (default: `[logging] access_log`).
     pub access_log: Option<bool>,
+    /// Fraction of this route's requests logged (default: `[logging] access_log_sample`).
+    pub access_log_sample: Option<f64>,
     /// Cache tier: `hot`, `warm`, `cold` or `off`.
     pub cache: Option<String>,
     /// Store responses that set cookies.
@@ -70,7 +72,7 @@ impl Validator {
         r: FileRoute,
         names: &[String],
         upstreams: &[UpstreamSpec],
-        access_log_default: bool,
+        log_defaults: (bool, f64),
         defaults: &super::rules::FileRouteDefaults,
     ) -> Option<RouteSpec> {
         let FileRoute {
@@ -85,6 +87,7 @@ impl Validator {
             rate_limit,
             name,
             access_log,
+            access_log_sample,
             cache,
             cache_set_cookie,
             cache_tags,
@@ -162,7 +165,11 @@ impl Validator {
             upstream: idx?,
             rate_limit: rate_limit?,
             name,
-            access_log: access_log.unwrap_or(access_log_default),
+            access_log: access_log.unwrap_or(log_defaults.0),
+            access_log_sample: match access_log_sample {
+                None => log_defaults.1,
+                v => self.fraction(&format!("{path}.access_log_sample"), v)?,
+            },
             cache: RouteCache {
                 tier: tier?,
                 set_cookie: cache_set_cookie.unwrap_or(false),

@@ -391,3 +391,62 @@ upstream = "api"
         "named once: {e}"
     );
 }
+
+#[test]
+fn access_log_keys_are_validated_together() {
+    let text = r#"[logging]
+format = "yaml"
+access_log_path = "/no/such/dir/access.log"
+access_log_format = "$client $bogus ${status"
+access_log_buffer = 0
+access_log_sample = 1.5
+
+[upstreams.a]
+backends = [{ addr = "127.0.0.1:1" }]
+
+[[routes]]
+upstream = "a"
+access_log_sample = -0.1
+"#;
+    let err = load(text).unwrap_err();
+    let mut paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "logging.access_log_buffer",
+            "logging.access_log_format",
+            "logging.access_log_format",
+            "logging.access_log_path",
+            "logging.access_log_sample",
+            "logging.format",
+            "routes[0].access_log_sample",
+        ],
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("unknown field `$bogus`"), "{msg}");
+    assert!(
+        msg.contains("$user_agent"),
+        "the known fields are listed: {msg}"
+    );
+    assert!(msg.contains("/no/such/dir"), "{msg}");
+}
+
+#[test]
+fn access_log_defaults_follow_the_process_log_format() {
+    let c = load(GOOD).unwrap();
+    assert_eq!(c.logging.access_log_path, Destination::Stderr);
+    assert_eq!(c.logging.access_log_format, AccessFormat::Text);
+    assert_eq!(c.logging.access_log_buffer, DEFAULT_ACCESS_LOG_BUFFER);
+    assert_eq!(c.routes[0].access_log_sample, 1.0);
+    let c = load(&format!(
+        "[logging]\nformat = \"json\"\naccess_log_sample = 0.25\n{GOOD}"
+    ))
+    .unwrap();
+    assert_eq!(c.logging.access_log_format, AccessFormat::Json);
+    assert_eq!(c.routes[0].access_log_sample, 0.25);
+    // An integer is a fraction too (TOML `1` is not `1.0`).
+    let c = load(&format!("[logging]\naccess_log_sample = 1\n{GOOD}"));
+    assert!(c.is_ok(), "{:?}", c.err().map(|e| e.to_string()));
+}

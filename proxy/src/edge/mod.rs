@@ -21,8 +21,9 @@ use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorSource, ErrorType};
-use tracing::{info, warn};
+use tracing::warn;
 
+use crate::accesslog;
 use crate::balancer::{Lease, Tried};
 use crate::cache::{self, CacheLayer, CacheRule};
 use crate::metrics::{GaugeGuard, LimitResult, Method, Metrics};
@@ -42,6 +43,8 @@ pub struct Edge {
     metrics: &'static Metrics,
     /// Set once a graceful stop began: every response then closes its connection.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The access log's writer.
+    access_log: Arc<accesslog::Sink>,
 }
 
 impl Edge {
@@ -53,6 +56,7 @@ impl Edge {
         cache: &'static CacheLayer,
         metrics: &'static Metrics,
         draining: Arc<std::sync::atomic::AtomicBool>,
+        access_log: Arc<accesslog::Sink>,
     ) -> Self {
         Edge {
             snapshot,
@@ -60,6 +64,7 @@ impl Edge {
             cache,
             metrics,
             draining,
+            access_log,
         }
     }
 }
@@ -133,6 +138,8 @@ struct Attempt {
     lease: Option<Lease>,
     /// When the current attempt was sent, for latency tracking.
     attempt_started: Option<Instant>,
+    /// The last attempt that got a response head: from its start to the head (access log).
+    upstream_took: Option<std::time::Duration>,
     /// The current attempt's response head arrived: what fails after it (a body cut short, a
     /// WebSocket closed after its 101) is never counted against the backend's health.
     response_started: bool,
@@ -673,6 +680,7 @@ impl ProxyHttp for Edge {
         if let (Some(lease), Some(t)) = (&ctx.attempt.lease, ctx.attempt.attempt_started) {
             let now = Instant::now();
             let took = now.saturating_duration_since(t);
+            ctx.attempt.upstream_took = Some(took);
             lease.state().observe_latency_at(took, ns_at(now));
             if let Some(pool) = ctx.pool() {
                 pool.metrics.upstream_took(took);
@@ -822,41 +830,62 @@ impl ProxyHttp for Edge {
                 self.cache.stats.result(t, cache::CacheResult::Bypass);
             }
         }
-        let logged = match route {
-            Some(r) => r.access_log,
+        let (logged, sample) = match route {
+            Some(r) => (r.access_log, r.access_log_sample),
             // A 404: its snapshot was not kept; the current one says (a reload applies).
-            None => self.snapshot.load().log_unrouted,
+            None => (self.snapshot.load().log_unrouted, 1.0),
         };
-        if !logged {
+        if !logged || (sample < 1.0 && rand::random::<f64>() >= sample) {
             return;
         }
         let pool = ctx.pool();
-        info!(
-            target: "sluice::access",
-            client = %ctx.client_ip.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
-            method = %req.method,
-            host = %headers::host(req),
-            path = %req.uri.path(),
-            query = req.uri.query().unwrap_or(""),
+        let field = |name: header::HeaderName| req.headers.get(name).map(HeaderValue::as_bytes);
+        let tls = session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .map(|d| d.version.as_ref());
+        let entry = accesslog::Entry {
+            time: Some(std::time::SystemTime::now()),
+            client: ctx.client_ip,
+            method: req.method.as_str(),
+            host: headers::host(req),
+            path: req.uri.path(),
+            query: req.uri.query(),
+            protocol: match req.version {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
             status,
-            bytes = session.body_bytes_sent(),
-            duration_ms = took.as_secs_f64() * 1000.0,
-            upstream = pool.map_or("-", |p| p.name.as_str()),
-            backend = match (pool, ctx.attempt.current) {
-                (Some(p), Some(i)) => p.names[i].as_str(),
-                _ => "-",
+            bytes: session.body_bytes_sent(),
+            duration: took,
+            upstream_time: ctx.attempt.upstream_took,
+            upstream: pool.map(|p| p.name.as_str()),
+            backend: match (pool, ctx.attempt.current) {
+                (Some(p), Some(i)) => Some(p.names[i].as_str()),
+                _ => None,
             },
-            retries = ctx.attempt.attempts.saturating_sub(1),
-            cache = if ctx.cache.rule.is_some() {
+            retries: ctx.attempt.attempts.saturating_sub(1) as usize,
+            request_id: ctx.request_id.as_ref().map(HeaderValue::as_bytes),
+            trace_id: None,
+            cache: if ctx.cache.rule.is_some() {
                 cache::request_result(session.cache.phase(), ctx.cache.peer_filled)
-                    .map_or("-", cache::CacheResult::x_cache)
+                    .map(cache::CacheResult::x_cache)
             } else {
-                "-"
+                None
             },
-            ratelimit = ctx.limits.result.map_or("-", LimitResult::label),
-            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("-"),
-            "access"
-        );
+            ratelimit: ctx.limits.result.map(LimitResult::label),
+            user_agent: field(header::USER_AGENT),
+            referer: field(header::REFERER),
+            tls,
+            route: route.map(|r| r.name.as_str()),
+        };
+        let mut line = String::with_capacity(384);
+        match snapshot {
+            Some(s) => entry.render(&s.access_format, &mut line),
+            None => entry.render(&self.snapshot.load().access_format, &mut line),
+        }
+        self.access_log.write(line);
     }
 }
 
