@@ -28,5 +28,6 @@ pub mod rules;
 pub mod snapshot;
 pub mod store;
 pub mod tlsfiles;
+pub mod tracectx;
 pub mod util;
 pub mod warm;

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::config::{
     self, AdminSettings, CacheSpec, Config, ConfigError, LoggingSettings, ServerSettings,
+    TracingSettings,
 };
 use crate::metrics::ReloadResult;
 use crate::process::App;
@@ -50,6 +51,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         // Reloadable: the reload service reads `watch` and `debounce_ms` from the current
         // config on each poll.
         reload: _,
+        tracing,
         // Reloadable: a new snapshot is built from them.
         upstreams: _,
         routes: _,
@@ -79,6 +81,18 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         access_log_path,
         access_log_buffer,
     } = logging;
+    let TracingSettings {
+        // Reloadable: the snapshot holds them.
+        propagate: _,
+        sample_ratio: _,
+        // Restart-only: the exporter is made once.
+        otlp_endpoint,
+        service_name,
+        otlp_timeout,
+    } = tracing;
+    let exporter_differs = *otlp_endpoint != new.tracing.otlp_endpoint
+        || *service_name != new.tracing.service_name
+        || *otlp_timeout != new.tracing.otlp_timeout;
     let CacheSpec {
         // Restart-only: the store, its lock and key rules are built once (`App::cache`).
         namespace,
@@ -125,6 +139,10 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             *access_log_buffer != new.logging.access_log_buffer,
         ),
         ("redis", *redis != new.redis),
+        (
+            "tracing (otlp_endpoint, service_name, otlp_timeout_ms)",
+            exporter_differs,
+        ),
         (
             "cache (store settings; route tiers, tier TTLs and warm_urls reload)",
             cache_store_differs,
@@ -378,6 +396,7 @@ mod tests {
             "[reload]\ndebounce_ms = 900\nwatch = false",
             "[logging]\naccess_log = false",
             "[logging]\naccess_log_format = \"$status\"\naccess_log_sample = 0.5",
+            "[tracing]\npropagate = false\nsample_ratio = 0.1",
             "[admin]\ntoken = \"t\"",
             "[cache.tiers.hot]\nttl_seconds = 120",
             "[server]\nclient_header_timeout_ms = 5\nnormalize_path = false",
@@ -403,6 +422,10 @@ mod tests {
             (
                 "[logging]\naccess_log_buffer = 5",
                 "logging.access_log_buffer",
+            ),
+            (
+                "[tracing]\notlp_endpoint = \"http://127.0.0.1:4318/v1/traces\"",
+                "tracing (otlp_endpoint, service_name, otlp_timeout_ms)",
             ),
             ("[redis]\nurl = \"redis://127.0.0.1:1\"", "redis"),
             (

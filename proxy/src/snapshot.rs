@@ -183,6 +183,10 @@ pub struct Snapshot {
     pub log_unrouted: bool,
     /// The access-log line format (`[logging] access_log_format`).
     pub access_format: Arc<crate::accesslog::Format>,
+    /// `[tracing] propagate`: continue or start a W3C trace and tell the backend.
+    pub trace_propagate: bool,
+    /// `[tracing] sample_ratio`: the fraction of new traces marked sampled.
+    pub trace_sample_ratio: f64,
     /// Per-read wait for request bodies, when it differs from Pingora's 60 s default
     /// (`[server] client_body_timeout_ms`).
     pub client_body_timeout: Option<Duration>,
@@ -244,6 +248,8 @@ impl Snapshot {
             normalize_path: config.server.normalize_path,
             log_unrouted: config.logging.access_log,
             access_format: Arc::new(config.logging.access_log_format.clone()),
+            trace_propagate: config.tracing.propagate,
+            trace_sample_ratio: config.tracing.sample_ratio,
             client_body_timeout: Some(config.server.client_body_timeout)
                 .filter(|t| *t != PINGORA_READ_TIMEOUT),
         }

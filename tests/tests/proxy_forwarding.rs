@@ -290,3 +290,117 @@ async fn content_length_framing_is_validated() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert_eq!(served(&bs, "/f")["b1"], 1);
 }
+
+/// `00-<32 hex>-<16 hex>-<2 hex>`, split into (trace id, span id, flags).
+fn traceparent(v: &Value) -> (String, String, String) {
+    let s = v.as_str().unwrap_or_else(|| panic!("no traceparent: {v}"));
+    let parts: Vec<&str> = s.split('-').collect();
+    assert_eq!(parts.len(), 4, "{s}");
+    assert_eq!(parts[0], "00", "{s}");
+    assert_eq!(parts[1].len(), 32, "{s}");
+    assert_eq!(parts[2].len(), 16, "{s}");
+    for p in &parts[1..] {
+        assert!(
+            p.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{s}"
+        );
+    }
+    assert_ne!(parts[1], "0".repeat(32));
+    assert_ne!(parts[2], "0".repeat(16));
+    (parts[1].into(), parts[2].into(), parts[3].into())
+}
+
+/// Issue 17: W3C trace context. A trace that comes in is continued with a span of Sluice's own
+/// (the backend's parent), `tracestate` passed on; a request without one (or with an invalid
+/// one) starts a new trace and an invalid one's `tracestate` is dropped; the access log carries
+/// the trace id the backend saw; `propagate = false` leaves the fields alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trace_context_is_continued_or_started() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let sluice = Sluice::start(format!(
+        "[logging]\naccess_log_path = \"{}\"\naccess_log_format = '$request_id $trace_id'\n{}",
+        log.display(),
+        one_pool(&[bs[0].addr])
+    ))
+    .await;
+    let c = client(None);
+
+    // Continued: same trace, a new span, the caller's flags, tracestate untouched.
+    let incoming = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (_, body) = echo(
+        c.get(sluice.url("/t"))
+            .header("traceparent", incoming)
+            .header("tracestate", "vendor=abc,other=1")
+            .header("x-request-id", "continued"),
+    )
+    .await;
+    let (trace, span, flags) = traceparent(&body["headers"]["traceparent"]);
+    assert_eq!(trace, "4bf92f3577b34da6a3ce929d0e0e4736");
+    assert_ne!(span, "00f067aa0ba902b7", "Sluice is a hop: its own span");
+    assert_eq!(flags, "01");
+    assert_eq!(body["headers"]["tracestate"], "vendor=abc,other=1");
+
+    // Started: a new trace per request, sampled by default.
+    let mut started = Vec::new();
+    for i in 0..2 {
+        let (_, body) = echo(
+            c.get(sluice.url("/t"))
+                .header("x-request-id", format!("new-{i}")),
+        )
+        .await;
+        let (trace, _, flags) = traceparent(&body["headers"]["traceparent"]);
+        assert_eq!(flags, "01");
+        started.push(trace);
+    }
+    assert_ne!(started[0], started[1]);
+
+    // Invalid (upper-case hex): a new trace, and its tracestate is not passed on.
+    let (_, body) = echo(
+        c.get(sluice.url("/t"))
+            .header(
+                "traceparent",
+                "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01",
+            )
+            .header("tracestate", "vendor=abc")
+            .header("x-request-id", "invalid"),
+    )
+    .await;
+    let (trace, _, _) = traceparent(&body["headers"]["traceparent"]);
+    assert_ne!(trace.to_uppercase(), "4BF92F3577B34DA6A3CE929D0E0E4736");
+    assert!(body["headers"].get("tracestate").is_none(), "{body}");
+
+    // The access log names the trace the backend saw.
+    let lines = eventually(std::time::Duration::from_secs(5), "4 lines", || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        (t.lines().count() >= 4).then_some(t)
+    })
+    .await;
+    assert!(
+        lines.contains("continued 4bf92f3577b34da6a3ce929d0e0e4736\n"),
+        "{lines}"
+    );
+    assert!(
+        lines.contains(&format!("new-0 {}\n", started[0])),
+        "{lines}"
+    );
+
+    // Off: what the client sent goes through untouched.
+    let off = Sluice::start(format!(
+        "[tracing]\npropagate = false\n{}",
+        one_pool(&[bs[0].addr])
+    ))
+    .await;
+    let (_, body) = echo(
+        c.get(off.url("/t"))
+            .header("traceparent", "garbage")
+            .header("tracestate", "vendor=abc"),
+    )
+    .await;
+    assert_eq!(body["headers"]["traceparent"], "garbage");
+    assert_eq!(body["headers"]["tracestate"], "vendor=abc");
+    let (_, body) = echo(c.get(off.url("/t"))).await;
+    assert!(body["headers"].get("traceparent").is_none(), "{body}");
+}

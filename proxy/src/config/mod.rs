@@ -14,6 +14,7 @@ mod rules;
 pub mod ser;
 mod server;
 mod span;
+mod tracing;
 mod upstream;
 
 use std::collections::{BTreeMap, HashSet};
@@ -33,6 +34,7 @@ use redis::FileRedis;
 use route::FileRoute;
 use server::FileServer;
 use span::{LineIndex, SpanIndex};
+use tracing::FileTracing;
 use upstream::FileUpstream;
 
 /// The file's top-level sections. They are deserialized one by one (see [`load_str`]), each into
@@ -42,6 +44,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "server",
     "admin",
     "logging",
+    "tracing",
     "reload",
     "upstreams",
     "routes",
@@ -209,6 +212,10 @@ impl Validator {
             .remove("reload")
             .and_then(|v| self.section::<FileReload>("reload", v));
         let reload = self.reload(reload_file);
+        let tracing_file = table
+            .remove("tracing")
+            .and_then(|v| self.section::<FileTracing>("tracing", v));
+        let tracing = self.tracing(tracing_file);
 
         let upstreams_value = table.remove("upstreams");
         if upstreams_value.is_none() && !table.contains_key("routes") {
@@ -249,6 +256,7 @@ impl Validator {
             admin: admin?,
             logging: logging?,
             reload: reload?,
+            tracing: tracing?,
             upstreams,
             routes,
             redis,

@@ -130,6 +130,24 @@ pub struct ReloadSettings {
     pub debounce: Duration,
 }
 
+/// `[tracing]`: W3C trace context propagation and the optional OTLP span export.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TracingSettings {
+    /// Continue the client's trace (or start one) and send `traceparent` to the backend.
+    pub propagate: bool,
+    /// Fraction of the traces Sluice starts that are marked sampled (a continued trace keeps
+    /// its caller's decision); sampled requests are the ones exported.
+    pub sample_ratio: f64,
+    /// OTLP/HTTP endpoint spans are exported to (`None`: no export). Restart-only.
+    #[serde(serialize_with = "ser::redact_url_opt")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans. Restart-only.
+    pub service_name: String,
+    /// Time allowed for one export request. Restart-only.
+    #[serde(serialize_with = "ser::ms")]
+    pub otlp_timeout: Duration,
+}
+
 /// A whole validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
@@ -141,6 +159,8 @@ pub struct Config {
     pub logging: LoggingSettings,
     /// Reload triggers.
     pub reload: ReloadSettings,
+    /// Trace context and span export.
+    pub tracing: TracingSettings,
     /// Pools, in file order (sorted by name, as TOML tables are).
     pub upstreams: Vec<UpstreamSpec>,
     /// Routes in file order.

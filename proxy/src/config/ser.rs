@@ -118,3 +118,11 @@ mod tests {
         );
     }
 }
+
+/// An optional URL with its credentials redacted ([`redact_url`]).
+pub fn redact_url_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_some(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}

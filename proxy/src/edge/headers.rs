@@ -21,6 +21,49 @@ static X_FORWARDED_PROTO: StaticHeaderName =
 static X_FORWARDED_FOR: StaticHeaderName =
     StaticHeaderName::new("x-forwarded-for", "X-Forwarded-For");
 static X_REAL_IP: StaticHeaderName = StaticHeaderName::new("x-real-ip", "X-Real-IP");
+static TRACEPARENT: StaticHeaderName = StaticHeaderName::new("traceparent", "traceparent");
+
+/// The trace this request belongs to, from its `traceparent` or new (`[tracing] propagate`).
+/// The second value says the client's `traceparent` was there but invalid: its `tracestate`
+/// belongs to a trace that is not continued and must not be passed on.
+pub fn trace_context(
+    req: &RequestHeader,
+    sample_ratio: f64,
+) -> (crate::tracectx::TraceContext, bool) {
+    let mut all = req.headers.get_all("traceparent").iter();
+    let given = all.next();
+    // A repeated field is invalid (W3C Trace Context, 3.2).
+    let parent = match all.next() {
+        Some(_) => None,
+        None => given.and_then(|v| crate::tracectx::parse(v.as_bytes())),
+    };
+    let ids: [u8; 24] = rand::random();
+    let (span, trace) = ids.split_at(8);
+    let sampled =
+        sample_ratio >= 1.0 || (sample_ratio > 0.0 && rand::random::<f64>() < sample_ratio);
+    let t = crate::tracectx::TraceContext::new(
+        parent,
+        span.try_into().unwrap_or([1; 8]),
+        trace.try_into().unwrap_or([1; 16]),
+        u8::from(sampled),
+    );
+    (t, given.is_some() && parent.is_none())
+}
+
+/// Send the backend Sluice's `traceparent` (its span as the parent), replacing the client's;
+/// drop `tracestate` when the client's trace was not continued.
+pub fn set_trace_context(
+    up: &mut RequestHeader,
+    t: &crate::tracectx::TraceContext,
+    drop_state: bool,
+) {
+    if let Ok(v) = HeaderValue::from_bytes(&t.traceparent()) {
+        up.insert_static_header(&TRACEPARENT, v);
+    }
+    if drop_state {
+        up.remove_header("tracestate");
+    }
+}
 static HOST: StaticHeaderName = StaticHeaderName::new("host", "Host");
 
 /// Longest client-supplied request id that is passed through.

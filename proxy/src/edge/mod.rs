@@ -82,6 +82,10 @@ pub struct RequestCtx {
     upgrade: bool,
     /// `X-Request-Id`, passed through or generated.
     request_id: Option<HeaderValue>,
+    /// The W3C trace this request belongs to and Sluice's span (`[tracing] propagate`).
+    trace: Option<crate::tracectx::TraceContext>,
+    /// The client's `traceparent` was invalid: its `tracestate` is not passed on.
+    drop_tracestate: bool,
     /// Client IP (the TCP peer).
     client_ip: Option<IpAddr>,
     /// Whether the client connection is TLS.
@@ -315,6 +319,12 @@ impl ProxyHttp for Edge {
         }
 
         let snapshot = self.snapshot.load_full();
+        if snapshot.trace_propagate {
+            let (t, drop) =
+                headers::trace_context(session.req_header(), snapshot.trace_sample_ratio);
+            ctx.trace = Some(t);
+            ctx.drop_tracestate = drop;
+        }
         if snapshot.normalize_path {
             if let Err(why) = normalize_path(session) {
                 Box::pin(respond(
@@ -660,6 +670,9 @@ impl ProxyHttp for Edge {
             ctx.tls,
             ctx.request_id.as_ref(),
         );
+        if let Some(t) = &ctx.trace {
+            headers::set_trace_context(upstream_request, t, ctx.drop_tracestate);
+        }
         Ok(())
     }
 
@@ -844,6 +857,7 @@ impl ProxyHttp for Edge {
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
             .map(|d| d.version.as_ref());
+        let trace_hex = ctx.trace.as_ref().map(|t| t.trace_id_hex());
         let entry = accesslog::Entry {
             time: Some(std::time::SystemTime::now()),
             client: ctx.client_ip,
@@ -867,7 +881,7 @@ impl ProxyHttp for Edge {
             },
             retries: ctx.attempt.attempts.saturating_sub(1) as usize,
             request_id: ctx.request_id.as_ref().map(HeaderValue::as_bytes),
-            trace_id: None,
+            trace_id: trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok()),
             cache: if ctx.cache.rule.is_some() {
                 cache::request_result(session.cache.phase(), ctx.cache.peer_filled)
                     .map(cache::CacheResult::x_cache)
