@@ -73,6 +73,14 @@ pub fn redact_url(raw: &str) -> String {
     u.to_string().replace(MARK, REDACTED)
 }
 
+/// An optional URL with its credentials redacted ([`redact_url`]).
+pub fn redact_url_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(u) => s.serialize_some(&redact_url(u)),
+        None => s.serialize_none(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact_url;
@@ -116,13 +124,5 @@ mod tests {
             redact_url("redis://u:x@h:1/2"),
             "redis://u:<redacted>@h:1/2"
         );
-    }
-}
-
-/// An optional URL with its credentials redacted ([`redact_url`]).
-pub fn redact_url_opt<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
-    match v {
-        Some(u) => s.serialize_some(&redact_url(u)),
-        None => s.serialize_none(),
     }
 }
