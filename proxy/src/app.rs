@@ -99,6 +99,7 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
             app.metrics,
             Arc::clone(&app.draining),
             Arc::clone(&app.access_log),
+            app.spans.clone(),
         ),
         "sluice-proxy",
     );

@@ -121,7 +121,22 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = match crate::process::App::new(config.clone(), &path, text, access_log) {
+    // Before any runtime starts: the exporter's blocking HTTP client makes its own.
+    let spans = match &config.tracing.otlp_endpoint {
+        None => None,
+        Some(endpoint) => match crate::otel::SpanExport::start(
+            endpoint,
+            &config.tracing.service_name,
+            config.tracing.otlp_timeout,
+        ) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("sluice: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let state = match crate::process::App::new(config.clone(), &path, text, access_log, spans) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: metrics: {e}");
@@ -159,6 +174,6 @@ pub fn run(args: Args) -> ExitCode {
     server.run(RunArgs {
         shutdown_signal: Box::new(signals),
     });
-    state.access_log.flush(crate::lifecycle::LOG_FLUSH);
+    state.flush_logs(crate::lifecycle::LOG_FLUSH);
     ExitCode::SUCCESS
 }

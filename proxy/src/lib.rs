@@ -17,6 +17,7 @@ pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod otel;
 pub mod pathnorm;
 pub mod process;
 pub mod ratelimit;

@@ -25,7 +25,8 @@ const UPGRADE_HAND_OVER: Duration = Duration::from_secs(5);
 /// (`KEEPALIVE_CLOSE_PAUSE` of the vendored pingora-proxy); exiting earlier would reset them.
 const KEEPALIVE_CLOSE: Duration = pingora::proxy::KEEPALIVE_CLOSE_PAUSE;
 
-/// How long the access log may take to write out its queue when the process exits.
+/// How long the access log (and the span export) may take to write out its queue when the
+/// process exits.
 pub const LOG_FLUSH: Duration = Duration::from_secs(2);
 
 /// In-flight must stay at zero this long before the process exits: a request whose
@@ -155,7 +156,7 @@ fn exit_when_drained(app: &App, hold: Duration, grace: Duration) {
                 info!(event = "drained", "no request in flight; exiting");
                 // The access log's queue is written out first: its last lines are the
                 // requests that were just drained.
-                app.access_log.flush(LOG_FLUSH);
+                app.flush_logs(LOG_FLUSH);
                 std::process::exit(0);
             }
         } else {

@@ -33,6 +33,8 @@ pub struct App {
     pub metrics: &'static Metrics,
     /// The access log's writer (its destination is fixed for the process's life).
     pub access_log: Arc<crate::accesslog::Sink>,
+    /// The OTLP span exporter, when `[tracing] otlp_endpoint` is set.
+    pub spans: Option<Arc<crate::otel::SpanExport>>,
     /// The config file, re-read on reload.
     pub config_path: PathBuf,
     /// Where relative paths in the config file resolve.
@@ -59,6 +61,7 @@ impl App {
         path: &Path,
         text: String,
         access_log: crate::accesslog::Sink,
+        spans: Option<crate::otel::SpanExport>,
     ) -> Result<Arc<Self>, crate::metrics::Error> {
         // One per process (leaked like the cache): request contexts hold its gauges.
         let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()?));
@@ -94,6 +97,7 @@ impl App {
             cache,
             metrics,
             access_log: Arc::new(access_log),
+            spans: spans.map(Arc::new),
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),
@@ -102,6 +106,15 @@ impl App {
             health_ready: AtomicBool::new(false),
             warmed_generation: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// Write out the access log's queue and export the queued spans, each within `timeout`
+    /// (before the process exits).
+    pub fn flush_logs(&self, timeout: std::time::Duration) {
+        self.access_log.flush(timeout);
+        if let Some(s) = &self.spans {
+            s.shutdown(timeout);
+        }
     }
 
     /// Whether every backend with active checks has had its first probe (latched: once true,

@@ -45,6 +45,8 @@ pub struct Edge {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// The access log's writer.
     access_log: Arc<accesslog::Sink>,
+    /// The OTLP span exporter, when configured.
+    spans: Option<Arc<crate::otel::SpanExport>>,
 }
 
 impl Edge {
@@ -57,6 +59,7 @@ impl Edge {
         metrics: &'static Metrics,
         draining: Arc<std::sync::atomic::AtomicBool>,
         access_log: Arc<accesslog::Sink>,
+        spans: Option<Arc<crate::otel::SpanExport>>,
     ) -> Self {
         Edge {
             snapshot,
@@ -65,6 +68,7 @@ impl Edge {
             metrics,
             draining,
             access_log,
+            spans,
         }
     }
 }
@@ -843,6 +847,31 @@ impl ProxyHttp for Edge {
                 self.cache.stats.result(t, cache::CacheResult::Bypass);
             }
         }
+        let pool = ctx.pool();
+        if let (Some(export), Some(trace)) = (&self.spans, &ctx.trace) {
+            let end = std::time::SystemTime::now();
+            export.record(&crate::otel::RequestSpan {
+                trace,
+                start: end.checked_sub(took).unwrap_or(end),
+                end,
+                method: req.method.as_str(),
+                path: req.uri.path(),
+                host: headers::host(req),
+                status,
+                client: ctx.client_ip,
+                route: route.map(|r| r.name.as_str()),
+                upstream: pool.map(|p| p.name.as_str()),
+                backend: match (pool, ctx.attempt.current) {
+                    (Some(p), Some(i)) => Some(p.names[i].as_str()),
+                    _ => None,
+                },
+                protocol: match req.version {
+                    http::Version::HTTP_2 => "2",
+                    http::Version::HTTP_10 => "1.0",
+                    _ => "1.1",
+                },
+            });
+        }
         let (logged, sample) = match route {
             Some(r) => (r.access_log, r.access_log_sample),
             // A 404: its snapshot was not kept; the current one says (a reload applies).
@@ -851,7 +880,6 @@ impl ProxyHttp for Edge {
         if !logged || (sample < 1.0 && rand::random::<f64>() >= sample) {
             return;
         }
-        let pool = ctx.pool();
         let field = |name: header::HeaderName| req.headers.get(name).map(HeaderValue::as_bytes);
         let tls = session
             .digest()
