@@ -22,6 +22,7 @@ static X_FORWARDED_FOR: StaticHeaderName =
     StaticHeaderName::new("x-forwarded-for", "X-Forwarded-For");
 static X_REAL_IP: StaticHeaderName = StaticHeaderName::new("x-real-ip", "X-Real-IP");
 static TRACEPARENT: StaticHeaderName = StaticHeaderName::new("traceparent", "traceparent");
+static TRACESTATE: header::HeaderName = header::HeaderName::from_static("tracestate");
 
 /// The trace this request belongs to, from its `traceparent` or new (`[tracing] propagate`).
 /// The second value says the client's `traceparent` was there but invalid: its `tracestate`
@@ -30,7 +31,7 @@ pub fn trace_context(
     req: &RequestHeader,
     sample_ratio: f64,
 ) -> (crate::tracectx::TraceContext, bool) {
-    let mut all = req.headers.get_all("traceparent").iter();
+    let mut all = req.headers.get_all(TRACEPARENT.name()).iter();
     let given = all.next();
     // A repeated field is invalid (W3C Trace Context, 3.2).
     let parent = match all.next() {
@@ -50,20 +51,6 @@ pub fn trace_context(
     (t, given.is_some() && parent.is_none())
 }
 
-/// Send the backend Sluice's `traceparent` (its span as the parent), replacing the client's;
-/// drop `tracestate` when the client's trace was not continued.
-pub fn set_trace_context(
-    up: &mut RequestHeader,
-    t: &crate::tracectx::TraceContext,
-    drop_state: bool,
-) {
-    if let Ok(v) = HeaderValue::from_bytes(&t.traceparent()) {
-        up.insert_static_header(&TRACEPARENT, v);
-    }
-    if drop_state {
-        up.remove_header("tracestate");
-    }
-}
 static HOST: StaticHeaderName = StaticHeaderName::new("host", "Host");
 
 /// Longest client-supplied request id that is passed through.
@@ -116,6 +103,7 @@ pub fn forwarded(
     client_ip: Option<IpAddr>,
     tls: bool,
     request_id: Option<&HeaderValue>,
+    trace: Option<(&crate::tracectx::TraceContext, bool)>,
 ) {
     let host = match client_req.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
@@ -135,6 +123,12 @@ pub fn forwarded(
         if let Some(f) = SET_FIELDS.iter().find(|f| f.name() == name) {
             prior_xff |= std::ptr::eq(*f, &X_FORWARDED_FOR);
             up.remove_header(f.name());
+        } else if let Some((_, drop_state)) = trace {
+            // The client's trace context is replaced by Sluice's span (and an invalid one's
+            // `tracestate` dropped).
+            if name == TRACEPARENT.name() || (drop_state && name == TRACESTATE) {
+                up.remove_header(name);
+            }
         }
     }
     let case = up.has_case();
@@ -176,6 +170,9 @@ pub fn forwarded(
     }
     if let Some(id) = request_id {
         line(&X_REQUEST_ID, &[id.as_bytes()]);
+    }
+    if let Some((t, _)) = trace {
+        line(&TRACEPARENT, &[&t.traceparent()]);
     }
 }
 
@@ -219,6 +216,7 @@ mod tests {
             Some("10.0.0.9".parse().unwrap()),
             true,
             Some(&id),
+            None,
         );
         assert_eq!(
             raw_fields(&up),
@@ -250,7 +248,14 @@ mod tests {
         client.append_header("x-forwarded-for", "1.1.1.1").unwrap();
         client.append_header("x-forwarded-for", "2.2.2.2").unwrap();
         let mut up = client.clone();
-        forwarded(&mut up, &client, Some("::1".parse().unwrap()), false, None);
+        forwarded(
+            &mut up,
+            &client,
+            Some("::1".parse().unwrap()),
+            false,
+            None,
+            None,
+        );
         assert_eq!(
             raw_fields(&up),
             [

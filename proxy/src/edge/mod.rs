@@ -673,10 +673,8 @@ impl ProxyHttp for Edge {
             ctx.client_ip,
             ctx.tls,
             ctx.request_id.as_ref(),
+            ctx.trace.as_ref().map(|t| (t, ctx.drop_tracestate)),
         );
-        if let Some(t) = &ctx.trace {
-            headers::set_trace_context(upstream_request, t, ctx.drop_tracestate);
-        }
         Ok(())
     }
 
