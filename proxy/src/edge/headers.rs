@@ -38,10 +38,10 @@ pub fn trace_context(
         Some(_) => None,
         None => given.and_then(|v| crate::tracectx::parse(v.as_bytes())),
     };
-    let ids: [u8; 24] = rand::random();
+    let ids: [u8; 24] = crate::util::rng::bytes();
     let (span, trace) = ids.split_at(8);
     let sampled =
-        sample_ratio >= 1.0 || (sample_ratio > 0.0 && rand::random::<f64>() < sample_ratio);
+        sample_ratio >= 1.0 || (sample_ratio > 0.0 && crate::util::rng::unit() < sample_ratio);
     let t = crate::tracectx::TraceContext::new(
         parent,
         span.try_into().unwrap_or([1; 8]),
@@ -77,7 +77,7 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
     let mut buf = [0u8; 32];
     // 16 random bytes are exactly 32 hex digits: the only error (a buffer of the wrong size)
     // cannot happen.
-    let _ = hex::encode_to_slice(rand::random::<u128>().to_be_bytes(), &mut buf);
+    let _ = hex::encode_to_slice(crate::util::rng::bytes::<16>(), &mut buf);
     HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
 }
 

@@ -875,7 +875,7 @@ impl ProxyHttp for Edge {
             // A 404: its snapshot was not kept; the current one says (a reload applies).
             None => (self.snapshot.load().log_unrouted, 1.0),
         };
-        if !logged || (sample < 1.0 && rand::random::<f64>() >= sample) {
+        if !logged || (sample < 1.0 && crate::util::rng::unit() >= sample) {
             return;
         }
         let field = |name: header::HeaderName| req.headers.get(name).map(HeaderValue::as_bytes);

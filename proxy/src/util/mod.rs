@@ -1,7 +1,8 @@
 //! Small shared helpers with no Sluice dependencies of their own: the clock, the hash,
-//! globs and IP text. Every module may import them; they import nothing of Sluice.
+//! globs, IP text and the request path's random ids. Every module may import them; they import nothing of Sluice.
 
 pub mod clock;
 pub mod glob;
 pub mod hash;
 pub mod ip;
+pub mod rng;
