@@ -10,6 +10,9 @@
 /// Length of a rendered version-00 `traceparent`.
 pub const LEN: usize = 55;
 
+/// Length of the `traceparent: ...\r\n` field line.
+pub const LINE_LEN: usize = 13 + LEN + 2;
+
 /// The trace a request belongs to and Sluice's span in it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TraceContext {
@@ -117,12 +120,29 @@ impl TraceContext {
     /// The `traceparent` for the backend: version 00, this trace, Sluice's span.
     pub fn traceparent(&self) -> [u8; LEN] {
         let mut out = [b'-'; LEN];
+        self.write_traceparent(&mut out);
+        out
+    }
+
+    /// The whole HTTP/1 field line, `traceparent: 00-...-...-..\r\n`, built in place so that
+    /// it is appended to the request head in one copy.
+    pub fn traceparent_line(&self) -> [u8; LINE_LEN] {
+        let mut out = [b'-'; LINE_LEN];
+        out[..13].copy_from_slice(b"traceparent: ");
+        self.write_traceparent((&mut out[13..13 + LEN]).try_into().unwrap_or(&mut [0; LEN]));
+        out[LINE_LEN - 2..].copy_from_slice(b"\r\n");
+        out
+    }
+
+    fn write_traceparent(&self, out: &mut [u8; LEN]) {
         out[0] = b'0';
         out[1] = b'0';
+        out[2] = b'-';
         write_hex(&self.trace_id, &mut out[3..35]);
+        out[35] = b'-';
         write_hex(&self.span_id, &mut out[36..52]);
+        out[52] = b'-';
         write_hex(&[self.flags], &mut out[53..55]);
-        out
     }
 
     /// The trace id as 32 lower-case hex digits.
@@ -138,11 +158,21 @@ impl TraceContext {
     }
 }
 
-fn write_hex(bytes: &[u8], out: &mut [u8]) {
+/// Two lower-case hex digits per byte, from a 512-byte table (one load per byte).
+static HEX_PAIRS: [[u8; 2]; 256] = {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for (i, b) in bytes.iter().enumerate() {
-        out[2 * i] = DIGITS[usize::from(b >> 4)];
-        out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+    let mut t = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [DIGITS[i >> 4], DIGITS[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+fn write_hex(bytes: &[u8], out: &mut [u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 
@@ -161,6 +191,10 @@ mod tests {
             b"00-4bf92f3577b34da6a3ce929d0e0e4736-abababababababab-01"
         );
         assert_eq!(&t.trace_id_hex(), b"4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(
+            &t.traceparent_line(),
+            b"traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-abababababababab-01\r\n"
+        );
         assert_eq!(t.parent_id, Some(p.parent_id));
         assert!(t.sampled());
     }

@@ -142,7 +142,9 @@ pub fn forwarded(
     let mut ip_buf = [0u8; 45];
     let ip = client_ip.map(|ip| ip_text(ip, &mut ip_buf));
     let raw = up.raw_h1_fields_mut();
-    raw.reserve(160 + host.as_ref().map_or(0, |h| h.len()));
+    raw.reserve(
+        160 + host.as_ref().map_or(0, |h| h.len()) + trace.map_or(0, |_| crate::tracectx::LINE_LEN),
+    );
     let mut line = |f: &'static StaticHeaderName, parts: &[&[u8]]| {
         raw.extend_from_slice(name(f));
         raw.extend_from_slice(b": ");
@@ -172,7 +174,8 @@ pub fn forwarded(
         line(&X_REQUEST_ID, &[id.as_bytes()]);
     }
     if let Some((t, _)) = trace {
-        line(&TRACEPARENT, &[&t.traceparent()]);
+        // Both spellings of the name are `traceparent`: one copy of a line built in place.
+        raw.extend_from_slice(&t.traceparent_line());
     }
 }
 
