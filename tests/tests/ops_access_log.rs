@@ -245,3 +245,51 @@ async fn a_blocked_destination_drops_lines_and_never_slows_a_request() {
         "{metrics}"
     );
 }
+
+/// `$tls` names the client connection's TLS version (`-` on plain HTTP) and `$protocol` the
+/// HTTP version the client spoke.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_version_and_protocol_fields() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let sluice = Sluice::with_config(format!(
+        "[logging]\naccess_log_path = \"{}\"\naccess_log_format = '$request_id $tls $protocol'\n{}",
+        log.display(),
+        pool(&bs[0])
+    ))
+    .tls()
+    .start()
+    .await;
+    let pem = std::fs::read(workspace_root().join("conf/tls/cert.pem")).unwrap();
+    let tls = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = tls
+        .get(format!(
+            "https://localhost:{}/t",
+            sluice.tls_addr.unwrap().port()
+        ))
+        .header("x-request-id", "over-tls")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = client(None)
+        .get(sluice.url("/t"))
+        .header("x-request-id", "plain")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = eventually(Duration::from_secs(5), "two lines", || {
+        let t = std::fs::read_to_string(&log).unwrap_or_default();
+        (t.lines().count() >= 2).then_some(t)
+    })
+    .await;
+    let tls_line = text.lines().find(|l| l.starts_with("over-tls ")).unwrap();
+    assert!(tls_line == "over-tls TLSv1.3 HTTP/2", "{text}");
+    assert!(text.contains("plain - HTTP/1.1\n"), "{text}");
+}

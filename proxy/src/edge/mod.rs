@@ -882,7 +882,12 @@ impl ProxyHttp for Edge {
         let tls = session
             .digest()
             .and_then(|d| d.ssl_digest.as_ref())
-            .map(|d| d.version.as_ref());
+            // Pingora on rustls names versions `TLSv1_3`; logs say `TLSv1.3`, as nginx does.
+            .map(|d| match d.version.as_ref() {
+                "TLSv1_3" => "TLSv1.3",
+                "TLSv1_2" => "TLSv1.2",
+                other => other,
+            });
         let trace_hex = ctx.trace.as_ref().map(|t| t.trace_id_hex());
         let entry = accesslog::Entry {
             time: Some(std::time::SystemTime::now()),
