@@ -118,15 +118,15 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
     for addr in &config.server.listen {
         proxy.add_tcp(&addr.to_string());
     }
-    for t in &config.server.tls {
+    for (t, resolver) in config.server.tls.iter().zip(&app.tls) {
         let listen = t.listen.to_string();
-        let tls_err = |source| AppError::Tls {
+        // The files are given by the resolver (reloaded with the config), not by path.
+        let mut settings = TlsSettings::intermediate("", "").map_err(|source| AppError::Tls {
             listen: listen.clone(),
             source,
-        };
-        let mut settings =
-            TlsSettings::intermediate(&t.cert.to_string_lossy(), &t.key.to_string_lossy())
-                .map_err(tls_err)?;
+        })?;
+        settings
+            .set_cert_resolver(Arc::clone(resolver) as Arc<dyn pingora::tls::ResolvesServerCert>);
         settings.enable_h2();
         proxy.add_tls_with_settings(&listen, None, settings);
     }

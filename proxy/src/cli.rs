@@ -136,7 +136,21 @@ pub fn run(args: Args) -> ExitCode {
             }
         },
     };
-    let state = match crate::process::App::new(config.clone(), &path, text, access_log, spans) {
+    let tls = match config
+        .server
+        .tls
+        .iter()
+        .map(crate::sni::CertSet::load)
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state = match crate::process::App::new(config.clone(), &path, text, access_log, spans, tls)
+    {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: metrics: {e}");

@@ -27,6 +27,7 @@ pub mod resources;
 pub mod router;
 pub mod rules;
 pub mod snapshot;
+pub mod sni;
 pub mod store;
 pub mod tlsfiles;
 pub mod tracectx;

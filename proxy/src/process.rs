@@ -33,6 +33,9 @@ pub struct App {
     pub metrics: &'static Metrics,
     /// The access log's writer (its destination is fixed for the process's life).
     pub access_log: Arc<crate::accesslog::Sink>,
+    /// One certificate resolver per `[[server.tls]]` listener, in order; a reload swaps their
+    /// certificates.
+    pub tls: Vec<Arc<crate::sni::SniResolver>>,
     /// The OTLP span exporter, when `[tracing] otlp_endpoint` is set.
     pub spans: Option<Arc<crate::otel::SpanExport>>,
     /// The config file, re-read on reload.
@@ -62,6 +65,7 @@ impl App {
         text: String,
         access_log: crate::accesslog::Sink,
         spans: Option<crate::otel::SpanExport>,
+        tls: Vec<crate::sni::CertSet>,
     ) -> Result<Arc<Self>, crate::metrics::Error> {
         // One per process (leaked like the cache): request contexts hold its gauges.
         let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()?));
@@ -98,6 +102,10 @@ impl App {
             metrics,
             access_log: Arc::new(access_log),
             spans: spans.map(Arc::new),
+            tls: tls
+                .into_iter()
+                .map(|s| Arc::new(crate::sni::SniResolver::new(s)))
+                .collect(),
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),

@@ -159,7 +159,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
 /// The restart-only `[server]` keys that differ.
 fn server_changes(old: &ServerSettings, n: &ServerSettings) -> Vec<&'static str> {
     let ServerSettings {
-        // Restart-only: listeners, threads and process settings Pingora takes at start.
+        // Restart-only: listeners, threads and process settings Pingora takes at start. Of a
+        // TLS listener only its address: its certificates are read again on every reload.
         listen,
         tls,
         threads,
@@ -179,7 +180,12 @@ fn server_changes(old: &ServerSettings, n: &ServerSettings) -> Vec<&'static str>
     } = old;
     let checks: [(&'static str, bool); 10] = [
         ("server.listen", *listen != n.listen),
-        ("server.tls", *tls != n.tls),
+        (
+            "server.tls (listen addresses)",
+            !tls.iter()
+                .map(|t| t.listen)
+                .eq(n.tls.iter().map(|t| t.listen)),
+        ),
         ("server.threads", *threads != n.threads),
         (
             "server.grace_period_seconds",
@@ -234,14 +240,34 @@ impl App {
             .and_then(|new| {
                 let old = self.config.load();
                 let changed = restart_only_changes(&old, &new);
-                if changed.is_empty() {
-                    Ok(new)
-                } else {
-                    Err(ReloadError::RestartRequired(changed))
+                if !changed.is_empty() {
+                    return Err(ReloadError::RestartRequired(changed));
                 }
+                // Certificates are read again even when the config names the same files: a
+                // renewed certificate is served from the next handshake on.
+                let mut sets = Vec::with_capacity(new.server.tls.len());
+                for (i, t) in new.server.tls.iter().enumerate() {
+                    match crate::sni::CertSet::load(t) {
+                        Ok(s) => sets.push(s),
+                        Err(message) => {
+                            return Err(ReloadError::Invalid(ConfigError {
+                                file: self.config_path.clone(),
+                                problems: vec![config::Problem {
+                                    path: format!("server.tls[{i}]"),
+                                    location: None,
+                                    message,
+                                }],
+                            }))
+                        }
+                    }
+                }
+                Ok((new, sets))
             });
         match result {
-            Ok(new) => {
+            Ok((new, sets)) => {
+                for (resolver, set) in self.tls.iter().zip(sets) {
+                    resolver.replace(set);
+                }
                 let generation = self.snapshot.load().generation + 1;
                 let snapshot = Snapshot::build(&new, &self.registry, self.metrics, generation);
                 crate::process::apply_client_limits(&new);
@@ -295,6 +321,25 @@ impl App {
     }
 }
 
+/// What the watch compares of one certificate or key file: modification time and length
+/// (`None` when it cannot be read).
+type Stamp = Option<(std::time::SystemTime, u64)>;
+
+/// The stamps of every certificate and key file of `config`'s TLS listeners, in order.
+async fn cert_stamps(config: &Config) -> Vec<Stamp> {
+    let mut out = Vec::new();
+    for t in &config.server.tls {
+        for p in &t.certs {
+            for f in [&p.cert, &p.key] {
+                // Follows symlinks: a Kubernetes Secret volume swaps them.
+                let m = tokio::fs::metadata(f).await.ok();
+                out.push(m.and_then(|m| Some((m.modified().ok()?, m.len()))));
+            }
+        }
+    }
+    out
+}
+
 /// Background service: SIGHUP and the file watch.
 pub struct ReloadService {
     app: Arc<App>,
@@ -332,6 +377,10 @@ impl BackgroundService for ReloadService {
         // A change is applied once the file reads the same on two consecutive polls, so an
         // editor's partial write is never loaded.
         let mut pending: Option<String> = None;
+        // Certificate and key files are watched too (a renewal that rewrites them in place,
+        // a Kubernetes Secret update): same two-poll rule, then a reload.
+        let mut certs_seen = cert_stamps(&self.app.config.load()).await;
+        let mut certs_pending: Option<Vec<Stamp>> = None;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -360,6 +409,17 @@ impl BackgroundService for ReloadService {
                     };
                     if text == self.app.last_loaded_text() {
                         pending = None;
+                        let now = cert_stamps(&self.app.config.load()).await;
+                        if now == certs_seen {
+                            certs_pending = None;
+                        } else if certs_pending.as_ref() == Some(&now) {
+                            certs_pending = None;
+                            certs_seen = now;
+                            let app = self.app.clone();
+                            let _ = tokio::task::spawn_blocking(move || app.reload("certificate_file")).await;
+                        } else {
+                            certs_pending = Some(now);
+                        }
                     } else if pending.as_deref() == Some(text.as_str()) {
                         pending = None;
                         let app = self.app.clone();

@@ -3,11 +3,29 @@
 //! listener panics on one, leaving a process without its listener).
 
 use std::path::Path;
+use std::sync::Arc;
 
-use pingora::tls::{load_certs_and_key_files, version, ServerConfig};
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{load_certs_and_key_files, version, CryptoProvider, ServerConfig};
+
+/// A certificate and its key, loaded and ready to serve.
+#[derive(Debug, Clone)]
+pub struct LoadedCert {
+    /// What rustls serves.
+    pub key: Arc<CertifiedKey>,
+    /// The DNS names of its subjectAltName, lower case (`*.example.com` for a wildcard).
+    pub names: Vec<String>,
+    /// Its end of validity, in seconds since the Unix epoch.
+    pub not_after: i64,
+}
 
 /// Why a certificate and key pair cannot serve.
 pub fn check_pair(cert: &Path, key: &Path) -> Result<(), String> {
+    load_pair(cert, key).map(|_| ())
+}
+
+/// Load a certificate chain and its key as the TLS listener serves them.
+pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
     let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
     let (certs, key_der) = match load_certs_and_key_files(&cert_s, &key_s) {
         Ok(Some(pair)) => pair,
@@ -23,9 +41,35 @@ pub fn check_pair(cert: &Path, key: &Path) -> Result<(), String> {
     // parses and that it belongs to the first certificate.
     ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
         .with_no_client_auth()
-        .with_single_cert(certs, key_der)
-        .map(|_| ())
-        .map_err(|e| format!("`{cert_s}` and `{key_s}` do not make a usable pair: {e}"))
+        .with_single_cert(certs.clone(), key_der.clone_key())
+        .map_err(|e| format!("`{cert_s}` and `{key_s}` do not make a usable pair: {e}"))?;
+    let provider = CryptoProvider::get_default()
+        .ok_or_else(|| "no TLS crypto provider installed".to_owned())?;
+    let signing = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| format!("`{key_s}`: {e}"))?;
+    let (names, not_after) = {
+        let first = certs
+            .first()
+            .ok_or_else(|| format!("`{cert_s}` holds no certificate"))?;
+        let (_, x509) =
+            x509_parser::parse_x509_certificate(first).map_err(|e| format!("`{cert_s}`: {e}"))?;
+        let mut names = Vec::new();
+        if let Ok(Some(san)) = x509.subject_alternative_name() {
+            for n in &san.value.general_names {
+                if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                    names.push(d.to_ascii_lowercase());
+                }
+            }
+        }
+        (names, x509.validity().not_after.timestamp())
+    };
+    Ok(LoadedCert {
+        key: Arc::new(CertifiedKey::new(certs, signing)),
+        names,
+        not_after,
+    })
 }
 
 #[cfg(test)]
@@ -41,6 +85,9 @@ mod tests {
     fn the_demo_pair_passes() {
         let (c, k) = demo();
         check_pair(&c, &k).unwrap();
+        let l = load_pair(&c, &k).unwrap();
+        assert!(l.names.iter().any(|n| n == "localhost"), "{:?}", l.names);
+        assert!(l.not_after > 1_700_000_000);
     }
 
     #[test]

@@ -216,11 +216,21 @@ pub struct ServerSettings {
 /// One TLS listener with its resolved certificate and key paths.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct TlsListener {
-    /// Address to listen on.
+    /// Address to listen on (restart-only).
     pub listen: SocketAddr,
-    /// Certificate chain (PEM).
+    /// Its certificates, chosen by server name; the first is the default (reloadable: the
+    /// files are read again on every reload).
+    pub certs: Vec<CertPair>,
+    /// A server name no certificate covers fails the handshake (instead of the default).
+    pub reject_unknown_sni: bool,
+}
+
+/// A certificate chain and its private key (PEM files).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertPair {
+    /// Certificate chain.
     pub cert: PathBuf,
-    /// Private key (PEM).
+    /// Private key.
     pub key: PathBuf,
 }
 

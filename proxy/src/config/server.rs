@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use std::collections::HashMap;
+
 use super::*;
 
 /// `[server]`: settings fixed for the life of the process (a reload may not change them).
@@ -48,8 +50,23 @@ pub struct FileTls {
     /// `ip:port` to listen on.
     pub listen: String,
     /// PEM certificate chain path, relative to the config file's directory unless absolute.
-    pub cert: String,
+    pub cert: Option<String>,
     /// PEM private key path, relative to the config file's directory unless absolute.
+    pub key: Option<String>,
+    /// Several certificates, chosen by server name (the first is the default).
+    pub certs: Option<Vec<FileCertPair>>,
+    /// `default` (serve the first certificate) or `reject` (fail the handshake) for a name no
+    /// certificate covers.
+    pub unknown_sni: Option<String>,
+}
+
+/// One entry of `certs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertPair {
+    /// PEM certificate chain path.
+    pub cert: String,
+    /// PEM private key path.
     pub key: String,
 }
 
@@ -186,15 +203,89 @@ impl Validator {
         for (i, t) in tls.into_iter().enumerate() {
             let path = format!("server.tls[{i}]");
             let listen = self.listen_addr(&format!("{path}.listen"), &t.listen, &mut seen);
-            let cert = self.existing_file(&format!("{path}.cert"), &t.cert, base_dir);
-            let key = self.existing_file(&format!("{path}.key"), &t.key, base_dir);
-            if let (Some(listen), Some(cert), Some(key)) = (listen, cert, key) {
+            let reject_unknown_sni = match t.unknown_sni.as_deref() {
+                None | Some("default") => Some(false),
+                Some("reject") => Some(true),
+                Some(other) => {
+                    self.problem(
+                        format!("{path}.unknown_sni"),
+                        format!("`{other}`: expected `default` (serve the first certificate) or `reject` (fail the handshake)"),
+                    );
+                    None
+                }
+            };
+            let pairs: Vec<(String, String, String)> = match (t.cert, t.key, t.certs) {
+                (Some(c), Some(k), None) => vec![(path.clone(), c, k)],
+                (None, None, Some(list)) if !list.is_empty() => list
+                    .into_iter()
+                    .enumerate()
+                    .map(|(j, p)| (format!("{path}.certs[{j}]"), p.cert, p.key))
+                    .collect(),
+                (None, None, Some(_)) => {
+                    self.problem(
+                        format!("{path}.certs"),
+                        "empty: give at least one { cert, key }",
+                    );
+                    continue;
+                }
+                (c, k, None) => {
+                    // One of the pair is missing.
+                    for (key, v) in [("cert", c), ("key", k)] {
+                        if v.is_none() {
+                            self.problem(
+                                format!("{path}.{key}"),
+                                "missing: give cert and key, or certs = [{ cert = ..., key = ... }, ...]",
+                            );
+                        }
+                    }
+                    continue;
+                }
+                (_, _, Some(_)) => {
+                    self.problem(
+                        format!("{path}.certs"),
+                        "give either cert and key (one certificate) or certs (several), not both",
+                    );
+                    continue;
+                }
+            };
+            let several = pairs.len() > 1;
+            let mut certs = Vec::new();
+            let mut owner: HashMap<String, String> = HashMap::new();
+            for (p, c, k) in pairs {
+                let cert = self.existing_file(&format!("{p}.cert"), &c, base_dir);
+                let key = self.existing_file(&format!("{p}.key"), &k, base_dir);
+                let (Some(cert), Some(key)) = (cert, key) else {
+                    continue;
+                };
                 // Parsed and matched here, as the listener will: a bad pair is a config error,
                 // never a listener that fails at start.
-                match crate::tlsfiles::check_pair(&cert, &key) {
-                    Ok(()) => tls_out.push(TlsListener { listen, cert, key }),
-                    Err(why) => self.problem(format!("{path}.cert"), why),
+                match crate::tlsfiles::load_pair(&cert, &key) {
+                    Ok(loaded) => {
+                        if several && !certs.is_empty() && loaded.names.is_empty() {
+                            self.problem(
+                                format!("{p}.cert"),
+                                "has no DNS name in its subjectAltName: no client could be given it (only the first certificate serves clients without a name)",
+                            );
+                        }
+                        for n in &loaded.names {
+                            if let Some(first) = owner.insert(n.clone(), p.clone()) {
+                                self.problem(
+                                    format!("{p}.cert"),
+                                    format!("`{n}` is also a name of {first}: each name must belong to one certificate"),
+                                );
+                            }
+                        }
+                        certs.push(CertPair { cert, key });
+                    }
+                    Err(why) => self.problem(format!("{p}.cert"), why),
                 }
+            }
+            if let (Some(listen), Some(reject_unknown_sni)) = (listen, reject_unknown_sni) {
+                tls_out.push(TlsListener {
+                    listen,
+                    certs,
+                    reject_unknown_sni,
+                });
             }
         }
         (plain, tls_out)

@@ -1,0 +1,103 @@
+//! Certificate choice by server name (SNI) for one TLS listener: a rustls
+//! [`ResolvesServerCert`] over a set of loaded certificates that a reload swaps whole
+//! (`ArcSwap`), so new handshakes use new certificates at once while connections in flight keep
+//! theirs. Names come from each certificate's subjectAltName: an exact name first, then a
+//! `*.` wildcard for the first label; a client that sends no name gets the first certificate; an
+//! unknown name gets the first certificate too, or a handshake failure when the listener says so.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use pingora::tls::sign::CertifiedKey;
+use pingora::tls::{ClientHello, ResolvesServerCert};
+
+use crate::config::TlsListener;
+use crate::tlsfiles::LoadedCert;
+
+/// The certificates of one listener, by name.
+#[derive(Debug)]
+pub struct CertSet {
+    keys: Vec<Arc<CertifiedKey>>,
+    exact: HashMap<String, usize>,
+    /// `example.com` for a `*.example.com` certificate.
+    wildcard: HashMap<String, usize>,
+    reject_unknown: bool,
+}
+
+impl CertSet {
+    /// The set of `certs` (the first is the default); `reject_unknown`: a name no certificate
+    /// covers fails the handshake instead of getting the default.
+    pub fn new(certs: &[LoadedCert], reject_unknown: bool) -> CertSet {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        for (i, c) in certs.iter().enumerate() {
+            for n in &c.names {
+                match n.strip_prefix("*.") {
+                    Some(parent) => wildcard.entry(parent.to_owned()).or_insert(i),
+                    None => exact.entry(n.clone()).or_insert(i),
+                };
+            }
+        }
+        CertSet {
+            keys: certs.iter().map(|c| Arc::clone(&c.key)).collect(),
+            exact,
+            wildcard,
+            reject_unknown,
+        }
+    }
+
+    /// Read `listener`'s certificate files now. The error names the listener and the file.
+    pub fn load(listener: &TlsListener) -> Result<CertSet, String> {
+        let certs = listener
+            .certs
+            .iter()
+            .map(|p| crate::tlsfiles::load_pair(&p.cert, &p.key))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("TLS listener {}: {e}", listener.listen))?;
+        Ok(CertSet::new(&certs, listener.reject_unknown_sni))
+    }
+
+    /// The certificate for `name` (`None`: no name sent).
+    pub fn choose(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = name else {
+            return self.keys.first().cloned();
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        let found = self.exact.get(&name).or_else(|| {
+            let (_, parent) = name.split_once('.')?;
+            self.wildcard.get(parent)
+        });
+        match found {
+            Some(i) => self.keys.get(*i).cloned(),
+            None if self.reject_unknown => None,
+            None => self.keys.first().cloned(),
+        }
+    }
+}
+
+/// The resolver a TLS listener is built with; [`SniResolver::replace`] swaps its certificates.
+#[derive(Debug)]
+pub struct SniResolver {
+    set: ArcSwap<CertSet>,
+}
+
+impl SniResolver {
+    /// A resolver serving `set`.
+    pub fn new(set: CertSet) -> SniResolver {
+        SniResolver {
+            set: ArcSwap::from_pointee(set),
+        }
+    }
+
+    /// Serve `set` from the next handshake on.
+    pub fn replace(&self, set: CertSet) {
+        self.set.store(Arc::new(set));
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        self.set.load().choose(hello.server_name())
+    }
+}

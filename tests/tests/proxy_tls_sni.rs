@@ -1,0 +1,217 @@
+//! Issue 16 (first part): one TLS listener, several certificates chosen by server name (names
+//! from each certificate's subjectAltName, exact then `*.` wildcard, the first as default or a
+//! handshake failure for an unknown name), and certificates read again on reload: the next
+//! handshake gets the new one, a connection already open keeps working, a broken file is
+//! refused and the old certificate still served. Certificates are made in the test (rcgen).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use support::*;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new() -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        Ca {
+            cert: params.self_signed(&key).unwrap(),
+            key,
+        }
+    }
+
+    /// A leaf for `names` written to `dir/stem.pem` and `dir/stem.key`; returns its DER.
+    fn leaf(&self, names: &[&str], dir: &Path, stem: &str) -> Vec<u8> {
+        let key = KeyPair::generate().unwrap();
+        let params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+}
+
+fn pair(dir: &Path, stem: &str) -> String {
+    format!(
+        "{{ cert = \"{}\", key = \"{}\" }}",
+        dir.join(format!("{stem}.pem")).display(),
+        dir.join(format!("{stem}.key")).display()
+    )
+}
+
+/// A client trusting `ca` that sends `name` as SNI (resolved to `addr`), on a fresh connection
+/// unless the client is reused.
+fn tls_client(ca: &Ca, name: &str, addr: SocketAddr, verify: bool) -> reqwest::Client {
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap())
+        .danger_accept_invalid_certs(!verify)
+        .resolve(name, addr)
+        .tls_info(true)
+        .no_proxy()
+        .build()
+        .unwrap()
+}
+
+/// The DER of the certificate the server showed for `name`, or the error.
+async fn served(ca: &Ca, name: &str, addr: SocketAddr, verify: bool) -> Result<Vec<u8>, String> {
+    let c = tls_client(ca, name, addr, verify);
+    peer(&c, name, addr).await
+}
+
+async fn peer(c: &reqwest::Client, name: &str, addr: SocketAddr) -> Result<Vec<u8>, String> {
+    let r = c
+        .get(format!("https://{name}:{}/sni", addr.port()))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    assert_eq!(r.status(), 200);
+    let der = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .ok_or("no peer certificate")?;
+    r.bytes().await.unwrap();
+    Ok(der)
+}
+
+async fn start(dir: &Path, certs: &str, extra: &str, bs: &[Backend]) -> (Sluice, SocketAddr) {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let s = Sluice::with_config(one_pool(&[bs[0].addr]))
+        .server_extra(&format!(
+            "[[server.tls]]\nlisten = \"{addr}\"\ncerts = [{certs}]\n{extra}"
+        ))
+        .admin_token("t0ken")
+        .start()
+        .await;
+    let _ = dir;
+    (s, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_name_gets_its_certificate_and_unknown_names_the_default_or_nothing() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let a = ca.leaf(&["a.test"], dir.path(), "a");
+    let b = ca.leaf(&["*.b.test", "b.test"], dir.path(), "b");
+    let certs = format!("{}, {}", pair(dir.path(), "a"), pair(dir.path(), "b"));
+    let (_s, addr) = start(dir.path(), &certs, "", &bs).await;
+
+    assert_eq!(served(&ca, "a.test", addr, true).await.unwrap(), a);
+    assert_eq!(served(&ca, "b.test", addr, true).await.unwrap(), b);
+    assert_eq!(
+        served(&ca, "x.b.test", addr, true).await.unwrap(),
+        b,
+        "wildcard"
+    );
+    assert_eq!(
+        served(&ca, "A.TEST", addr, true).await.unwrap(),
+        a,
+        "names ignore case"
+    );
+    // Unknown name: the first certificate (which the client cannot verify for that name).
+    assert_eq!(served(&ca, "c.test", addr, false).await.unwrap(), a);
+    // The wildcard covers one label only.
+    assert_eq!(served(&ca, "y.x.b.test", addr, false).await.unwrap(), a);
+
+    // `unknown_sni = "reject"`: no certificate for an unknown name, the handshake fails.
+    let (_s2, addr2) = start(dir.path(), &certs, "unknown_sni = \"reject\"\n", &bs).await;
+    assert_eq!(served(&ca, "b.test", addr2, true).await.unwrap(), b);
+    let err = served(&ca, "c.test", addr2, false).await.unwrap_err();
+    assert!(!err.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_certificate_is_served_after_reload_and_a_broken_one_refused() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let old = ca.leaf(&["a.test"], dir.path(), "a");
+    let (s, addr) = start(dir.path(), &pair(dir.path(), "a"), "", &bs).await;
+    let kept = tls_client(&ca, "a.test", addr, true);
+    assert_eq!(peer(&kept, "a.test", addr).await.unwrap(), old);
+
+    // Renewed in place (same file names, a new key too); the config text is unchanged.
+    let new = ca.leaf(&["a.test"], dir.path(), "a");
+    assert_ne!(new, old);
+    let (status, body) = s.admin_post("/reload", "t0ken", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served(&ca, "a.test", addr, true).await.unwrap(), new);
+    // The connection opened before the reload keeps its certificate and keeps working.
+    assert_eq!(peer(&kept, "a.test", addr).await.unwrap(), old);
+
+    // A broken file: the reload is refused and the last good certificate is still served.
+    std::fs::write(
+        dir.path().join("a.pem"),
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .unwrap();
+    let (status, body) = s.admin_post("/reload", "t0ken", None).await;
+    assert_ne!(status, 200, "{body}");
+    assert!(body.to_string().contains("server.tls[0]"), "{body}");
+    assert_eq!(served(&ca, "a.test", addr, true).await.unwrap(), new);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
+
+#[test]
+fn check_names_a_name_on_two_certificates_and_a_missing_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    ca.leaf(&["a.test"], dir.path(), "a");
+    ca.leaf(&["a.test", "z.test"], dir.path(), "z");
+    let config: PathBuf = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\n[[server.tls]]\nlisten = \"127.0.0.1:1\"\ncerts = [{}, {}]\nunknown_sni = \"drop\"\n[[server.tls]]\nlisten = \"127.0.0.1:2\"\ncert = \"{}\"\n[upstreams.a]\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\n[[routes]]\nupstream = \"a\"\n",
+            pair(dir.path(), "a"),
+            pair(dir.path(), "z"),
+            dir.path().join("a.pem").display()
+        ),
+    )
+    .unwrap();
+    let (st, _, err) = run_sluice(&["--check", "--config", config.to_str().unwrap()]);
+    assert!(!st.success());
+    assert!(err.contains("server.tls[0].certs[1].cert"), "{err}");
+    assert!(
+        err.contains("`a.test` is also a name of server.tls[0].certs[0]"),
+        "{err}"
+    );
+    assert!(err.contains("server.tls[0].unknown_sni"), "{err}");
+    assert!(err.contains("server.tls[1].key"), "{err}");
+}
+
+/// The file watch follows certificate files too: a certificate rewritten in place is served
+/// without any signal or API call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_file_watch_picks_up_a_renewed_certificate() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let old = ca.leaf(&["a.test"], dir.path(), "a");
+    let (_s, addr) = start(dir.path(), &pair(dir.path(), "a"), "", &bs).await;
+    assert_eq!(served(&ca, "a.test", addr, true).await.unwrap(), old);
+    let new = ca.leaf(&["a.test"], dir.path(), "a");
+    let mut last = Vec::new();
+    let end = std::time::Instant::now() + Duration::from_secs(15);
+    while std::time::Instant::now() < end {
+        last = served(&ca, "a.test", addr, true).await.unwrap();
+        if last == new {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(last, new, "the renewed certificate was never served");
+}
