@@ -72,6 +72,22 @@ impl App {
         for c in access_log.counters() {
             metrics.registry().register(Box::new(c))?;
         }
+        let tls: Vec<Arc<crate::sni::SniResolver>> = tls
+            .into_iter()
+            .map(|s| Arc::new(crate::sni::SniResolver::new(s)))
+            .collect();
+        if !tls.is_empty() {
+            let by_listen = config
+                .server
+                .tls
+                .iter()
+                .zip(&tls)
+                .map(|(t, r)| (t.listen.to_string(), Arc::clone(r)))
+                .collect();
+            metrics
+                .registry()
+                .register(Box::new(crate::sni::expiry_metric(by_listen)?))?;
+        }
         let registry = Arc::new(StateRegistry::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             &config, &registry, metrics, 1,
@@ -102,10 +118,7 @@ impl App {
             metrics,
             access_log: Arc::new(access_log),
             spans: spans.map(Arc::new),
-            tls: tls
-                .into_iter()
-                .map(|s| Arc::new(crate::sni::SniResolver::new(s)))
-                .collect(),
+            tls,
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),

@@ -13,6 +13,7 @@ use pingora::tls::sign::CertifiedKey;
 use pingora::tls::{ClientHello, ResolvesServerCert};
 
 use crate::config::TlsListener;
+use crate::metrics::{Error as MetricsError, Kind, Live, LiveFamily};
 use crate::tlsfiles::LoadedCert;
 
 /// The certificates of one listener, by name.
@@ -23,6 +24,8 @@ pub struct CertSet {
     /// `example.com` for a `*.example.com` certificate.
     wildcard: HashMap<String, usize>,
     reject_unknown: bool,
+    /// Each certificate's first name (`-` when it has none) and end of validity (Unix seconds).
+    expiry: Vec<(String, i64)>,
 }
 
 impl CertSet {
@@ -44,6 +47,13 @@ impl CertSet {
             exact,
             wildcard,
             reject_unknown,
+            expiry: certs
+                .iter()
+                .map(|c| {
+                    let name = c.names.first().map_or("-", String::as_str).to_owned();
+                    (name, c.not_after)
+                })
+                .collect(),
         }
     }
 
@@ -94,6 +104,31 @@ impl SniResolver {
     pub fn replace(&self, set: CertSet) {
         self.set.store(Arc::new(set));
     }
+}
+
+static TLS_FAMILIES: [LiveFamily; 1] = [LiveFamily {
+    name: "sluice_tls_certificate_expiry_seconds",
+    help: "Seconds until the certificate served on the listener stops being valid (negative once expired), by its first subjectAltName.",
+    kind: Kind::Gauge,
+    labels: &["listen", "name"],
+}];
+
+/// The certificate-expiry gauge, read at scrape time from `resolvers` (by listen address).
+pub fn expiry_metric(resolvers: Vec<(String, Arc<SniResolver>)>) -> Result<Live, MetricsError> {
+    Live::new(&TLS_FAMILIES, &[], move |s| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        for (listen, r) in &resolvers {
+            for (name, not_after) in &r.set.load().expiry {
+                s.add(
+                    0,
+                    &[listen.as_str(), name.as_str()],
+                    (not_after - now) as f64,
+                );
+            }
+        }
+    })
 }
 
 impl ResolvesServerCert for SniResolver {

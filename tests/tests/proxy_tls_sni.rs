@@ -32,9 +32,11 @@ impl Ca {
     /// A leaf for `names` written to `dir/stem.pem` and `dir/stem.key`; returns its DER.
     fn leaf(&self, names: &[&str], dir: &Path, stem: &str) -> Vec<u8> {
         let key = KeyPair::generate().unwrap();
-        let params =
+        let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
+        // 2030-01-01T00:00:00Z (1893456000): the expiry gauge is checked against it.
+        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
         let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
         std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
@@ -107,7 +109,7 @@ async fn each_name_gets_its_certificate_and_unknown_names_the_default_or_nothing
     let a = ca.leaf(&["a.test"], dir.path(), "a");
     let b = ca.leaf(&["*.b.test", "b.test"], dir.path(), "b");
     let certs = format!("{}, {}", pair(dir.path(), "a"), pair(dir.path(), "b"));
-    let (_s, addr) = start(dir.path(), &certs, "", &bs).await;
+    let (s, addr) = start(dir.path(), &certs, "", &bs).await;
 
     assert_eq!(served(&ca, "a.test", addr, true).await.unwrap(), a);
     assert_eq!(served(&ca, "b.test", addr, true).await.unwrap(), b);
@@ -125,6 +127,26 @@ async fn each_name_gets_its_certificate_and_unknown_names_the_default_or_nothing
     assert_eq!(served(&ca, "c.test", addr, false).await.unwrap(), a);
     // The wildcard covers one label only.
     assert_eq!(served(&ca, "y.x.b.test", addr, false).await.unwrap(), a);
+
+    // Seconds until each certificate expires, by its first name.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as f64;
+    let metrics = s.admin_get("/metrics").await.1;
+    for name in ["a.test", "*.b.test"] {
+        let line = metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("sluice_tls_certificate_expiry_seconds{")
+                    && l.contains(&format!("name=\"{name}\""))
+                    && l.contains(&format!("listen=\"{addr}\""))
+            })
+            .unwrap_or_else(|| panic!("no expiry for {name}:\n{metrics}"));
+        let v: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!((v - (1_893_456_000.0 - now)).abs() < 120.0, "{line}");
+    }
+    Sluice::promtool_check(&metrics);
 
     // `unknown_sni = "reject"`: no certificate for an unknown name, the handshake fails.
     let (_s2, addr2) = start(dir.path(), &certs, "unknown_sni = \"reject\"\n", &bs).await;
