@@ -127,6 +127,7 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         })?;
         settings
             .set_cert_resolver(Arc::clone(resolver) as Arc<dyn pingora::tls::ResolvesServerCert>);
+        settings.set_tls13_only(t.tls13_only);
         settings.enable_h2();
         proxy.add_tls_with_settings(&listen, None, settings);
     }

@@ -181,10 +181,10 @@ fn server_changes(old: &ServerSettings, n: &ServerSettings) -> Vec<&'static str>
     let checks: [(&'static str, bool); 10] = [
         ("server.listen", *listen != n.listen),
         (
-            "server.tls (listen addresses)",
+            "server.tls (listen addresses, min_version)",
             !tls.iter()
-                .map(|t| t.listen)
-                .eq(n.tls.iter().map(|t| t.listen)),
+                .map(|t| (t.listen, t.tls13_only))
+                .eq(n.tls.iter().map(|t| (t.listen, t.tls13_only))),
         ),
         ("server.threads", *threads != n.threads),
         (

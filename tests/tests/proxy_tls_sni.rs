@@ -31,7 +31,11 @@ impl Ca {
 
     /// A leaf for `names` written to `dir/stem.pem` and `dir/stem.key`; returns its DER.
     fn leaf(&self, names: &[&str], dir: &Path, stem: &str) -> Vec<u8> {
-        let key = KeyPair::generate().unwrap();
+        self.leaf_with(KeyPair::generate().unwrap(), names, dir, stem)
+    }
+
+    /// The same with a given key (an RSA one: rcgen on ring signs with RSA but cannot make keys).
+    fn leaf_with(&self, key: KeyPair, names: &[&str], dir: &Path, stem: &str) -> Vec<u8> {
         let mut params =
             CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
                 .unwrap();
@@ -237,3 +241,80 @@ async fn the_file_watch_picks_up_a_renewed_certificate() {
     }
     assert_eq!(last, new, "the renewed certificate was never served");
 }
+
+/// `min_version = "1.3"`: a client that speaks at most TLS 1.2 fails the handshake; the default
+/// listener serves it. The certificate has an RSA key (the others here are ECDSA).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_version_1_3_refuses_a_tls_1_2_client() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    let rsa = ca.leaf_with(
+        KeyPair::from_pem(RSA_KEY).unwrap(),
+        &["r.test"],
+        dir.path(),
+        "r",
+    );
+    let tls12 = |addr| {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(ca.cert.pem().as_bytes()).unwrap())
+            .max_tls_version(reqwest::tls::Version::TLS_1_2)
+            .resolve("r.test", addr)
+            .no_proxy()
+            .build()
+            .unwrap()
+    };
+    let (_default, addr) = start(dir.path(), &pair(dir.path(), "r"), "", &bs).await;
+    assert_eq!(served(&ca, "r.test", addr, true).await.unwrap(), rsa);
+    let r = tls12(addr)
+        .get(format!("https://r.test:{}/", addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "TLS 1.2 is offered by default");
+
+    let (_strict, addr) = start(
+        dir.path(),
+        &pair(dir.path(), "r"),
+        "min_version = \"1.3\"\n",
+        &bs,
+    )
+    .await;
+    assert_eq!(served(&ca, "r.test", addr, true).await.unwrap(), rsa);
+    let r = tls12(addr)
+        .get(format!("https://r.test:{}/", addr.port()))
+        .send()
+        .await;
+    assert!(r.is_err(), "a TLS 1.2 client got through: {r:?}");
+}
+
+/// A 2048-bit RSA key (PKCS#8) for the RSA certificate made in the test.
+const RSA_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIIEvwIBADANBgkqhkiG9w0BAQEFAASCBKkwggSlAgEAAoIBAQDAD4qZrXoklVjO
+CJl8CIeS3wJR3vsoMhIe8fIx3ZDh7qdQSKqDjkQb7lJfyAkV9tSiqbamYp0kUjQZ
+TFJCoQ9f2A+E7wo/FuoUDmS9BWLY33va2pEPD08zudrgwS3j1R4Niu3vjOcdb44P
+P2+OJUAsgopIgwUm/ugysDymFbS+Ji7MGnI3g9c8bgCcSKhdLpmTAV6FK9Jmnt5G
+4kXsP71VofEqZdQ/w603VAIVqYnl1SsRjH1YwGeH1s0XpEjXLEt37kBWrf3Ze5q+
+U1DtNgDOQo/t6Zq4KttxQHcye8n8mqFDbngm6/ZVBeZsnwkpVmNlDC8chwI08Nkk
+pvrjeWkBAgMBAAECggEARhrmKqZJ+WSSX9J/w+iRJClG/X95CfkM6ELEdzM7GV01
+sXZ010Rs1A0wAEpSFrRcdWuhgiZo2cMvxTQ4qp2DsSZ6s7lVciX5F40RdHWs2SDq
+Yr55SJf7/xOOM5AQIiO+ro7Rvykdi38WybYMEETEofqcY09/5/YP58CwwqcVrHo9
+WyrMKHB1LTsnq2EDCrN1g6VzOq41Dj5k/8GybAN9Y7UMgcu1/BAijxKSsqOR0wyx
+kx+47os13fxI8ZT6vpPoH36JtuLtZa8k/76kEMm0xbHrw+Gwxfc+xuHLIOtET++x
+vYp1v0TFy4+JOl/8qbO7sB6p7k8tDsN7kUElEwtKaQKBgQDrehRniEq2tWUOLMh7
+kb7XZm6tGGNtaNfB9060kEeXFx8GdYTId1ngcCF2zRpqsmmSG5hCa4D+z9Oq8PQv
+DNGrWQh/CiuO5JfZYf6SOMipIGxfHxkYBU+OIfw6kSERLaTIriA5FADCeK8woGBP
+3RGnNjJVDIraZngvLdBJOQOF8wKBgQDQzMR97QG4Fa6CmYdXJ3E2KnyTEwDxmn7i
+STZbNolf2RQRppncw1xlIeQKbNANpNQk2h3LQ9efPZYIbSAprRbbPeyytVAGzbdx
+qw4CqkNgShd/JQKALUJ0u36wIlLwgd32v4KQC0A/DQQboj1ST38AExZxXtfBhdL7
+B82zhqDOOwKBgQCfET2dXp0R5WFZfPkFOEQRn9ldxp7Ltsog9h3NrbUepHjJ1TMY
+dD9bdIO2jACvWMwl7cwh+hsOhne2/sQE0IUGWcN6hfU8tsC5ERB12DP8w7FRZGGA
+L345Rk3rhkQvJYUuJyoPRKrqs7msgHnvGSgmq16+wxU9SYEgZbNQ81mk7wKBgQCc
+FATpUKoRTfvF2jfl+TDSWY4HbpQtBdzFEA8WvbyQrjcnPo8TC+HcIypQdKhNGqIN
+7hGJaOwcN7AYGmKJZL6KIk72AzyP6WSwDjqJ2XZF2vyXaTXmVG6xzZnU1cODzr/5
++4wAWriqqPMiKPOHvK7lgl8rXccP/RYJ2fp0sTUxEwKBgQC/oQPd9Rh8m8kSAqlR
+V2dJRdMcB49GIDbTDwFRql9+BYjLXx1UEv4U3bAKAUcyDcxnm9Wf6Fm/+uZfNrqG
+Y+pyfZ4KNhUn8ZmQpopekrTwEbSOAA5f1BGb8uYptIpAIbGOYfv6+KLCb3ND7NwY
+gUS5IvbSVTKx+xhxJvAkoDtbWg==
+-----END PRIVATE KEY-----
+";

@@ -223,6 +223,8 @@ pub struct TlsListener {
     pub certs: Vec<CertPair>,
     /// A server name no certificate covers fails the handshake (instead of the default).
     pub reject_unknown_sni: bool,
+    /// `min_version = "1.3"`: TLS 1.2 is not offered (restart-only).
+    pub tls13_only: bool,
 }
 
 /// A certificate chain and its private key (PEM files).

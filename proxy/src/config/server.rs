@@ -58,6 +58,8 @@ pub struct FileTls {
     /// `default` (serve the first certificate) or `reject` (fail the handshake) for a name no
     /// certificate covers.
     pub unknown_sni: Option<String>,
+    /// Lowest TLS version offered: `1.2` or `1.3`.
+    pub min_version: Option<String>,
 }
 
 /// One entry of `certs`.
@@ -214,6 +216,17 @@ impl Validator {
                     None
                 }
             };
+            let tls13_only = match t.min_version.as_deref() {
+                None | Some("1.2") => Some(false),
+                Some("1.3") => Some(true),
+                Some(other) => {
+                    self.problem(
+                        format!("{path}.min_version"),
+                        format!("`{other}`: expected \"1.2\" or \"1.3\" (older versions are not offered)"),
+                    );
+                    None
+                }
+            };
             let pairs: Vec<(String, String, String)> = match (t.cert, t.key, t.certs) {
                 (Some(c), Some(k), None) => vec![(path.clone(), c, k)],
                 (None, None, Some(list)) if !list.is_empty() => list
@@ -280,11 +293,14 @@ impl Validator {
                     Err(why) => self.problem(format!("{p}.cert"), why),
                 }
             }
-            if let (Some(listen), Some(reject_unknown_sni)) = (listen, reject_unknown_sni) {
+            if let (Some(listen), Some(reject_unknown_sni), Some(tls13_only)) =
+                (listen, reject_unknown_sni, tls13_only)
+            {
                 tls_out.push(TlsListener {
                     listen,
                     certs,
                     reject_unknown_sni,
+                    tls13_only,
                 });
             }
         }

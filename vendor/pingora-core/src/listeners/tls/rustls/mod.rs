@@ -38,6 +38,8 @@ pub struct TlsSettings {
     client_cert_verifier: Option<Arc<dyn ClientCertVerifier>>,
     callbacks: Option<TlsAcceptCallbacks>,
     offload_threadpool: Option<(usize, usize)>,
+    // SLUICE PATCH (TLS minimum version): offer TLS 1.3 only (default: 1.2 and 1.3).
+    tls13_only: bool,
 }
 
 pub struct Acceptor {
@@ -58,8 +60,12 @@ impl TlsSettings {
         // rustls 0.23+ requires an explicit CryptoProvider.
         pingora_rustls::install_default_crypto_provider();
 
-        let builder =
-            ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13]);
+        // SLUICE PATCH (TLS minimum version).
+        let builder = if self.tls13_only {
+            ServerConfig::builder_with_protocol_versions(&[&version::TLS13])
+        } else {
+            ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
+        };
         let builder = if let Some(verifier) = self.client_cert_verifier {
             builder.with_client_cert_verifier(verifier)
         } else {
@@ -117,6 +123,12 @@ impl TlsSettings {
     /// Configure mTLS by providing a rustls client certificate verifier.
     pub fn set_client_cert_verifier(&mut self, verifier: Arc<dyn ClientCertVerifier>) {
         self.client_cert_verifier = Some(verifier);
+    }
+
+    /// SLUICE PATCH (TLS minimum version): offer only TLS 1.3 when `only` (clients limited to
+    /// TLS 1.2 then fail the handshake); TLS 1.2 and 1.3 otherwise.
+    pub fn set_tls13_only(&mut self, only: bool) {
+        self.tls13_only = only;
     }
 
     /// Install a user-provided server certificate resolver.
@@ -200,6 +212,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: None,
             offload_threadpool: None,
+            tls13_only: false,
         })
     }
 
@@ -220,6 +233,7 @@ impl TlsSettings {
             client_cert_verifier: None,
             callbacks: Some(callbacks),
             offload_threadpool: None,
+            tls13_only: false,
         })
     }
 }
