@@ -69,9 +69,10 @@ pub fn open_append(path: &Path) -> io::Result<File> {
 
 enum Msg {
     Line(String),
-    /// Look at the reopen flag (sent by `reopen`; may be dropped when the queue is full, the
-    /// writer then sees the flag after the lines ahead of it).
-    Wake,
+    /// Reopen the file here, in queue order: lines queued before it go to the file open
+    /// before. When the queue is full it cannot be queued; the reopen flag is set instead and
+    /// the writer looks at it after its next batch.
+    Reopen,
     /// Write everything queued, flush, then answer.
     Flush(SyncSender<()>),
 }
@@ -125,8 +126,9 @@ impl Sink {
 
     /// Reopen a file destination before the next write (SIGUSR1).
     pub fn reopen(&self) {
-        self.reopen.store(true, Ordering::Release);
-        let _ = self.tx.try_send(Msg::Wake);
+        if self.tx.try_send(Msg::Reopen).is_err() {
+            self.reopen.store(true, Ordering::Release);
+        }
     }
 
     /// Write out everything queued so far; wait at most `timeout` (before the process exits).
@@ -171,10 +173,13 @@ fn write_loop(
                         report(&dest, &e);
                     }
                 }
-                Msg::Wake => {}
+                Msg::Reopen => reopen_file(&dest, &mut out),
                 Msg::Flush(ack) => acks.push(ack),
             }
             next = rx.try_recv().ok();
+        }
+        if reopen.swap(false, Ordering::AcqRel) {
+            reopen_file(&dest, &mut out);
         }
         if let Err(e) = out.flush() {
             report(&dest, &e);
@@ -182,24 +187,31 @@ fn write_loop(
         for ack in acks.drain(..) {
             let _ = ack.send(());
         }
-        if reopen.swap(false, Ordering::AcqRel) {
-            if let Destination::File(p) = &dest {
-                match open_append(p) {
-                    Ok(f) => {
-                        out = io::BufWriter::with_capacity(64 * 1024, Box::new(f));
-                        tracing::info!(event = "access_log_reopened", path = %p.display(), "access log reopened");
-                    }
-                    Err(e) => tracing::warn!(
-                        event = "access_log_reopen_failed",
-                        path = %p.display(),
-                        error = %e,
-                        "cannot reopen the access log; still writing to the file open before"
-                    ),
-                }
-            }
-        }
     }
     let _ = out.flush();
+}
+
+/// Write out what is buffered for the file open now, then open the path again (after a
+/// rename, a new file). Stdout and stderr are not reopened.
+fn reopen_file(dest: &Destination, out: &mut io::BufWriter<Box<dyn Write + Send>>) {
+    let Destination::File(p) = dest else {
+        return;
+    };
+    if let Err(e) = out.flush() {
+        report(dest, &e);
+    }
+    match open_append(p) {
+        Ok(f) => {
+            *out = io::BufWriter::with_capacity(64 * 1024, Box::new(f));
+            tracing::info!(event = "access_log_reopened", path = %p.display(), "access log reopened");
+        }
+        Err(e) => tracing::warn!(
+            event = "access_log_reopen_failed",
+            path = %p.display(),
+            error = %e,
+            "cannot reopen the access log; still writing to the file open before"
+        ),
+    }
 }
 
 fn report(dest: &Destination, e: &io::Error) {
