@@ -54,7 +54,7 @@ pub struct RequestSpan<'a> {
     pub upstream: Option<&'a str>,
     /// Backend address tried last.
     pub backend: Option<&'a str>,
-    /// HTTP version (`1.1`, `2`).
+    /// HTTP version as the access log writes it (`HTTP/1.1`, `HTTP/2`).
     pub protocol: &'a str,
 }
 
@@ -104,7 +104,7 @@ impl SpanExport {
         attributes.push(KeyValue::new("server.address", s.host.to_owned()));
         attributes.push(KeyValue::new(
             "network.protocol.version",
-            s.protocol.to_owned(),
+            s.protocol.trim_start_matches("HTTP/").to_owned(),
         ));
         if s.status != 0 {
             attributes.push(KeyValue::new(

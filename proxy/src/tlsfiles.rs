@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use pingora::tls::sign::CertifiedKey;
-use pingora::tls::{load_certs_and_key_files, version, CryptoProvider, ServerConfig};
+use pingora::tls::{load_certs_and_key_files, CryptoProvider};
 
 /// A certificate and its key, loaded and ready to serve.
 #[derive(Debug, Clone)]
@@ -37,22 +37,16 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
         Err(e) => return Err(format!("cannot read `{cert_s}` or `{key_s}`: {e}")),
     };
     pingora::tls::install_default_crypto_provider();
-    // The same builder as the listener's (`TlsSettings::build`); rustls checks that the key
-    // parses and that it belongs to the first certificate.
-    ServerConfig::builder_with_protocol_versions(&[&version::TLS12, &version::TLS13])
-        .with_no_client_auth()
-        .with_single_cert(certs.clone(), key_der.clone_key())
-        .map_err(|e| format!("`{cert_s}` and `{key_s}` do not make a usable pair: {e}"))?;
     let provider = CryptoProvider::get_default()
         .ok_or_else(|| "no TLS crypto provider installed".to_owned())?;
-    let signing = provider
-        .key_provider
-        .load_private_key(key_der)
-        .map_err(|e| format!("`{key_s}`: {e}"))?;
+    // What rustls's `with_single_cert` does: the key parses, and it belongs to the first
+    // certificate. The listener serves this very `CertifiedKey` (through `sni::SniResolver`).
+    let key = CertifiedKey::from_der(certs, key_der, provider)
+        .map_err(|e| format!("`{cert_s}` and `{key_s}` do not make a usable pair: {e}"))?;
     let (names, not_after) = {
-        let first = certs
-            .first()
-            .ok_or_else(|| format!("`{cert_s}` holds no certificate"))?;
+        let first = key
+            .end_entity_cert()
+            .map_err(|e| format!("`{cert_s}`: {e}"))?;
         let (_, x509) =
             x509_parser::parse_x509_certificate(first).map_err(|e| format!("`{cert_s}`: {e}"))?;
         let mut names = Vec::new();
@@ -66,7 +60,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
         (names, x509.validity().not_after.timestamp())
     };
     Ok(LoadedCert {
-        key: Arc::new(CertifiedKey::new(certs, signing)),
+        key: Arc::new(key),
         names,
         not_after,
     })

@@ -371,14 +371,6 @@ impl Entry<'_> {
         }
     }
 
-    fn uri_hex(&self, out: &mut String) {
-        hex_escape(self.path.as_bytes(), out);
-        if let Some(q) = self.query {
-            out.push('?');
-            hex_escape(q.as_bytes(), out);
-        }
-    }
-
     fn json_value(&self, f: Field, out: &mut String) {
         if f == Field::Uri {
             out.push('"');
@@ -427,7 +419,7 @@ impl Entry<'_> {
     /// `\xHH`), `-` when absent.
     fn plain_value(&self, f: Field, out: &mut String) {
         if f == Field::Uri {
-            self.uri_hex(out);
+            self.uri(out, |s, out| hex_escape(s.as_bytes(), out));
             return;
         }
         match self.value(f) {

@@ -846,6 +846,16 @@ impl ProxyHttp for Edge {
             }
         }
         let pool = ctx.pool();
+        let upstream = pool.map(|p| p.name.as_str());
+        let backend = match (pool, ctx.attempt.current) {
+            (Some(p), Some(i)) => Some(p.names[i].as_str()),
+            _ => None,
+        };
+        let protocol = match req.version {
+            http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            _ => "HTTP/1.1",
+        };
         if let (Some(export), Some(trace)) = (&self.spans, &ctx.trace) {
             let end = std::time::SystemTime::now();
             export.record(&crate::otel::RequestSpan {
@@ -858,16 +868,9 @@ impl ProxyHttp for Edge {
                 status,
                 client: ctx.client_ip,
                 route: route.map(|r| r.name.as_str()),
-                upstream: pool.map(|p| p.name.as_str()),
-                backend: match (pool, ctx.attempt.current) {
-                    (Some(p), Some(i)) => Some(p.names[i].as_str()),
-                    _ => None,
-                },
-                protocol: match req.version {
-                    http::Version::HTTP_2 => "2",
-                    http::Version::HTTP_10 => "1.0",
-                    _ => "1.1",
-                },
+                upstream,
+                backend,
+                protocol,
             });
         }
         let (logged, sample) = match route {
@@ -896,20 +899,13 @@ impl ProxyHttp for Edge {
             host: headers::host(req),
             path: req.uri.path(),
             query: req.uri.query(),
-            protocol: match req.version {
-                http::Version::HTTP_2 => "HTTP/2",
-                http::Version::HTTP_10 => "HTTP/1.0",
-                _ => "HTTP/1.1",
-            },
+            protocol,
             status,
             bytes: session.body_bytes_sent(),
             duration: took,
             upstream_time: ctx.attempt.upstream_took,
-            upstream: pool.map(|p| p.name.as_str()),
-            backend: match (pool, ctx.attempt.current) {
-                (Some(p), Some(i)) => Some(p.names[i].as_str()),
-                _ => None,
-            },
+            upstream,
+            backend,
             retries: ctx.attempt.attempts.saturating_sub(1) as usize,
             request_id: ctx.request_id.as_ref().map(HeaderValue::as_bytes),
             trace_id: trace_hex.as_ref().and_then(|h| std::str::from_utf8(h).ok()),
