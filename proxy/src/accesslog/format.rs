@@ -404,7 +404,14 @@ impl Entry<'_> {
 
     fn text_value(&self, f: Field, out: &mut String) {
         if f == Field::Uri {
-            self.uri(out, text_escape);
+            // One value: quoted whole when the path or the query needs it (a query has `=`).
+            if needs_quotes(self.path) || self.query.is_some_and(needs_quotes) {
+                out.push('"');
+                self.uri(out, json_escape);
+                out.push('"');
+            } else {
+                self.uri(out, |s, out| out.push_str(s));
+            }
             return;
         }
         match self.value(f) {
@@ -478,15 +485,19 @@ fn json_escape(s: &str, out: &mut String) {
 /// `key=value` text: quoted (JSON-escaped) when the value has a space, a quote, `=`, a
 /// backslash or a control character.
 fn text_escape(s: &str, out: &mut String) {
-    if s.bytes()
-        .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == b'\\' || b == 0x7f)
-    {
+    if needs_quotes(s) {
         out.push('"');
         json_escape(s, out);
         out.push('"');
     } else {
         out.push_str(s);
     }
+}
+
+/// Whether a `key=value` text value must be quoted.
+fn needs_quotes(s: &str) -> bool {
+    s.bytes()
+        .any(|b| b <= b' ' || b == b'"' || b == b'=' || b == b'\\' || b == 0x7f)
 }
 
 /// nginx's escaping for `log_format`: `"`, `\` and bytes outside printable ASCII as `\xHH`.
@@ -593,6 +604,7 @@ mod tests {
             "{s}"
         );
         assert!(s.contains(" path=\"/a b\" "), "{s}");
+        assert!(s.contains(" uri=\"/a b?q=1\" "), "{s}");
         assert!(
             s.contains(" user_agent=\"evil\\\"\\n{\\\"status\\\":500}\" "),
             "{s}"
