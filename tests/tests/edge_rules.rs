@@ -113,11 +113,8 @@ async fn a_plain_listener_redirects_everything_to_https() {
     assert_eq!(header(&r, "location"), "https://shop.example/a/b?x=1&y=2");
     assert!(!bs[0].shared.served().contains_key("/a/b"));
     // Over TLS the same request is proxied: no redirect loop.
-    let pem = std::fs::read(workspace_root().join("conf/tls/cert.pem")).unwrap();
-    let tls = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+    let tls = demo_tls_client()
         .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
         .build()
         .unwrap();
     let port = sluice.tls_addr.unwrap().port();
@@ -217,12 +214,7 @@ async fn security_headers_with_hsts_only_over_tls() {
     assert_eq!(header(&plain, "x-content-type-options"), "nosniff");
     assert_eq!(header(&plain, "x-frame-options"), "DENY");
     assert_eq!(header(&plain, "referrer-policy"), "no-referrer");
-    let pem = std::fs::read(workspace_root().join("conf/tls/cert.pem")).unwrap();
-    let tls = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let tls = demo_tls_client().build().unwrap();
     let port = sluice.tls_addr.unwrap().port();
     let r = tls
         .get(format!("https://localhost:{port}/"))

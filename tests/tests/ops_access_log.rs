@@ -261,12 +261,7 @@ async fn tls_version_and_protocol_fields() {
     .tls()
     .start()
     .await;
-    let pem = std::fs::read(workspace_root().join("conf/tls/cert.pem")).unwrap();
-    let tls = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let tls = demo_tls_client().build().unwrap();
     let r = tls
         .get(format!(
             "https://localhost:{}/t",

@@ -127,13 +127,6 @@ async fn next_message(sock: &tokio::net::UnixDatagram, wait: Duration) -> Option
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
-/// Whether process `pid` exists (a zombie counts as gone).
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.contains(") Z "))
-        .unwrap_or(false)
-}
-
 /// Run one `ExecReload` line (blocking, in a thread: it waits for the new process).
 async fn reload(line: &str, config: &Path, main_pid: u32, notify: &Path, log: &Path) -> Output {
     let mut c = command(line, config, main_pid);
@@ -221,18 +214,8 @@ async fn the_units_reload_starts_the_new_process_first_and_moves_the_main_pid() 
         .await;
     let (ok, failures) = load.stop().await;
     assert!(failures.is_empty(), "{ok} ok, lost: {failures:?}");
-    let fresh = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
-    let status: serde_json::Value = fresh
-        .get(old.admin_url("/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    // A new connection (each admin call makes its own client) reaches the new process.
+    let status = old.admin_json("/status").await;
     assert_eq!(status["pid"].as_u64(), Some(u64::from(new_pid)));
 
     // systemctl stop: SIGTERM to the (new) main process, which says STOPPING=1.
@@ -296,10 +279,7 @@ async fn a_reload_into_a_garbage_certificate_never_touches_the_running_process()
         "the old process was signalled:\n{}",
         old.log()
     );
-    let pem = std::fs::read(&cert).unwrap();
-    let tls = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .no_proxy()
+    let tls = demo_tls_client()
         .build()
         .unwrap()
         .get(format!(

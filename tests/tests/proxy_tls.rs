@@ -5,10 +5,7 @@ mod support;
 use support::*;
 
 fn tls_client(http1_only: bool) -> reqwest::Client {
-    let pem = std::fs::read(workspace_root().join("conf/tls/cert.pem")).unwrap();
-    let mut b = reqwest::Client::builder()
-        .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
-        .no_proxy();
+    let mut b = demo_tls_client();
     if http1_only {
         b = b.http1_only();
     }

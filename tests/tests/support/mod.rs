@@ -513,6 +513,22 @@ pub fn run_sluice(args: &[&str]) -> (ExitStatus, String, String) {
     )
 }
 
+/// Whether process `pid` exists (a zombie counts as gone).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+/// A client builder that trusts the demo certificate (`conf/tls/cert.pem`, for `localhost`), the
+/// one the harness's `.tls()` listener serves.
+pub fn demo_tls_client() -> reqwest::ClientBuilder {
+    let pem = std::fs::read(workspace_root().join("conf/tls/cert.pem")).expect("demo certificate");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("demo certificate"))
+        .no_proxy()
+}
+
 /// An HTTP client that keeps connections alive; `local` binds its source address.
 pub fn client(local: Option<IpAddr>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
