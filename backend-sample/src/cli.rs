@@ -24,6 +24,15 @@ pub struct Args {
     /// Share `/ws/broadcast` with other instances through this Redis (e.g. redis://127.0.0.1/).
     #[arg(long)]
     pub redis: Option<String>,
+    /// Serve TLS (h2 and http/1.1 by ALPN) with this PEM certificate chain.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of `--tls-cert`.
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// With `--tls-cert`: require a client certificate signed by a CA of this PEM bundle.
+    #[arg(long, requires = "tls_cert")]
+    pub client_ca: Option<std::path::PathBuf>,
 }
 
 /// Parse the process arguments and serve until Ctrl-C or SIGTERM.
@@ -60,9 +69,23 @@ pub fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(c), Some(k)) => match crate::tls_config(c, k, args.client_ca.as_deref()) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("backend-sample: bad TLS files: {e}");
+                    return ExitCode::FAILURE;
+                }
+            },
+            _ => None,
+        };
         eprintln!("backend-sample {} listening on {}", args.id, args.listen);
         let shared = crate::Shared::with_broadcast(&args.id, broadcast);
-        match crate::serve(listener, shared, shutdown_signal()).await {
+        let served = match tls {
+            Some(t) => crate::serve_tls(listener, shared, t, shutdown_signal()).await,
+            None => crate::serve(listener, shared, shutdown_signal()).await,
+        };
+        match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("backend-sample: {e}");

@@ -1,7 +1,12 @@
 //! backend-sample: the upstream server Sluice's tests, benchmarks and demo run behind it.
 //!
 //! Every response carries `x-backend-id`. Endpoints:
-//! - any other path: 200 JSON echo `{id, method, path, query, headers}`; POST/PUT/PATCH add the
+//! Plain listeners speak HTTP/1.1 and HTTP/2 with prior knowledge (h2c); with `--tls-cert`
+//! the listener is TLS only and offers `h2` and `http/1.1` by ALPN (`--client-ca` then asks
+//! every client for a certificate signed by that CA).
+//!
+//! - any other path: 200 JSON echo `{id, method, path, query, version, headers}` (`version`:
+//!   `HTTP/1.1` or `HTTP/2.0`); POST/PUT/PATCH add the
 //!   body's `body_len` and `body_sha256` (streamed, so 100 MB uploads use flat memory);
 //! - `GET /health`: 200, or whatever `POST /control/health?status=503` set;
 //! - `GET /delay/{ms}`, `GET /status/{code}`, `GET /bytes/{n}` (n pseudo-random bytes from
@@ -434,6 +439,7 @@ async fn echo(State(s): State<Arc<Shared>>, req: Request) -> Response {
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
         "query": parts.uri.query().unwrap_or(""),
+        "version": format!("{:?}", parts.version),
         "headers": headers,
     });
     if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH) {
@@ -493,6 +499,94 @@ pub async fn serve(
     axum::serve(listener, app(shared))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serve `shared` over TLS on `listener` until `shutdown`: each accepted connection is
+/// handshaken with `tls` and then served as HTTP/1.1 or HTTP/2 (by ALPN). A failed handshake
+/// closes that connection only. Open connections are dropped with the returned future.
+pub async fn serve_tls(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Arc<tokio_rustls::rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::server::conn::auto;
+    use hyper_util::service::TowerToHyperService;
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let service = TowerToHyperService::new(app(shared));
+    let mut conns = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, _) = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors and the like: keep serving the open connections.
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            // Reap finished connection tasks.
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let acceptor = acceptor.clone();
+        let service = service.clone();
+        conns.spawn(async move {
+            let Ok(stream) = acceptor.accept(tcp).await else {
+                return;
+            };
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A rustls server config for `--tls-cert`/`--tls-key` (PEM files), offering `h2` and
+/// `http/1.1`, and asking for a client certificate signed by `client_ca` when given.
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    client_ca: Option<&std::path::Path>,
+) -> Result<Arc<tokio_rustls::rustls::ServerConfig>, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in
+                CertificateDer::pem_file_iter(ca).map_err(|e| format!("{}: {e}", ca.display()))?
+            {
+                roots
+                    .add(c.map_err(|e| format!("{}: {e}", ca.display()))?)
+                    .map_err(|e| format!("{}: {e}", ca.display()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| e.to_string())?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// A backend running in the current tokio runtime; stops when dropped.

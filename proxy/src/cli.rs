@@ -20,7 +20,8 @@ pub const VERSION: &str = concat!(
     "(vendor/README.md): idle pool without a task per connection, request head limits, ",
     "connection limit and count, safe upgrade, panic containment, stale-if-error keep-alive, ",
     "keep-alive hints, fresh-connection retries, response Date kept, brotli stream end, ",
-    "body filter at the end of every body, prepared header names, TLS minimum version"
+    "body filter at the end of every body, prepared header names, TLS minimum version, ",
+    "forwarding fields over HTTP/2 upstreams"
 );
 
 /// Command-line arguments.

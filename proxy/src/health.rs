@@ -14,7 +14,7 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
-use pingora::upstreams::peer::Peer;
+use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -43,6 +43,8 @@ impl HealthService {
 struct Probe {
     spec: HealthSpec,
     state: Arc<BackendState>,
+    /// The peer's reuse key (address, TLS settings, protocol): a change restarts the probe.
+    peer: u64,
     task: JoinHandle<()>,
 }
 
@@ -82,31 +84,46 @@ fn reconcile(snapshot: &Snapshot, probes: &mut HashMap<(String, SocketAddr), Pro
                 .expect("pools hold TCP addresses");
             wanted.insert(
                 (pool.name.clone(), addr),
-                (spec.clone(), slot.state.clone(), pool.names[i].clone()),
+                (
+                    spec.clone(),
+                    slot.state.clone(),
+                    pool.names[i].clone(),
+                    pool.peers[i].clone(),
+                ),
             );
         }
     }
     probes.retain(|key, p| {
-        let keep = wanted
-            .get(key)
-            .is_some_and(|(spec, state, _)| *spec == p.spec && Arc::ptr_eq(state, &p.state));
+        let keep = wanted.get(key).is_some_and(|(spec, state, _, peer)| {
+            *spec == p.spec && Arc::ptr_eq(state, &p.state) && peer.reuse_hash() == p.peer
+        });
         if !keep {
             p.task.abort();
         }
         keep
     });
-    for (key, (spec, state, name)) in wanted {
+    for (key, (spec, state, name, peer)) in wanted {
         if probes.contains_key(&key) {
             continue;
         }
+        let hash = peer.reuse_hash();
         let task = tokio::spawn(probe_loop(
             key.0.clone(),
             name,
             key.1,
             spec.clone(),
             state.clone(),
+            peer,
         ));
-        probes.insert(key, Probe { spec, state, task });
+        probes.insert(
+            key,
+            Probe {
+                spec,
+                state,
+                peer: hash,
+                task,
+            },
+        );
     }
 }
 
@@ -117,10 +134,13 @@ enum Prober {
 }
 
 impl Prober {
-    fn new(spec: &HealthSpec, host: &str) -> Self {
+    /// A probe for `spec` whose HTTP requests name `host` and go over `template`'s transport
+    /// (the pool's TLS settings and protocol).
+    fn new(spec: &HealthSpec, host: &str, template: HttpPeer) -> Self {
         match &spec.http_path {
             Some(path) => {
-                let mut hc = HttpHealthCheck::new(host, false);
+                let mut hc = HttpHealthCheck::new(host, template.is_tls());
+                hc.peer_template = template;
                 if let Ok(uri) = path.parse() {
                     hc.req.set_uri(uri);
                 }
@@ -172,8 +192,9 @@ async fn probe_loop(
     addr: SocketAddr,
     spec: HealthSpec,
     state: Arc<BackendState>,
+    template: HttpPeer,
 ) {
-    let prober = Prober::new(&spec, &backend);
+    let prober = Prober::new(&spec, &backend, template);
     let target = Backend {
         addr: pingora::protocols::l4::socket::SocketAddr::Inet(addr),
         weight: 1,

@@ -325,17 +325,29 @@ impl App {
 /// (`None` when it cannot be read).
 type Stamp = Option<(std::time::SystemTime, u64)>;
 
-/// The stamps of every certificate and key file of `config`'s TLS listeners, in order.
+/// The stamps of every certificate and key file of `config`'s TLS listeners and TLS pools, in
+/// order.
 async fn cert_stamps(config: &Config) -> Vec<Stamp> {
-    let mut out = Vec::new();
+    let mut files = Vec::new();
     for t in &config.server.tls {
         for p in &t.certs {
-            for f in [&p.cert, &p.key] {
-                // Follows symlinks: a Kubernetes Secret volume swaps them.
-                let m = tokio::fs::metadata(f).await.ok();
-                out.push(m.and_then(|m| Some((m.modified().ok()?, m.len()))));
+            files.extend([&p.cert, &p.key]);
+        }
+    }
+    // A pool's CA bundle and client certificate are re-read on reload too.
+    for u in &config.upstreams {
+        if let Some(t) = &u.tls {
+            files.extend(t.ca.iter());
+            if let Some(p) = &t.client_cert {
+                files.extend([&p.cert, &p.key]);
             }
         }
+    }
+    let mut out = Vec::with_capacity(files.len());
+    for f in files {
+        // Follows symlinks: a Kubernetes Secret volume swaps them.
+        let m = tokio::fs::metadata(f).await.ok();
+        out.push(m.and_then(|m| Some((m.modified().ok()?, m.len()))));
     }
     out
 }

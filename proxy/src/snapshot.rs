@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::balancer::{Balancer, PassivePolicy, PickPolicy, RetryBudget, Slot, StateRegistry};
-use crate::config::{Config, HealthSpec, NextUpstream, RateLimitSpec, RouteLimit, UpstreamSpec};
+use crate::config::{
+    Config, HealthSpec, NextUpstream, RateLimitSpec, RouteLimit, UpstreamProtocol, UpstreamSpec,
+};
 use crate::metrics::{Kind, Live, LiveFamily, Metrics, PoolMetrics, RouteMetrics, TierMetrics};
 use crate::ratelimit::JwtVerifier;
 use crate::router::Router;
@@ -67,15 +69,17 @@ impl Pool {
                 backup: b.backup,
             })
             .collect();
+        let tls = PeerTls::new(spec);
         let peers = spec
             .backends
             .iter()
             .map(|b| {
-                let mut p = HttpPeer::new(b.addr, false, String::new());
+                let mut p = HttpPeer::new(b.addr, spec.tls.is_some(), String::new());
                 p.options.connection_timeout = Some(spec.connect_timeout);
                 p.options.read_timeout = Some(spec.read_timeout);
                 p.options.write_timeout = Some(spec.write_timeout);
                 p.options.idle_timeout = Some(spec.keepalive_timeout);
+                tls.apply(spec, b, &mut p);
                 p
             })
             .collect();
@@ -106,6 +110,85 @@ impl Pool {
             metrics: metrics.pool(&spec.name),
         }
     }
+}
+
+/// A pool's TLS and protocol settings in the form Pingora's connector takes, built once per
+/// pool and shared by its peers.
+struct PeerTls {
+    ca: Option<Arc<pingora::protocols::tls::CaType>>,
+    client: Option<Arc<pingora::utils::tls::CertKey>>,
+    /// Keeps pooled connections of pools with different TLS settings apart: Pingora's reuse
+    /// key has the address, SNI, client certificate and verify flags, but not the CA.
+    group_key: u64,
+}
+
+impl PeerTls {
+    fn new(spec: &UpstreamSpec) -> Self {
+        use std::hash::{Hash, Hasher};
+        let Some(tls) = &spec.tls else {
+            return PeerTls {
+                ca: None,
+                client: None,
+                group_key: 0,
+            };
+        };
+        let m = &tls.material;
+        let ca = (!m.ca.is_empty()).then(|| {
+            let list: Vec<_> =
+                m.ca.iter()
+                    .map(|der| {
+                        pingora::utils::tls::WrappedX509::new(
+                            der.clone(),
+                            pingora::utils::tls::parse_x509,
+                        )
+                    })
+                    .collect();
+            Arc::from(list.into_boxed_slice())
+        });
+        let client = m.client.as_ref().map(|c| {
+            Arc::new(pingora::utils::tls::CertKey::new(
+                c.certs.clone(),
+                c.key.clone(),
+            ))
+        });
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        m.ca.hash(&mut h);
+        spec.protocol.name().hash(&mut h);
+        PeerTls {
+            ca,
+            client,
+            group_key: h.finish() | 1,
+        }
+    }
+
+    /// Set `p`'s TLS (SNI, CA, client certificate, verification) and ALPN for backend `b`.
+    fn apply(&self, spec: &UpstreamSpec, b: &crate::config::BackendSpec, p: &mut HttpPeer) {
+        use pingora::protocols::ALPN;
+        p.options.alpn = match spec.protocol {
+            UpstreamProtocol::H1 => ALPN::H1,
+            UpstreamProtocol::H2 | UpstreamProtocol::H2c => ALPN::H2,
+            UpstreamProtocol::Alpn => ALPN::H2H1,
+        };
+        let Some(tls) = &spec.tls else { return };
+        // Never empty: Pingora skips every check of a peer without SNI. An IP address is
+        // verified against the certificate's IP addresses (and not sent as SNI).
+        p.sni = match &tls.sni {
+            Some(s) => s.clone(),
+            None => backend_host(&b.name).unwrap_or_else(|| b.addr.ip().to_string()),
+        };
+        p.options.verify_cert = tls.verify;
+        p.options.verify_hostname = tls.verify;
+        p.options.ca = self.ca.clone();
+        p.client_cert_key = self.client.clone();
+        p.group_key = self.group_key;
+    }
+}
+
+/// The host name of a backend written `host:port` (`None` for an IP address).
+fn backend_host(name: &str) -> Option<String> {
+    let host = name.rsplit_once(':').map_or(name, |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (host.parse::<std::net::IpAddr>().is_err() && !host.is_empty()).then(|| host.to_owned())
 }
 
 /// One route's runtime settings.

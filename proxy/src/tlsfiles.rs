@@ -66,6 +66,60 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
     })
 }
 
+/// A CA bundle: every certificate of a PEM file, as DER, each checked as a trust anchor.
+pub fn load_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let p = path.to_string_lossy();
+    let mut out = Vec::new();
+    let iter = pingora::tls::CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read `{p}`: {e}"))?;
+    for (i, c) in iter.enumerate() {
+        let c = c.map_err(|e| format!("`{p}`: certificate {}: {e}", i + 1))?;
+        // Pingora parses each CA with x509-parser (and panics on one it cannot read), rustls
+        // makes each a trust anchor: both must accept it here.
+        x509_parser::parse_x509_certificate(&c)
+            .map_err(|e| format!("`{p}`: certificate {}: {e}", i + 1))?;
+        let mut store = pingora::tls::RootCertStore::empty();
+        store
+            .add(c.clone())
+            .map_err(|e| format!("`{p}`: certificate {} is no CA: {e}", i + 1))?;
+        out.push(c.to_vec());
+    }
+    if out.is_empty() {
+        return Err(format!("`{p}` holds no PEM certificate"));
+    }
+    Ok(out)
+}
+
+/// A client certificate chain and its key (what a TLS upstream that asks for one is shown).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPair {
+    /// The chain as DER, leaf first.
+    pub certs: Vec<Vec<u8>>,
+    /// The private key as DER (PKCS#1, PKCS#8 or SEC1).
+    pub key: Vec<u8>,
+}
+
+/// Load a client certificate and key as the upstream connector will use them: the key parses,
+/// belongs to the certificate, and every certificate parses (Pingora panics on one that does
+/// not, so this is checked before a connection is ever made).
+pub fn load_client_pair(cert: &Path, key: &Path) -> Result<ClientPair, String> {
+    let loaded = load_pair(cert, key)?;
+    let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
+    let certs: Vec<Vec<u8>> = loaded.key.cert.iter().map(|c| c.to_vec()).collect();
+    for c in &certs {
+        x509_parser::parse_x509_certificate(c).map_err(|e| format!("`{cert_s}`: {e}"))?;
+    }
+    let (_, key_der) = match load_certs_and_key_files(&cert_s, &key_s) {
+        Ok(Some(pair)) => pair,
+        _ => return Err(format!("cannot read `{key_s}`")),
+    };
+    let key = key_der.secret_der().to_vec();
+    // The connector turns the bytes back into a key by their shape (and unwraps the result).
+    pingora::tls::PrivateKeyDer::try_from(key.clone()).map_err(|e| format!("`{key_s}`: {e}"))?;
+    Ok(ClientPair { certs, key })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,43 +10,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+use rcgen::KeyPair;
+use support::ca::Ca;
 use support::*;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        Ca {
-            cert: params.self_signed(&key).unwrap(),
-            key,
-        }
-    }
-
-    /// A leaf for `names` written to `dir/stem.pem` and `dir/stem.key`; returns its DER.
-    fn leaf(&self, names: &[&str], dir: &Path, stem: &str) -> Vec<u8> {
-        self.leaf_with(KeyPair::generate().unwrap(), names, dir, stem)
-    }
-
-    /// The same with a given key (an RSA one: rcgen on ring signs with RSA but cannot make keys).
-    fn leaf_with(&self, key: KeyPair, names: &[&str], dir: &Path, stem: &str) -> Vec<u8> {
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        // 2030-01-01T00:00:00Z (1893456000): the expiry gauge is checked against it.
-        params.not_after = rcgen::date_time_ymd(2030, 1, 1);
-        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
-        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
-        cert.der().to_vec()
-    }
-}
 
 fn pair(dir: &Path, stem: &str) -> String {
     format!(
@@ -102,6 +68,11 @@ async fn start(dir: &Path, certs: &str, extra: &str, bs: &[Backend]) -> (Sluice,
         .start()
         .await;
     let _ = dir;
+    // The harness waits for the listeners it made; this one comes from `server_extra`.
+    eventually(Duration::from_secs(10), "the TLS listener", || {
+        std::net::TcpStream::connect(addr).ok()
+    })
+    .await;
     (s, addr)
 }
 

@@ -225,7 +225,7 @@ impl Validator {
                 "missing: define at least one pool, e.g. [upstreams.api] with backends = [...]",
             );
         }
-        let (names, upstreams) = self.upstreams(upstreams_value);
+        let (names, upstreams) = self.upstreams(upstreams_value, base_dir);
         let access_log = logging
             .as_ref()
             .map_or((true, 1.0), |l| (l.access_log, l.access_log_sample));
@@ -267,7 +267,11 @@ impl Validator {
 
     /// `[upstreams.NAME]` tables: every name (valid or not, so routes naming a broken pool
     /// are not also reported as naming a missing one) and the valid pools.
-    fn upstreams(&mut self, value: Option<toml::Value>) -> (Vec<String>, Vec<UpstreamSpec>) {
+    fn upstreams(
+        &mut self,
+        value: Option<toml::Value>,
+        base_dir: &Path,
+    ) -> (Vec<String>, Vec<UpstreamSpec>) {
         let mut names: Vec<String> = Vec::new();
         let mut upstreams = Vec::new();
         match value {
@@ -276,7 +280,7 @@ impl Validator {
                     let path = format!("upstreams.{name}");
                     names.push(name.clone());
                     if let Some(u) = self.section::<FileUpstream>(&path, value) {
-                        if let Some(spec) = self.upstream(&path, name, u) {
+                        if let Some(spec) = self.upstream(&path, name, u, base_dir) {
                             upstreams.push(spec);
                         }
                     }

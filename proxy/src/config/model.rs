@@ -8,6 +8,7 @@ use super::ser;
 pub use crate::accesslog::{Destination, Format as AccessFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default plain listener when `[server].listen` is absent.
@@ -278,8 +279,77 @@ pub struct UpstreamSpec {
     pub websocket_idle_timeout: Duration,
     /// Active health checks (`None`: backends are only judged passively).
     pub health: Option<HealthSpec>,
+    /// HTTP version spoken to the backends.
+    pub protocol: UpstreamProtocol,
+    /// TLS to the backends (`None`: cleartext).
+    pub tls: Option<UpstreamTls>,
     /// Members, in file order.
     pub backends: Vec<BackendSpec>,
+}
+
+/// `protocol` of a pool: which HTTP version Sluice speaks to its backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (over TLS when the pool has `tls`).
+    H1,
+    /// HTTP/2 over TLS (ALPN `h2` only).
+    H2,
+    /// HTTP/2 in cleartext with prior knowledge.
+    H2c,
+    /// Over TLS, whatever the backend chooses by ALPN (HTTP/2 preferred, HTTP/1.1 accepted).
+    Alpn,
+}
+
+impl UpstreamProtocol {
+    /// The accepted names, for error messages.
+    pub const NAMES: &'static str = "h1, h2, h2c, alpn";
+
+    /// The value for a `protocol` name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "h1" => UpstreamProtocol::H1,
+            "h2" => UpstreamProtocol::H2,
+            "h2c" => UpstreamProtocol::H2c,
+            "alpn" => UpstreamProtocol::Alpn,
+            _ => return None,
+        })
+    }
+
+    /// Its name in the config file.
+    pub fn name(self) -> &'static str {
+        match self {
+            UpstreamProtocol::H1 => "h1",
+            UpstreamProtocol::H2 => "h2",
+            UpstreamProtocol::H2c => "h2c",
+            UpstreamProtocol::Alpn => "alpn",
+        }
+    }
+}
+
+/// `[upstreams.NAME.tls]`: how Sluice connects to a pool's backends over TLS.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamTls {
+    /// Server name sent and verified (`None`: each backend's host name, or its IP address).
+    pub sni: Option<String>,
+    /// CA bundle trusted for the backends' certificates (`None`: the system's roots).
+    pub ca: Option<PathBuf>,
+    /// Whether the backend's certificate is verified (name and chain).
+    pub verify: bool,
+    /// Client certificate shown to backends that ask for one.
+    pub client_cert: Option<CertPair>,
+    /// The files' contents, read and checked when the config was loaded.
+    #[serde(skip)]
+    pub material: Arc<UpstreamTlsMaterial>,
+}
+
+/// The certificates of an [`UpstreamTls`], as DER, read once per config load.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct UpstreamTlsMaterial {
+    /// The CA bundle (empty: the system's roots).
+    pub ca: Vec<Vec<u8>>,
+    /// The client certificate chain and key.
+    pub client: Option<crate::tlsfiles::ClientPair>,
 }
 
 /// Which failures send a request to another backend (nginx's `proxy_next_upstream`).

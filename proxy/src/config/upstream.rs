@@ -2,6 +2,7 @@
 //! the model.
 
 use serde::Deserialize;
+use std::sync::Arc;
 
 use super::*;
 
@@ -43,8 +44,28 @@ pub struct FileUpstream {
     pub websocket_idle_timeout_ms: Option<i64>,
     /// Active health checks.
     pub health: Option<FileHealth>,
+    /// HTTP version spoken to the backends: `h1`, `h2`, `h2c` or `alpn`.
+    pub protocol: Option<String>,
+    /// TLS to the backends.
+    pub tls: Option<FileUpstreamTls>,
     /// The pool members.
     pub backends: Vec<FileBackend>,
+}
+
+/// `[upstreams.NAME.tls]`: TLS to the backends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// Server name sent and verified (default: the backend's host name, or its IP address).
+    pub sni: Option<String>,
+    /// PEM bundle of the CAs trusted for the backends' certificates (default: the system's).
+    pub ca: Option<String>,
+    /// Verify the backend's certificate (default true).
+    pub verify: Option<bool>,
+    /// PEM client certificate chain shown to backends that ask for one.
+    pub client_cert: Option<String>,
+    /// Its PEM private key.
+    pub client_key: Option<String>,
 }
 
 /// `[upstreams.NAME.health]`: active probes.
@@ -118,6 +139,7 @@ impl Validator {
         path: &str,
         name: String,
         u: FileUpstream,
+        base_dir: &Path,
     ) -> Option<UpstreamSpec> {
         let FileUpstream {
             strategy,
@@ -137,6 +159,8 @@ impl Validator {
             slow_start_ms,
             websocket_idle_timeout_ms,
             health,
+            protocol,
+            tls,
             backends,
         } = u;
         let before = self.problems.len();
@@ -173,6 +197,8 @@ impl Validator {
             )
             .map(|v| Duration::from_millis(v as u64));
         let health = health.map(|h| self.health(&format!("{path}.health"), h));
+        let tls = tls.map(|t| self.upstream_tls(&format!("{path}.tls"), t, base_dir));
+        let protocol = self.protocol(path, protocol.as_deref(), tls.is_some());
         let out = self.backends(path, backends);
         if self.problems.len() > before {
             return None;
@@ -194,7 +220,141 @@ impl Validator {
             slow_start: slow_start?,
             websocket_idle_timeout: ws_idle?,
             health: health.flatten(),
+            protocol: protocol?,
+            tls: match tls {
+                Some(t) => Some(t?),
+                None => None,
+            },
             backends: out,
+        })
+    }
+
+    /// `protocol`: which HTTP the backends speak, checked against whether the pool uses TLS.
+    fn protocol(&mut self, path: &str, p: Option<&str>, tls: bool) -> Option<UpstreamProtocol> {
+        let key = format!("{path}.protocol");
+        let parsed = match p {
+            None => return Some(UpstreamProtocol::H1),
+            Some(s) => UpstreamProtocol::parse(s),
+        };
+        let Some(parsed) = parsed else {
+            self.problem(
+                key,
+                format!(
+                    "`{}`: expected one of: {}",
+                    p.unwrap_or_default(),
+                    UpstreamProtocol::NAMES
+                ),
+            );
+            return None;
+        };
+        match (parsed, tls) {
+            (UpstreamProtocol::H2 | UpstreamProtocol::Alpn, false) => {
+                self.problem(
+                    key,
+                    format!(
+                        "`{}` is negotiated over TLS: add [{path}.tls], or use `h2c` for HTTP/2 in cleartext",
+                        parsed.name()
+                    ),
+                );
+                None
+            }
+            (UpstreamProtocol::H2c, true) => {
+                self.problem(
+                    key,
+                    "`h2c` is HTTP/2 in cleartext: use `h2` (or `alpn`) with [tls], or remove [tls]",
+                );
+                None
+            }
+            _ => Some(parsed),
+        }
+    }
+
+    /// `[upstreams.NAME.tls]` at `path`: the files are read and checked here, as the connector
+    /// will use them.
+    fn upstream_tls(
+        &mut self,
+        path: &str,
+        t: FileUpstreamTls,
+        base_dir: &Path,
+    ) -> Option<UpstreamTls> {
+        let FileUpstreamTls {
+            sni,
+            ca,
+            verify,
+            client_cert,
+            client_key,
+        } = t;
+        let before = self.problems.len();
+        if let Some(s) = &sni {
+            if s.is_empty() || pingora::tls::ServerName::try_from(s.as_str()).is_err() {
+                self.problem(
+                    format!("{path}.sni"),
+                    format!("`{s}` is not a DNS name or IP address"),
+                );
+            }
+        }
+        let mut ca_der = Vec::new();
+        let ca = ca.and_then(|c| {
+            let key = format!("{path}.ca");
+            let file = self.existing_file(&key, &c, base_dir)?;
+            match crate::tlsfiles::load_ca(&file) {
+                Ok(der) => {
+                    ca_der = der;
+                    Some(file)
+                }
+                Err(why) => {
+                    self.problem(key, why);
+                    None
+                }
+            }
+        });
+        let client = match (client_cert, client_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => {
+                let cert = self.existing_file(&format!("{path}.client_cert"), &c, base_dir);
+                let key = self.existing_file(&format!("{path}.client_key"), &k, base_dir);
+                match (cert, key) {
+                    (Some(cert), Some(key)) => {
+                        match crate::tlsfiles::load_client_pair(&cert, &key) {
+                            Ok(pair) => Some((CertPair { cert, key }, pair)),
+                            Err(why) => {
+                                self.problem(format!("{path}.client_cert"), why);
+                                None
+                            }
+                        }
+                    }
+                    _ => None,
+                }
+            }
+            (c, _) => {
+                let missing = if c.is_none() {
+                    "client_cert"
+                } else {
+                    "client_key"
+                };
+                self.problem(
+                    format!("{path}.{missing}"),
+                    "missing: give client_cert and client_key together",
+                );
+                None
+            }
+        };
+        if self.problems.len() > before {
+            return None;
+        }
+        let (client_cert, client_pair) = match client {
+            Some((paths, pair)) => (Some(paths), Some(pair)),
+            None => (None, None),
+        };
+        Some(UpstreamTls {
+            sni,
+            ca,
+            verify: verify.unwrap_or(true),
+            client_cert,
+            material: Arc::new(UpstreamTlsMaterial {
+                ca: ca_der,
+                client: client_pair,
+            }),
         })
     }
 

@@ -556,6 +556,9 @@ impl ProxyHttp for Edge {
         if ctx.upgrade {
             // An idle WebSocket is normal: only the WebSocket idle limit applies.
             peer.options.read_timeout = Some(pool.websocket_idle_timeout);
+            // An upgrade is an HTTP/1.1 mechanism (Pingora has no RFC 8441 CONNECT): it goes
+            // over HTTP/1.1 whatever the pool's protocol.
+            peer.options.alpn = pingora::protocols::ALPN::H1;
         }
         ctx.attempt.tried.insert(idx);
         ctx.attempt.attempts += 1;

@@ -2,6 +2,8 @@
 //! port 0, readiness by polling with a deadline, everything stopped on drop.
 #![allow(dead_code)]
 
+pub mod ca;
+
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

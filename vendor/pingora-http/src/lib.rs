@@ -29,7 +29,7 @@ use http::request::Parts as ReqParts;
 use http::response::Builder as RespBuilder;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
-use pingora_error::{ErrorType::*, OrErr, Result};
+use pingora_error::{Error, ErrorType::*, OrErr, Result};
 use std::borrow::Cow;
 use std::ops::Deref;
 
@@ -392,6 +392,32 @@ impl RequestHeader {
     /// SLUICE PATCH (raw HTTP/1 fields): the lines added through [Self::raw_h1_fields_mut].
     pub fn raw_h1_fields(&self) -> &[u8] {
         &self.raw_h1_fields
+    }
+
+    /// SLUICE PATCH (raw HTTP/1 fields over HTTP/2): move the raw lines into the header map
+    /// (appended, names lower-cased), for a request that goes out as HTTP/2, where only the
+    /// map is sent. A line that is not a valid field is an error; the lines are gone after.
+    pub fn fold_raw_h1_fields(&mut self) -> Result<()> {
+        if self.raw_h1_fields.is_empty() {
+            return Ok(());
+        }
+        let raw = std::mem::take(&mut self.raw_h1_fields);
+        for line in raw.split(|b| *b == b'\n') {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.is_empty() {
+                continue;
+            }
+            let Some(colon) = line.iter().position(|b| *b == b':') else {
+                return Error::e_explain(InvalidHTTPHeader, "raw field without a colon");
+            };
+            let name = HeaderName::from_bytes(&line[..colon])
+                .explain_err(InvalidHTTPHeader, |_| "invalid raw field name")?;
+            let value = line[colon + 1..].trim_ascii();
+            let value = HeaderValue::from_bytes(value)
+                .explain_err(InvalidHTTPHeader, |_| "invalid raw field value")?;
+            self.append_header(name, value)?;
+        }
+        Ok(())
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.

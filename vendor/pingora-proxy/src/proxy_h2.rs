@@ -182,6 +182,12 @@ where
             }
         }
 
+        // SLUICE PATCH (raw HTTP/1 fields over HTTP/2): fields the filter wrote as raw HTTP/1
+        // lines (Sluice's forwarding fields) go into the map, the only part HTTP/2 sends.
+        if let Err(e) = req.fold_raw_h1_fields() {
+            return (false, Some(e));
+        }
+
         if authority_policy.is_standard() {
             if let Err(e) = reconcile_upstream_authority(&mut req) {
                 return (false, Some(e.into_in()));
