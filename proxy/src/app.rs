@@ -127,6 +127,11 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         })?;
         settings
             .set_cert_resolver(Arc::clone(resolver) as Arc<dyn pingora::tls::ResolvesServerCert>);
+        // The same resolver asks for client certificates when the listener has client_auth
+        // (and says not to otherwise), so a reload can change that too.
+        settings.set_client_cert_verifier(
+            Arc::clone(resolver) as Arc<dyn pingora::tls::ClientCertVerifier>
+        );
         settings.set_tls13_only(t.tls13_only);
         settings.enable_h2();
         proxy.add_tls_with_settings(&listen, None, settings);

@@ -131,11 +131,13 @@ pub enum EdgeAnswer {
     CorsPreflight,
     /// A CORS preflight from an origin not allowed (403).
     CorsDenied,
+    /// The route has `require_client_cert` and the client showed no verified certificate (403).
+    ClientCertRequired,
 }
 
 impl EdgeAnswer {
     /// How many reasons there are.
-    pub const COUNT: usize = 5;
+    pub const COUNT: usize = 6;
 
     /// The label of this reason.
     pub fn label(self) -> &'static str {
@@ -145,6 +147,7 @@ impl EdgeAnswer {
             EdgeAnswer::BodyTooLarge => "body_too_large",
             EdgeAnswer::CorsPreflight => "cors_preflight",
             EdgeAnswer::CorsDenied => "cors_denied",
+            EdgeAnswer::ClientCertRequired => "client_cert_required",
         }
     }
 }

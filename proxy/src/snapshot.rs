@@ -191,6 +191,20 @@ fn backend_host(name: &str) -> Option<String> {
     (host.parse::<std::net::IpAddr>().is_err() && !host.is_empty()).then(|| host.to_owned())
 }
 
+/// The listeners with `client_auth` on and their subject fields (names validated at load).
+fn client_subject(config: &Config) -> Vec<(std::net::SocketAddr, http::HeaderName)> {
+    config
+        .server
+        .tls
+        .iter()
+        .filter(|t| t.client_auth != crate::config::ClientAuthMode::Off)
+        .filter_map(|t| {
+            let name = http::HeaderName::from_bytes(t.client_subject_header.as_bytes()).ok()?;
+            Some((t.listen, name))
+        })
+        .collect()
+}
+
 /// One route's runtime settings.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -273,6 +287,12 @@ pub struct Snapshot {
     /// Per-read wait for request bodies, when it differs from Pingora's 60 s default
     /// (`[server] client_body_timeout_ms`).
     pub client_body_timeout: Option<Duration>,
+    /// TLS listeners that verify client certificates, and the field each sends the verified
+    /// subject in (empty: no listener asks for certificates, nothing to do per request).
+    pub client_subject: Vec<(std::net::SocketAddr, http::HeaderName)>,
+    /// Every such field name once: removed from every client request, so that no client can
+    /// claim a subject.
+    pub client_subject_fields: Vec<http::HeaderName>,
 }
 
 impl Snapshot {
@@ -335,6 +355,14 @@ impl Snapshot {
             trace_sample_ratio: config.tracing.sample_ratio,
             client_body_timeout: Some(config.server.client_body_timeout)
                 .filter(|t| *t != PINGORA_READ_TIMEOUT),
+            client_subject: client_subject(config),
+            client_subject_fields: {
+                let mut names: Vec<http::HeaderName> =
+                    client_subject(config).into_iter().map(|(_, n)| n).collect();
+                names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+                names.dedup();
+                names
+            },
         }
     }
 }

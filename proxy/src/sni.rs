@@ -4,15 +4,23 @@
 //! theirs. Names come from each certificate's subjectAltName: an exact name first, then a
 //! `*.` wildcard for the first label; a client that sends no name gets the first certificate; an
 //! unknown name gets the first certificate too, or a handshake failure when the listener says so.
+//!
+//! The same resolver is the listener's client-certificate verifier (`client_auth`): whether a
+//! certificate is asked for, required, and which CAs may sign it are part of the swapped set,
+//! so a reload changes them for the next handshake too.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use pingora::tls::sign::CertifiedKey;
-use pingora::tls::{ClientHello, ResolvesServerCert};
+use pingora::tls::{
+    CertificateDer, ClientCertVerified, ClientCertVerifier, ClientHello, DigitallySignedStruct,
+    HandshakeSignatureValid, ResolvesServerCert, RusTlsError, SignatureScheme, UnixTime,
+};
+use rustls::DistinguishedName;
 
-use crate::config::TlsListener;
+use crate::config::{ClientAuthMode, TlsListener};
 use crate::metrics::{Error as MetricsError, Kind, Live, LiveFamily};
 use crate::tlsfiles::LoadedCert;
 
@@ -26,6 +34,20 @@ pub struct CertSet {
     reject_unknown: bool,
     /// Each certificate's first name (`-` when it has none) and end of validity (Unix seconds).
     expiry: Vec<(String, i64)>,
+    /// Client certificates: `None` when not asked for.
+    client: Option<ClientAuth>,
+}
+
+/// How a listener checks client certificates.
+struct ClientAuth {
+    /// rustls's verifier for the listener's CA bundle (it also answers `client_auth_mandatory`).
+    verifier: Arc<dyn ClientCertVerifier>,
+}
+
+impl std::fmt::Debug for ClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientAuth")
+    }
 }
 
 impl CertSet {
@@ -47,6 +69,7 @@ impl CertSet {
             exact,
             wildcard,
             reject_unknown,
+            client: None,
             expiry: certs
                 .iter()
                 .map(|c| {
@@ -65,7 +88,18 @@ impl CertSet {
             .map(|p| crate::tlsfiles::load_pair(&p.cert, &p.key))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("TLS listener {}: {e}", listener.listen))?;
-        Ok(CertSet::new(&certs, listener.reject_unknown_sni))
+        let mut set = CertSet::new(&certs, listener.reject_unknown_sni);
+        if let Some(ca) = &listener.client_ca {
+            let der = crate::tlsfiles::load_ca(ca)
+                .map_err(|e| format!("TLS listener {}: client_ca {e}", listener.listen))?;
+            if listener.client_auth != ClientAuthMode::Off {
+                let optional = listener.client_auth == ClientAuthMode::Optional;
+                let verifier = crate::tlsfiles::client_verifier(&der, optional)
+                    .map_err(|e| format!("TLS listener {}: client_ca: {e}", listener.listen))?;
+                set.client = Some(ClientAuth { verifier });
+            }
+        }
+        Ok(set)
     }
 
     /// The certificate for `name` (`None`: no name sent).
@@ -135,4 +169,73 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         self.set.load().choose(hello.server_name())
     }
+}
+
+/// Client certificates, per the current set: not asked for when the listener has
+/// `client_auth = "off"`, else verified against its CA bundle. No CA names are sent as hints
+/// (they would have to outlive a reload): clients send the certificate they are given.
+impl ClientCertVerifier for SniResolver {
+    fn offer_client_auth(&self) -> bool {
+        self.set.load().client.is_some()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.set
+            .load()
+            .client
+            .as_ref()
+            .is_some_and(|c| c.verifier.client_auth_mandatory())
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, RusTlsError> {
+        match &self.set.load().client {
+            Some(c) => c
+                .verifier
+                .verify_client_cert(end_entity, intermediates, now),
+            // The set changed to `off` during this handshake.
+            None => Err(RusTlsError::General(
+                "client certificates are not accepted".into(),
+            )),
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RusTlsError> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algorithms())
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, RusTlsError> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algorithms())
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        algorithms().supported_schemes()
+    }
+}
+
+/// The signature algorithms of the process's crypto provider (ring), built once.
+fn algorithms() -> &'static rustls::crypto::WebPkiSupportedAlgorithms {
+    static ALGORITHMS: std::sync::LazyLock<rustls::crypto::WebPkiSupportedAlgorithms> =
+        std::sync::LazyLock::new(|| {
+            rustls::crypto::ring::default_provider().signature_verification_algorithms
+        });
+    &ALGORITHMS
 }

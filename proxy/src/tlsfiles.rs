@@ -91,6 +91,26 @@ pub fn load_ca(path: &Path) -> Result<Vec<Vec<u8>>, String> {
     Ok(out)
 }
 
+/// rustls's verifier of client certificates signed by the CAs `ca` (DER); `optional`: a client
+/// may send none.
+pub fn client_verifier(
+    ca: &[Vec<u8>],
+    optional: bool,
+) -> Result<Arc<dyn pingora::tls::ClientCertVerifier>, String> {
+    let mut roots = pingora::tls::RootCertStore::empty();
+    for c in ca {
+        roots
+            .add(pingora::tls::CertificateDer::from(c.clone()))
+            .map_err(|e| e.to_string())?;
+    }
+    pingora::tls::install_default_crypto_provider();
+    let mut b = pingora::tls::WebPkiClientVerifier::builder(Arc::new(roots));
+    if optional {
+        b = b.allow_unauthenticated();
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
 /// A client certificate chain and its key (what a TLS upstream that asks for one is shown).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientPair {

@@ -250,6 +250,20 @@ impl Validator {
             .remove("rate_limit")
             .and_then(|v| self.section::<FileRateLimit>("rate_limit", v))
             .and_then(|r| self.rate_limit(r, base_dir));
+        if let Some(server) = &server {
+            let asks = server
+                .tls
+                .iter()
+                .any(|t| t.client_auth != ClientAuthMode::Off);
+            for (i, r) in routes.iter().enumerate() {
+                if r.rules.require_client_cert && !asks {
+                    self.problem(
+                        format!("routes[{i}].require_client_cert"),
+                        "no [[server.tls]] listener asks for client certificates: set client_auth = \"optional\" (or \"required\") and client_ca there, or every request on this route is refused",
+                    );
+                }
+            }
+        }
 
         Some(Config {
             server: server?,

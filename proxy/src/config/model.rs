@@ -19,6 +19,8 @@ pub const DEFAULT_THREADS: usize = 2;
 pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
 /// Default number of idle upstream connections kept for reuse (Pingora's own default).
 pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 128;
+/// Default request field for a verified client certificate's subject.
+pub const DEFAULT_CLIENT_SUBJECT_HEADER: &str = "x-client-subject";
 /// Default upstream TCP connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 /// Default upstream read timeout.
@@ -226,6 +228,26 @@ pub struct TlsListener {
     pub reject_unknown_sni: bool,
     /// `min_version = "1.3"`: TLS 1.2 is not offered (restart-only).
     pub tls13_only: bool,
+    /// Whether clients are asked for a certificate (reloadable).
+    pub client_auth: ClientAuthMode,
+    /// The CAs that may sign client certificates (read again on every reload).
+    pub client_ca: Option<PathBuf>,
+    /// The request field (lower case) that carries a verified client certificate's subject to
+    /// the backends; removed from every client request.
+    pub client_subject_header: String,
+}
+
+/// `client_auth` of a TLS listener.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuthMode {
+    /// No certificate is asked for.
+    Off,
+    /// A certificate is asked for; a client without one still connects (a route may require
+    /// one); a certificate that does not verify fails the handshake.
+    Optional,
+    /// A client without a valid certificate fails the handshake.
+    Required,
 }
 
 /// A certificate chain and its private key (PEM files).

@@ -63,6 +63,8 @@ pub struct FileRoute {
     pub deny: Option<Vec<String>>,
     /// Cross-origin access.
     pub cors: Option<super::rules::FileCors>,
+    /// Answer 403 unless the client showed a verified certificate.
+    pub require_client_cert: Option<bool>,
 }
 
 impl Validator {
@@ -103,6 +105,7 @@ impl Validator {
             allow,
             deny,
             cors,
+            require_client_cert,
         } = r;
         let rules = self.route_rules(
             path,
@@ -118,6 +121,7 @@ impl Validator {
                 allow,
                 deny,
                 cors,
+                require_client_cert,
             }
             .with_defaults(defaults),
         );

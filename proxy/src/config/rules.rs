@@ -96,6 +96,8 @@ pub struct FileRouteDefaults {
     pub allow: Option<Vec<String>>,
     /// Default `deny`.
     pub deny: Option<Vec<String>>,
+    /// Default `require_client_cert`.
+    pub require_client_cert: Option<bool>,
 }
 
 impl FileRules {
@@ -114,6 +116,7 @@ impl FileRules {
         or(&mut self.max_body_bytes, &d.max_body_bytes);
         or(&mut self.allow, &d.allow);
         or(&mut self.deny, &d.deny);
+        or(&mut self.require_client_cert, &d.require_client_cert);
         self
     }
 }
@@ -138,6 +141,7 @@ pub struct FileRules {
     pub allow: Option<Vec<String>>,
     pub deny: Option<Vec<String>>,
     pub cors: Option<FileCors>,
+    pub require_client_cert: Option<bool>,
 }
 
 /// Request fields Sluice itself sets or that frame the message: a rule may not touch them.
@@ -285,6 +289,7 @@ impl Validator {
             allow,
             deny,
             cors,
+            require_client_cert,
         } = r;
         let compression = match compression {
             None => Some(None),
@@ -347,6 +352,7 @@ impl Validator {
             max_body_bytes: max_body_bytes?,
             acl,
             cors: cors?,
+            require_client_cert: require_client_cert.unwrap_or(false),
         })
     }
 

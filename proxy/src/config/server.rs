@@ -60,6 +60,12 @@ pub struct FileTls {
     pub unknown_sni: Option<String>,
     /// Lowest TLS version offered: `1.2` or `1.3`.
     pub min_version: Option<String>,
+    /// Client certificates: `off`, `optional` or `required`.
+    pub client_auth: Option<String>,
+    /// PEM bundle of the CAs that may sign client certificates.
+    pub client_ca: Option<String>,
+    /// Request field carrying the verified client certificate's subject to the backends.
+    pub client_subject_header: Option<String>,
 }
 
 /// One entry of `certs`.
@@ -227,6 +233,13 @@ impl Validator {
                     None
                 }
             };
+            let client = self.client_auth(
+                &path,
+                t.client_auth.as_deref(),
+                t.client_ca.as_deref(),
+                t.client_subject_header.as_deref(),
+                base_dir,
+            );
             let pairs: Vec<(String, String, String)> = match (t.cert, t.key, t.certs) {
                 (Some(c), Some(k), None) => vec![(path.clone(), c, k)],
                 (None, None, Some(list)) if !list.is_empty() => list
@@ -293,18 +306,79 @@ impl Validator {
                     Err(why) => self.problem(format!("{p}.cert"), why),
                 }
             }
-            if let (Some(listen), Some(reject_unknown_sni), Some(tls13_only)) =
-                (listen, reject_unknown_sni, tls13_only)
+            if let (Some(listen), Some(reject_unknown_sni), Some(tls13_only), Some(client)) =
+                (listen, reject_unknown_sni, tls13_only, client)
             {
                 tls_out.push(TlsListener {
                     listen,
                     certs,
                     reject_unknown_sni,
                     tls13_only,
+                    client_auth: client.0,
+                    client_ca: client.1,
+                    client_subject_header: client.2,
                 });
             }
         }
         (plain, tls_out)
+    }
+
+    /// `client_auth`, `client_ca` and `client_subject_header` of the listener at `path`.
+    fn client_auth(
+        &mut self,
+        path: &str,
+        mode: Option<&str>,
+        ca: Option<&str>,
+        header: Option<&str>,
+        base_dir: &Path,
+    ) -> Option<(ClientAuthMode, Option<PathBuf>, String)> {
+        let before = self.problems.len();
+        let mode = match mode {
+            None | Some("off") => ClientAuthMode::Off,
+            Some("optional") => ClientAuthMode::Optional,
+            Some("required") => ClientAuthMode::Required,
+            Some(other) => {
+                self.problem(
+                    format!("{path}.client_auth"),
+                    format!("`{other}`: expected \"off\", \"optional\" or \"required\""),
+                );
+                ClientAuthMode::Off
+            }
+        };
+        let header = header
+            .unwrap_or(DEFAULT_CLIENT_SUBJECT_HEADER)
+            .to_ascii_lowercase();
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+            self.problem(
+                format!("{path}.client_subject_header"),
+                format!("`{header}` is not a valid header name"),
+            );
+        }
+        let ca = match (ca, mode) {
+            (Some(c), _) => {
+                let key = format!("{path}.client_ca");
+                self.existing_file(&key, c, base_dir).and_then(|file| {
+                    let checked = crate::tlsfiles::load_ca(&file)
+                        .and_then(|der| crate::tlsfiles::client_verifier(&der, false));
+                    match checked {
+                        Ok(_) => Some(file),
+                        Err(why) => {
+                            self.problem(key, why);
+                            None
+                        }
+                    }
+                })
+            }
+            (None, ClientAuthMode::Off) => None,
+            (None, _) => {
+                self.problem(
+                    format!("{path}.client_ca"),
+                    "missing: client_auth needs the PEM bundle of the CAs that sign client certificates",
+                );
+                None
+            }
+        };
+        (self.problems.len() == before).then_some((mode, ca, header))
     }
 
     pub(super) fn listen_addr(

@@ -91,10 +91,45 @@ static SET_FIELDS: [&StaticHeaderName; 5] = [
     &X_REQUEST_ID,
 ];
 
+/// The subject of the client certificate verified on this request's connection, with the
+/// index of its listener in `listeners` (matched by the connection's local address).
+pub fn client_subject(
+    session: &pingora::proxy::Session,
+    listeners: &[(std::net::SocketAddr, http::HeaderName)],
+) -> Option<Box<(usize, HeaderValue)>> {
+    let digest = session.digest()?;
+    let subject = digest.ssl_digest.as_ref()?.subject.as_deref()?;
+    let local = session.server_addr()?.as_inet()?;
+    let i = listeners.iter().position(|(l, _)| {
+        l.port() == local.port() && (l.ip().is_unspecified() || l.ip() == local.ip())
+    })?;
+    let value = HeaderValue::from_str(subject).ok()?;
+    Some(Box::new((i, value)))
+}
+
+/// The client-certificate subject fields of the upstream request: every configured name
+/// removed (a client may not claim a subject), then the verified subject under its listener's
+/// name.
+pub fn set_client_subject(
+    up: &mut RequestHeader,
+    snapshot: &crate::snapshot::Snapshot,
+    subject: Option<&(usize, HeaderValue)>,
+) {
+    for name in &snapshot.client_subject_fields {
+        up.remove_header(name);
+    }
+    if let Some((i, value)) = subject {
+        if let Some((_, name)) = snapshot.client_subject.get(*i) {
+            // Cannot fail: a valid name and value.
+            let _ = up.insert_header(name.clone(), value.clone());
+        }
+    }
+}
+
 /// Set the forwarding headers and the request id on the upstream request. `Host` is kept as
 /// the client sent it (and filled from `:authority` for HTTP/2 clients, whose requests have no
-/// `Host`). The fields are written as raw HTTP/1 lines after the copied ones (Sluice's
-/// upstreams speak HTTP/1): one buffer instead of five inserts into the header maps, which a
+/// `Host`). The fields are written as raw HTTP/1 lines after the copied ones (folded into
+/// the map by the vendored pingora-proxy for an HTTP/2 upstream): one buffer instead of five inserts into the header maps, which a
 /// copied header, sized exactly, would also have to regrow. `X-Forwarded-For` appends the
 /// client to what earlier proxies recorded, joining repeated fields into one.
 pub fn forwarded(

@@ -94,6 +94,9 @@ pub struct RequestCtx {
     client_ip: Option<IpAddr>,
     /// Whether the client connection is TLS.
     tls: bool,
+    /// The verified client certificate's subject and the index of its listener in
+    /// `snapshot.client_subject` (boxed: only mTLS requests have one).
+    client_subject: Option<Box<(usize, HeaderValue)>>,
     /// When the request header had been read.
     started: Option<Instant>,
     /// This request's unit of the in-flight gauge.
@@ -323,6 +326,9 @@ impl ProxyHttp for Edge {
         }
 
         let snapshot = self.snapshot.load_full();
+        if ctx.tls && !snapshot.client_subject.is_empty() {
+            ctx.client_subject = headers::client_subject(session, &snapshot.client_subject);
+        }
         if snapshot.trace_propagate {
             let (t, drop) =
                 headers::trace_context(session.req_header(), snapshot.trace_sample_ratio);
@@ -678,6 +684,11 @@ impl ProxyHttp for Edge {
             ctx.request_id.as_ref(),
             ctx.trace.as_ref().map(|t| (t, ctx.drop_tracestate)),
         );
+        if let Some(s) = &ctx.snapshot {
+            if !s.client_subject_fields.is_empty() {
+                headers::set_client_subject(upstream_request, s, ctx.client_subject.as_deref());
+            }
+        }
         Ok(())
     }
 

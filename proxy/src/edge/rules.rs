@@ -67,6 +67,18 @@ pub(super) async fn on_request(
     } else {
         ctx.client_ip
     };
+    if rules.require_client_cert && ctx.client_subject.is_none() {
+        route.metrics.answered(EdgeAnswer::ClientCertRequired);
+        answer(
+            session,
+            ctx,
+            StatusCode::FORBIDDEN,
+            &[],
+            b"client certificate required\n",
+        )
+        .await?;
+        return Ok(true);
+    }
     if !rules.acl.permits(ip) {
         route.metrics.answered(EdgeAnswer::AccessDenied);
         answer(session, ctx, StatusCode::FORBIDDEN, &[], b"forbidden\n").await?;

@@ -78,6 +78,8 @@ pub struct RouteRules {
     pub acl: Acl,
     /// Cross-origin access.
     pub cors: Option<Cors>,
+    /// Only clients that showed a verified certificate (`client_auth` on their listener).
+    pub require_client_cert: bool,
 }
 
 impl RouteRules {
@@ -87,6 +89,7 @@ impl RouteRules {
             || !self.acl.is_empty()
             || self.cors.is_some()
             || self.max_body_bytes.is_some()
+            || self.require_client_cert
     }
 
     /// Whether the path or the fields of the upstream request change.

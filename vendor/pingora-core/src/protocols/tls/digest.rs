@@ -33,6 +33,10 @@ pub struct SslDigest {
     pub cert_digest: Vec<u8>,
     /// The user-defined TLS data
     pub extension: SslDigestExtension,
+    /// SLUICE PATCH (client certificate subject): the subject of the peer's (verified) leaf
+    /// certificate as an RFC 4514 string (`CN=client,O=Example`, as nginx's
+    /// `$ssl_client_s_dn`); `None` without a peer certificate. Set by the rustls stream.
+    pub subject: Option<String>,
 }
 
 impl SslDigest {
@@ -54,6 +58,7 @@ impl SslDigest {
             serial_number,
             cert_digest,
             extension: SslDigestExtension::default(),
+            subject: None,
         }
     }
 }

@@ -32,6 +32,75 @@ fn get_organization_serial_x509(
     Ok((get_organization_x509(x509cert), serial))
 }
 
+/// SLUICE PATCH (client certificate subject): `name` as an RFC 4514 string: RDNs in reverse
+/// order joined by `,`, multi-valued ones by `+`, attributes by their short name (or dotted
+/// OID), values escaped (`,+"\\<>;`, a leading `#` or space, a trailing space, control bytes as
+/// `\XX`); a value that is not a string is `#` and its DER in hex.
+pub fn subject_rfc4514(name: &x509_parser::x509::X509Name<'_>) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let rdns: Vec<_> = name.iter_rdn().collect();
+    for (i, rdn) in rdns.iter().rev().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        for (j, atv) in rdn.iter().enumerate() {
+            if j > 0 {
+                out.push('+');
+            }
+            // RFC 4514's names (and OpenSSL's for the ones it adds), else the dotted OID.
+            let oid = atv.attr_type().to_id_string();
+            let short = match oid.as_str() {
+                "2.5.4.3" => "CN",
+                "2.5.4.4" => "SN",
+                "2.5.4.5" => "serialNumber",
+                "2.5.4.6" => "C",
+                "2.5.4.7" => "L",
+                "2.5.4.8" => "ST",
+                "2.5.4.9" => "STREET",
+                "2.5.4.10" => "O",
+                "2.5.4.11" => "OU",
+                "2.5.4.12" => "title",
+                "2.5.4.42" => "GN",
+                "0.9.2342.19200300.100.1.1" => "UID",
+                "0.9.2342.19200300.100.1.25" => "DC",
+                "1.2.840.113549.1.9.1" => "emailAddress",
+                _ => oid.as_str(),
+            };
+            out.push_str(short);
+            out.push('=');
+            match atv.as_str() {
+                Ok(v) => {
+                    let n = v.chars().count();
+                    for (k, c) in v.chars().enumerate() {
+                        let special = matches!(c, ',' | '+' | '"' | '\\' | '<' | '>' | ';')
+                            || (k == 0 && (c == '#' || c == ' '))
+                            || (k + 1 == n && c == ' ');
+                        if c.is_control() {
+                            let mut buf = [0u8; 4];
+                            for b in c.encode_utf8(&mut buf).bytes() {
+                                let _ = write!(out, "\\{b:02X}");
+                            }
+                        } else {
+                            if special {
+                                out.push('\\');
+                            }
+                            out.push(c);
+                        }
+                    }
+                }
+                Err(_) => {
+                    out.push('#');
+                    for b in atv.attr_value().data.iter() {
+                        let _ = write!(out, "{b:02x}");
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Get the serial number associated with the given certificate
 /// see https://en.wikipedia.org/wiki/X.509#Structure_of_a_certificate
 pub fn get_serial(x509cert: &WrappedX509) -> Result<String> {

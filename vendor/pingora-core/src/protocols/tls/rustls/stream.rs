@@ -26,7 +26,6 @@ use crate::protocols::{tls::SslDigest, Peek, TimingDigest, UniqueIDType};
 use crate::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, SocketDigest, Ssl, UniqueID, ALPN,
 };
-use crate::utils::tls::get_organization_serial_bytes;
 use pingora_error::ErrorType::{AcceptError, ConnectError, InternalError, TLSHandshakeFailure};
 use pingora_error::{OkOrErr, OrErr, Result};
 use pingora_rustls::TlsStream as RusTlsStream;
@@ -415,16 +414,32 @@ impl SslDigest {
             .map(|cert| hash_certificate(cert))
             .unwrap_or_default();
 
-        let (organization, serial_number) = peer_certificates
+        // SLUICE PATCH (client certificate subject): the leaf is parsed once, without the
+        // panic of `get_organization_serial_bytes` on a certificate x509-parser cannot read
+        // (rustls has verified it, but the two parsers need not agree); the subject is kept.
+        let leaf = peer_certificates
             .and_then(|certs| certs.first())
-            .map(|cert| get_organization_serial_bytes(cert.as_bytes()))
-            .transpose()
-            .ok()
-            .flatten()
-            .map(|(organization, serial)| (organization, Some(serial)))
+            .and_then(|cert| {
+                x509_parser::parse_x509_certificate(cert.as_bytes())
+                    .ok()
+                    .map(|(_, c)| c)
+            });
+        let (organization, serial_number) = leaf
+            .as_ref()
+            .map(|c| {
+                (
+                    crate::utils::tls::get_organization_x509(c),
+                    Some(c.raw_serial_as_string()),
+                )
+            })
             .unwrap_or_default();
+        let subject = leaf
+            .as_ref()
+            .map(|c| crate::utils::tls::subject_rfc4514(c.subject()));
 
-        SslDigest::new(cipher, version, organization, serial_number, cert_digest)
+        let mut digest = SslDigest::new(cipher, version, organization, serial_number, cert_digest);
+        digest.subject = subject;
+        digest
     }
 }
 
