@@ -17,6 +17,8 @@
 //! - `GET /ws/broadcast`: WebSocket whose text messages reach every broadcast client, on every
 //!   instance when started with `--redis URL` (see [`broadcast`]);
 //! - `GET /ping`: 200 `pong`, the cheapest answer (benchmarks);
+//! - gRPC `grpc.health.v1.Health/Check` and `/Watch` (HTTP/2 only): `SERVING` for the server
+//!   (`""`) while `/health` answers 2xx, `NOT_SERVING` otherwise; `NOT_FOUND` for other names;
 //! - `GET /json/{n}`: an `n`-byte JSON array of records, the same each time (compression);
 //! - `/respond/{anything}?name=value&...` (any method): 200 whose response headers are the query pairs
 //!   (e.g. `cache-control=no-store`, `vary=accept`), plus `x-served: N` (how many times this path
@@ -68,6 +70,8 @@ pub struct Shared {
     fail_status: AtomicU16,
     served: Mutex<BTreeMap<String, u64>>,
     broadcast: broadcast::Broadcast,
+    /// The gRPC health service's statuses (`""`: the whole server; follows `set_health`).
+    grpc_health: tonic_health::server::HealthReporter,
 }
 
 impl Shared {
@@ -86,6 +90,7 @@ impl Shared {
             fail_status: AtomicU16::new(0),
             served: Mutex::new(BTreeMap::new()),
             broadcast,
+            grpc_health: tonic_health::server::HealthReporter::new(),
         })
     }
 
@@ -102,9 +107,19 @@ impl Shared {
         self.served().values().sum()
     }
 
-    /// Set what `GET /health` answers.
+    /// Set what `GET /health` answers; the gRPC health of `""` (the server) follows: `SERVING`
+    /// for a 2xx status, `NOT_SERVING` otherwise.
     pub fn set_health(&self, status: u16) {
         self.health_status.store(status, Relaxed);
+        let serving = if (200..300).contains(&status) {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        let reporter = self.grpc_health.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { reporter.set_service_status("", serving).await });
+        }
     }
 
     /// Make every non-control request except `/health` answer `status` (0: off).
@@ -136,12 +151,23 @@ pub fn app(shared: Arc<Shared>) -> Router {
         .route("/control/health", post(control_health))
         .route("/control/delay", post(control_delay))
         .route("/control/fail", post(control_fail))
+        .route_service("/grpc.health.v1.Health/{*method}", grpc_health(&shared))
         .fallback(any(echo))
         .layer(middleware::from_fn_with_state(
             shared.clone(),
             tag_and_count,
         ))
         .with_state(shared)
+}
+
+/// The gRPC service `grpc.health.v1.Health` (unary `Check`, server-streaming `Watch`), whose
+/// server status follows `POST /control/health`; reached over HTTP/2 (h2c or TLS with ALPN h2).
+fn grpc_health(
+    shared: &Shared,
+) -> tonic_health::pb::health_server::HealthServer<tonic_health::server::HealthService> {
+    tonic_health::pb::health_server::HealthServer::new(
+        tonic_health::server::HealthService::from_health_reporter(shared.grpc_health.clone()),
+    )
 }
 
 /// Name the backend on every response, count non-control requests, apply the configured delay.

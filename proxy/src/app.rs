@@ -103,6 +103,15 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         ),
         "sluice-proxy",
     );
+    if config.server.h2c {
+        // The plain listeners read the first bytes of each connection: the HTTP/2 preface
+        // makes it an HTTP/2 connection, anything else HTTP/1.1.
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = true;
+        if let Some(p) = proxy.app_logic_mut() {
+            p.server_options = Some(options);
+        }
+    }
     let listening = Arc::clone(&app.listening);
     proxy.on_listening(move || {
         listening.store(true, Relaxed);

@@ -131,12 +131,173 @@ fn reconcile(snapshot: &Snapshot, probes: &mut HashMap<(String, SocketAddr), Pro
 enum Prober {
     Http(Box<HttpHealthCheck>),
     Tcp(Box<TcpHealthCheck>),
+    Grpc(Box<GrpcCheck>),
+}
+
+/// `kind = "grpc"`: `grpc.health.v1.Health/Check` over HTTP/2 on a new connection.
+struct GrpcCheck {
+    /// The pool's peer (TLS settings), always speaking HTTP/2.
+    peer: HttpPeer,
+    /// `:authority` of the call.
+    host: String,
+    /// The request message, framed (5-byte gRPC prefix + protobuf `HealthCheckRequest`).
+    request: bytes::Bytes,
+}
+
+/// One connector for every gRPC probe (building one reads the system's CA store).
+fn grpc_connector() -> &'static pingora::connectors::http::Connector {
+    static CONNECTOR: std::sync::OnceLock<pingora::connectors::http::Connector> =
+        std::sync::OnceLock::new();
+    CONNECTOR.get_or_init(|| pingora::connectors::http::Connector::new(None))
+}
+
+impl GrpcCheck {
+    fn new(template: HttpPeer, host: &str, service: &str, timeout: Duration) -> Self {
+        let mut peer = template;
+        peer.options.alpn = pingora::protocols::ALPN::H2;
+        peer.options.connection_timeout = Some(timeout);
+        peer.options.read_timeout = Some(timeout);
+        peer.options.write_timeout = Some(timeout);
+        // HealthCheckRequest { string service = 1; } (a service name is short: one-byte length).
+        let mut msg = Vec::with_capacity(2 + service.len());
+        if !service.is_empty() {
+            msg.push(0x0a);
+            msg.push(service.len().min(127) as u8);
+            msg.extend_from_slice(&service.as_bytes()[..service.len().min(127)]);
+        }
+        let mut framed = Vec::with_capacity(5 + msg.len());
+        framed.push(0);
+        framed.extend_from_slice(&(msg.len() as u32).to_be_bytes());
+        framed.extend_from_slice(&msg);
+        GrpcCheck {
+            peer,
+            host: host.to_owned(),
+            request: framed.into(),
+        }
+    }
+
+    async fn check(&self, target: &Backend) -> Result<(), String> {
+        use pingora::protocols::http::client::HttpSession;
+        let mut peer = self.peer.clone();
+        peer._address = target.addr.clone();
+        let (mut session, _) = grpc_connector()
+            .get_http_session(&peer)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut req =
+            pingora::http::RequestHeader::build("POST", b"/grpc.health.v1.Health/Check", Some(4))
+                .map_err(|e| e.to_string())?;
+        for (k, v) in [
+            ("host", self.host.as_str()),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ] {
+            req.insert_header(k, v).map_err(|e| e.to_string())?;
+        }
+        session
+            .write_request_header(Box::new(req))
+            .await
+            .map_err(|e| e.to_string())?;
+        session
+            .write_request_body(self.request.clone(), true)
+            .await
+            .map_err(|e| e.to_string())?;
+        session
+            .finish_request_body()
+            .await
+            .map_err(|e| e.to_string())?;
+        session
+            .read_response_header()
+            .await
+            .map_err(|e| e.to_string())?;
+        let head = session
+            .response_header()
+            .ok_or("no response header")?
+            .clone();
+        if head.status != 200 {
+            return Err(format!("HTTP status {}", head.status.as_u16()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = session
+            .read_response_body()
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            body.extend_from_slice(&chunk);
+            if body.len() > 4096 {
+                return Err("health answer too large".into());
+            }
+        }
+        // grpc-status comes in the trailers, or in the only header block (Trailers-Only).
+        let trailers = match &mut session {
+            HttpSession::H2(h2) => h2.read_trailers().await.map_err(|e| e.to_string())?,
+            _ => None,
+        };
+        let status = trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| head.headers.get("grpc-status"))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+        match status.as_deref() {
+            Some("0") => {}
+            Some(code) => return Err(format!("grpc-status {code}")),
+            None => return Err("no grpc-status".into()),
+        }
+        // HealthCheckResponse { ServingStatus status = 1; }: SERVING is 1.
+        match serving_status(&body) {
+            Some(1) => Ok(()),
+            Some(s) => Err(format!("serving status {s}, expected 1 (SERVING)")),
+            None => Err("malformed health answer".into()),
+        }
+    }
+}
+
+/// The `status` field of a framed `HealthCheckResponse` (0, UNKNOWN, when absent).
+fn serving_status(framed: &[u8]) -> Option<u64> {
+    let len = u32::from_be_bytes(framed.get(1..5)?.try_into().ok()?) as usize;
+    let mut msg = framed.get(5..5 + len)?;
+    let mut status = 0;
+    while let Some((&tag, rest)) = msg.split_first() {
+        let (value, rest) = varint(rest)?;
+        match tag {
+            0x08 => {
+                status = value;
+                msg = rest;
+            }
+            // Another varint field.
+            t if t & 7 == 0 => msg = rest,
+            // A length-delimited field.
+            t if t & 7 == 2 => msg = rest.get(value as usize..)?,
+            _ => return None,
+        }
+    }
+    Some(status)
+}
+
+/// A protobuf varint and what follows it.
+fn varint(b: &[u8]) -> Option<(u64, &[u8])> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, &b[i + 1..]));
+        }
+    }
+    None
 }
 
 impl Prober {
     /// A probe for `spec` whose HTTP requests name `host` and go over `template`'s transport
     /// (the pool's TLS settings and protocol).
     fn new(spec: &HealthSpec, host: &str, template: HttpPeer) -> Self {
+        if let Some(service) = &spec.grpc_service {
+            return Prober::Grpc(Box::new(GrpcCheck::new(
+                template,
+                host,
+                service,
+                spec.timeout,
+            )));
+        }
         match &spec.http_path {
             Some(path) => {
                 let mut hc = HttpHealthCheck::new(host, template.is_tls());
@@ -175,11 +336,13 @@ impl Prober {
             match self {
                 Prober::Http(hc) => hc.check(target).await,
                 Prober::Tcp(hc) => hc.check(target).await,
+                Prober::Grpc(g) => return g.check(target).await,
             }
+            .map_err(|e| e.to_string())
         };
         match tokio::time::timeout(timeout, check).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(e.to_string()),
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer within {} ms", timeout.as_millis())),
         }
     }
@@ -241,5 +404,37 @@ async fn probe_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_serving_status_is_read_from_a_framed_health_answer() {
+        // SERVING, NOT_SERVING, and the default (field absent: UNKNOWN).
+        assert_eq!(serving_status(&[0, 0, 0, 0, 2, 0x08, 1]), Some(1));
+        assert_eq!(serving_status(&[0, 0, 0, 0, 2, 0x08, 2]), Some(2));
+        assert_eq!(serving_status(&[0, 0, 0, 0, 0]), Some(0));
+        // An unknown length-delimited field is skipped.
+        assert_eq!(
+            serving_status(&[0, 0, 0, 0, 5, 0x12, 1, b'x', 0x08, 1]),
+            Some(1)
+        );
+        // Truncated frames and messages.
+        assert_eq!(serving_status(&[0, 0, 0, 0, 9, 0x08, 1]), None);
+        assert_eq!(serving_status(&[0, 0]), None);
+        assert_eq!(serving_status(&[0, 0, 0, 0, 1, 0x08]), None);
+    }
+
+    #[test]
+    fn the_check_request_names_the_service() {
+        let peer = HttpPeer::new("127.0.0.1:1", false, String::new());
+        let c = GrpcCheck::new(peer.clone(), "h", "", Duration::from_secs(1));
+        assert_eq!(&c.request[..], &[0, 0, 0, 0, 0]);
+        let c = GrpcCheck::new(peer, "h", "pkg.Svc", Duration::from_secs(1));
+        assert_eq!(&c.request[..7], &[0, 0, 0, 0, 9, 0x0a, 7]);
+        assert_eq!(&c.request[7..], b"pkg.Svc");
     }
 }

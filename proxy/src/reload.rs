@@ -171,6 +171,7 @@ fn server_changes(old: &ServerSettings, n: &ServerSettings) -> Vec<&'static str>
         pid_file,
         preserve_header_case,
         max_connections,
+        h2c,
         // Reloadable: read per request or handed to the HTTP/1 reader after each reload.
         client_header_timeout: _,
         client_body_timeout: _,
@@ -178,7 +179,8 @@ fn server_changes(old: &ServerSettings, n: &ServerSettings) -> Vec<&'static str>
         max_request_header_bytes: _,
         normalize_path: _,
     } = old;
-    let checks: [(&'static str, bool); 10] = [
+    let checks: [(&'static str, bool); 11] = [
+        ("server.h2c", *h2c != n.h2c),
         ("server.listen", *listen != n.listen),
         (
             "server.tls (listen addresses, min_version)",

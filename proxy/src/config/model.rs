@@ -214,6 +214,8 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// Normalise request paths before routing, limits and forwarding.
     pub normalize_path: bool,
+    /// HTTP/2 with prior knowledge (h2c) on the plain listeners (restart-only).
+    pub h2c: bool,
 }
 
 /// One TLS listener with its resolved certificate and key paths.
@@ -465,8 +467,11 @@ pub struct PassiveSpec {
 /// Active probes of one pool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthSpec {
-    /// `None`: TCP connect only; `Some(path)`: HTTP GET of `path`.
+    /// `None`: TCP connect only (unless `grpc_service`); `Some(path)`: HTTP GET of `path`.
     pub http_path: Option<String>,
+    /// `Some(service)`: a gRPC `grpc.health.v1.Health/Check` of `service` (`""`: the server),
+    /// which must answer `SERVING`.
+    pub grpc_service: Option<String>,
     /// Time between probes.
     #[serde(serialize_with = "ser::ms")]
     pub interval: Duration,

@@ -41,6 +41,8 @@ pub struct FileServer {
     pub max_connections: Option<i64>,
     /// Normalise request paths (dot segments, `//`, percent-encoding) before routing.
     pub normalize_path: Option<bool>,
+    /// Accept HTTP/2 with prior knowledge (h2c) on the plain listeners.
+    pub h2c: Option<bool>,
 }
 
 /// `[[server.tls]]`: one TLS listener.
@@ -146,6 +148,7 @@ impl Validator {
             max_request_header_bytes,
             max_connections,
             normalize_path,
+            h2c,
         } = s;
         let (plain, tls_out) = self.listeners(listen, tls, base_dir);
         let values = [
@@ -173,6 +176,7 @@ impl Validator {
             max_request_header_bytes: head_bytes? as usize,
             max_connections: connections? as usize,
             normalize_path: normalize_path.unwrap_or(true),
+            h2c: h2c.unwrap_or(false),
             listen: plain,
             tls: tls_out,
             threads: threads? as usize,

@@ -88,6 +88,8 @@ pub struct FileHealth {
     pub fall: Option<i64>,
     /// State of a backend before its first probe: `healthy` or `unhealthy`.
     pub initial: Option<String>,
+    /// `kind = "grpc"`: the service name asked about (default `""`, the whole server).
+    pub grpc_service: Option<String>,
 }
 
 /// One entry of `backends = [...]`.
@@ -199,6 +201,16 @@ impl Validator {
         let health = health.map(|h| self.health(&format!("{path}.health"), h));
         let tls = tls.map(|t| self.upstream_tls(&format!("{path}.tls"), t, base_dir));
         let protocol = self.protocol(path, protocol.as_deref(), tls.is_some());
+        if health
+            .as_ref()
+            .is_some_and(|h| h.as_ref().is_some_and(|h| h.grpc_service.is_some()))
+            && protocol == Some(UpstreamProtocol::H1)
+        {
+            self.problem(
+                format!("{path}.health.kind"),
+                "gRPC runs over HTTP/2: set the pool's protocol to \"h2c\", \"h2\" or \"alpn\"",
+            );
+        }
         let out = self.backends(path, backends);
         if self.problems.len() > before {
             return None;
@@ -544,14 +556,20 @@ impl Validator {
             rise,
             fall,
             initial,
+            grpc_service,
         } = h;
-        let http = match kind.as_deref().unwrap_or("http") {
+        let kind = kind.as_deref().unwrap_or("http");
+        let grpc = kind == "grpc";
+        if grpc_service.is_some() && !grpc {
+            self.problem(format!("{path}.grpc_service"), "only for kind = \"grpc\"");
+        }
+        let http = match kind {
             "http" => true,
-            "tcp" => false,
+            "tcp" | "grpc" => false,
             other => {
                 self.problem(
                     format!("{path}.kind"),
-                    format!("unknown probe kind `{other}`, expected `http` or `tcp`"),
+                    format!("unknown probe kind `{other}`, expected `http`, `tcp` or `grpc`"),
                 );
                 true
             }
@@ -601,6 +619,7 @@ impl Validator {
         };
         Some(HealthSpec {
             http_path: http.then_some(probe_path),
+            grpc_service: grpc.then(|| grpc_service.unwrap_or_default()),
             interval: interval?,
             timeout: timeout?,
             expect_status: expect?,

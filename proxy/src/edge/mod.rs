@@ -1,6 +1,7 @@
 //! The Pingora `ProxyHttp` implementation and the per-request context. Each hook delegates:
 //! routing to [`crate::router`], selection to [`crate::balancer`], header rules to [`headers`].
 
+mod grpc;
 mod headers;
 mod limits;
 mod retry;
@@ -97,6 +98,9 @@ pub struct RequestCtx {
     /// The verified client certificate's subject and the index of its listener in
     /// `snapshot.client_subject` (boxed: only mTLS requests have one).
     client_subject: Option<Box<(usize, HeaderValue)>>,
+    /// The HTTP status Sluice's own answer to a gRPC request stands for (0: none): the client
+    /// got 200 with a `grpc-status` (atomic: answers take the context shared).
+    grpc_answer: std::sync::atomic::AtomicU16,
     /// When the request header had been read.
     started: Option<Instant>,
     /// This request's unit of the in-flight gauge.
@@ -831,7 +835,12 @@ impl ProxyHttp for Edge {
         let took = ctx
             .started
             .map_or(std::time::Duration::ZERO, |t| t.elapsed());
-        let status = session.response_written().map_or(0, |r| r.status.as_u16());
+        // A gRPC request Sluice refused got HTTP 200 with a grpc-status: count the status it
+        // stands for.
+        let status = match ctx.grpc_answer.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => session.response_written().map_or(0, |r| r.status.as_u16()),
+            s => s,
+        };
         let req = session.req_header();
         let method = Method::of(&req.method);
         // Answered in request_filter (rate limited, unauthorized): routed, not proxied, so the
@@ -1031,6 +1040,13 @@ async fn respond_with(
     mut resp: ResponseHeader,
     body: Bytes,
 ) -> Result<()> {
+    if resp.status.as_u16() >= 400 && grpc::is_grpc(session.req_header()) {
+        ctx.grpc_answer
+            .store(resp.status.as_u16(), std::sync::atomic::Ordering::Relaxed);
+        let resp = grpc::answer(resp.status, &body, ctx.request_id.as_ref())?;
+        // Trailers-Only: the status is in the only HEADERS frame, which ends the stream.
+        return session.write_response_header(Box::new(resp), true).await;
+    }
     resp.insert_header(header::CONTENT_LENGTH, body.len())?;
     if let Some(id) = &ctx.request_id {
         resp.insert_static_header(&headers::X_REQUEST_ID, id.clone());
