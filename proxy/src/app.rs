@@ -166,6 +166,10 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         HealthService::new(Arc::clone(&app.snapshot)),
     ));
     server.add_service(pingora::services::background::background_service(
+        "sluice-dns",
+        crate::reload::DnsService::new(Arc::clone(app)),
+    ));
+    server.add_service(pingora::services::background::background_service(
         "sluice-reload",
         ReloadService::new(Arc::clone(app)),
     ));

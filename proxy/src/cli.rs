@@ -80,10 +80,6 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if args.check {
-        println!("{}: ok", args.config.display());
-        return ExitCode::SUCCESS;
-    }
     if args.print_config {
         return match serde_json::to_string_pretty(&config) {
             Ok(json) => {
@@ -95,6 +91,19 @@ pub fn run(args: Args) -> ExitCode {
                 ExitCode::FAILURE
             }
         };
+    }
+    // Backend names are looked up before anything starts (and by --check): a name that does
+    // not resolve is a config error, as it was when names were resolved at load.
+    let names = match crate::dns::resolve_blocking(&config, &Default::default()) {
+        Ok(n) => n,
+        Err(problems) => {
+            eprint!("{}", config::later_problems(&args.config, &text, problems));
+            return ExitCode::from(2);
+        }
+    };
+    if args.check {
+        println!("{}: ok", args.config.display());
+        return ExitCode::SUCCESS;
     }
     if let Some(old) = args.replace {
         return crate::replace::replace(old, &path, &config.server.upgrade_sock);
@@ -150,8 +159,15 @@ pub fn run(args: Args) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let state = match crate::process::App::new(config.clone(), &path, text, access_log, spans, tls)
-    {
+    let state = match crate::process::App::new(
+        config.clone(),
+        &path,
+        text,
+        access_log,
+        spans,
+        tls,
+        names,
+    ) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("sluice: metrics: {e}");

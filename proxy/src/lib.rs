@@ -11,6 +11,7 @@ pub mod balancer;
 pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod edge;
 pub mod health;
 pub mod lifecycle;

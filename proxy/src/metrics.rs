@@ -229,7 +229,7 @@ impl Metrics {
             &registry,
             IntGauge::new(
                 "sluice_config_generation",
-                "Generation of the config now serving (1 at start, +1 per applied reload).",
+                "Generation of the config now serving (1 at start, +1 per applied reload or change of a backend name's addresses).",
             )?,
         )?;
         let reload_family = registered(

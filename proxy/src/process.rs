@@ -36,6 +36,11 @@ pub struct App {
     /// One certificate resolver per `[[server.tls]]` listener, in order; a reload swaps their
     /// certificates.
     pub tls: Vec<Arc<crate::sni::SniResolver>>,
+    /// The current addresses of the backend names (swapped with the snapshot built from them,
+    /// under `reload_lock`).
+    pub names: ArcSwap<crate::dns::Names>,
+    /// `sluice_dns_lookups_total`.
+    pub dns_lookups: prometheus::IntCounterVec,
     /// The OTLP span exporter, when `[tracing] otlp_endpoint` is set.
     pub spans: Option<Arc<crate::otel::SpanExport>>,
     /// The config file, re-read on reload.
@@ -66,6 +71,7 @@ impl App {
         access_log: crate::accesslog::Sink,
         spans: Option<crate::otel::SpanExport>,
         tls: Vec<crate::sni::CertSet>,
+        names: crate::dns::Names,
     ) -> Result<Arc<Self>, crate::metrics::Error> {
         // One per process (leaked like the cache): request contexts hold its gauges.
         let metrics: &'static Metrics = Box::leak(Box::new(Metrics::new()?));
@@ -90,8 +96,10 @@ impl App {
         }
         let registry = Arc::new(StateRegistry::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
-            &config, &registry, metrics, 1,
+            &config, &registry, metrics, 1, &names,
         )));
+        let dns_lookups = crate::dns::lookups_metric()?;
+        metrics.registry().register(Box::new(dns_lookups.clone()))?;
         metrics
             .registry()
             .register(Box::new(crate::snapshot::backend_metrics(Arc::clone(
@@ -119,6 +127,8 @@ impl App {
             access_log: Arc::new(access_log),
             spans: spans.map(Arc::new),
             tls,
+            names: ArcSwap::from_pointee(names),
+            dns_lookups,
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),

@@ -59,6 +59,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         // Restart-only as a whole: the limiter's and the cache's connections are made once.
         redis,
         cache,
+        // Restart-only: the background resolver is made once.
+        dns,
     } = old;
     let mut changed = server_changes(server, &new.server);
     let AdminSettings {
@@ -139,6 +141,7 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
             *access_log_buffer != new.logging.access_log_buffer,
         ),
         ("redis", *redis != new.redis),
+        ("dns", *dns != new.dns),
         (
             "tracing (otlp_endpoint, service_name, otlp_timeout_ms)",
             exporter_differs,
@@ -263,15 +266,27 @@ impl App {
                         }
                     }
                 }
-                Ok((new, sets))
+                // New backend names are looked up now (known ones keep their addresses; the
+                // background lookups follow them): one that does not resolve refuses the reload.
+                let names =
+                    crate::dns::resolve_blocking(&new, &self.names.load()).map_err(|problems| {
+                        ReloadError::Invalid(config::later_problems(
+                            &self.config_path,
+                            text,
+                            problems,
+                        ))
+                    })?;
+                Ok((new, sets, names))
             });
         match result {
-            Ok((new, sets)) => {
+            Ok((new, sets, names)) => {
                 for (resolver, set) in self.tls.iter().zip(sets) {
                     resolver.replace(set);
                 }
                 let generation = self.snapshot.load().generation + 1;
-                let snapshot = Snapshot::build(&new, &self.registry, self.metrics, generation);
+                let snapshot =
+                    Snapshot::build(&new, &self.registry, self.metrics, generation, &names);
+                self.names.store(Arc::new(names));
                 crate::process::apply_client_limits(&new);
                 self.config.store(Arc::new(new));
                 self.snapshot.store(Arc::new(snapshot));
@@ -442,6 +457,114 @@ impl BackgroundService for ReloadService {
                         pending = Some(text);
                     }
                 }
+            }
+        }
+    }
+}
+
+impl App {
+    /// Serve new addresses of backend names (`changes`): a new snapshot of the current config
+    /// with them, under the reload lock so that it never races a reload (whose own names are
+    /// kept: only the changed entries are replaced).
+    pub fn apply_names(&self, changes: Vec<(String, Vec<std::net::IpAddr>)>) -> u64 {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names = (**self.names.load()).clone();
+        for (host, addrs) in changes {
+            names.insert(host, addrs);
+        }
+        let config = self.config.load();
+        let generation = self.snapshot.load().generation + 1;
+        let snapshot = Snapshot::build(&config, &self.registry, self.metrics, generation, &names);
+        self.names.store(Arc::new(names));
+        self.snapshot.store(Arc::new(snapshot));
+        self.metrics.set_generation(generation);
+        generation
+    }
+}
+
+/// Background service: looks backend names up again when they are due (`dns.rs`), and builds
+/// a new snapshot when their addresses change.
+pub struct DnsService {
+    app: Arc<App>,
+}
+
+impl DnsService {
+    /// Lookups for `app`'s backend names.
+    pub fn new(app: Arc<App>) -> Self {
+        DnsService { app }
+    }
+}
+
+/// How often the service checks for due names and for names a reload added or removed.
+const DNS_TICK: std::time::Duration = std::time::Duration::from_millis(500);
+
+#[async_trait]
+impl BackgroundService for DnsService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use crate::dns::LookupResult;
+        let resolver = match crate::dns::resolver(&self.app.config.load().dns) {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(event = "dns_unavailable", error = %e, "backend names will not be looked up again");
+                return;
+            }
+        };
+        let mut schedule = crate::dns::Schedule::default();
+        loop {
+            let wanted = crate::dns::names_of(&self.app.config.load());
+            let now = std::time::Instant::now();
+            let due = schedule.due(&wanted, now);
+            if !due.is_empty() {
+                let names = self.app.names.load_full();
+                let mut changes = Vec::new();
+                for host in due {
+                    let interval = wanted.get(&host).map_or(DNS_TICK, |(i, _)| *i);
+                    let result = match crate::dns::lookup(&resolver, &host).await {
+                        Ok((addrs, valid_until)) => {
+                            schedule.done(
+                                &host,
+                                std::time::Instant::now(),
+                                interval,
+                                Some(valid_until),
+                            );
+                            if names.get(&host) == Some(&addrs) {
+                                LookupResult::Unchanged
+                            } else {
+                                info!(
+                                    event = "dns_changed",
+                                    name = %host,
+                                    old = ?names.get(&host),
+                                    new = ?addrs,
+                                    "backend name has new addresses"
+                                );
+                                changes.push((host.clone(), addrs));
+                                LookupResult::Changed
+                            }
+                        }
+                        Err(e) => {
+                            schedule.done(&host, std::time::Instant::now(), interval, None);
+                            warn!(
+                                event = "dns_failed",
+                                name = %host,
+                                error = %e,
+                                kept = ?names.get(&host),
+                                "backend name lookup failed; its last addresses stay"
+                            );
+                            LookupResult::Failed
+                        }
+                    };
+                    self.app
+                        .dns_lookups
+                        .with_label_values(&[host.as_str(), result.label()])
+                        .inc();
+                }
+                if !changes.is_empty() {
+                    self.app.apply_names(changes);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(DNS_TICK) => {}
             }
         }
     }

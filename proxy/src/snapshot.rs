@@ -53,33 +53,38 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Build the pool for `spec`, reusing live backend state from `registry`.
-    pub fn new(spec: &UpstreamSpec, registry: &StateRegistry, metrics: &Metrics) -> Self {
-        let slots = spec
-            .backends
+    /// Build the pool for `spec`, reusing live backend state from `registry`; a backend given
+    /// by name has a member per address in `names` (none while it has none).
+    pub fn new(
+        spec: &UpstreamSpec,
+        registry: &StateRegistry,
+        metrics: &Metrics,
+        names: &crate::dns::Names,
+    ) -> Self {
+        let members = members(spec, names);
+        let slots = members
             .iter()
-            .map(|b| Slot {
-                key: b.name.clone(),
-                weight: b.weight,
+            .map(|m| Slot {
+                key: m.name.clone(),
+                weight: m.spec.weight,
                 state: registry.get(
                     &spec.name,
-                    b.addr,
+                    m.addr,
                     spec.health.as_ref().is_none_or(|h| h.initial_healthy),
                 ),
-                backup: b.backup,
+                backup: m.spec.backup,
             })
             .collect();
         let tls = PeerTls::new(spec);
-        let peers = spec
-            .backends
+        let peers = members
             .iter()
-            .map(|b| {
-                let mut p = HttpPeer::new(b.addr, spec.tls.is_some(), String::new());
+            .map(|m| {
+                let mut p = HttpPeer::new(m.addr, spec.tls.is_some(), String::new());
                 p.options.connection_timeout = Some(spec.connect_timeout);
                 p.options.read_timeout = Some(spec.read_timeout);
                 p.options.write_timeout = Some(spec.write_timeout);
                 p.options.idle_timeout = Some(spec.keepalive_timeout);
-                tls.apply(spec, b, &mut p);
+                tls.apply(spec, m, &mut p);
                 p
             })
             .collect();
@@ -87,7 +92,7 @@ impl Pool {
             name: spec.name.clone(),
             balancer: Balancer::new(spec.strategy, slots),
             peers,
-            names: spec.backends.iter().map(|b| b.name.clone()).collect(),
+            names: members.into_iter().map(|m| m.name).collect(),
             retries: spec.retries,
             next_upstream: spec.next_upstream,
             retry_timeout: spec.retry_timeout,
@@ -110,6 +115,38 @@ impl Pool {
             metrics: metrics.pool(&spec.name),
         }
     }
+}
+
+/// One member of a pool: a backend, or one address of a backend given by name.
+struct Member<'a> {
+    spec: &'a crate::config::BackendSpec,
+    addr: std::net::SocketAddr,
+    /// `ip:port` or `host:port` as written; `host:port/ip` for an address of a name.
+    name: String,
+}
+
+/// The members of `spec`'s pool with the addresses `names` gives its backend names.
+fn members<'a>(spec: &'a UpstreamSpec, names: &crate::dns::Names) -> Vec<Member<'a>> {
+    let mut out = Vec::with_capacity(spec.backends.len());
+    for b in &spec.backends {
+        match &b.addr {
+            crate::config::BackendAddr::Ip(a) => out.push(Member {
+                spec: b,
+                addr: *a,
+                name: b.name.clone(),
+            }),
+            crate::config::BackendAddr::Name { host, port } => {
+                for ip in names.get(host).map_or(&[][..], Vec::as_slice) {
+                    out.push(Member {
+                        spec: b,
+                        addr: std::net::SocketAddr::new(*ip, *port),
+                        name: format!("{}/{ip}", b.name),
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// A pool's TLS and protocol settings in the form Pingora's connector takes, built once per
@@ -161,8 +198,8 @@ impl PeerTls {
         }
     }
 
-    /// Set `p`'s TLS (SNI, CA, client certificate, verification) and ALPN for backend `b`.
-    fn apply(&self, spec: &UpstreamSpec, b: &crate::config::BackendSpec, p: &mut HttpPeer) {
+    /// Set `p`'s TLS (SNI, CA, client certificate, verification) and ALPN for member `m`.
+    fn apply(&self, spec: &UpstreamSpec, m: &Member<'_>, p: &mut HttpPeer) {
         use pingora::protocols::ALPN;
         p.options.alpn = match spec.protocol {
             UpstreamProtocol::H1 => ALPN::H1,
@@ -174,7 +211,10 @@ impl PeerTls {
         // verified against the certificate's IP addresses (and not sent as SNI).
         p.sni = match &tls.sni {
             Some(s) => s.clone(),
-            None => backend_host(&b.name).unwrap_or_else(|| b.addr.ip().to_string()),
+            None => match &m.spec.addr {
+                crate::config::BackendAddr::Name { host, .. } => host.clone(),
+                crate::config::BackendAddr::Ip(a) => a.ip().to_string(),
+            },
         };
         p.options.verify_cert = tls.verify;
         p.options.verify_hostname = tls.verify;
@@ -182,13 +222,6 @@ impl PeerTls {
         p.client_cert_key = self.client.clone();
         p.group_key = self.group_key;
     }
-}
-
-/// The host name of a backend written `host:port` (`None` for an IP address).
-fn backend_host(name: &str) -> Option<String> {
-    let host = name.rsplit_once(':').map_or(name, |(h, _)| h);
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    (host.parse::<std::net::IpAddr>().is_err() && !host.is_empty()).then(|| host.to_owned())
 }
 
 /// The listeners with `client_auth` on and their subject fields (names validated at load).
@@ -296,12 +329,14 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Build a snapshot from a validated config, resolving its metric handles on `metrics`.
+    /// Build a snapshot from a validated config, resolving its metric handles on `metrics`, with
+    /// the current addresses of its backend names.
     pub fn build(
         config: &Config,
         registry: &StateRegistry,
         metrics: &Metrics,
         generation: u64,
+        names: &crate::dns::Names,
     ) -> Self {
         Snapshot {
             router: Router::new(&config.routes),
@@ -345,7 +380,7 @@ impl Snapshot {
             pools: config
                 .upstreams
                 .iter()
-                .map(|u| Pool::new(u, registry, metrics))
+                .map(|u| Pool::new(u, registry, metrics, names))
                 .collect(),
             generation,
             normalize_path: config.server.normalize_path,

@@ -19,7 +19,7 @@ mod upstream;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,6 +45,7 @@ const TOP_LEVEL_KEYS: &[&str] = &[
     "admin",
     "logging",
     "tracing",
+    "dns",
     "reload",
     "upstreams",
     "routes",
@@ -147,6 +148,23 @@ pub fn load_str(text: &str, file: &Path, base_dir: &Path) -> Result<Config, Conf
     }
 }
 
+/// A [`ConfigError`] for problems found after validation (a backend name that does not
+/// resolve), each located in `text` by its key path.
+pub fn later_problems(file: &Path, text: &str, problems: Vec<(String, String)>) -> ConfigError {
+    let spans = SpanIndex::build(text);
+    ConfigError {
+        file: file.to_owned(),
+        problems: problems
+            .into_iter()
+            .map(|(path, message)| Problem {
+                location: spans.locate(&path),
+                path,
+                message,
+            })
+            .collect(),
+    }
+}
+
 /// Collects problems while turning file structs into the runtime model.
 struct Validator {
     problems: Vec<Problem>,
@@ -216,6 +234,10 @@ impl Validator {
             .remove("tracing")
             .and_then(|v| self.section::<FileTracing>("tracing", v));
         let tracing = self.tracing(tracing_file);
+        let dns_file = table
+            .remove("dns")
+            .and_then(|v| self.section::<upstream::FileDns>("dns", v));
+        let dns = self.dns(dns_file);
 
         let upstreams_value = table.remove("upstreams");
         if upstreams_value.is_none() && !table.contains_key("routes") {
@@ -271,6 +293,7 @@ impl Validator {
             logging: logging?,
             reload: reload?,
             tracing: tracing?,
+            dns: dns?,
             upstreams,
             routes,
             redis,

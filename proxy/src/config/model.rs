@@ -166,6 +166,8 @@ pub struct Config {
     pub tracing: TracingSettings,
     /// Pools, in file order (sorted by name, as TOML tables are).
     pub upstreams: Vec<UpstreamSpec>,
+    /// `[dns]`: how backend names are resolved.
+    pub dns: DnsSettings,
     /// Routes in file order.
     pub routes: Vec<RouteSpec>,
     /// `[redis]`, when configured.
@@ -305,6 +307,10 @@ pub struct UpstreamSpec {
     pub health: Option<HealthSpec>,
     /// HTTP version spoken to the backends.
     pub protocol: UpstreamProtocol,
+    /// Backends given by name are looked up again after this (or their records' TTL, if
+    /// shorter).
+    #[serde(serialize_with = "ser::ms")]
+    pub resolve_interval: Duration,
     /// TLS to the backends (`None`: cleartext).
     pub tls: Option<UpstreamTls>,
     /// Members, in file order.
@@ -493,13 +499,52 @@ pub struct HealthSpec {
 pub struct BackendSpec {
     /// The address as written (`host:port`), used in logs and as the stable identity.
     pub name: String,
-    /// The resolved address.
-    pub addr: SocketAddr,
+    /// An IP address, or a name resolved in the background (every address a member).
+    #[serde(serialize_with = "ser::display")]
+    pub addr: BackendAddr,
     /// Relative share of traffic, `1..=1000`.
     pub weight: u32,
     /// Only used while no primary is available.
     pub backup: bool,
 }
+
+/// Where a backend is: an address, or a name whose A/AAAA records are the members.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BackendAddr {
+    /// `ip:port`.
+    Ip(SocketAddr),
+    /// `host:port` (the host lower-cased, without a trailing dot).
+    Name {
+        /// The DNS name.
+        host: String,
+        /// The port every address gets.
+        port: u16,
+    },
+}
+
+impl std::fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BackendAddr::Ip(a) => write!(f, "{a}"),
+            BackendAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// `[dns]`: how backend names are resolved (restart-only).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DnsSettings {
+    /// Name servers asked (empty: the system's, from `/etc/resolv.conf`).
+    pub nameservers: Vec<SocketAddr>,
+    /// Bound on one lookup.
+    #[serde(serialize_with = "ser::ms")]
+    pub timeout: Duration,
+}
+
+/// Default bound on one DNS lookup.
+pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 2_000;
+/// Default time between two lookups of a backend name.
+pub const DEFAULT_RESOLVE_INTERVAL_MS: u64 = 30_000;
 
 /// Which `Host` values a route accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -28,6 +28,11 @@ pub fn secret<S: Serializer>(v: &Option<String>, s: S) -> Result<S::Ok, S::Error
     }
 }
 
+/// A value by its `Display` form.
+pub fn display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&v.to_string())
+}
+
 /// Values by their `Display` form.
 pub fn display_list<S: Serializer, T: std::fmt::Display>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
     let mut seq = s.serialize_seq(Some(v.len()))?;

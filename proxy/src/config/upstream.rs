@@ -48,8 +48,20 @@ pub struct FileUpstream {
     pub protocol: Option<String>,
     /// TLS to the backends.
     pub tls: Option<FileUpstreamTls>,
+    /// Time between two lookups of a backend given by name.
+    pub resolve_interval_ms: Option<i64>,
     /// The pool members.
     pub backends: Vec<FileBackend>,
+}
+
+/// `[dns]`: the resolver of backend names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDns {
+    /// `ip:port` (or `ip`, port 53) of the name servers to ask instead of the system's.
+    pub nameservers: Option<Vec<String>>,
+    /// Bound on one lookup.
+    pub timeout_ms: Option<i64>,
 }
 
 /// `[upstreams.NAME.tls]`: TLS to the backends.
@@ -163,6 +175,7 @@ impl Validator {
             health,
             protocol,
             tls,
+            resolve_interval_ms,
             backends,
         } = u;
         let before = self.problems.len();
@@ -212,6 +225,15 @@ impl Validator {
             );
         }
         let out = self.backends(path, backends);
+        let resolve_interval = self
+            .int_in(
+                &format!("{path}.resolve_interval_ms"),
+                resolve_interval_ms,
+                DEFAULT_RESOLVE_INTERVAL_MS as i64,
+                1000,
+                86_400_000,
+            )
+            .map(|v| Duration::from_millis(v as u64));
         if self.problems.len() > before {
             return None;
         }
@@ -233,11 +255,40 @@ impl Validator {
             websocket_idle_timeout: ws_idle?,
             health: health.flatten(),
             protocol: protocol?,
+            resolve_interval: resolve_interval?,
             tls: match tls {
                 Some(t) => Some(t?),
                 None => None,
             },
             backends: out,
+        })
+    }
+
+    /// `[dns]`: name servers (`ip:port`, or `ip` for port 53) and the lookup timeout.
+    pub(super) fn dns(&mut self, d: Option<FileDns>) -> Option<DnsSettings> {
+        let FileDns {
+            nameservers,
+            timeout_ms,
+        } = d.unwrap_or_default();
+        let mut servers = Vec::new();
+        for (i, n) in nameservers.unwrap_or_default().iter().enumerate() {
+            let parsed = n.parse::<SocketAddr>().ok().or_else(|| {
+                n.parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| SocketAddr::new(ip, 53))
+            });
+            match parsed {
+                Some(a) => servers.push(a),
+                None => self.problem(
+                    format!("dns.nameservers[{i}]"),
+                    format!("`{n}` is not an IP address or ip:port, e.g. \"10.0.0.2:53\""),
+                ),
+            }
+        }
+        let timeout = self.ms("dns.timeout_ms", timeout_ms, DEFAULT_DNS_TIMEOUT_MS);
+        Some(DnsSettings {
+            nameservers: servers,
+            timeout: timeout?,
         })
     }
 
@@ -498,7 +549,7 @@ impl Validator {
             );
         }
         let mut out = Vec::with_capacity(backends.len());
-        let mut seen: BTreeMap<SocketAddr, usize> = BTreeMap::new();
+        let mut seen: BTreeMap<BackendAddr, usize> = BTreeMap::new();
         for (i, b) in backends.into_iter().enumerate() {
             let bpath = format!("{path}.backends[{i}]");
             let weight = self.int_in(
@@ -508,17 +559,17 @@ impl Validator {
                 1,
                 MAX_WEIGHT as i64,
             );
-            let addr = resolve(&b.addr).map_err(|why| {
+            let addr = parse_backend(&b.addr).map_err(|why| {
                 self.problem(
                     format!("{bpath}.addr"),
                     format!(
-                        "`{}` {why}: expected host:port, e.g. 127.0.0.1:9001",
+                        "`{}` {why}: expected ip:port or host:port, e.g. 127.0.0.1:9001",
                         b.addr
                     ),
                 )
             });
-            if let Ok(addr) = addr {
-                if let Some(first) = seen.insert(addr, i) {
+            if let Ok(addr) = &addr {
+                if let Some(first) = seen.insert(addr.clone(), i) {
                     self.problem(
                         format!("{bpath}.addr"),
                         format!(
@@ -630,23 +681,27 @@ impl Validator {
     }
 }
 
-/// Resolve `host:port` once, at load time (never on the request path).
-pub(super) fn resolve(addr: &str) -> Result<SocketAddr, &'static str> {
+/// `ip:port`, or `host:port` with a syntactically valid DNS name (looked up by `dns.rs`, never
+/// here: loading a config sends no query).
+pub(super) fn parse_backend(addr: &str) -> Result<BackendAddr, &'static str> {
     if let Ok(a) = addr.parse::<SocketAddr>() {
-        return Ok(a);
+        return Ok(BackendAddr::Ip(a));
     }
     let (host, port) = addr.rsplit_once(':').ok_or("has no port")?;
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err("is not a valid address");
+    let port: u16 = port.parse().map_err(|_| "has no valid port")?;
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    let valid_label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if host.is_empty() || host.len() > 253 || !host.split('.').all(valid_label) {
+        return Err("is not a valid address or host name");
     }
-    // The fuzzer (proxy/fuzz) must not send DNS queries for the names it makes up.
-    if cfg!(fuzzing) {
-        return Err("does not resolve (names are not looked up under fuzzing)");
-    }
-    addr.to_socket_addrs()
-        .ok()
-        .and_then(|mut it| it.next())
-        .ok_or("does not resolve")
+    Ok(BackendAddr::Name { host, port })
 }
 
 /// `"200"` or `"200-399"` -> inclusive range of valid statuses.

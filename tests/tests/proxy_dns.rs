@@ -1,0 +1,258 @@
+//! Issue 16 (DNS): a backend given by name has a member per A/AAAA address, looked up again in
+//! the background (`resolve_interval_ms`, or the records' TTL when shorter) without a reload;
+//! addresses that disappear drain (a request in flight finishes), a failed lookup keeps the last
+//! good set. The test runs its own small DNS server (`[dns] nameservers`), whose answers it
+//! changes.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// What the test DNS server answers for every A question: these addresses (TTL 1 s), or
+/// SERVFAIL when `fail` is set; `NXDOMAIN` for names other than `svc.test`.
+#[derive(Default)]
+struct Zone {
+    a: Vec<Ipv4Addr>,
+    fail: bool,
+    queries: usize,
+}
+
+struct DnsServer {
+    addr: SocketAddr,
+    zone: Arc<Mutex<Zone>>,
+    _task: tokio::task::JoinHandle<()>,
+}
+
+impl DnsServer {
+    async fn start(a: &[Ipv4Addr]) -> DnsServer {
+        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = sock.local_addr().unwrap();
+        let zone = Arc::new(Mutex::new(Zone {
+            a: a.to_vec(),
+            ..Zone::default()
+        }));
+        let z = Arc::clone(&zone);
+        let task = tokio::spawn(async move {
+            let mut buf = [0u8; 512];
+            loop {
+                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
+                    return;
+                };
+                if let Some(answer) = answer(&buf[..n], &z) {
+                    let _ = sock.send_to(&answer, from).await;
+                }
+            }
+        });
+        DnsServer {
+            addr,
+            zone,
+            _task: task,
+        }
+    }
+
+    fn set(&self, a: &[Ipv4Addr]) {
+        let mut z = self.zone.lock().unwrap();
+        z.a = a.to_vec();
+        z.fail = false;
+    }
+
+    fn fail(&self) {
+        self.zone.lock().unwrap().fail = true;
+    }
+
+    fn queries(&self) -> usize {
+        self.zone.lock().unwrap().queries
+    }
+}
+
+/// A DNS answer to the query `q` (RFC 1035 §4.1): the question echoed, then A records.
+fn answer(q: &[u8], zone: &Mutex<Zone>) -> Option<Vec<u8>> {
+    if q.len() < 12 {
+        return None;
+    }
+    // The question: labels up to the root, then QTYPE and QCLASS.
+    let mut i = 12;
+    let mut name = Vec::new();
+    loop {
+        let len = *q.get(i)? as usize;
+        i += 1;
+        if len == 0 {
+            break;
+        }
+        name.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
+        i += len;
+    }
+    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
+    let question = &q[12..i + 4];
+    let mut z = zone.lock().unwrap();
+    z.queries += 1;
+    let known = name.join(".") == "svc.test";
+    let rcode: u8 = if z.fail {
+        2
+    } else if known {
+        0
+    } else {
+        3
+    };
+    let records: Vec<Ipv4Addr> = if rcode == 0 && qtype == 1 {
+        z.a.clone()
+    } else {
+        Vec::new()
+    };
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(&q[0..2]); // id
+    out.extend_from_slice(&[0x81, 0x80 | rcode]); // response, RD, RA, rcode
+    out.extend_from_slice(&[0, 1]); // QDCOUNT
+    out.extend_from_slice(&(records.len() as u16).to_be_bytes()); // ANCOUNT
+    out.extend_from_slice(&[0, 0, 0, 0]); // NSCOUNT, ARCOUNT
+    out.extend_from_slice(question);
+    for ip in records {
+        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]); // name pointer, A, IN
+        out.extend_from_slice(&1u32.to_be_bytes()); // TTL 1 s
+        out.extend_from_slice(&[0, 4]);
+        out.extend_from_slice(&ip.octets());
+    }
+    Some(out)
+}
+
+/// Two in-process backends on 127.0.0.1 and 127.0.0.2, same port.
+async fn two_backends() -> (Backend, Backend) {
+    for _ in 0..20 {
+        let a = Backend::spawn("127.0.0.1:0".parse().unwrap(), "one")
+            .await
+            .unwrap();
+        let other: SocketAddr = format!("127.0.0.2:{}", a.addr.port()).parse().unwrap();
+        if let Ok(b) = Backend::spawn(other, "two").await {
+            return (a, b);
+        }
+    }
+    panic!("no port free on both 127.0.0.1 and 127.0.0.2");
+}
+
+fn config(dns: SocketAddr, port: u16) -> String {
+    format!(
+        "[dns]\nnameservers = [\"{dns}\"]\n\
+         [upstreams.api]\nresolve_interval_ms = 1000\nbackends = [{{ addr = \"svc.test:{port}\" }}]\n{}",
+        route_all("api")
+    )
+}
+
+/// Which backends answered `n` requests.
+async fn who(s: &Sluice, n: usize) -> BTreeMap<String, usize> {
+    let c = client(None);
+    let mut out = BTreeMap::new();
+    for i in 0..n {
+        let r = c.get(s.url(&format!("/who/{i}"))).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{}", s.log());
+        *out.entry(backend_of(&r)).or_default() += 1;
+    }
+    out
+}
+
+/// Poll until `n` requests are all answered by `want` (each at least once).
+async fn until_served_by(s: &Sluice, want: &[&str]) {
+    let end = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen = who(s, 8).await;
+        let ids: Vec<&str> = seen.keys().map(String::as_str).collect();
+        if ids == want {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "still served by {seen:?}, want {want:?}\n{}",
+            s.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_whose_addresses_change_moves_traffic_without_a_reload() {
+    let (one, two) = two_backends().await;
+    let ip1: Ipv4Addr = "127.0.0.1".parse().unwrap();
+    let ip2: Ipv4Addr = "127.0.0.2".parse().unwrap();
+    let dns = DnsServer::start(&[ip1]).await;
+    let s = Sluice::with_config(config(dns.addr, one.addr.port()))
+        .admin_token("t0ken")
+        .start()
+        .await;
+    assert_eq!(who(&s, 4).await.keys().collect::<Vec<_>>(), ["one"]);
+    let status = s.admin_json("/status").await.to_string();
+    assert!(
+        status.contains(&format!("svc.test:{}/127.0.0.1", one.addr.port())),
+        "{status}"
+    );
+
+    // A slow request in flight on 127.0.0.1 when the name moves to 127.0.0.2 finishes there.
+    let slow = {
+        let url = s.url("/delay/1500");
+        tokio::spawn(async move { client(None).get(url).send().await.map(|r| r.status()) })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    dns.set(&[ip2]);
+    until_served_by(&s, &["two"]).await;
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        200,
+        "the drained request finished"
+    );
+
+    // Both addresses: both members.
+    dns.set(&[ip1, ip2]);
+    until_served_by(&s, &["one", "two"]).await;
+
+    // The DNS fails: the last good set stays, and the failures are counted.
+    dns.fail();
+    let m = s
+        .metrics_when(|m| {
+            m.contains("sluice_dns_lookups_total{name=\"svc.test\",result=\"failed\"}")
+        })
+        .await;
+    assert!(
+        m.contains("sluice_dns_lookups_total{name=\"svc.test\",result=\"changed\"}"),
+        "{m}"
+    );
+    until_served_by(&s, &["one", "two"]).await;
+    // No reload: the generation moved with the addresses alone.
+    assert!(
+        m.contains("sluice_config_reloads_total{result=\"ok\"} 0\n"),
+        "{m}"
+    );
+    assert!(!m.contains("sluice_config_generation 1\n"), "{m}");
+    assert!(dns.queries() >= 3);
+    drop(two);
+}
+
+#[test]
+fn a_name_that_does_not_resolve_is_a_check_error_naming_the_backend() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dns = rt.block_on(DnsServer::start(&["127.0.0.1".parse().unwrap()]));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sluice.toml");
+    let body = format!(
+        "[dns]\nnameservers = [\"{}\"]\n\
+         [upstreams.api]\nbackends = [{{ addr = \"svc.test:9001\" }}, {{ addr = \"missing.test:9002\" }}]\n{}",
+        dns.addr,
+        route_all("api")
+    );
+    std::fs::write(&path, &body).unwrap();
+    let (status, _, err) = run_sluice(&["--check", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains("upstreams.api.backends[1].addr"), "{err}");
+    assert!(err.contains("`missing.test` does not resolve"), "{err}");
+    assert!(!err.contains("backends[0]"), "{err}");
+    // The same with only the good name passes.
+    std::fs::write(
+        &path,
+        body.replace(", { addr = \"missing.test:9002\" }", ""),
+    )
+    .unwrap();
+    let (status, out, err) = run_sluice(&["--check", "--config", path.to_str().unwrap()]);
+    assert_eq!(status.code(), Some(0), "{out}{err}");
+}
