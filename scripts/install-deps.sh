@@ -4,6 +4,7 @@
 #   redis-server  - the test harness starts real Redis servers (rate limits, cache)
 #   promtool      - Prometheus' linter checks the /metrics exposition (Debian package prometheus)
 #   systemd-analyze - verifies and rates the shipped systemd unit (Debian package systemd)
+#   pebble        - Let's Encrypt's ACME test server, which the ACME tests order certificates from
 #   kubernetes-validate (PyPI) - validates the rendered Kubernetes manifests offline
 # Usage: scripts/install-deps.sh [extra apt packages...]
 set -euo pipefail
@@ -20,6 +21,7 @@ command -v cmake >/dev/null 2>&1 || need+=(cmake)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 for pkg in "$@"; do
   command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done

@@ -92,15 +92,16 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
-        Edge::new(
-            Arc::clone(&app.snapshot),
-            Arc::clone(&app.limiter),
-            app.cache,
-            app.metrics,
-            Arc::clone(&app.draining),
-            Arc::clone(&app.access_log),
-            app.spans.clone(),
-        ),
+        Edge::new(crate::edge::EdgeParts {
+            snapshot: Arc::clone(&app.snapshot),
+            limiter: Arc::clone(&app.limiter),
+            cache: app.cache,
+            metrics: app.metrics,
+            draining: Arc::clone(&app.draining),
+            access_log: Arc::clone(&app.access_log),
+            spans: app.spans.clone(),
+            acme: Arc::clone(&app.acme_challenges),
+        }),
         "sluice-proxy",
     );
     if config.server.h2c {
@@ -164,6 +165,10 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
     server.add_service(pingora::services::background::background_service(
         "sluice-health",
         HealthService::new(Arc::clone(&app.snapshot)),
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "sluice-acme",
+        crate::reload::AcmeService::new(Arc::clone(app)),
     ));
     server.add_service(pingora::services::background::background_service(
         "sluice-dns",

@@ -5,6 +5,7 @@
 //! selects backends through [`balancer`].
 
 pub mod accesslog;
+pub mod acme;
 pub mod admin;
 pub mod app;
 pub mod balancer;

@@ -41,6 +41,10 @@ pub struct App {
     pub names: ArcSwap<crate::dns::Names>,
     /// `sluice_dns_lookups_total`.
     pub dns_lookups: prometheus::IntCounterVec,
+    /// The HTTP-01 answers of ACME orders in progress (read by the proxy).
+    pub acme_challenges: Arc<crate::acme::Challenges>,
+    /// `sluice_acme_orders_total`.
+    pub acme_orders: prometheus::IntCounterVec,
     /// The OTLP span exporter, when `[tracing] otlp_endpoint` is set.
     pub spans: Option<Arc<crate::otel::SpanExport>>,
     /// The config file, re-read on reload.
@@ -100,6 +104,8 @@ impl App {
         )));
         let dns_lookups = crate::dns::lookups_metric()?;
         metrics.registry().register(Box::new(dns_lookups.clone()))?;
+        let acme_orders = crate::acme::orders_metric()?;
+        metrics.registry().register(Box::new(acme_orders.clone()))?;
         metrics
             .registry()
             .register(Box::new(crate::snapshot::backend_metrics(Arc::clone(
@@ -129,6 +135,8 @@ impl App {
             tls,
             names: ArcSwap::from_pointee(names),
             dns_lookups,
+            acme_challenges: Arc::default(),
+            acme_orders,
             config_path: path.to_owned(),
             base_dir,
             reload_lock: Mutex::new(text),

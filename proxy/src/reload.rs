@@ -570,6 +570,114 @@ impl BackgroundService for DnsService {
     }
 }
 
+impl App {
+    /// Read every TLS listener's certificates again (an ACME order stored a new one), under the
+    /// reload lock; a listener whose files do not load keeps what it serves.
+    pub fn refresh_certs(&self) {
+        let _guard = self.reload_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let config = self.config.load();
+        for (t, resolver) in config.server.tls.iter().zip(&self.tls) {
+            match crate::sni::CertSet::load(t) {
+                Ok(set) => resolver.replace(set),
+                Err(e) => {
+                    warn!(event = "certificates_not_reloaded", error = %e, "keeping the certificates served now")
+                }
+            }
+        }
+    }
+}
+
+/// Background service: orders and renews the certificates of listeners with `acme` (see
+/// `acme.rs`): when there is none for all the listener's hosts, and two thirds into the served
+/// one's lifetime. A failed order keeps the certificate served now and is retried later.
+pub struct AcmeService {
+    app: Arc<App>,
+}
+
+impl AcmeService {
+    /// Orders for `app`'s listeners.
+    pub fn new(app: Arc<App>) -> Self {
+        AcmeService { app }
+    }
+}
+
+/// Longest wait between two looks at a listener's ACME certificate (a config or file change is
+/// noticed within it).
+const ACME_RECHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Bound on one order, challenges included.
+const ACME_ORDER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+#[async_trait]
+impl BackgroundService for AcmeService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use crate::acme::{self, OrderResult};
+        use std::time::{Duration, Instant};
+        let mut next: std::collections::HashMap<(std::net::SocketAddr, Vec<String>), Instant> =
+            std::collections::HashMap::new();
+        loop {
+            let config = self.app.config.load_full();
+            for t in &config.server.tls {
+                let Some(spec) = &t.acme else { continue };
+                let key = (t.listen, spec.hosts.clone());
+                let now = Instant::now();
+                if next.get(&key).is_some_and(|n| *n > now) {
+                    continue;
+                }
+                let stored = acme::stored(spec).filter(|c| acme::covers(c, spec));
+                let unix = acme::now_unix();
+                if let Some(c) = &stored {
+                    let wait = acme::renew_at(c) - unix;
+                    if wait > 0 {
+                        let wait = Duration::from_secs(wait as u64).min(ACME_RECHECK);
+                        next.insert(key, now + wait);
+                        continue;
+                    }
+                }
+                let name = spec.hosts.first().cloned().unwrap_or_default();
+                info!(event = "acme_order", name = %name, hosts = ?spec.hosts, renewal = stored.is_some(), "ordering a certificate");
+                let result =
+                    acme::order(spec, &self.app.acme_challenges, ACME_ORDER_DEADLINE).await;
+                match result {
+                    Ok(()) => {
+                        self.app.refresh_certs();
+                        info!(event = "acme_issued", name = %name, "certificate obtained and served");
+                        self.app
+                            .acme_orders
+                            .with_label_values(&[name.as_str(), OrderResult::Issued.label()])
+                            .inc();
+                        next.remove(&key);
+                    }
+                    Err(e) => {
+                        // Retry after a tenth of what is left (bounded), or soon without one.
+                        let retry = match &stored {
+                            Some(c) => Duration::from_secs(
+                                ((c.not_after - unix) / 10).clamp(1, 3600) as u64,
+                            ),
+                            None => Duration::from_secs(30),
+                        };
+                        warn!(
+                            event = "acme_failed",
+                            name = %name,
+                            error = %e,
+                            retry_in_s = retry.as_secs(),
+                            "certificate order failed; the certificate served now stays"
+                        );
+                        self.app
+                            .acme_orders
+                            .with_label_values(&[name.as_str(), OrderResult::Failed.label()])
+                            .inc();
+                        next.insert(key, Instant::now() + retry);
+                    }
+                }
+            }
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -326,6 +326,9 @@ pub struct Snapshot {
     /// Every such field name once: removed from every client request, so that no client can
     /// claim a subject.
     pub client_subject_fields: Vec<http::HeaderName>,
+    /// A TLS listener orders its certificate from an ACME CA: the plain listeners answer
+    /// HTTP-01 challenges.
+    pub acme_http01: bool,
 }
 
 impl Snapshot {
@@ -391,6 +394,7 @@ impl Snapshot {
             client_body_timeout: Some(config.server.client_body_timeout)
                 .filter(|t| *t != PINGORA_READ_TIMEOUT),
             client_subject: client_subject(config),
+            acme_http01: config.server.tls.iter().any(|t| t.acme.is_some()),
             client_subject_fields: {
                 let mut names: Vec<http::HeaderName> =
                     client_subject(config).into_iter().map(|(_, n)| n).collect();

@@ -82,12 +82,17 @@ impl CertSet {
 
     /// Read `listener`'s certificate files now. The error names the listener and the file.
     pub fn load(listener: &TlsListener) -> Result<CertSet, String> {
-        let certs = listener
+        let mut certs = listener
             .certs
             .iter()
             .map(|p| crate::tlsfiles::load_pair(&p.cert, &p.key))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("TLS listener {}: {e}", listener.listen))?;
+        // The ACME certificate, once there is one, after the configured ones (the default only
+        // when there is no other).
+        if let Some(c) = listener.acme.as_ref().and_then(crate::acme::stored) {
+            certs.push(c);
+        }
         let mut set = CertSet::new(&certs, listener.reject_unknown_sni);
         if let Some(ca) = &listener.client_ca {
             let der = crate::tlsfiles::load_ca(ca)

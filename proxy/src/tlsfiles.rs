@@ -17,6 +17,8 @@ pub struct LoadedCert {
     pub names: Vec<String>,
     /// Its end of validity, in seconds since the Unix epoch.
     pub not_after: i64,
+    /// Its start of validity, in seconds since the Unix epoch.
+    pub not_before: i64,
 }
 
 /// Why a certificate and key pair cannot serve.
@@ -43,7 +45,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
     // certificate. The listener serves this very `CertifiedKey` (through `sni::SniResolver`).
     let key = CertifiedKey::from_der(certs, key_der, provider)
         .map_err(|e| format!("`{cert_s}` and `{key_s}` do not make a usable pair: {e}"))?;
-    let (names, not_after) = {
+    let (names, not_after, not_before) = {
         let first = key
             .end_entity_cert()
             .map_err(|e| format!("`{cert_s}`: {e}"))?;
@@ -57,12 +59,17 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
                 }
             }
         }
-        (names, x509.validity().not_after.timestamp())
+        (
+            names,
+            x509.validity().not_after.timestamp(),
+            x509.validity().not_before.timestamp(),
+        )
     };
     Ok(LoadedCert {
         key: Arc::new(key),
         names,
         not_after,
+        not_before,
     })
 }
 

@@ -8,117 +8,11 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::dns::DnsServer;
+
 use support::*;
-
-/// What the test DNS server answers for every A question: these addresses (TTL 1 s), or
-/// SERVFAIL when `fail` is set; `NXDOMAIN` for names other than `svc.test`.
-#[derive(Default)]
-struct Zone {
-    a: Vec<Ipv4Addr>,
-    fail: bool,
-    queries: usize,
-}
-
-struct DnsServer {
-    addr: SocketAddr,
-    zone: Arc<Mutex<Zone>>,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-impl DnsServer {
-    async fn start(a: &[Ipv4Addr]) -> DnsServer {
-        let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let addr = sock.local_addr().unwrap();
-        let zone = Arc::new(Mutex::new(Zone {
-            a: a.to_vec(),
-            ..Zone::default()
-        }));
-        let z = Arc::clone(&zone);
-        let task = tokio::spawn(async move {
-            let mut buf = [0u8; 512];
-            loop {
-                let Ok((n, from)) = sock.recv_from(&mut buf).await else {
-                    return;
-                };
-                if let Some(answer) = answer(&buf[..n], &z) {
-                    let _ = sock.send_to(&answer, from).await;
-                }
-            }
-        });
-        DnsServer {
-            addr,
-            zone,
-            _task: task,
-        }
-    }
-
-    fn set(&self, a: &[Ipv4Addr]) {
-        let mut z = self.zone.lock().unwrap();
-        z.a = a.to_vec();
-        z.fail = false;
-    }
-
-    fn fail(&self) {
-        self.zone.lock().unwrap().fail = true;
-    }
-
-    fn queries(&self) -> usize {
-        self.zone.lock().unwrap().queries
-    }
-}
-
-/// A DNS answer to the query `q` (RFC 1035 §4.1): the question echoed, then A records.
-fn answer(q: &[u8], zone: &Mutex<Zone>) -> Option<Vec<u8>> {
-    if q.len() < 12 {
-        return None;
-    }
-    // The question: labels up to the root, then QTYPE and QCLASS.
-    let mut i = 12;
-    let mut name = Vec::new();
-    loop {
-        let len = *q.get(i)? as usize;
-        i += 1;
-        if len == 0 {
-            break;
-        }
-        name.push(String::from_utf8_lossy(q.get(i..i + len)?).to_ascii_lowercase());
-        i += len;
-    }
-    let qtype = u16::from_be_bytes([*q.get(i)?, *q.get(i + 1)?]);
-    let question = &q[12..i + 4];
-    let mut z = zone.lock().unwrap();
-    z.queries += 1;
-    let known = name.join(".") == "svc.test";
-    let rcode: u8 = if z.fail {
-        2
-    } else if known {
-        0
-    } else {
-        3
-    };
-    let records: Vec<Ipv4Addr> = if rcode == 0 && qtype == 1 {
-        z.a.clone()
-    } else {
-        Vec::new()
-    };
-    let mut out = Vec::with_capacity(64);
-    out.extend_from_slice(&q[0..2]); // id
-    out.extend_from_slice(&[0x81, 0x80 | rcode]); // response, RD, RA, rcode
-    out.extend_from_slice(&[0, 1]); // QDCOUNT
-    out.extend_from_slice(&(records.len() as u16).to_be_bytes()); // ANCOUNT
-    out.extend_from_slice(&[0, 0, 0, 0]); // NSCOUNT, ARCOUNT
-    out.extend_from_slice(question);
-    for ip in records {
-        out.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1]); // name pointer, A, IN
-        out.extend_from_slice(&1u32.to_be_bytes()); // TTL 1 s
-        out.extend_from_slice(&[0, 4]);
-        out.extend_from_slice(&ip.octets());
-    }
-    Some(out)
-}
 
 /// Two in-process backends on 127.0.0.1 and 127.0.0.2, same port.
 async fn two_backends() -> (Backend, Backend) {
@@ -177,7 +71,7 @@ async fn a_name_whose_addresses_change_moves_traffic_without_a_reload() {
     let (one, two) = two_backends().await;
     let ip1: Ipv4Addr = "127.0.0.1".parse().unwrap();
     let ip2: Ipv4Addr = "127.0.0.2".parse().unwrap();
-    let dns = DnsServer::start(&[ip1]).await;
+    let dns = DnsServer::start("svc.test", &[ip1]).await;
     let s = Sluice::with_config(config(dns.addr, one.addr.port()))
         .admin_token("t0ken")
         .start()
@@ -195,7 +89,7 @@ async fn a_name_whose_addresses_change_moves_traffic_without_a_reload() {
         tokio::spawn(async move { client(None).get(url).send().await.map(|r| r.status()) })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
-    dns.set(&[ip2]);
+    dns.set("svc.test", &[ip2]);
     until_served_by(&s, &["two"]).await;
     assert_eq!(
         slow.await.unwrap().unwrap(),
@@ -204,7 +98,7 @@ async fn a_name_whose_addresses_change_moves_traffic_without_a_reload() {
     );
 
     // Both addresses: both members.
-    dns.set(&[ip1, ip2]);
+    dns.set("svc.test", &[ip1, ip2]);
     until_served_by(&s, &["one", "two"]).await;
 
     // The DNS fails: the last good set stays, and the failures are counted.
@@ -232,7 +126,10 @@ async fn a_name_whose_addresses_change_moves_traffic_without_a_reload() {
 #[test]
 fn a_name_that_does_not_resolve_is_a_check_error_naming_the_backend() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let dns = rt.block_on(DnsServer::start(&["127.0.0.1".parse().unwrap()]));
+    let dns = rt.block_on(DnsServer::start(
+        "svc.test",
+        &["127.0.0.1".parse().unwrap()],
+    ));
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sluice.toml");
     let body = format!(

@@ -239,6 +239,23 @@ pub struct TlsListener {
     /// The request field (lower case) that carries a verified client certificate's subject to
     /// the backends; removed from every client request.
     pub client_subject_header: String,
+    /// A certificate obtained and renewed from an ACME CA (served after `certs`).
+    pub acme: Option<AcmeSpec>,
+}
+
+/// `acme = { ... }` of a TLS listener: one certificate for `hosts`, ordered with HTTP-01.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AcmeSpec {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// Contact address given to the CA.
+    pub email: Option<String>,
+    /// The names of the certificate (the first names its files).
+    pub hosts: Vec<String>,
+    /// Directory of the account credentials, certificates and keys.
+    pub storage: PathBuf,
+    /// CA bundle trusted for the directory's HTTPS (`None`: the system's roots).
+    pub directory_ca: Option<PathBuf>,
 }
 
 /// `client_auth` of a TLS listener.

@@ -68,6 +68,24 @@ pub struct FileTls {
     pub client_ca: Option<String>,
     /// Request field carrying the verified client certificate's subject to the backends.
     pub client_subject_header: Option<String>,
+    /// A certificate obtained and renewed from an ACME CA.
+    pub acme: Option<FileAcme>,
+}
+
+/// `acme = { ... }` of a TLS listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAcme {
+    /// The CA's directory URL.
+    pub directory: String,
+    /// Contact address given to the CA.
+    pub email: Option<String>,
+    /// The names the certificate is for.
+    pub hosts: Vec<String>,
+    /// Directory holding the account key, certificates and keys.
+    pub storage: String,
+    /// PEM CA bundle trusted for the directory's own HTTPS (a private ACME CA).
+    pub directory_ca: Option<String>,
 }
 
 /// One entry of `certs`.
@@ -244,7 +262,13 @@ impl Validator {
                 t.client_subject_header.as_deref(),
                 base_dir,
             );
+            let acme = t
+                .acme
+                .and_then(|a| self.acme(&format!("{path}.acme"), a, base_dir));
+            let acme_given = acme.is_some();
             let pairs: Vec<(String, String, String)> = match (t.cert, t.key, t.certs) {
+                // ACME alone: its certificate is the listener's (and the default).
+                (None, None, None) if acme_given => Vec::new(),
                 (Some(c), Some(k), None) => vec![(path.clone(), c, k)],
                 (None, None, Some(list)) if !list.is_empty() => list
                     .into_iter()
@@ -321,10 +345,97 @@ impl Validator {
                     client_auth: client.0,
                     client_ca: client.1,
                     client_subject_header: client.2,
+                    acme,
                 });
             }
         }
         (plain, tls_out)
+    }
+
+    /// `acme` of the listener at `path`.
+    fn acme(&mut self, path: &str, a: FileAcme, base_dir: &Path) -> Option<AcmeSpec> {
+        let before = self.problems.len();
+        match url::Url::parse(&a.directory) {
+            Ok(u) if u.scheme() == "https" && u.host().is_some() => {}
+            _ => self.problem(
+                format!("{path}.directory"),
+                format!(
+                    "`{}` is not an https URL; e.g. \"https://acme-v02.api.letsencrypt.org/directory\"",
+                    a.directory
+                ),
+            ),
+        }
+        if a.hosts.is_empty() {
+            self.problem(format!("{path}.hosts"), "empty: name at least one host");
+        }
+        let mut hosts = Vec::with_capacity(a.hosts.len());
+        for (i, h) in a.hosts.iter().enumerate() {
+            let h = h.trim_end_matches('.').to_ascii_lowercase();
+            let valid = !h.is_empty()
+                && h.contains('.')
+                && h.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                self.problem(
+                    format!("{path}.hosts[{i}]"),
+                    format!("`{h}` is not a DNS name the CA can validate over HTTP (no wildcards, no IP addresses)"),
+                );
+            } else if hosts.contains(&h) {
+                self.problem(
+                    format!("{path}.hosts[{i}]"),
+                    format!("`{h}` is listed twice"),
+                );
+            } else {
+                hosts.push(h);
+            }
+        }
+        if let Some(e) = &a.email {
+            if !e.contains('@') || e.contains(char::is_whitespace) {
+                self.problem(
+                    format!("{path}.email"),
+                    format!("`{e}` is not an email address"),
+                );
+            }
+        }
+        let storage = {
+            let p = Path::new(&a.storage);
+            if p.is_absolute() {
+                p.to_owned()
+            } else {
+                base_dir.join(p)
+            }
+        };
+        // Created on first use; its parent must exist.
+        if !storage.is_dir() && !storage.parent().is_some_and(Path::is_dir) {
+            self.problem(
+                format!("{path}.storage"),
+                format!(
+                    "neither `{}` nor its parent directory exists",
+                    storage.display()
+                ),
+            );
+        }
+        let directory_ca = a.directory_ca.and_then(|c| {
+            let key = format!("{path}.directory_ca");
+            let file = self.existing_file(&key, &c, base_dir)?;
+            match crate::tlsfiles::load_ca(&file) {
+                Ok(_) => Some(file),
+                Err(why) => {
+                    self.problem(key, why);
+                    None
+                }
+            }
+        });
+        (self.problems.len() == before).then_some(AcmeSpec {
+            directory: a.directory,
+            email: a.email,
+            hosts,
+            storage,
+            directory_ca,
+        })
     }
 
     /// `client_auth`, `client_ca` and `client_subject_header` of the listener at `path`.

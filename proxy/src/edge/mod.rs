@@ -48,28 +48,43 @@ pub struct Edge {
     access_log: Arc<accesslog::Sink>,
     /// The OTLP span exporter, when configured.
     spans: Option<Arc<crate::otel::SpanExport>>,
+    /// HTTP-01 answers of ACME orders in progress.
+    acme: Arc<crate::acme::Challenges>,
+}
+
+/// What the proxy shares with the rest of the process, handed to [`Edge::new`].
+pub struct EdgeParts {
+    /// The snapshot each request starts on.
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Rate limiting.
+    pub limiter: Arc<RateLimiter>,
+    /// The response cache.
+    pub cache: &'static CacheLayer,
+    /// The request-path metric families.
+    pub metrics: &'static Metrics,
+    /// Set once a graceful stop began.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// The access log's writer.
+    pub access_log: Arc<accesslog::Sink>,
+    /// The OTLP span exporter, when configured.
+    pub spans: Option<Arc<crate::otel::SpanExport>>,
+    /// HTTP-01 answers of ACME orders in progress.
+    pub acme: Arc<crate::acme::Challenges>,
 }
 
 impl Edge {
-    /// A proxy serving whatever snapshot `snapshot` holds at each request's start, limiting
-    /// rates through `limiter`, caching in `cache`, counting in `metrics`.
-    pub fn new(
-        snapshot: Arc<ArcSwap<Snapshot>>,
-        limiter: Arc<RateLimiter>,
-        cache: &'static CacheLayer,
-        metrics: &'static Metrics,
-        draining: Arc<std::sync::atomic::AtomicBool>,
-        access_log: Arc<accesslog::Sink>,
-        spans: Option<Arc<crate::otel::SpanExport>>,
-    ) -> Self {
+    /// A proxy serving whatever snapshot `p.snapshot` holds at each request's start, limiting
+    /// rates through `p.limiter`, caching in `p.cache`, counting in `p.metrics`.
+    pub fn new(p: EdgeParts) -> Self {
         Edge {
-            snapshot,
-            limiter,
-            cache,
-            metrics,
-            draining,
-            access_log,
-            spans,
+            snapshot: p.snapshot,
+            limiter: p.limiter,
+            cache: p.cache,
+            metrics: p.metrics,
+            draining: p.draining,
+            access_log: p.access_log,
+            spans: p.spans,
+            acme: p.acme,
         }
     }
 }
@@ -330,6 +345,22 @@ impl ProxyHttp for Edge {
         }
 
         let snapshot = self.snapshot.load_full();
+        if snapshot.acme_http01 && !ctx.tls {
+            let path = session.req_header().uri.path();
+            if let Some(token) = path.strip_prefix(crate::acme::CHALLENGE_PREFIX) {
+                // An ACME CA validating an order (HTTP-01): answered before routing, so that
+                // no redirect or rule gets in the way.
+                let (status, body) = match self.acme.answer(token) {
+                    Some(key_authorization) => (StatusCode::OK, Bytes::from(key_authorization)),
+                    None => (
+                        StatusCode::NOT_FOUND,
+                        Bytes::from_static(b"no such challenge\n"),
+                    ),
+                };
+                Box::pin(respond(session, ctx, status, body, "text/plain", &[])).await?;
+                return Ok(true);
+            }
+        }
         if ctx.tls && !snapshot.client_subject.is_empty() {
             ctx.client_subject = headers::client_subject(session, &snapshot.client_subject);
         }

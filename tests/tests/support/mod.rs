@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod ca;
+pub mod dns;
 
 use std::collections::{BTreeMap, HashSet};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -122,9 +123,17 @@ pub struct SluiceBuilder {
     server_extra: String,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    listen_port: Option<u16>,
 }
 
 impl SluiceBuilder {
+    /// Put the plain listener on `port` (chosen by the test, e.g. because another process must
+    /// know it first).
+    pub fn listen_port(mut self, port: u16) -> Self {
+        self.listen_port = Some(port);
+        self
+    }
+
     /// Add a TLS listener with the demo certificate in `conf/tls/`.
     pub fn tls(mut self) -> Self {
         self.tls = true;
@@ -189,7 +198,10 @@ impl SluiceBuilder {
         let mut last_log = String::new();
         for _ in 0..3 {
             let dir = tempfile::tempdir().expect("tempdir");
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let addr: SocketAddr =
+                format!("127.0.0.1:{}", self.listen_port.unwrap_or_else(free_port))
+                    .parse()
+                    .unwrap();
             let tls_addr: Option<SocketAddr> = self
                 .tls
                 .then(|| format!("127.0.0.1:{}", free_port()).parse().unwrap());

@@ -1,0 +1,306 @@
+//! ACME certificates (RFC 8555) for a TLS listener's `acme = { directory, hosts, ... }`: one
+//! certificate for all its hosts, ordered with the HTTP-01 challenge (answered by Sluice's own
+//! plain listeners through [`Challenges`]), stored on disk (`storage`) and renewed at two thirds
+//! of its lifetime. The order itself is [`order`] (instant-acme); `reload::AcmeService` decides
+//! when, and swaps the listener's certificates after.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+
+use crate::config::AcmeSpec;
+use crate::tlsfiles::LoadedCert;
+
+/// The path prefix of HTTP-01 challenge requests.
+pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
+
+/// The HTTP-01 answers being offered now: token -> key authorization.
+#[derive(Debug, Default)]
+pub struct Challenges {
+    tokens: RwLock<HashMap<String, String>>,
+}
+
+impl Challenges {
+    /// The key authorization for `token`, if an order is waiting on it.
+    pub fn answer(&self, token: &str) -> Option<String> {
+        self.tokens
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(token)
+            .cloned()
+    }
+
+    fn offer(&self, token: &str, key_authorization: &str) {
+        self.tokens
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token.to_owned(), key_authorization.to_owned());
+    }
+
+    fn withdraw(&self, tokens: &[String]) {
+        let mut t = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        for k in tokens {
+            t.remove(k);
+        }
+    }
+}
+
+/// The certificate and key files of `spec` (named after its first host).
+pub fn cert_paths(spec: &AcmeSpec) -> (PathBuf, PathBuf) {
+    let stem = spec.hosts.first().map_or("acme", String::as_str);
+    (
+        spec.storage.join(format!("{stem}.pem")),
+        spec.storage.join(format!("{stem}.key")),
+    )
+}
+
+/// The stored certificate of `spec`, if there is one that loads.
+pub fn stored(spec: &AcmeSpec) -> Option<LoadedCert> {
+    let (cert, key) = cert_paths(spec);
+    if !cert.is_file() {
+        return None;
+    }
+    crate::tlsfiles::load_pair(&cert, &key).ok()
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// When `cert` is due for renewal (Unix seconds): two thirds into its lifetime.
+pub fn renew_at(cert: &LoadedCert) -> i64 {
+    cert.not_before + (cert.not_after - cert.not_before) * 2 / 3
+}
+
+/// Whether the stored certificate covers every host of `spec` (a host added to the config
+/// needs a new certificate).
+pub fn covers(cert: &LoadedCert, spec: &AcmeSpec) -> bool {
+    spec.hosts.iter().all(|h| cert.names.iter().any(|n| n == h))
+}
+
+/// Order a certificate for `spec` now: account (created once, kept in `storage`), order, HTTP-01
+/// answers offered through `challenges`, key and certificate written to `storage`. Bounded by
+/// `deadline`.
+pub async fn order(
+    spec: &AcmeSpec,
+    challenges: &Challenges,
+    deadline: Duration,
+) -> Result<(), String> {
+    let mut offered = Vec::new();
+    let result = tokio::time::timeout(deadline, order_inner(spec, challenges, &mut offered)).await;
+    challenges.withdraw(&offered);
+    match result {
+        Ok(r) => r,
+        Err(_) => Err(format!("no certificate within {} s", deadline.as_secs())),
+    }
+}
+
+async fn order_inner(
+    spec: &AcmeSpec,
+    challenges: &Challenges,
+    offered: &mut Vec<String>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(&spec.storage)
+        .map_err(|e| format!("cannot create {}: {e}", spec.storage.display()))?;
+    let account = account(spec).await?;
+    let ids: Vec<Identifier> = spec.hosts.iter().cloned().map(Identifier::Dns).collect();
+    let mut order = account
+        .new_order(&NewOrder::new(&ids))
+        .await
+        .map_err(|e| format!("new order: {e}"))?;
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+        match authz.status {
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Valid => continue,
+            other => return Err(format!("authorization is {other:?}")),
+        }
+        let mut challenge = authz
+            .challenge(ChallengeType::Http01)
+            .ok_or("the CA offers no http-01 challenge")?;
+        let token = challenge.token.clone();
+        challenges.offer(&token, challenge.key_authorization().as_str());
+        offered.push(token);
+        challenge
+            .set_ready()
+            .await
+            .map_err(|e| format!("challenge: {e}"))?;
+    }
+    let retry = RetryPolicy::default().timeout(Duration::from_secs(60));
+    let status = order
+        .poll_ready(&retry)
+        .await
+        .map_err(|e| format!("order: {e}"))?;
+    if status != OrderStatus::Ready {
+        return Err(format!("order is {status:?} (challenge failed?)"));
+    }
+    let key_pem = order
+        .finalize()
+        .await
+        .map_err(|e| format!("finalize: {e}"))?;
+    let chain_pem = order
+        .poll_certificate(&retry)
+        .await
+        .map_err(|e| format!("certificate: {e}"))?;
+    let (cert_path, key_path) = cert_paths(spec);
+    // The key first: a certificate next to an old key would not load (and is not served).
+    write_atomic(&key_path, key_pem.as_bytes(), 0o600)?;
+    write_atomic(&cert_path, chain_pem.as_bytes(), 0o644)?;
+    crate::tlsfiles::load_pair(&cert_path, &key_path).map(|_| ())
+}
+
+/// The account for `spec`'s directory: its stored credentials, or a new account (stored).
+async fn account(spec: &AcmeSpec) -> Result<Account, String> {
+    let builder = || match &spec.directory_ca {
+        Some(ca) => Account::builder_with_root(ca).map_err(|e| format!("directory_ca: {e}")),
+        None => Account::builder().map_err(|e| format!("HTTP client: {e}")),
+    };
+    let file = account_path(spec);
+    if let Ok(text) = std::fs::read_to_string(&file) {
+        if let Ok(creds) = serde_json::from_str::<AccountCredentials>(&text) {
+            return builder()?
+                .from_credentials(creds)
+                .await
+                .map_err(|e| format!("account: {e}"));
+        }
+    }
+    let contact: Vec<String> = spec.email.iter().map(|e| format!("mailto:{e}")).collect();
+    let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
+    let (account, creds) = builder()?
+        .create(
+            &NewAccount {
+                contact: &contact,
+                terms_of_service_agreed: true,
+                only_return_existing: false,
+            },
+            spec.directory.clone(),
+            None,
+        )
+        .await
+        .map_err(|e| format!("new account: {e}"))?;
+    let json = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
+    write_atomic(&file, &json, 0o600)?;
+    Ok(account)
+}
+
+/// The account credentials file of `spec`'s directory.
+fn account_path(spec: &AcmeSpec) -> PathBuf {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    std::hash::Hash::hash(&spec.directory, &mut h);
+    spec.storage.join(format!(
+        "account-{:016x}.json",
+        std::hash::Hasher::finish(&h)
+    ))
+}
+
+/// Write `bytes` to `path` through a temporary file and a rename, with `mode`.
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// The outcome label of `sluice_acme_orders_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderResult {
+    /// A certificate was obtained and is served.
+    Issued,
+    /// The order failed; the certificate served before (if any) stays.
+    Failed,
+}
+
+impl OrderResult {
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            OrderResult::Issued => "issued",
+            OrderResult::Failed => "failed",
+        }
+    }
+}
+
+/// Orders by certificate (its first host) and outcome.
+pub fn orders_metric() -> Result<prometheus::IntCounterVec, prometheus::Error> {
+    prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "sluice_acme_orders_total",
+            "ACME certificate orders by certificate (its first host) and outcome (issued, failed).",
+        ),
+        &["name", "result"],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renewal_is_due_two_thirds_into_the_lifetime() {
+        let c = LoadedCert {
+            key: std::sync::Arc::new(pingora::tls::sign::CertifiedKey::new(
+                vec![],
+                std::sync::Arc::new(NoKey),
+            )),
+            names: vec!["a.test".into(), "b.test".into()],
+            not_before: 1_000,
+            not_after: 91_000,
+        };
+        assert_eq!(renew_at(&c), 61_000);
+        let spec = AcmeSpec {
+            directory: "https://ca.test/dir".into(),
+            email: None,
+            hosts: vec!["a.test".into()],
+            storage: "/tmp".into(),
+            directory_ca: None,
+        };
+        assert!(covers(&c, &spec));
+        let more = AcmeSpec {
+            hosts: vec!["a.test".into(), "c.test".into()],
+            ..spec.clone()
+        };
+        assert!(!covers(&c, &more));
+        assert_eq!(cert_paths(&spec).0, Path::new("/tmp/a.test.pem"));
+        let ch = Challenges::default();
+        ch.offer("tok", "tok.thumb");
+        assert_eq!(ch.answer("tok").as_deref(), Some("tok.thumb"));
+        ch.withdraw(&["tok".into()]);
+        assert_eq!(ch.answer("tok"), None);
+    }
+
+    #[derive(Debug)]
+    struct NoKey;
+
+    impl pingora::tls::sign::SigningKey for NoKey {
+        fn choose_scheme(
+            &self,
+            _: &[pingora::tls::SignatureScheme],
+        ) -> Option<Box<dyn pingora::tls::sign::Signer>> {
+            None
+        }
+
+        fn algorithm(&self) -> rustls::SignatureAlgorithm {
+            rustls::SignatureAlgorithm::ECDSA
+        }
+    }
+}
