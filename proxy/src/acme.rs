@@ -20,27 +20,53 @@ use crate::tlsfiles::LoadedCert;
 /// The path prefix of HTTP-01 challenge requests.
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
-/// The HTTP-01 answers being offered now: token -> key authorization.
-#[derive(Debug, Default)]
+/// The HTTP-01 answers being offered now: token -> key authorization; with `[redis]`, also
+/// those of the other instances (the CA's request may reach any of them).
+#[derive(Default)]
 pub struct Challenges {
     tokens: RwLock<HashMap<String, String>>,
+    shared: Option<Shared>,
+}
+
+impl std::fmt::Debug for Challenges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Challenges").finish_non_exhaustive()
+    }
 }
 
 impl Challenges {
-    /// The key authorization for `token`, if an order is waiting on it.
-    pub fn answer(&self, token: &str) -> Option<String> {
-        self.tokens
+    /// Answers of this instance, and of the others through `redis` when given.
+    pub fn new(redis: Option<&crate::config::RedisSpec>) -> Self {
+        Challenges {
+            tokens: RwLock::default(),
+            shared: redis.map(Shared::new),
+        }
+    }
+
+    /// The key authorization for `token`, if an order (of any instance) is waiting on it.
+    pub async fn answer(&self, token: &str) -> Option<String> {
+        let local = self
+            .tokens
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(token)
-            .cloned()
+            .cloned();
+        match (local, &self.shared) {
+            (Some(a), _) => Some(a),
+            (None, Some(sh)) => sh.challenge(token).await,
+            (None, None) => None,
+        }
     }
 
-    fn offer(&self, token: &str, key_authorization: &str) {
+    async fn offer(&self, token: &str, key_authorization: &str) {
         self.tokens
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(token.to_owned(), key_authorization.to_owned());
+        if let Some(sh) = &self.shared {
+            // Best effort: without Redis only this instance can answer.
+            let _ = sh.offer_challenge(token, key_authorization).await;
+        }
     }
 
     fn withdraw(&self, tokens: &[String]) {
@@ -129,7 +155,9 @@ async fn order_inner(
             .challenge(ChallengeType::Http01)
             .ok_or("the CA offers no http-01 challenge")?;
         let token = challenge.token.clone();
-        challenges.offer(&token, challenge.key_authorization().as_str());
+        challenges
+            .offer(&token, challenge.key_authorization().as_str())
+            .await;
         offered.push(token);
         challenge
             .set_ready()
@@ -221,6 +249,159 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
     std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// Certificates shared by the instances of one deployment through Redis (`[redis]`): one key per
+/// certificate (`sluice:acme:cert:HOST`, chain and key together, so they are read and written
+/// at once) and a lock (`sluice:acme:lock:HOST`) so that one instance orders while the others
+/// wait and take its certificate.
+pub struct Shared {
+    conn: crate::store::conn::LazyConn,
+}
+
+/// How long the order lock is held at most (longer than an order may take).
+const LOCK_TTL: Duration = Duration::from_secs(180);
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SharedPair {
+    cert: String,
+    key: String,
+}
+
+impl Shared {
+    /// A connection to `redis` (opened on first use).
+    pub fn new(redis: &crate::config::RedisSpec) -> Self {
+        Shared {
+            conn: crate::store::conn::LazyConn::new(
+                redis.target.clone(),
+                redis.command_timeout.max(Duration::from_secs(2)),
+            ),
+        }
+    }
+
+    fn key(spec: &AcmeSpec, what: &str) -> String {
+        format!(
+            "sluice:acme:{what}:{}",
+            spec.hosts.first().map_or("", String::as_str)
+        )
+    }
+
+    /// The certificate another instance stored, as (chain PEM, key PEM).
+    pub async fn fetch(&self, spec: &AcmeSpec) -> Result<Option<(String, String)>, String> {
+        let conn = self.conn.get().await.map_err(|e| e.to_string())?;
+        let v: Option<String> = conn
+            .query(redis::cmd("GET").arg(Self::key(spec, "cert")))
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(v.and_then(|v| serde_json::from_str::<SharedPair>(&v).ok())
+            .map(|p| (p.cert, p.key)))
+    }
+
+    /// Store the certificate at `spec`'s files for the other instances.
+    pub async fn publish(&self, spec: &AcmeSpec) -> Result<(), String> {
+        let (cert, key) = cert_paths(spec);
+        let pair = SharedPair {
+            cert: std::fs::read_to_string(cert).map_err(|e| e.to_string())?,
+            key: std::fs::read_to_string(key).map_err(|e| e.to_string())?,
+        };
+        let json = serde_json::to_string(&pair).map_err(|e| e.to_string())?;
+        let conn = self.conn.get().await.map_err(|e| e.to_string())?;
+        conn.query::<()>(redis::cmd("SET").arg(Self::key(spec, "cert")).arg(json))
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Offer an HTTP-01 answer to the other instances (for ten minutes).
+    async fn offer_challenge(&self, token: &str, key_authorization: &str) -> Result<(), String> {
+        let conn = self.conn.get().await.map_err(|e| e.to_string())?;
+        conn.query::<()>(
+            redis::cmd("SET")
+                .arg(format!("sluice:acme:challenge:{token}"))
+                .arg(key_authorization)
+                .arg("PX")
+                .arg(600_000),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    /// Another instance's HTTP-01 answer for `token`.
+    async fn challenge(&self, token: &str) -> Option<String> {
+        // Tokens are base64url: anything else is not looked up.
+        if token.is_empty()
+            || token.len() > 128
+            || !token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return None;
+        }
+        let conn = self.conn.get().await.ok()?;
+        conn.query::<Option<String>>(
+            redis::cmd("GET").arg(format!("sluice:acme:challenge:{token}")),
+        )
+        .await
+        .ok()
+        .flatten()
+    }
+
+    /// Take the order lock for `spec` as `token`; `false` when another instance holds it.
+    pub async fn lock(&self, spec: &AcmeSpec, token: &str) -> Result<bool, String> {
+        let conn = self.conn.get().await.map_err(|e| e.to_string())?;
+        let r: Option<String> = conn
+            .query(
+                redis::cmd("SET")
+                    .arg(Self::key(spec, "lock"))
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(LOCK_TTL.as_millis() as u64),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(r.is_some())
+    }
+
+    /// Release the lock if `token` still holds it.
+    pub async fn unlock(&self, spec: &AcmeSpec, token: &str) {
+        let script = redis::Script::new(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end",
+        );
+        if let Ok(conn) = self.conn.get().await {
+            let mut inv = script.prepare_invoke();
+            inv.key(Self::key(spec, "lock")).arg(token);
+            let _ = conn.invoke::<i64>(&inv).await;
+        }
+    }
+}
+
+/// Put the certificate `cert_pem`/`key_pem` (from another instance) in `spec`'s files when it
+/// loads, covers the hosts and lasts longer than the stored one; `Ok(true)` when it did.
+pub fn install(spec: &AcmeSpec, cert_pem: &str, key_pem: &str) -> Result<bool, String> {
+    std::fs::create_dir_all(&spec.storage)
+        .map_err(|e| format!("cannot create {}: {e}", spec.storage.display()))?;
+    let (cert_path, key_path) = cert_paths(spec);
+    let (tmp_cert, tmp_key) = (
+        cert_path.with_extension("shared.pem"),
+        key_path.with_extension("shared.key"),
+    );
+    write_atomic(&tmp_key, key_pem.as_bytes(), 0o600)?;
+    write_atomic(&tmp_cert, cert_pem.as_bytes(), 0o644)?;
+    let fetched = crate::tlsfiles::load_pair(&tmp_cert, &tmp_key);
+    let newer = match (&fetched, stored(spec)) {
+        (Ok(f), _) if !covers(f, spec) => false,
+        (Ok(_), None) => true,
+        (Ok(f), Some(local)) => f.not_after > local.not_after || !covers(&local, spec),
+        (Err(_), _) => false,
+    };
+    if newer {
+        std::fs::rename(&tmp_key, &key_path).map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp_cert, &cert_path).map_err(|e| e.to_string())?;
+    } else {
+        let _ = std::fs::remove_file(&tmp_key);
+        let _ = std::fs::remove_file(&tmp_cert);
+    }
+    fetched.map(|_| newer)
+}
+
 /// The outcome label of `sluice_acme_orders_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderResult {
@@ -281,11 +462,14 @@ mod tests {
         };
         assert!(!covers(&c, &more));
         assert_eq!(cert_paths(&spec).0, Path::new("/tmp/a.test.pem"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let ch = Challenges::default();
-        ch.offer("tok", "tok.thumb");
-        assert_eq!(ch.answer("tok").as_deref(), Some("tok.thumb"));
+        rt.block_on(ch.offer("tok", "tok.thumb"));
+        assert_eq!(rt.block_on(ch.answer("tok")).as_deref(), Some("tok.thumb"));
         ch.withdraw(&["tok".into()]);
-        assert_eq!(ch.answer("tok"), None);
+        assert_eq!(rt.block_on(ch.answer("tok")), None);
     }
 
     #[derive(Debug)]

@@ -98,6 +98,7 @@ impl App {
                 .registry()
                 .register(Box::new(crate::sni::expiry_metric(by_listen)?))?;
         }
+        let config_redis = config.redis.clone();
         let registry = Arc::new(StateRegistry::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             &config, &registry, metrics, 1, &names,
@@ -135,7 +136,7 @@ impl App {
             tls,
             names: ArcSwap::from_pointee(names),
             dns_lookups,
-            acme_challenges: Arc::default(),
+            acme_challenges: Arc::new(crate::acme::Challenges::new(config_redis.as_ref())),
             acme_orders,
             config_path: path.to_owned(),
             base_dir,

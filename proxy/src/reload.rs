@@ -604,6 +604,8 @@ impl AcmeService {
 /// Longest wait between two looks at a listener's ACME certificate (a config or file change is
 /// noticed within it).
 const ACME_RECHECK: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How soon an instance that found the order lock taken looks for the other's certificate.
+const ACME_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bound on one order, challenges included.
 const ACME_ORDER_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -614,6 +616,8 @@ impl BackgroundService for AcmeService {
         use std::time::{Duration, Instant};
         let mut next: std::collections::HashMap<(std::net::SocketAddr, Vec<String>), Instant> =
             std::collections::HashMap::new();
+        // With [redis], the instances share certificates and one orders at a time.
+        let shared = self.app.config.load().redis.as_ref().map(acme::Shared::new);
         loop {
             let config = self.app.config.load_full();
             for t in &config.server.tls {
@@ -622,6 +626,26 @@ impl BackgroundService for AcmeService {
                 let now = Instant::now();
                 if next.get(&key).is_some_and(|n| *n > now) {
                     continue;
+                }
+                let name = spec.hosts.first().cloned().unwrap_or_default();
+                if let Some(sh) = &shared {
+                    // Another instance's newer certificate is taken as it is.
+                    match sh.fetch(spec).await {
+                        Ok(Some((cert, key_pem))) => match acme::install(spec, &cert, &key_pem) {
+                            Ok(true) => {
+                                self.app.refresh_certs();
+                                info!(event = "acme_shared", name = %name, "certificate taken from Redis and served");
+                            }
+                            Ok(false) => {}
+                            Err(e) => {
+                                warn!(event = "acme_shared_invalid", name = %name, error = %e, "the certificate in Redis does not load")
+                            }
+                        },
+                        Ok(None) => {}
+                        Err(e) => {
+                            warn!(event = "acme_redis_failed", name = %name, error = %e, "cannot read shared certificates from Redis")
+                        }
+                    }
                 }
                 let stored = acme::stored(spec).filter(|c| acme::covers(c, spec));
                 let unix = acme::now_unix();
@@ -633,10 +657,32 @@ impl BackgroundService for AcmeService {
                         continue;
                     }
                 }
-                let name = spec.hosts.first().cloned().unwrap_or_default();
+                let token = format!("{:016x}", rand::random::<u64>());
+                if let Some(sh) = &shared {
+                    match sh.lock(spec, &token).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            // Another instance is ordering: take its certificate soon.
+                            next.insert(key, now + ACME_LOCK_WAIT);
+                            continue;
+                        }
+                        // Without Redis each instance orders for itself.
+                        Err(e) => {
+                            warn!(event = "acme_redis_failed", name = %name, error = %e, "cannot take the order lock; ordering without it")
+                        }
+                    }
+                }
                 info!(event = "acme_order", name = %name, hosts = ?spec.hosts, renewal = stored.is_some(), "ordering a certificate");
                 let result =
                     acme::order(spec, &self.app.acme_challenges, ACME_ORDER_DEADLINE).await;
+                if let (Ok(()), Some(sh)) = (&result, &shared) {
+                    if let Err(e) = sh.publish(spec).await {
+                        warn!(event = "acme_redis_failed", name = %name, error = %e, "cannot share the new certificate through Redis");
+                    }
+                }
+                if let Some(sh) = &shared {
+                    sh.unlock(spec, &token).await;
+                }
                 match result {
                     Ok(()) => {
                         self.app.refresh_certs();

@@ -247,3 +247,98 @@ fn check_names_acme_problems() {
         assert!(err.contains(needle), "`{needle}` missing from:\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_share_certificates_and_challenges_through_redis() {
+    let bs = backends(1).await;
+    let redis = RedisServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new();
+    let ca_file = ca.write(d, "pebble-ca");
+    let dns = DnsServer::start("a.test", &["127.0.0.1".parse().unwrap()]).await;
+    dns.set("b.test", &["127.0.0.1".parse().unwrap()]);
+    // The CA validates on instance A's plain port; instance B orders. A knows nothing of B's
+    // order but the challenge it finds in Redis.
+    let a_port = free_port();
+    let p = pebble(d, &ca, a_port, dns.addr, 3600).await;
+    let acme = |hosts: &str, storage: &str| {
+        format!(
+            "[[server.tls]]\nlisten = \"127.0.0.1:{}\"\nacme = {{ directory = \"{}\", hosts = [{hosts}], storage = \"{}\", directory_ca = \"{}\" }}\n",
+            free_port(),
+            p.directory,
+            d.join(storage).display(),
+            ca_file.display()
+        )
+    };
+    let redis_section = format!("[redis]\nurl = \"{}\"\n", redis.url());
+    let body = format!("{redis_section}{}", one_pool(&[bs[0].addr]));
+    // A orders nothing it can get (its name does not resolve), but answers challenges.
+    let a = Sluice::with_config(body.clone())
+        .listen_port(a_port)
+        .server_extra(&acme("\"unresolvable.test\"", "a"))
+        .start()
+        .await;
+    let b_tls = acme("\"a.test\", \"b.test\"", "b");
+    let b_addr: SocketAddr = b_tls
+        .split('"')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let b = Sluice::with_config(body.clone())
+        .server_extra(&b_tls)
+        .start()
+        .await;
+    let root = issuing_root(&p, &ca).await;
+    let issued = until("B's certificate", &b, Duration::from_secs(30), async || {
+        served(&root, "a.test", b_addr).await.ok()
+    })
+    .await;
+    assert!(a.log().contains("acme-challenge"), "A answered the CA: {}", a.log());
+
+    // C has the same hosts: it takes B's certificate from Redis instead of ordering.
+    let c_tls = acme("\"a.test\", \"b.test\"", "c");
+    let c_addr: SocketAddr = c_tls.split('"').nth(1).unwrap().parse().unwrap();
+    let c = Sluice::with_config(body)
+        .admin_token("t0ken")
+        .server_extra(&c_tls)
+        .start()
+        .await;
+    let taken = until("C's certificate", &c, Duration::from_secs(30), async || {
+        served(&root, "b.test", c_addr).await.ok()
+    })
+    .await;
+    assert_eq!(taken, issued);
+    assert!(c.log().contains("acme_shared"), "{}", c.log());
+    let (_, m) = c.admin_get("/metrics").await;
+    assert!(!m.contains("result=\"issued\"}"), "C ordered nothing: {m}");
+    assert!(d.join("c/a.test.pem").is_file());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_order_lock_admits_one_instance() {
+    let redis = RedisServer::start().await;
+    let spec = sluice::config::AcmeSpec {
+        directory: "https://ca.test/dir".into(),
+        email: None,
+        hosts: vec!["a.test".into()],
+        storage: "/nonexistent".into(),
+        directory_ca: None,
+    };
+    let redis_spec = sluice::config::RedisSpec {
+        target: sluice::config::RedisTarget::Single(redis.url()),
+        command_timeout: Duration::from_secs(1),
+        breaker_failures: 3,
+        breaker_cooldown: Duration::from_secs(1),
+    };
+    let one = sluice::acme::Shared::new(&redis_spec);
+    let two = sluice::acme::Shared::new(&redis_spec);
+    assert_eq!(one.lock(&spec, "t1").await, Ok(true));
+    assert_eq!(two.lock(&spec, "t2").await, Ok(false));
+    // Only the holder's token releases it.
+    two.unlock(&spec, "t2").await;
+    assert_eq!(two.lock(&spec, "t2").await, Ok(false));
+    one.unlock(&spec, "t1").await;
+    assert_eq!(two.lock(&spec, "t2").await, Ok(true));
+}

@@ -350,7 +350,7 @@ impl ProxyHttp for Edge {
             if let Some(token) = path.strip_prefix(crate::acme::CHALLENGE_PREFIX) {
                 // An ACME CA validating an order (HTTP-01): answered before routing, so that
                 // no redirect or rule gets in the way.
-                let (status, body) = match self.acme.answer(token) {
+                let (status, body) = match Box::pin(self.acme.answer(token)).await {
                     Some(key_authorization) => (StatusCode::OK, Bytes::from(key_authorization)),
                     None => (
                         StatusCode::NOT_FOUND,
