@@ -14,8 +14,11 @@ use instant_acme::{
     NewOrder, OrderStatus, RetryPolicy,
 };
 
-use crate::config::AcmeSpec;
+use crate::config::{AcmeChallenge, AcmeSpec};
 use crate::tlsfiles::LoadedCert;
+
+/// The ALPN protocol of TLS-ALPN-01 validations (RFC 8737).
+pub const ALPN_ACME_TLS: &[u8] = b"acme-tls/1";
 
 /// The path prefix of HTTP-01 challenge requests.
 pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
@@ -25,6 +28,8 @@ pub const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 #[derive(Default)]
 pub struct Challenges {
     tokens: RwLock<HashMap<String, String>>,
+    /// TLS-ALPN-01: the validation certificate of each host being validated.
+    alpn: RwLock<HashMap<String, std::sync::Arc<pingora::tls::sign::CertifiedKey>>>,
     shared: Option<Shared>,
 }
 
@@ -39,6 +44,7 @@ impl Challenges {
     pub fn new(redis: Option<&crate::config::RedisSpec>) -> Self {
         Challenges {
             tokens: RwLock::default(),
+            alpn: RwLock::default(),
             shared: redis.map(Shared::new),
         }
     }
@@ -71,9 +77,52 @@ impl Challenges {
 
     fn withdraw(&self, tokens: &[String]) {
         let mut t = self.tokens.write().unwrap_or_else(|e| e.into_inner());
+        let mut a = self.alpn.write().unwrap_or_else(|e| e.into_inner());
         for k in tokens {
             t.remove(k);
+            a.remove(k);
         }
+    }
+
+    /// TLS-ALPN-01: the validation certificate for `host`, while its order waits on it.
+    pub fn alpn_cert(
+        &self,
+        host: &str,
+    ) -> Option<std::sync::Arc<pingora::tls::sign::CertifiedKey>> {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        self.alpn
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host)
+            .cloned()
+    }
+
+    /// Offer the TLS-ALPN-01 validation certificate of `host` for `key_authorization`'s
+    /// SHA-256 `digest` (RFC 8737 §3: self-signed, the host as its only name, the digest in a
+    /// critical acmeIdentifier extension).
+    fn offer_alpn(&self, host: &str, digest: &[u8]) -> Result<(), String> {
+        let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+        let mut params =
+            rcgen::CertificateParams::new(vec![host.to_owned()]).map_err(|e| e.to_string())?;
+        params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+        let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+        pingora::tls::install_default_crypto_provider();
+        let provider = pingora::tls::CryptoProvider::get_default()
+            .ok_or("no TLS crypto provider installed")?;
+        let der_key = pingora::tls::PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| e.to_string())?;
+        // Not `CertifiedKey::from_der`: its key check parses the certificate with webpki, which
+        // refuses the critical acmeIdentifier extension (the CA's validator does not).
+        let signing = provider
+            .key_provider
+            .load_private_key(der_key)
+            .map_err(|e| e.to_string())?;
+        let certified = pingora::tls::sign::CertifiedKey::new(vec![cert.der().clone()], signing);
+        self.alpn
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_owned(), std::sync::Arc::new(certified));
+        Ok(())
     }
 }
 
@@ -151,14 +200,31 @@ async fn order_inner(
             AuthorizationStatus::Valid => continue,
             other => return Err(format!("authorization is {other:?}")),
         }
-        let mut challenge = authz
-            .challenge(ChallengeType::Http01)
-            .ok_or("the CA offers no http-01 challenge")?;
-        let token = challenge.token.clone();
-        challenges
-            .offer(&token, challenge.key_authorization().as_str())
-            .await;
-        offered.push(token);
+        let host = match &authz.identifier().identifier {
+            Identifier::Dns(h) => h.clone(),
+            other => return Err(format!("unexpected identifier {other:?}")),
+        };
+        let mut challenge = match spec.challenge {
+            AcmeChallenge::Http01 => {
+                let challenge = authz
+                    .challenge(ChallengeType::Http01)
+                    .ok_or("the CA offers no http-01 challenge")?;
+                let token = challenge.token.clone();
+                challenges
+                    .offer(&token, challenge.key_authorization().as_str())
+                    .await;
+                offered.push(token);
+                challenge
+            }
+            AcmeChallenge::TlsAlpn01 => {
+                let challenge = authz
+                    .challenge(ChallengeType::TlsAlpn01)
+                    .ok_or("the CA offers no tls-alpn-01 challenge")?;
+                challenges.offer_alpn(&host, challenge.key_authorization().digest().as_ref())?;
+                offered.push(host);
+                challenge
+            }
+        };
         challenge
             .set_ready()
             .await
@@ -454,6 +520,7 @@ mod tests {
             hosts: vec!["a.test".into()],
             storage: "/tmp".into(),
             directory_ca: None,
+            challenge: AcmeChallenge::Http01,
         };
         assert!(covers(&c, &spec));
         let more = AcmeSpec {

@@ -143,7 +143,19 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
             Arc::clone(resolver) as Arc<dyn pingora::tls::ClientCertVerifier>
         );
         settings.set_tls13_only(t.tls13_only);
-        settings.enable_h2();
+        if t.acme
+            .as_ref()
+            .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01)
+        {
+            // HTTP/2, HTTP/1.1, and the CA's TLS-ALPN-01 validations (vendored patch).
+            settings.set_alpn_protocols(vec![
+                b"h2".to_vec(),
+                b"http/1.1".to_vec(),
+                crate::acme::ALPN_ACME_TLS.to_vec(),
+            ]);
+        } else {
+            settings.enable_h2();
+        }
         proxy.add_tls_with_settings(&listen, None, settings);
     }
     let proxy = server.add_service(proxy);

@@ -82,9 +82,21 @@ impl App {
         for c in access_log.counters() {
             metrics.registry().register(Box::new(c))?;
         }
+        let acme_challenges = Arc::new(crate::acme::Challenges::new(config.redis.as_ref()));
         let tls: Vec<Arc<crate::sni::SniResolver>> = tls
             .into_iter()
-            .map(|s| Arc::new(crate::sni::SniResolver::new(s)))
+            .zip(&config.server.tls)
+            .map(|(s, t)| {
+                let alpn = t
+                    .acme
+                    .as_ref()
+                    .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01);
+                Arc::new(if alpn {
+                    crate::sni::SniResolver::with_acme(s, Arc::clone(&acme_challenges))
+                } else {
+                    crate::sni::SniResolver::new(s)
+                })
+            })
             .collect();
         if !tls.is_empty() {
             let by_listen = config
@@ -98,7 +110,6 @@ impl App {
                 .registry()
                 .register(Box::new(crate::sni::expiry_metric(by_listen)?))?;
         }
-        let config_redis = config.redis.clone();
         let registry = Arc::new(StateRegistry::default());
         let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::build(
             &config, &registry, metrics, 1, &names,
@@ -136,7 +147,7 @@ impl App {
             tls,
             names: ArcSwap::from_pointee(names),
             dns_lookups,
-            acme_challenges: Arc::new(crate::acme::Challenges::new(config_redis.as_ref())),
+            acme_challenges,
             acme_orders,
             config_path: path.to_owned(),
             base_dir,

@@ -129,6 +129,8 @@ impl CertSet {
 #[derive(Debug)]
 pub struct SniResolver {
     set: ArcSwap<CertSet>,
+    /// ACME TLS-ALPN-01 validation certificates, for a listener that answers that challenge.
+    acme: Option<Arc<crate::acme::Challenges>>,
 }
 
 impl SniResolver {
@@ -136,6 +138,16 @@ impl SniResolver {
     pub fn new(set: CertSet) -> SniResolver {
         SniResolver {
             set: ArcSwap::from_pointee(set),
+            acme: None,
+        }
+    }
+
+    /// A resolver serving `set` that also answers ACME TLS-ALPN-01 validations (handshakes
+    /// offering only `acme-tls/1`) with the certificates of `challenges`.
+    pub fn with_acme(set: CertSet, challenges: Arc<crate::acme::Challenges>) -> SniResolver {
+        SniResolver {
+            set: ArcSwap::from_pointee(set),
+            acme: Some(challenges),
         }
     }
 
@@ -172,6 +184,15 @@ pub fn expiry_metric(resolvers: Vec<(String, Arc<SniResolver>)>) -> Result<Live,
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(acme) = &self.acme {
+            if hello
+                .alpn()
+                .is_some_and(|mut protocols| protocols.any(|p| p == crate::acme::ALPN_ACME_TLS))
+            {
+                // The CA validating a TLS-ALPN-01 challenge: its certificate, or none.
+                return hello.server_name().and_then(|n| acme.alpn_cert(n));
+            }
+        }
         self.set.load().choose(hello.server_name())
     }
 }

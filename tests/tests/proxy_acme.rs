@@ -8,7 +8,7 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use support::ca::Ca;
@@ -33,6 +33,18 @@ impl Drop for Pebble {
 /// Pebble on free ports, its HTTPS certificate from `ca`, validating HTTP-01 on `http_port`
 /// and resolving names through `dns`; certificates valid for `validity` seconds.
 async fn pebble(dir: &Path, ca: &Ca, http_port: u16, dns: SocketAddr, validity: u64) -> Pebble {
+    pebble_tls(dir, ca, http_port, free_port(), dns, validity).await
+}
+
+/// The same, validating TLS-ALPN-01 on `tls_port`.
+async fn pebble_tls(
+    dir: &Path,
+    ca: &Ca,
+    http_port: u16,
+    tls_port: u16,
+    dns: SocketAddr,
+    validity: u64,
+) -> Pebble {
     ca.leaf(&["localhost", "127.0.0.1"], dir, "pebble");
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let management: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
@@ -43,7 +55,7 @@ async fn pebble(dir: &Path, ca: &Ca, http_port: u16, dns: SocketAddr, validity: 
             "certificate": dir.join("pebble.pem"),
             "privateKey": dir.join("pebble.key"),
             "httpPort": http_port,
-            "tlsPort": free_port(),
+            "tlsPort": tls_port,
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
             "certificateValidityPeriod": validity,
@@ -52,6 +64,7 @@ async fn pebble(dir: &Path, ca: &Ca, http_port: u16, dns: SocketAddr, validity: 
     let path = dir.join("pebble.json");
     std::fs::write(&path, config.to_string()).unwrap();
     let log = std::fs::File::create(dir.join("pebble.log")).unwrap();
+    let out = log.try_clone().unwrap();
     let child = Command::new("pebble")
         .arg("-config")
         .arg(&path)
@@ -59,7 +72,7 @@ async fn pebble(dir: &Path, ca: &Ca, http_port: u16, dns: SocketAddr, validity: 
         .arg(dns.to_string())
         .env("PEBBLE_VA_NOSLEEP", "1")
         .env("PEBBLE_WFE_NONCEREJECT", "0")
-        .stdout(Stdio::null())
+        .stdout(out)
         .stderr(log)
         .spawn()
         .expect("pebble is installed (scripts/install-deps.sh)");
@@ -280,12 +293,7 @@ async fn instances_share_certificates_and_challenges_through_redis() {
         .start()
         .await;
     let b_tls = acme("\"a.test\", \"b.test\"", "b");
-    let b_addr: SocketAddr = b_tls
-        .split('"')
-        .nth(1)
-        .unwrap()
-        .parse()
-        .unwrap();
+    let b_addr: SocketAddr = b_tls.split('"').nth(1).unwrap().parse().unwrap();
     let b = Sluice::with_config(body.clone())
         .server_extra(&b_tls)
         .start()
@@ -295,7 +303,11 @@ async fn instances_share_certificates_and_challenges_through_redis() {
         served(&root, "a.test", b_addr).await.ok()
     })
     .await;
-    assert!(a.log().contains("acme-challenge"), "A answered the CA: {}", a.log());
+    assert!(
+        a.log().contains("acme-challenge"),
+        "A answered the CA: {}",
+        a.log()
+    );
 
     // C has the same hosts: it takes B's certificate from Redis instead of ordering.
     let c_tls = acme("\"a.test\", \"b.test\"", "c");
@@ -325,6 +337,7 @@ async fn the_order_lock_admits_one_instance() {
         hosts: vec!["a.test".into()],
         storage: "/nonexistent".into(),
         directory_ca: None,
+        challenge: sluice::config::AcmeChallenge::Http01,
     };
     let redis_spec = sluice::config::RedisSpec {
         target: sluice::config::RedisTarget::Single(redis.url()),
@@ -341,4 +354,49 @@ async fn the_order_lock_admits_one_instance() {
     assert_eq!(two.lock(&spec, "t2").await, Ok(false));
     one.unlock(&spec, "t1").await;
     assert_eq!(two.lock(&spec, "t2").await, Ok(true));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_alpn_01_is_answered_on_the_tls_listener() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new();
+    let ca_file = ca.write(d, "pebble-ca");
+    let dns = DnsServer::start("alpn.test", &["127.0.0.1".parse().unwrap()]).await;
+    let tls_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    // HTTP-01 would go to a port nobody listens on: only the TLS listener can answer.
+    let p = pebble_tls(d, &ca, free_port(), tls_addr.port(), dns.addr, 3600).await;
+    let s = Sluice::with_config(one_pool(&[bs[0].addr]))
+        .server_extra(&format!(
+            "[[server.tls]]\nlisten = \"{tls_addr}\"\nacme = {{ directory = \"{}\", hosts = [\"alpn.test\"], storage = \"{}\", directory_ca = \"{}\", challenge = \"tls-alpn-01\" }}\n",
+            p.directory,
+            d.join("acme").display(),
+            ca_file.display()
+        ))
+        .start()
+        .await;
+    let root = issuing_root(&p, &ca).await;
+    until("the certificate", &s, Duration::from_secs(30), async || {
+        served(&root, "alpn.test", tls_addr).await.ok()
+    })
+    .await;
+    let pebble_log = std::fs::read_to_string(d.join("pebble.log")).unwrap();
+    assert!(
+        pebble_log.contains("set VALID by completed challenge"),
+        "{pebble_log}"
+    );
+    // Ordinary clients still get HTTP/2 and HTTP/1.1 on that listener.
+    let c = reqwest::Client::builder()
+        .add_root_certificate(root.clone())
+        .resolve("alpn.test", tls_addr)
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = c
+        .get(format!("https://alpn.test:{}/v", tls_addr.port()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
 }

@@ -243,7 +243,7 @@ pub struct TlsListener {
     pub acme: Option<AcmeSpec>,
 }
 
-/// `acme = { ... }` of a TLS listener: one certificate for `hosts`, ordered with HTTP-01.
+/// `acme = { ... }` of a TLS listener: one certificate for `hosts`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AcmeSpec {
     /// The CA's directory URL.
@@ -256,6 +256,20 @@ pub struct AcmeSpec {
     pub storage: PathBuf,
     /// CA bundle trusted for the directory's HTTPS (`None`: the system's roots).
     pub directory_ca: Option<PathBuf>,
+    /// How the CA validates the hosts.
+    pub challenge: AcmeChallenge,
+}
+
+/// The ACME challenge a listener answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum AcmeChallenge {
+    /// `http-01`: a request on port 80, answered by the plain listeners.
+    #[serde(rename = "http-01")]
+    Http01,
+    /// `tls-alpn-01` (RFC 8737): a TLS handshake on port 443 with ALPN `acme-tls/1`, answered
+    /// by this listener with a certificate made for it.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// `client_auth` of a TLS listener.

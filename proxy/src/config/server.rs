@@ -86,6 +86,8 @@ pub struct FileAcme {
     pub storage: String,
     /// PEM CA bundle trusted for the directory's own HTTPS (a private ACME CA).
     pub directory_ca: Option<String>,
+    /// `http-01` or `tls-alpn-01`.
+    pub challenge: Option<String>,
 }
 
 /// One entry of `certs`.
@@ -429,7 +431,19 @@ impl Validator {
                 }
             }
         });
+        let challenge = match a.challenge.as_deref() {
+            None | Some("http-01") => AcmeChallenge::Http01,
+            Some("tls-alpn-01") => AcmeChallenge::TlsAlpn01,
+            Some(other) => {
+                self.problem(
+                    format!("{path}.challenge"),
+                    format!("`{other}`: expected \"http-01\" or \"tls-alpn-01\""),
+                );
+                AcmeChallenge::Http01
+            }
+        };
         (self.problems.len() == before).then_some(AcmeSpec {
+            challenge,
             directory: a.directory,
             email: a.email,
             hosts,

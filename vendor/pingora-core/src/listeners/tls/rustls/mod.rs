@@ -120,6 +120,13 @@ impl TlsSettings {
         self.alpn_protocols = Some(alpn.to_wire_protocols());
     }
 
+    /// SLUICE PATCH (ALPN list): offer exactly `protocols` (wire names, in preference order),
+    /// e.g. `h2`, `http/1.1` and `acme-tls/1` for the ACME TLS-ALPN-01 challenge, which the
+    /// [`ALPN`] enum cannot name.
+    pub fn set_alpn_protocols(&mut self, protocols: Vec<Vec<u8>>) {
+        self.alpn_protocols = Some(protocols);
+    }
+
     /// Configure mTLS by providing a rustls client certificate verifier.
     pub fn set_client_cert_verifier(&mut self, verifier: Arc<dyn ClientCertVerifier>) {
         self.client_cert_verifier = Some(verifier);
