@@ -102,6 +102,9 @@ pub fn run(args: Args) -> ExitCode {
         }
     };
     if args.check {
+        for w in &config.warnings {
+            eprintln!("warning: {w}");
+        }
         println!("{}: ok", args.config.display());
         return ExitCode::SUCCESS;
     }
@@ -109,6 +112,9 @@ pub fn run(args: Args) -> ExitCode {
         return crate::replace::replace(old, &path, &config.server.upgrade_sock);
     }
     crate::logging::init(config.logging.format);
+    for w in &config.warnings {
+        tracing::warn!(event = "config_warning", "{w}");
+    }
     if !args.upgrade {
         // Pingora would retry a taken port for 30 s and then leave the process running without
         // that listener. Fail now, with the reason, before anything starts. (With --upgrade

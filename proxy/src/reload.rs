@@ -68,6 +68,8 @@ pub fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         cache,
         // Restart-only: the background resolver is made once.
         dns,
+        // Not settings: logged when the config is loaded.
+        warnings: _,
     } = old;
     let mut changed = server_changes(server, &new.server);
     let AdminSettings {
@@ -303,6 +305,9 @@ impl App {
                     event = "config_reloaded",
                     trigger, generation, "config reloaded"
                 );
+                for w in &self.config.load().warnings {
+                    warn!(event = "config_warning", "{w}");
+                }
                 Ok(Reloaded { generation })
             }
             Err(e) => {

@@ -125,6 +125,8 @@ pub struct ClientPair {
     pub certs: Vec<Vec<u8>>,
     /// The private key as DER (PKCS#1, PKCS#8 or SEC1).
     pub key: Vec<u8>,
+    /// The certificate's end of validity, in seconds since the Unix epoch.
+    pub not_after: i64,
 }
 
 /// Load a client certificate and key as the upstream connector will use them: the key parses,
@@ -144,7 +146,11 @@ pub fn load_client_pair(cert: &Path, key: &Path) -> Result<ClientPair, String> {
     let key = key_der.secret_der().to_vec();
     // The connector turns the bytes back into a key by their shape (and unwraps the result).
     pingora::tls::PrivateKeyDer::try_from(key.clone()).map_err(|e| format!("`{key_s}`: {e}"))?;
-    Ok(ClientPair { certs, key })
+    Ok(ClientPair {
+        certs,
+        key,
+        not_after: loaded.not_after,
+    })
 }
 
 #[cfg(test)]

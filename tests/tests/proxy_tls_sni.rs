@@ -190,6 +190,40 @@ fn check_names_a_name_on_two_certificates_and_a_missing_key() {
     assert!(err.contains("server.tls[1].key"), "{err}");
 }
 
+/// `--check` passes a certificate that expires within 14 days, or has expired, but says so,
+/// naming the key; one that lasts longer is not mentioned.
+#[test]
+fn check_warns_about_a_certificate_that_expires_soon() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    ca.leaf_expiring_in(5, &["soon.test"], dir.path(), "soon");
+    ca.leaf_expiring_in(-2, &["gone.test"], dir.path(), "gone");
+    ca.leaf_expiring_in(40, &["later.test"], dir.path(), "later");
+    let config: PathBuf = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\n[[server.tls]]\nlisten = \"127.0.0.1:1\"\ncerts = [{}, {}, {}]\n[upstreams.a]\nbackends = [{{ addr = \"127.0.0.1:1\" }}]\n[[routes]]\nupstream = \"a\"\n",
+            pair(dir.path(), "soon"),
+            pair(dir.path(), "gone"),
+            pair(dir.path(), "later"),
+        ),
+    )
+    .unwrap();
+    let (st, out, err) = run_sluice(&["--check", "--config", config.to_str().unwrap()]);
+    assert!(st.success(), "{err}");
+    assert!(out.contains(": ok"), "{out}");
+    assert!(err.contains("warning: "), "{err}");
+    assert!(err.contains("server.tls[0].certs[0].cert"), "{err}");
+    assert!(
+        err.contains("soon.pem` expires in 4 days") || err.contains("soon.pem` expires in 5 days"),
+        "{err}"
+    );
+    assert!(err.contains("server.tls[0].certs[1].cert"), "{err}");
+    assert!(err.contains("gone.pem` expired"), "{err}");
+    assert!(!err.contains("later.pem"), "{err}");
+}
+
 /// The file watch follows certificate files too: a certificate rewritten in place is served
 /// without any signal or API call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

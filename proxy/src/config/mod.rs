@@ -122,6 +122,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn load_str(text: &str, file: &Path, base_dir: &Path) -> Result<Config, ConfigError> {
     let mut v = Validator {
         problems: Vec::new(),
+        warnings: Vec::new(),
         spans: SpanIndex::default(),
     };
     let config = match toml::from_str::<toml::Table>(text) {
@@ -140,7 +141,19 @@ pub fn load_str(text: &str, file: &Path, base_dir: &Path) -> Result<Config, Conf
         }
     };
     match config {
-        Some(c) if v.problems.is_empty() => Ok(c),
+        Some(mut c) if v.problems.is_empty() => {
+            c.warnings = v
+                .warnings
+                .into_iter()
+                .map(|w| match w.location {
+                    Some((l, col)) => {
+                        format!("{}:{l}:{col}: {}: {}", file.display(), w.path, w.message)
+                    }
+                    None => format!("{}: {}: {}", file.display(), w.path, w.message),
+                })
+                .collect();
+            Ok(c)
+        }
         _ => Err(ConfigError {
             file: file.to_owned(),
             problems: v.problems,
@@ -168,10 +181,22 @@ pub fn later_problems(file: &Path, text: &str, problems: Vec<(String, String)>) 
 /// Collects problems while turning file structs into the runtime model.
 struct Validator {
     problems: Vec<Problem>,
+    /// Not errors, but worth telling (a certificate about to expire).
+    warnings: Vec<Problem>,
     spans: SpanIndex,
 }
 
 impl Validator {
+    fn warning(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        let path = path.into();
+        let location = self.spans.locate(&path);
+        self.warnings.push(Problem {
+            path,
+            location,
+            message: message.into(),
+        });
+    }
+
     fn problem(&mut self, path: impl Into<String>, message: impl Into<String>) {
         let path = path.into();
         let location = self.spans.locate(&path);
@@ -294,6 +319,7 @@ impl Validator {
             reload: reload?,
             tracing: tracing?,
             dns: dns?,
+            warnings: Vec::new(),
             upstreams,
             routes,
             redis,

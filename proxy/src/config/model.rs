@@ -19,6 +19,8 @@ pub const DEFAULT_THREADS: usize = 2;
 pub const DEFAULT_GRACE_PERIOD_SECONDS: u64 = 30;
 /// Default number of idle upstream connections kept for reuse (Pingora's own default).
 pub const DEFAULT_KEEPALIVE_POOL_SIZE: usize = 128;
+/// `--check` warns about certificates expiring within this many days.
+pub const EXPIRY_WARNING_DAYS: i64 = 14;
 /// Default request field for a verified client certificate's subject.
 pub const DEFAULT_CLIENT_SUBJECT_HEADER: &str = "x-client-subject";
 /// Default upstream TCP connect timeout.
@@ -168,6 +170,10 @@ pub struct Config {
     pub upstreams: Vec<UpstreamSpec>,
     /// `[dns]`: how backend names are resolved.
     pub dns: DnsSettings,
+    /// What `--check` (and the log at start and reload) should tell without refusing the
+    /// config, e.g. a certificate that expires within 14 days; `file:line:col: key: message`.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     /// Routes in file order.
     pub routes: Vec<RouteSpec>,
     /// `[redis]`, when configured.

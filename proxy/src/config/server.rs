@@ -317,6 +317,7 @@ impl Validator {
                 // never a listener that fails at start.
                 match crate::tlsfiles::load_pair(&cert, &key) {
                     Ok(loaded) => {
+                        self.expiry_warning(&format!("{p}.cert"), &cert, loaded.not_after);
                         if several && !certs.is_empty() && loaded.names.is_empty() {
                             self.problem(
                                 format!("{p}.cert"),
@@ -352,6 +353,33 @@ impl Validator {
             }
         }
         (plain, tls_out)
+    }
+
+    /// A warning when the certificate at `file` (key `path`) has expired or expires within
+    /// [`EXPIRY_WARNING_DAYS`].
+    pub(super) fn expiry_warning(&mut self, path: &str, file: &Path, not_after: i64) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let left = not_after - now;
+        if left >= EXPIRY_WARNING_DAYS * 86_400 {
+            return;
+        }
+        let message = if left < 0 {
+            format!(
+                "`{}` expired {} days ago: clients refuse it",
+                file.display(),
+                -left / 86_400
+            )
+        } else {
+            format!(
+                "`{}` expires in {} days ({} hours): renew it",
+                file.display(),
+                left / 86_400,
+                left / 3600
+            )
+        };
+        self.warning(path, message);
     }
 
     /// `acme` of the listener at `path`.

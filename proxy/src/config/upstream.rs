@@ -379,7 +379,14 @@ impl Validator {
                 match (cert, key) {
                     (Some(cert), Some(key)) => {
                         match crate::tlsfiles::load_client_pair(&cert, &key) {
-                            Ok(pair) => Some((CertPair { cert, key }, pair)),
+                            Ok(pair) => {
+                                self.expiry_warning(
+                                    &format!("{path}.client_cert"),
+                                    &cert,
+                                    pair.not_after,
+                                );
+                                Some((CertPair { cert, key }, pair))
+                            }
                             Err(why) => {
                                 self.problem(format!("{path}.client_cert"), why);
                                 None

@@ -59,6 +59,25 @@ impl Ca {
         self.sign(params, KeyPair::generate().unwrap(), dir, stem)
     }
 
+    /// A leaf for `names` that expires `days` days from today (at midnight UTC).
+    pub fn leaf_expiring_in(&self, days: i64, names: &[&str], dir: &Path, stem: &str) -> Vec<u8> {
+        let mut params =
+            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        let today = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+            / 86_400;
+        let (y, m, d) = civil(today + days);
+        params.not_after = rcgen::date_time_ymd(y, m, d);
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.cert, &self.key).unwrap();
+        std::fs::write(dir.join(format!("{stem}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
+        cert.der().to_vec()
+    }
+
     fn sign(&self, mut params: CertificateParams, key: KeyPair, dir: &Path, stem: &str) -> Vec<u8> {
         // 2030-01-01T00:00:00Z (1893456000): the expiry gauge is checked against it.
         params.not_after = rcgen::date_time_ymd(2030, 1, 1);
@@ -67,4 +86,18 @@ impl Ca {
         std::fs::write(dir.join(format!("{stem}.key")), key.serialize_pem()).unwrap();
         cert.der().to_vec()
     }
+}
+
+/// The civil date (year, month, day) of `days` since 1970-01-01 (H. Hinnant's algorithm).
+fn civil(days: i64) -> (i32, u8, u8) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
+    (y, m, d)
 }
