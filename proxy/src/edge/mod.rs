@@ -657,10 +657,12 @@ impl ProxyHttp for Edge {
             // started (a body cut short, a WebSocket closed after its 101): not a failure of
             // the backend to answer, so it neither counts toward passive ejection nor retries.
             false
-        } else if !session.is_body_done() {
-            // The backend is still waiting for the rest of a request body the client stopped
+        } else if !session.is_body_done() && Failure::of(&e) == Failure::Timeout {
+            // The backend timed out waiting for the rest of a request body the client stopped
             // sending: the client's stall, not the backend's (issue 12: three stalled uploads
-            // ejected a healthy backend).
+            // ejected a healthy backend). Only a timeout: a backend that resets or closes
+            // before the body was read (a dead pooled HTTP/2 connection, whose request body is
+            // read alongside) failed on its own, and gets a 502, not a 408.
             ctx.attempt.client_stalled = true;
             false
         } else {
