@@ -15,6 +15,7 @@ pub mod config;
 pub mod dns;
 pub mod edge;
 pub mod health;
+pub mod import;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;

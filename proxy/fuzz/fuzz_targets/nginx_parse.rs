@@ -1,0 +1,17 @@
+//! The nginx configuration parser of `sluice import nginx` (issue 19) on arbitrary text: never
+//! panics, and every error names a line of the text.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use sluice::import::parse::parse_str;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    // An `include` looks under this (absent) directory and finds nothing.
+    match parse_str(text, std::path::Path::new("/nonexistent/sluice-fuzz/nginx.conf")) {
+        Ok(_) => {}
+        Err(e) => assert!(e.line <= text.lines().count() + 1, "{e}"),
+    }
+});
