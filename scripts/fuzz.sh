@@ -2,7 +2,8 @@
 # Fuzz Sluice's parsers with cargo fuzz (libFuzzer): the config loader (the `--check` path), path
 # normalisation, and the per-request rules (client IP from X-Forwarded-For, cache key, response
 # hop-by-hop fields, rate-limit headers), and the route rules (Accept-Encoding, CORS origins,
-# templates, rewritten paths). Targets live in proxy/fuzz/, their corpora in
+# templates, rewritten paths), W3C traceparent, and the nginx configuration parser of
+# `sluice import nginx` (nginx_parse). Targets live in proxy/fuzz/, their corpora in
 # proxy/fuzz/corpus/ (committed; a run adds what it finds).
 #
 # Usage: scripts/fuzz.sh [--seconds N] [TARGET...]     (default: 60 s for each target)
