@@ -143,10 +143,7 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
             Arc::clone(resolver) as Arc<dyn pingora::tls::ClientCertVerifier>
         );
         settings.set_tls13_only(t.tls13_only);
-        if t.acme
-            .as_ref()
-            .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01)
-        {
+        if t.answers_tls_alpn() {
             // HTTP/2, HTTP/1.1, and the CA's TLS-ALPN-01 validations (vendored patch).
             settings.set_alpn_protocols(vec![
                 b"h2".to_vec(),

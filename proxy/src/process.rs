@@ -87,11 +87,7 @@ impl App {
             .into_iter()
             .zip(&config.server.tls)
             .map(|(s, t)| {
-                let alpn = t
-                    .acme
-                    .as_ref()
-                    .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01);
-                Arc::new(if alpn {
+                Arc::new(if t.answers_tls_alpn() {
                     crate::sni::SniResolver::with_acme(s, Arc::clone(&acme_challenges))
                 } else {
                     crate::sni::SniResolver::new(s)

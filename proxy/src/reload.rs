@@ -38,13 +38,6 @@ pub struct Reloaded {
     pub generation: u64,
 }
 
-/// Whether the listener answers TLS-ALPN-01 (its ALPN list, fixed at start, has `acme-tls/1`).
-fn alpn_acme(t: &crate::config::TlsListener) -> bool {
-    t.acme
-        .as_ref()
-        .is_some_and(|a| a.challenge == crate::config::AcmeChallenge::TlsAlpn01)
-}
-
 /// The restart-only settings that differ between `old` and `new`, by config key.
 ///
 /// Every section, and every field of the sections that mix both kinds, is taken apart and
@@ -197,8 +190,11 @@ fn server_changes(old: &ServerSettings, n: &ServerSettings) -> Vec<&'static str>
         (
             "server.tls (listen addresses, min_version, acme challenge tls-alpn-01)",
             !tls.iter()
-                .map(|t| (t.listen, t.tls13_only, alpn_acme(t)))
-                .eq(n.tls.iter().map(|t| (t.listen, t.tls13_only, alpn_acme(t)))),
+                .map(|t| (t.listen, t.tls13_only, t.answers_tls_alpn()))
+                .eq(n
+                    .tls
+                    .iter()
+                    .map(|t| (t.listen, t.tls13_only, t.answers_tls_alpn()))),
         ),
         ("server.threads", *threads != n.threads),
         (

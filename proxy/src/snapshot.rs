@@ -341,6 +341,11 @@ impl Snapshot {
         generation: u64,
         names: &crate::dns::Names,
     ) -> Self {
+        let client_subject = client_subject(config);
+        let mut client_subject_fields: Vec<http::HeaderName> =
+            client_subject.iter().map(|(_, n)| n.clone()).collect();
+        client_subject_fields.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        client_subject_fields.dedup();
         Snapshot {
             router: Router::new(&config.routes),
             routes: config
@@ -393,15 +398,9 @@ impl Snapshot {
             trace_sample_ratio: config.tracing.sample_ratio,
             client_body_timeout: Some(config.server.client_body_timeout)
                 .filter(|t| *t != PINGORA_READ_TIMEOUT),
-            client_subject: client_subject(config),
+            client_subject,
             acme_http01: config.server.tls.iter().any(|t| t.acme.is_some()),
-            client_subject_fields: {
-                let mut names: Vec<http::HeaderName> =
-                    client_subject(config).into_iter().map(|(_, n)| n).collect();
-                names.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-                names.dedup();
-                names
-            },
+            client_subject_fields,
         }
     }
 }

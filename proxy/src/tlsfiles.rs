@@ -28,6 +28,11 @@ pub fn check_pair(cert: &Path, key: &Path) -> Result<(), String> {
 
 /// Load a certificate chain and its key as the TLS listener serves them.
 pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
+    load_pair_and_key(cert, key).map(|(loaded, _)| loaded)
+}
+
+/// [`load_pair`], also giving the key's DER (read once: the upstream connector needs the bytes).
+fn load_pair_and_key(cert: &Path, key: &Path) -> Result<(LoadedCert, Vec<u8>), String> {
     let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
     let (certs, key_der) = match load_certs_and_key_files(&cert_s, &key_s) {
         Ok(Some(pair)) => pair,
@@ -43,6 +48,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
         .ok_or_else(|| "no TLS crypto provider installed".to_owned())?;
     // What rustls's `with_single_cert` does: the key parses, and it belongs to the first
     // certificate. The listener serves this very `CertifiedKey` (through `sni::SniResolver`).
+    let key_bytes = key_der.secret_der().to_vec();
     let key = CertifiedKey::from_der(certs, key_der, provider)
         .map_err(|e| format!("`{cert_s}` and `{key_s}` do not make a usable pair: {e}"))?;
     let (names, not_after, not_before) = {
@@ -65,12 +71,15 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<LoadedCert, String> {
             x509.validity().not_before.timestamp(),
         )
     };
-    Ok(LoadedCert {
-        key: Arc::new(key),
-        names,
-        not_after,
-        not_before,
-    })
+    Ok((
+        LoadedCert {
+            key: Arc::new(key),
+            names,
+            not_after,
+            not_before,
+        },
+        key_bytes,
+    ))
 }
 
 /// A CA bundle: every certificate of a PEM file, as DER, each checked as a trust anchor.
@@ -132,18 +141,13 @@ pub struct ClientPair {
 /// Load a client certificate and key as the upstream connector will use them: the key parses,
 /// belongs to the certificate, and every certificate parses (Pingora panics on one that does
 /// not, so this is checked before a connection is ever made).
-pub fn load_client_pair(cert: &Path, key: &Path) -> Result<ClientPair, String> {
-    let loaded = load_pair(cert, key)?;
-    let (cert_s, key_s) = (cert.to_string_lossy(), key.to_string_lossy());
+pub fn load_client_pair(cert: &Path, key_path: &Path) -> Result<ClientPair, String> {
+    let (loaded, key) = load_pair_and_key(cert, key_path)?;
+    let (cert_s, key_s) = (cert.to_string_lossy(), key_path.to_string_lossy());
     let certs: Vec<Vec<u8>> = loaded.key.cert.iter().map(|c| c.to_vec()).collect();
     for c in &certs {
         x509_parser::parse_x509_certificate(c).map_err(|e| format!("`{cert_s}`: {e}"))?;
     }
-    let (_, key_der) = match load_certs_and_key_files(&cert_s, &key_s) {
-        Ok(Some(pair)) => pair,
-        _ => return Err(format!("cannot read `{key_s}`")),
-    };
-    let key = key_der.secret_der().to_vec();
     // The connector turns the bytes back into a key by their shape (and unwraps the result).
     pingora::tls::PrivateKeyDer::try_from(key.clone()).map_err(|e| format!("`{key_s}`: {e}"))?;
     Ok(ClientPair {

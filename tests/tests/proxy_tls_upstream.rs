@@ -234,19 +234,7 @@ async fn http_health_probes_use_the_pool_tls() {
     // The backend starts out of rotation and enters it only after two good probes: probes
     // over TLS. (A cleartext probe of a TLS backend never succeeds.)
     assert_eq!(get(&s, "/before-probes").await.0, 503);
-    let end = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let text = s.admin_json("/status").await.to_string();
-        if text.contains("\"healthy\":true") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "never healthy: {text}\n{}",
-            s.log()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    s.status_contains("\"healthy\":true").await;
     for i in 0..4 {
         assert_eq!(get(&s, &format!("/after-probes/{i}")).await.0, 200);
     }

@@ -278,6 +278,16 @@ pub enum AcmeChallenge {
     TlsAlpn01,
 }
 
+impl TlsListener {
+    /// Whether it answers ACME TLS-ALPN-01 validations (its ALPN list, fixed at start, then has
+    /// `acme-tls/1`).
+    pub fn answers_tls_alpn(&self) -> bool {
+        self.acme
+            .as_ref()
+            .is_some_and(|a| a.challenge == AcmeChallenge::TlsAlpn01)
+    }
+}
+
 /// `client_auth` of a TLS listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

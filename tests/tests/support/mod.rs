@@ -354,6 +354,24 @@ impl Sluice {
         }
     }
 
+    /// Poll `GET /status` (every 20 ms, up to 10 s) until its JSON text contains `needle`; on
+    /// timeout the test fails with the last status and the log.
+    pub async fn status_contains(&self, needle: &str) -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.admin_json("/status").await.to_string();
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                Instant::now() < end,
+                "/status never contained {needle}: {text}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Run Prometheus' linter on the exposition `text` (`promtool check metrics`): it must
     /// accept it without a single message. `promtool` comes with Debian's `prometheus`
     /// package, which `scripts/install-deps.sh` installs.
