@@ -10,7 +10,7 @@ use clap::Parser;
 use pingora::server::configuration::Opt;
 use pingora::server::RunArgs;
 
-use crate::{app, config};
+use crate::{app, config, import};
 
 /// What `--version` prints: Sluice's version, the Pingora release it is built on and the
 /// vendored, patched Pingora crates (each change is listed in `vendor/README.md`).
@@ -57,6 +57,33 @@ pub struct Args {
     /// not signalled and keeps serving; the command exits 1. What the systemd unit's reload runs.
     #[arg(long, value_name = "PID", conflicts_with_all = ["check", "print_config", "upgrade", "daemon"])]
     pub replace: Option<u32>,
+    /// A command instead of running the proxy (`sluice import nginx ...`).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Commands other than running the proxy.
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Turn another proxy's configuration into a Sluice one.
+    #[command(subcommand)]
+    Import(Import),
+}
+
+/// `sluice import ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum Import {
+    /// Read an nginx configuration (following `include`) and write the equivalent Sluice TOML,
+    /// with the nginx file:line of each block and a comment for everything not translated.
+    /// Exit 0 when everything was translated, 1 when something was dropped (the file is still
+    /// written), 2 when nginx's file cannot be read or the result fails `--check`.
+    Nginx {
+        /// The nginx configuration, e.g. /etc/nginx/nginx.conf.
+        file: PathBuf,
+        /// Where to write the Sluice config (default: standard output).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
 }
 
 /// Run the command line with the process's arguments; what `main` calls.
@@ -66,6 +93,9 @@ pub fn main() -> ExitCode {
 
 /// Run with parsed arguments.
 pub fn run(args: Args) -> ExitCode {
+    if let Some(Command::Import(Import::Nginx { file, output })) = &args.command {
+        return import_nginx(file, output.as_deref());
+    }
     // Reloads re-read this path, possibly after `--daemon` changed the working directory: made
     // absolute, but symlinks are not resolved. A Kubernetes ConfigMap volume is
     // `sluice.toml -> ..data/sluice.toml`, `..data -> ..2026_...`, and an update swaps `..data`
@@ -213,4 +243,47 @@ pub fn run(args: Args) -> ExitCode {
     });
     state.flush_logs(crate::lifecycle::LOG_FLUSH);
     ExitCode::SUCCESS
+}
+
+/// `sluice import nginx FILE [-o OUT]`: translate, write, check as `--check` would (without
+/// looking up backend names, which the machine importing may not resolve), summarise on stderr.
+fn import_nginx(file: &std::path::Path, output: Option<&std::path::Path>) -> ExitCode {
+    let imported = match import::nginx(file) {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("sluice import: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let written = match output {
+        Some(out) => std::fs::write(out, &imported.toml).map(|()| out.to_owned()),
+        None => {
+            print!("{}", imported.toml);
+            Ok(PathBuf::from("<stdout>.toml"))
+        }
+    };
+    let written = match written {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "sluice import: cannot write {}: {e}",
+                output.unwrap_or(file).display()
+            );
+            return ExitCode::from(2);
+        }
+    };
+    eprint!("sluice import: {}: {}", file.display(), imported.summary());
+    let base = std::path::absolute(&written)
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.to_owned()))
+        .unwrap_or_default();
+    if let Err(e) = config::load_str(&imported.toml, &written, &base) {
+        eprint!("sluice import: the result does not pass --check:\n{e}");
+        return ExitCode::from(2);
+    }
+    if imported.dropped() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
