@@ -5,6 +5,7 @@
 #   promtool      - Prometheus' linter checks the /metrics exposition (Debian package prometheus)
 #   systemd-analyze - verifies and rates the shipped systemd unit (Debian package systemd)
 #   pebble        - Let's Encrypt's ACME test server, which the ACME tests order certificates from
+#   nginx         - the differential tests of `sluice import nginx` run real nginx beside Sluice
 #   kubernetes-validate (PyPI) - validates the rendered Kubernetes manifests offline
 # Usage: scripts/install-deps.sh [extra apt packages...]
 set -euo pipefail
@@ -22,6 +23,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
 for pkg in "$@"; do
   command -v "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
@@ -37,8 +39,8 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 # Debian starts a system redis-server on install; the tests start their own on free ports.
-# Likewise a Prometheus server with the prometheus package (only promtool is wanted).
-for svc in redis-server prometheus; do
+# Likewise a Prometheus server with the prometheus package (only promtool is wanted), and nginx.
+for svc in redis-server prometheus nginx; do
   if [[ " ${need[*]} " == *" $svc "* ]] && command -v systemctl >/dev/null 2>&1; then
     $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi

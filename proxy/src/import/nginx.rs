@@ -508,6 +508,8 @@ struct LocDef {
     answer: Option<Answer>,
     rewrite: Option<(String, String)>,
     websocket: bool,
+    /// Dropped whole (its note says why): written as comments only.
+    dropped: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -1534,6 +1536,7 @@ impl Tr {
                 answer: Some(answer),
                 rewrite: None,
                 websocket: false,
+                dropped: false,
             });
             for x in ds.iter().filter(|x| x.name == "location") {
                 self.skip_location(x, block);
@@ -1634,11 +1637,13 @@ impl Tr {
                     Outcome::NotTranslated,
                     "named locations are reached only by error_page/try_files",
                 );
+                out.push(Self::dropped_loc(d, block));
                 return;
             }
             [p] => (PathRule::Prefix(p.clone()), false),
             _ => {
                 self.note(d, block, Outcome::NotTranslated, "unknown location form");
+                out.push(Self::dropped_loc(d, block));
                 return;
             }
         };
@@ -1652,6 +1657,7 @@ impl Tr {
                     Outcome::NotTranslated,
                     format!("the regex crate does not read this pattern ({e})"),
                 );
+                out.push(Self::dropped_loc(d, block));
                 return;
             }
         }
@@ -1680,6 +1686,7 @@ impl Tr {
             answer: None,
             rewrite: None,
             websocket: false,
+            dropped: false,
         };
         let ds = d.block.as_deref().unwrap_or(&[]);
         let mut rewrites = 0;
@@ -1734,6 +1741,21 @@ impl Tr {
         out.push(loc);
         for x in ds.iter().filter(|x| x.name == "location") {
             self.location(x, &ctx, Some(&rule), out);
+        }
+    }
+
+    /// A location dropped whole: only its comments are written.
+    fn dropped_loc(d: &Directive, block: usize) -> LocDef {
+        LocDef {
+            block,
+            origin: format!("{}: {}", at(d), text(d)),
+            rule: PathRule::Prefix("/".into()),
+            ctx: Ctx::default(),
+            proxy_pass: None,
+            answer: None,
+            rewrite: None,
+            websocket: false,
+            dropped: true,
         }
     }
 
@@ -2340,15 +2362,37 @@ impl Tr {
             }
             let hosts = unique;
             let mut first = true;
+            let server_comments = |t: &Tr| {
+                let mut c = format!("# {} {}\n", s.origin, s.names.join(" "));
+                t.comments(&mut c, s.block, "");
+                c
+            };
             for loc in &s.locs {
+                if loc.dropped || hosts.is_empty() {
+                    let mut comments = Vec::new();
+                    if first {
+                        comments.push(server_comments(self));
+                        first = false;
+                    }
+                    comments.push(format!("# {}\n", loc.origin));
+                    let mut c = String::new();
+                    self.comments(&mut c, loc.block, "");
+                    comments.push(c);
+                    out.push(RouteOut {
+                        comments,
+                        name: String::new(),
+                        host: String::new(),
+                        scheme: None,
+                        rule: PathRule::Prefix("/".into()),
+                        lines: Vec::new(),
+                    });
+                    continue;
+                }
                 let mut first_of_loc = true;
                 for host in &hosts {
                     let mut comments = Vec::new();
                     if first {
-                        comments.push(format!("# {} {}\n", s.origin, s.names.join(" ")));
-                        let mut c = String::new();
-                        self.comments(&mut c, s.block, "");
-                        comments.push(c);
+                        comments.push(server_comments(self));
                         first = false;
                     }
                     if first_of_loc {
@@ -2428,6 +2472,17 @@ impl Tr {
                         lines,
                     });
                 }
+            }
+            if first {
+                // Nothing of this server became a route: its notes still go into the file.
+                out.push(RouteOut {
+                    comments: vec![server_comments(self)],
+                    name: String::new(),
+                    host: String::new(),
+                    scheme: None,
+                    rule: PathRule::Prefix("/".into()),
+                    lines: Vec::new(),
+                });
             }
         }
         out.retain(|r| !r.name.is_empty() || !r.comments.is_empty());

@@ -278,6 +278,50 @@ impl SluiceBuilder {
 }
 
 impl Sluice {
+    /// Start Sluice with a whole config file of the test's (e.g. one `sluice import` wrote),
+    /// listening on `http` (and `https`, when it has a TLS listener there). The harness only adds
+    /// its own `upgrade_sock`, a zero grace period and an `[admin]` listener on a free port.
+    pub async fn start_whole(text: &str, http: SocketAddr, https: Option<SocketAddr>) -> Sluice {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let head = format!(
+            "[server]\nupgrade_sock = \"{}\"\ngrace_period_seconds = 0\n",
+            dir.path().join("upgrade.sock").display()
+        );
+        assert!(
+            text.contains("\n[server]\n"),
+            "the config has a [server] table"
+        );
+        let text = text.replacen("\n[server]\n", &format!("\n{head}"), 1)
+            + &format!("\n[admin]\nlisten = \"{admin}\"\n");
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(&config, &text).unwrap();
+        let log = dir.path().join("sluice.log");
+        let child = Command::new(SLUICE_BIN)
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                "info,pingora_core=warn,pingora_proxy=warn,pingora=warn",
+            )
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn sluice");
+        let mut s = Sluice {
+            child,
+            addr: http,
+            tls_addr: https,
+            admin,
+            head,
+            dir,
+        };
+        if let Err(log) = s.wait_ready(Duration::from_secs(30)).await {
+            panic!("sluice did not start with\n{text}\n{log}");
+        }
+        s
+    }
+
     /// A builder whose config is `[server]` (chosen by the harness) followed by `body`.
     pub fn with_config(body: impl Into<String>) -> SluiceBuilder {
         SluiceBuilder {
@@ -1109,5 +1153,81 @@ impl SteadyLoad {
             failures.extend(t.await.unwrap());
         }
         (self.ok.load(std::sync::atomic::Ordering::Relaxed), failures)
+    }
+}
+
+/// A real nginx (Debian's package; `scripts/install-deps.sh` installs it) run in the foreground
+/// with `-p DIR -c DIR/nginx.conf`, stopped on drop.
+pub struct Nginx {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Nginx {
+    /// Start nginx on the config at `dir/nginx.conf` and wait until every address in `addrs`
+    /// accepts connections.
+    pub async fn start(dir: &Path, addrs: &[SocketAddr]) -> Nginx {
+        let bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|b| !b.starts_with('/') || Path::new(b).exists())
+            .unwrap();
+        let log = std::fs::File::create(dir.join("nginx.stderr")).unwrap();
+        let mut child = Command::new(bin)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .arg("-e")
+            .arg("stderr")
+            .arg("-g")
+            .arg(format!(
+                "daemon off; pid {}; error_log stderr warn;",
+                dir.join("nginx.pid").display()
+            ))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("run nginx (scripts/install-deps.sh installs it)");
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!(
+                    "nginx exited ({st}):\n{}",
+                    std::fs::read_to_string(dir.join("nginx.stderr")).unwrap_or_default()
+                );
+            }
+            if addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
+                return Nginx {
+                    child,
+                    dir: dir.to_owned(),
+                };
+            }
+            assert!(Instant::now() < end, "nginx did not listen on {addrs:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// What nginx wrote to stderr.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("nginx.stderr")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM: nginx's fast shutdown, master and workers.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
