@@ -367,6 +367,14 @@ async fn api_gateway_limits_rewrites_and_access_lists_behave_as_nginx() {
     p.same("/old", &n, &s, &["location"], &[]);
     assert_eq!(s.status, 301);
 
+    // location /users/ proxies, so nginx answers /users with a 301 to /users/; so does Sluice
+    // (nginx's Location is absolute, with its port; Sluice's relative).
+    let (n, s) = p.both(get("/users")).await;
+    p.same("/users", &n, &s, &[], &[]);
+    assert_eq!(s.status, 301);
+    assert!(n.header("location").unwrap().ends_with("/users/"));
+    assert_eq!(s.header("location").as_deref(), Some("/users/"));
+
     // No location: both answer 404.
     let (n, s) = p.both(get("/nowhere")).await;
     p.same("/nowhere", &n, &s, &[], &[]);

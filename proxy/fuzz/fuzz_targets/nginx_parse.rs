@@ -1,5 +1,6 @@
 //! The nginx configuration parser of `sluice import nginx` (issue 19) on arbitrary text: never
-//! panics, and every error names a line of the text.
+//! panics, and every error names a line of the text; what parses is translated, never panics,
+//! and comes out as TOML.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,7 +12,12 @@ fuzz_target!(|data: &[u8]| {
     };
     // An `include` looks under this (absent) directory and finds nothing.
     match parse_str(text, std::path::Path::new("/nonexistent/sluice-fuzz/nginx.conf")) {
-        Ok(_) => {}
+        Ok(d) => {
+            let i = sluice::import::nginx::translate(&d, std::path::Path::new("/nonexistent"));
+            if let Err(e) = toml::from_str::<toml::Value>(&i.toml) {
+                panic!("not TOML: {e}\n{}", i.toml);
+            }
+        }
         Err(e) => assert!(e.line <= text.lines().count() + 1, "{e}"),
     }
 });

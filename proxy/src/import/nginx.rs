@@ -1546,6 +1546,7 @@ impl Tr {
             for x in ds.iter().filter(|x| x.name == "location") {
                 self.location(x, &ctx, None, &mut s.locs);
             }
+            s.locs = self.slash_redirects(std::mem::take(&mut s.locs));
         }
         self.servers.push(s);
     }
@@ -1744,6 +1745,53 @@ impl Tr {
         }
     }
 
+    /// nginx answers `/app` with a 301 to `/app/` when `location /app/` proxies and no location
+    /// names `/app` itself: an exact route with that redirect after each such location.
+    fn slash_redirects(&mut self, locs: Vec<LocDef>) -> Vec<LocDef> {
+        let named: HashSet<String> = locs
+            .iter()
+            .filter(|l| !l.dropped)
+            .filter_map(|l| match &l.rule {
+                PathRule::Prefix(p) | PathRule::Exact(p) => Some(p.clone()),
+                PathRule::Regex(_) => None,
+            })
+            .collect();
+        let mut out = Vec::with_capacity(locs.len());
+        for l in locs {
+            let extra = match &l.rule {
+                PathRule::Prefix(p)
+                    if p.len() > 1
+                        && p.ends_with('/')
+                        && l.proxy_pass.is_some()
+                        && l.answer.is_none()
+                        && !l.dropped
+                        && !named.contains(p.trim_end_matches('/')) =>
+                {
+                    let bare = p.trim_end_matches('/').to_owned();
+                    let to = p.replace('{', "{{").replace('}', "}}");
+                    Some(LocDef {
+                        block: self.new_block(),
+                        origin: format!(
+                            "{}: {bare} is answered 301 to {p}, as nginx does for a proxied location ending in / (relative Location, query not kept)",
+                            l.origin.split(": ").next().unwrap_or("")
+                        ),
+                        rule: PathRule::Exact(bare),
+                        ctx: l.ctx.clone(),
+                        proxy_pass: None,
+                        answer: Some(Answer::Redirect(to, 301)),
+                        rewrite: None,
+                        websocket: false,
+                        dropped: false,
+                    })
+                }
+                _ => None,
+            };
+            out.push(l);
+            out.extend(extra);
+        }
+        out
+    }
+
     /// A location dropped whole: only its comments are written.
     fn dropped_loc(d: &Directive, block: usize) -> LocDef {
         LocDef {
@@ -1817,7 +1865,11 @@ impl Tr {
             tls,
             target,
             uri,
-            proxy_host: hostport.to_owned(),
+            // nginx's $proxy_host leaves out the scheme's default port.
+            proxy_host: hostport
+                .strip_suffix(if tls { ":443" } else { ":80" })
+                .unwrap_or(hostport)
+                .to_owned(),
         });
         self.ok(d, block);
     }
@@ -2703,4 +2755,403 @@ fn access_lists(rules: &[(bool, String)]) -> (Option<Vec<String>>, Vec<String>) 
     }
     // No `all` at the end: anyone not named is allowed.
     (None, deny)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::import::parse::parse_str;
+
+    fn import(text: &str) -> Import {
+        let d = parse_str(text, Path::new("/etc/nginx/nginx.conf")).unwrap();
+        translate(&d, Path::new("/etc/nginx"))
+    }
+
+    /// The output parsed back, and its routes.
+    fn parsed(i: &Import) -> (toml::Value, Vec<toml::Value>) {
+        let v: toml::Value = toml::from_str(&i.toml).unwrap_or_else(|e| panic!("{e}\n{}", i.toml));
+        let routes = v
+            .get("routes")
+            .and_then(|r| r.as_array())
+            .cloned()
+            .unwrap_or_default();
+        (v, routes)
+    }
+
+    fn route<'a>(routes: &'a [toml::Value], name: &str) -> &'a toml::Value {
+        routes
+            .iter()
+            .find(|r| r["name"].as_str() == Some(name))
+            .unwrap_or_else(|| panic!("no route {name} in {routes:#?}"))
+    }
+
+    fn server(body: &str) -> String {
+        format!("http {{ upstream b {{ server 10.0.0.1:80; }} server {{ listen 8080; {body} }} }}")
+    }
+
+    #[test]
+    fn proxy_pass_uri_replaces_the_location_prefix_as_nginx_does() {
+        let i = import(&server(
+            "location /a/ { proxy_pass http://b/; }
+             location /v { proxy_pass http://b/v2; }
+             location = /login { proxy_pass http://b/auth/login; }
+             location /keep/ { proxy_pass http://b; }
+             location /same/ { proxy_pass http://b/same/; }",
+        ));
+        let (_, routes) = parsed(&i);
+        assert_eq!(route(&routes, "*/a/")["strip_prefix"].as_str(), Some("/a"));
+        let v = &route(&routes, "*/v")["rewrite"];
+        assert_eq!(v["pattern"].as_str(), Some("^/v"));
+        assert_eq!(v["to"].as_str(), Some("/v2"));
+        let l = &route(&routes, "*=/login")["rewrite"];
+        assert_eq!(l["pattern"].as_str(), Some("^/login"));
+        assert_eq!(l["to"].as_str(), Some("/auth/login"));
+        for n in ["*/keep/", "*/same/"] {
+            let r = route(&routes, n);
+            assert!(
+                r.get("rewrite").is_none() && r.get("strip_prefix").is_none(),
+                "{n}"
+            );
+        }
+        // The Sluice regex replaces exactly what nginx would: /v/x -> /v2/x, /vx -> /v2x.
+        let re = regex::Regex::new("^/v").unwrap();
+        assert_eq!(re.replace("/v/x", "/v2"), "/v2/x");
+        assert_eq!(re.replace("/vx", "/v2"), "/v2x");
+    }
+
+    #[test]
+    fn a_regex_location_with_a_uri_part_is_refused_as_nginx_refuses_it() {
+        let i = import(&server("location ~ ^/x { proxy_pass http://b/y; }"));
+        assert!(i.dropped());
+        assert!(i.toml.contains("nginx refuses a URI part"), "{}", i.toml);
+    }
+
+    #[test]
+    fn rewrites_are_anchored_so_the_whole_path_is_replaced() {
+        let i = import(&server(
+            "location / { rewrite /old/(\\d+) /new/$1 break; proxy_pass http://b; }
+             location /x/ { rewrite ^/x/(.*)$ /y/$1 last; proxy_pass http://b; }",
+        ));
+        let (_, routes) = parsed(&i);
+        let r = &route(&routes, "*/")["rewrite"];
+        let re = regex::Regex::new(r["pattern"].as_str().unwrap()).unwrap();
+        // nginx: the URI becomes the replacement, whatever surrounds the match.
+        assert_eq!(
+            re.replace("/a/old/12/b", r["to"].as_str().unwrap()),
+            "/new/12"
+        );
+        assert_eq!(
+            re.replace("/a/other", r["to"].as_str().unwrap()),
+            "/a/other"
+        );
+        assert_eq!(i.count(Outcome::Approximated), 1, "last: {}", i.summary());
+    }
+
+    #[test]
+    fn inner_levels_replace_header_lists_and_defaults_are_nginx_s() {
+        let i = import(&server(
+            "proxy_set_header Host $host; add_header X-A 1 always;
+             location / { proxy_pass http://b; }
+             location /own/ { proxy_set_header X-Env prod; add_header X-B 2 always; proxy_pass http://b; }",
+        ));
+        let (v, routes) = parsed(&i);
+        let all = route(&routes, "*/");
+        assert_eq!(
+            all["request_headers"]["set"]["host"].as_str(),
+            Some("{host}")
+        );
+        assert_eq!(all["response_headers"]["add"]["x-a"].as_str(), Some("1"));
+        assert_eq!(all["max_body_bytes"].as_integer(), Some(1 << 20));
+        let own = route(&routes, "*/own/");
+        // nginx: the location's own list replaces the server's, so Host is $proxy_host again.
+        assert_eq!(own["request_headers"]["set"]["host"].as_str(), Some("b"));
+        assert_eq!(
+            own["request_headers"]["set"]["x-env"].as_str(),
+            Some("prod")
+        );
+        assert!(own["response_headers"]["add"].get("x-a").is_none());
+        let pool = &v["upstreams"]["b"];
+        assert_eq!(pool["max_fails"].as_integer(), Some(1));
+        assert_eq!(pool["fail_timeout_ms"].as_integer(), Some(10_000));
+        assert_eq!(pool["connect_timeout_ms"].as_integer(), Some(60_000));
+    }
+
+    #[test]
+    fn different_timeouts_on_one_upstream_make_two_pools() {
+        let i = import(&server(
+            "location / { proxy_pass http://b; }
+             location /slow/ { proxy_read_timeout 5m; proxy_pass http://b; }",
+        ));
+        let (v, routes) = parsed(&i);
+        assert_eq!(route(&routes, "*/")["upstream"].as_str(), Some("b"));
+        assert_eq!(route(&routes, "*/slow/")["upstream"].as_str(), Some("b_2"));
+        assert_eq!(
+            v["upstreams"]["b_2"]["read_timeout_ms"].as_integer(),
+            Some(300_000)
+        );
+    }
+
+    #[test]
+    fn ordered_allow_deny_become_sluice_lists() {
+        let l = |rules: &[(bool, &str)]| {
+            access_lists(
+                &rules
+                    .iter()
+                    .map(|(a, w)| (*a, w.to_string()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            l(&[(true, "10.0.0.0/8"), (false, "all")]),
+            (Some(vec!["10.0.0.0/8".into()]), vec![])
+        );
+        assert_eq!(
+            l(&[(false, "1.2.3.4"), (true, "all")]),
+            (None, vec!["1.2.3.4".into()])
+        );
+        assert_eq!(
+            l(&[(false, "all")]),
+            (None, vec!["0.0.0.0/0".into(), "::/0".into()])
+        );
+        assert_eq!(
+            l(&[
+                (false, "10.1.0.0/16"),
+                (true, "10.0.0.0/8"),
+                (false, "all"),
+                (true, "1.1.1.1")
+            ]),
+            (Some(vec!["10.0.0.0/8".into()]), vec!["10.1.0.0/16".into()])
+        );
+        assert_eq!(l(&[(false, "1.2.3.4")]), (None, vec!["1.2.3.4".into()]));
+    }
+
+    #[test]
+    fn upstream_methods_weights_backups_and_down() {
+        let i = import(
+            "http {
+               upstream a { least_conn; server 10.0.0.1:81 weight=3 max_fails=2 fail_timeout=5s; server 10.0.0.2 backup; server 10.0.0.3:81 down; keepalive 16; }
+               upstream c { random two least_conn; server 10.0.0.4:80; }
+               upstream d { server 10.0.0.5:80 weight=2; server 10.0.0.6:80; }
+               server { location /a/ { proxy_pass http://a; } location /c/ { proxy_pass http://c; } location /d/ { proxy_pass http://d; } }
+             }",
+        );
+        let (v, _) = parsed(&i);
+        let a = &v["upstreams"]["a"];
+        assert_eq!(a["strategy"].as_str(), Some("least_conn"));
+        assert_eq!(a["max_fails"].as_integer(), Some(2));
+        assert_eq!(a["fail_timeout_ms"].as_integer(), Some(5000));
+        let b = a["backends"].as_array().unwrap();
+        assert_eq!(b.len(), 2, "down is left out");
+        assert_eq!(b[0]["weight"].as_integer(), Some(3));
+        assert_eq!(b[1]["addr"].as_str(), Some("10.0.0.2:80"));
+        assert_eq!(b[1]["backup"].as_bool(), Some(true));
+        assert_eq!(v["upstreams"]["c"]["strategy"].as_str(), Some("p2c"));
+        assert_eq!(v["upstreams"]["d"]["strategy"].as_str(), Some("weighted"));
+        assert_eq!(
+            v["server"]["upstream_keepalive_pool_size"].as_integer(),
+            Some(16)
+        );
+        assert_eq!(v["server"]["listen"][0].as_str(), Some("0.0.0.0:80"));
+    }
+
+    #[test]
+    fn tls_servers_share_a_listener_by_sni_and_plain_ones_redirect() {
+        let i = import(
+            "http {
+               server { listen 80 default_server; server_name _; return 301 https://$host$request_uri; location / { proxy_pass http://x:1; } }
+               server { listen 443 ssl http2; server_name a.test; ssl_certificate a.pem; ssl_certificate_key a.key; ssl_protocols TLSv1.3;
+                        location / { proxy_pass http://10.0.0.1:80; } }
+               server { listen 443 ssl default_server; server_name b.test; ssl_certificate /c/b.pem; ssl_certificate_key /c/b.key;
+                        location / { proxy_pass http://10.0.0.1:80; } }
+             }",
+        );
+        let (v, routes) = parsed(&i);
+        let tls = &v["server"]["tls"][0];
+        assert_eq!(tls["listen"].as_str(), Some("0.0.0.0:443"));
+        let certs = tls["certs"].as_array().unwrap();
+        // The default server's certificate first; relative names from the main file's directory.
+        assert_eq!(certs[0]["cert"].as_str(), Some("/c/b.pem"));
+        assert_eq!(certs[1]["cert"].as_str(), Some("/etc/nginx/a.pem"));
+        assert_eq!(tls["min_version"].as_str(), Some("1.3"));
+        let redirect = route(&routes, "*/");
+        assert_eq!(redirect["scheme"].as_str(), Some("http"));
+        assert_eq!(
+            redirect["redirect"]["to"].as_str(),
+            Some("https://{host}{uri}")
+        );
+        assert_eq!(redirect["redirect"]["status"].as_integer(), Some(301));
+        assert_eq!(route(&routes, "a.test/")["scheme"].as_str(), Some("https"));
+        assert!(route(&routes, "*/ https").get("host").is_none());
+        // The plain server's location is never reached: no pool for it.
+        assert!(v["upstreams"].get("x_1").is_none(), "{}", i.toml);
+        // nginx's $proxy_host leaves the default port out.
+        let set = &route(&routes, "a.test/")["request_headers"]["set"];
+        assert_eq!(set["host"].as_str(), Some("10.0.0.1"));
+    }
+
+    #[test]
+    fn limits_caches_and_gzip() {
+        let i = import(
+            "http {
+               limit_req_zone $binary_remote_addr zone=z:10m rate=10r/s;
+               proxy_cache_path /var/cache/nginx keys_zone=c:10m max_size=100m;
+               gzip on; gzip_types application/json;
+               server {
+                 location /api/ { limit_req zone=z burst=5 nodelay; proxy_pass http://10.0.0.1:80; }
+                 location /cached/ { proxy_cache c; proxy_cache_valid 200 10m; proxy_pass http://10.0.0.1:80; }
+                 location /open/ { gzip off; proxy_pass http://10.0.0.1:80; }
+               }
+             }",
+        );
+        let (v, routes) = parsed(&i);
+        let api = route(&routes, "*/api/");
+        assert_eq!(api["rate_limit"]["limit"].as_integer(), Some(10));
+        assert_eq!(api["rate_limit"]["window_ms"].as_integer(), Some(1000));
+        assert_eq!(api["rate_limit"]["burst"].as_integer(), Some(6));
+        assert_eq!(
+            route(&routes, "*/open/")["rate_limit"]["off"].as_bool(),
+            Some(true)
+        );
+        assert!(route(&routes, "*/open/").get("compression").is_none());
+        assert_eq!(
+            v["rate_limit"]["exempt_paths"].as_array().map(Vec::len),
+            Some(0)
+        );
+        let cached = route(&routes, "*/cached/");
+        assert_eq!(cached["cache"].as_str(), Some("warm"));
+        assert_eq!(
+            v["cache"]["tiers"]["warm"]["ttl_seconds"].as_integer(),
+            Some(600)
+        );
+        assert_eq!(v["cache"]["memory_bytes"].as_integer(), Some(100 << 20));
+        let c = &cached["compression"];
+        assert_eq!(c["min_bytes"].as_integer(), Some(20));
+        assert_eq!(c["types"][1].as_str(), Some("application/json"));
+    }
+
+    #[test]
+    fn a_slash_ended_prefix_redirects_the_bare_path_as_nginx_does() {
+        let i = import(&server(
+            "location /app/ { proxy_pass http://b; }
+             location /both/ { proxy_pass http://b; }
+             location = /both { proxy_pass http://b; }",
+        ));
+        let (_, routes) = parsed(&i);
+        let r = route(&routes, "*=/app");
+        assert_eq!(r["redirect"]["to"].as_str(), Some("/app/"));
+        assert_eq!(r["redirect"]["status"].as_integer(), Some(301));
+        // An exact location of its own keeps the path.
+        assert_eq!(route(&routes, "*=/both")["upstream"].as_str(), Some("b"));
+    }
+
+    /// Directive trees made of nginx's vocabulary with odd arguments: the translation never
+    /// panics and its output is always TOML (the long fuzz is `scripts/fuzz.sh nginx_parse`).
+    #[test]
+    fn arbitrary_directive_trees_translate_without_panic() {
+        let names = [
+            "server",
+            "location",
+            "listen",
+            "server_name",
+            "proxy_pass",
+            "upstream",
+            "return",
+            "rewrite",
+            "proxy_set_header",
+            "add_header",
+            "allow",
+            "deny",
+            "limit_req",
+            "limit_req_zone",
+            "proxy_cache",
+            "proxy_cache_valid",
+            "gzip",
+            "gzip_types",
+            "client_max_body_size",
+            "ssl_certificate",
+            "proxy_read_timeout",
+            "if",
+            "http",
+            "keepalive",
+            "hash",
+            "random",
+            "map",
+            "proxy_next_upstream",
+            "resolver",
+        ];
+        let args = [
+            "",
+            "/",
+            "/a/",
+            "=",
+            "~",
+            "^~",
+            "~*",
+            "http://b",
+            "http://b/x",
+            "https://h:1/",
+            "80",
+            "[::]:443",
+            "ssl",
+            "default_server",
+            "$host",
+            "${x",
+            "1m",
+            "10s",
+            "zone=z",
+            "rate=1r/s",
+            "burst=2",
+            "all",
+            "10.0.0.0/8",
+            "301",
+            "https://$host$request_uri",
+            "(",
+            "^/(.*)$",
+            "$1",
+            "weight=0",
+            "backup",
+            "down",
+            "unix:/s",
+            "*",
+            "é",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |n: usize| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n as u64) as usize
+        };
+        for _ in 0..3000 {
+            let mut text = String::from("http { ");
+            let mut depth = 1;
+            for _ in 0..next(30) {
+                let name = names[next(names.len())];
+                text.push_str(name);
+                for _ in 0..next(4) {
+                    text.push_str(" \"");
+                    text.push_str(args[next(args.len())]);
+                    text.push('"');
+                }
+                match next(4) {
+                    0 => {
+                        text.push_str(" { ");
+                        depth += 1;
+                    }
+                    1 if depth > 1 => {
+                        text.push_str("; } ");
+                        depth -= 1;
+                    }
+                    _ => text.push_str("; "),
+                }
+            }
+            text.push_str(&"}".repeat(depth));
+            let Ok(d) = parse_str(&text, Path::new("/etc/nginx/nginx.conf")) else {
+                continue;
+            };
+            let i = translate(&d, Path::new("/etc/nginx"));
+            toml::from_str::<toml::Value>(&i.toml)
+                .unwrap_or_else(|e| panic!("{text}\n{e}\n{}", i.toml));
+        }
+    }
 }
