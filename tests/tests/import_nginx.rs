@@ -216,7 +216,7 @@ impl Pair {
         if ne.is_null() {
             return;
         }
-        for k in ["method", "path", "query"] {
+        for k in ["method", "path", "query", "body_len", "body_sha256"] {
             assert_eq!(ne[k], se[k], "backend saw a different {k}: {}", ctx());
         }
         for f in request {
@@ -374,6 +374,20 @@ async fn api_gateway_limits_rewrites_and_access_lists_behave_as_nginx() {
     assert_eq!(s.status, 301);
     assert!(n.header("location").unwrap().ends_with("/users/"));
     assert_eq!(s.header("location").as_deref(), Some("/users/"));
+
+    // Methods and bodies pass as they are.
+    for method in ["PUT", "DELETE", "PATCH", "OPTIONS"] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let (n, s) = p
+            .both(|base| {
+                c.request(m.clone(), format!("{base}/orders/9?v=1"))
+                    .header("host", host)
+                    .body("a body of some bytes")
+            })
+            .await;
+        p.same(method, &n, &s, &[], &fields);
+        assert_eq!(s.echo()["method"], method);
+    }
 
     // No location: both answer 404.
     let (n, s) = p.both(get("/nowhere")).await;

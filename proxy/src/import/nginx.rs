@@ -1083,8 +1083,17 @@ impl Tr {
                     || a0.parse::<ipnet::IpNet>().is_ok()
                     || a0.parse::<std::net::IpAddr>().is_ok()
                 {
+                    // nginx: first match wins; Sluice: deny wins. A deny after an allow that
+                    // overlaps it lets fewer addresses in under Sluice.
+                    let shadowed = !allow
+                        && a0 != "all"
+                        && list.iter().any(|(a, w)| *a && w != "all" && overlap(w, a0));
                     list.push((allow, a0.to_owned()));
-                    self.ok(d, block);
+                    if shadowed {
+                        self.note(d, block, Outcome::Approximated, "an earlier allow overlaps it: nginx lets those addresses in, Sluice's deny wins");
+                    } else {
+                        self.ok(d, block);
+                    }
                 } else {
                     self.note(
                         d,
@@ -2730,6 +2739,19 @@ fn fields(set: &[(String, String)], add: &[(String, String)], remove: &[String])
     )
 }
 
+/// Whether two addresses or networks share an address.
+fn overlap(a: &str, b: &str) -> bool {
+    let net = |s: &str| {
+        s.parse::<ipnet::IpNet>()
+            .ok()
+            .or_else(|| s.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from))
+    };
+    match (net(a), net(b)) {
+        (Some(a), Some(b)) => a.contains(&b.network()) || b.contains(&a.network()),
+        _ => false,
+    }
+}
+
 /// nginx's ordered allow/deny (first match wins) as Sluice's lists (deny wins): `(allow, deny)`.
 /// Rules after `allow all`/`deny all` are never reached.
 fn access_lists(rules: &[(bool, String)]) -> (Option<Vec<String>>, Vec<String>) {
@@ -2923,6 +2945,14 @@ mod tests {
             (Some(vec!["10.0.0.0/8".into()]), vec!["10.1.0.0/16".into()])
         );
         assert_eq!(l(&[(false, "1.2.3.4")]), (None, vec!["1.2.3.4".into()]));
+        assert!(overlap("10.0.0.0/8", "10.1.2.3"));
+        assert!(overlap("10.1.2.3", "10.0.0.0/8"));
+        assert!(!overlap("10.0.0.0/8", "11.0.0.0/8"));
+        assert!(!overlap("10.0.0.0/8", "::/0"));
+        let i = import(&server(
+            "location / { allow 10.1.2.3; deny 10.1.2.0/24; allow all; proxy_pass http://b; }",
+        ));
+        assert_eq!(i.count(Outcome::Approximated), 1, "{}", i.summary());
     }
 
     #[test]
