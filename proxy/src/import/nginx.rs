@@ -128,6 +128,12 @@ fn at(d: &Directive) -> String {
     format!("{}:{}", d.file.display(), d.line)
 }
 
+/// One comment line: nginx's words may hold line breaks (a quoted word can), which would end
+/// the comment.
+fn comment(text: &str) -> String {
+    format!("# {}\n", text.replace(['\n', '\r'], " "))
+}
+
 /// A TOML string.
 fn q(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
@@ -2233,16 +2239,15 @@ impl Tr {
             out.push('\n');
             match &up {
                 Some(u) => {
-                    let _ = writeln!(out, "# {}", u.origin);
+                    out.push_str(&comment(&u.origin));
                     self.comments(&mut out, u.block, "");
                 }
                 None => {
-                    let _ = writeln!(
-                        out,
-                        "# proxy_pass {}://{}",
+                    out.push_str(&comment(&format!(
+                        "proxy_pass {}://{}",
                         if key.tls { "https" } else { "http" },
                         key.target
-                    );
+                    )));
                 }
             }
             let _ = writeln!(out, "[upstreams.{name}]");
@@ -2344,7 +2349,20 @@ impl Tr {
                 out.push('\n');
             }
         }
-        out
+        // Values went through `q()` (escaped); only comments can hold raw characters.
+        Self::clean_comments(out)
+    }
+
+    /// Comments carry nginx's own words, which may hold characters a TOML comment may not (the
+    /// fuzzer found a directive named `\x08`): those become U+FFFD.
+    fn clean_comments(out: String) -> String {
+        let bad = |c: char| c.is_control() && c != '\t' && c != '\n';
+        if !out.chars().any(bad) {
+            return out;
+        }
+        out.chars()
+            .map(|c| if bad(c) { '\u{fffd}' } else { c })
+            .collect()
     }
 
     /// The notes written next to `block`, prefixed.
@@ -2356,7 +2374,10 @@ impl Tr {
                 Outcome::NotTranslated => "not translated",
                 Outcome::NotNeeded => "not needed",
             };
-            let _ = writeln!(out, "# {what}: {} ({}) [{}]", n.directive, n.why, n.at);
+            out.push_str(&comment(&format!(
+                "{what}: {} ({}) [{}]",
+                n.directive, n.why, n.at
+            )));
         }
     }
 
@@ -2424,7 +2445,7 @@ impl Tr {
             let hosts = unique;
             let mut first = true;
             let server_comments = |t: &Tr| {
-                let mut c = format!("# {} {}\n", s.origin, s.names.join(" "));
+                let mut c = comment(&format!("{} {}", s.origin, s.names.join(" ")));
                 t.comments(&mut c, s.block, "");
                 c
             };
@@ -2435,7 +2456,7 @@ impl Tr {
                         comments.push(server_comments(self));
                         first = false;
                     }
-                    comments.push(format!("# {}\n", loc.origin));
+                    comments.push(comment(&loc.origin));
                     let mut c = String::new();
                     self.comments(&mut c, loc.block, "");
                     comments.push(c);
@@ -2457,7 +2478,7 @@ impl Tr {
                         first = false;
                     }
                     if first_of_loc {
-                        comments.push(format!("# {}\n", loc.origin));
+                        comments.push(comment(&loc.origin));
                         if loc.block != s.block {
                             let mut c = String::new();
                             self.comments(&mut c, loc.block, "");
@@ -2473,7 +2494,7 @@ impl Tr {
                     if seen.iter().any(|(h, r, sc)| {
                         h == host && *r == rule_key && (sc.is_none() || *sc == scheme)
                     }) {
-                        comments.push(format!("# not translated: the same host and path as an earlier route (Sluice routes by host and scheme, not by listen port): {host} {rule_key}\n"));
+                        comments.push(comment(&format!("not translated: the same host and path as an earlier route (Sluice routes by host and scheme, not by listen port): {host} {rule_key}")));
                         out.push(
                             RouteOut {
                                 comments,
@@ -3074,6 +3095,20 @@ mod tests {
         assert_eq!(route(&routes, "*=/both")["upstream"].as_str(), Some("b"));
     }
 
+    /// Found by `scripts/fuzz.sh nginx_parse`: a directive named `\x08` made a comment TOML
+    /// refuses; line breaks in quoted words would end a comment early.
+    #[test]
+    fn nginx_words_never_break_the_toml_comments() {
+        for text in [
+            "\u{8}{}",
+            "http { server { server_name \"a\nb = 1\"; listen \"80\n[x]\"; location \"/a\n\" { proxy_pass \"http://h\nx:1\"; } } }",
+            "http { upstream \"u\r\" { server 1.2.3.4 \"weird\u{7f}\"; } }",
+        ] {
+            let i = import(text);
+            toml::from_str::<toml::Value>(&i.toml).unwrap_or_else(|e| panic!("{text:?}\n{e}\n{}", i.toml));
+        }
+    }
+
     /// Directive trees made of nginx's vocabulary with odd arguments: the translation never
     /// panics and its output is always TOML (the long fuzz is `scripts/fuzz.sh nginx_parse`).
     #[test]
@@ -3139,6 +3174,10 @@ mod tests {
             "^/(.*)$",
             "$1",
             "weight=0",
+            "a\nb",
+            "\u{8}",
+            "x\r",
+            "}",
             "backup",
             "down",
             "unix:/s",
