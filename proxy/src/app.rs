@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::prelude::*;
 use pingora::server::configuration::ServerConf;
 
@@ -126,7 +127,16 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         .registry()
         .register(Box::new(open_connections(open)?))?;
     for addr in &config.server.listen {
-        proxy.add_tcp(&addr.to_string());
+        // No L4 read buffer under the HTTP reader, which has its own: Pingora's default is a
+        // 64 KiB zeroed buffer per client connection, held for the connection's life (an idle
+        // keep-alive connection cost 95 KiB of RSS, 64 of them this buffer; nginx holds about
+        // 1 KiB). benches/connections.sh, docs/benchmarks.md.
+        proxy.add_listener(
+            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(
+                0,
+                pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE,
+            )),
+        );
     }
     for (t, resolver) in config.server.tls.iter().zip(&app.tls) {
         let listen = t.listen.to_string();

@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Memory per connection: Sluice vs nginx configured alike (1 worker / threads = 1), same run.
+#
+# Starts one backend-sample, nginx (worker_processes 1, upstream keep-alive, a WebSocket
+# location) and Sluice (threads = 1, the same routes) in front of it, then for each proxy in turn:
+#   - idle: opens N client connections, sends one keep-alive `GET /ping` on each, reads the
+#     answer, and holds them all open and idle;
+#   - ws: opens N WebSockets to `/ws`, reads each one's greeting, and holds them open and idle.
+# The proxy's resident memory (nginx: its worker) is read before and after, once it settles;
+# the difference over N is the KiB per connection. Results go to
+# benches/results/connections-<UTC time>.json.
+#
+# Usage: benches/connections.sh [--conns 3000] [--sluice BINARY] [--only sluice|nginx]
+# --sluice measures another Sluice build (e.g. a worktree's target/release/sluice).
+# Installs nginx from apt when missing. Traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CONNS=3000 SLUICE_BIN="" ONLY=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --conns) CONNS=$2; shift 2 ;;
+    --sluice) SLUICE_BIN=$2; shift 2 ;;
+    --only) ONLY=$2; shift 2 ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+
+scripts/install-deps.sh nginx
+cargo build --release --locked -p sluice -p backend-sample
+SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+ulimit -n "$(ulimit -Hn)"  # every connection is a descriptor in the client, the proxy and the backend
+
+source benches/lib.sh
+
+BACKEND=$(free_port); NGINX=$(free_port); SLUICE=$(free_port); ADMIN=$(free_port)
+target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 --threads 1 2>"$work/backend.log" &
+pids+=($!)
+wait_port "$BACKEND"
+
+mkdir -p "$work/nginx/logs"
+cat >"$work/nginx/nginx.conf" <<EOF
+worker_processes 1;
+worker_rlimit_nofile 65536;
+events { worker_connections $((CONNS * 2 + 256)); }
+http {
+  access_log off;
+  keepalive_timeout 600s;
+  keepalive_requests 100000;
+  upstream b { server 127.0.0.1:$BACKEND; keepalive 64; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / {
+      proxy_pass http://b;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+    location /ws {
+      proxy_pass http://b;
+      proxy_http_version 1.1;
+      proxy_set_header Upgrade \$http_upgrade;
+      proxy_set_header Connection upgrade;
+      proxy_read_timeout 3600s;
+    }
+  }
+}
+EOF
+
+cat >"$work/sluice.toml" <<EOF
+[server]
+listen = ["127.0.0.1:$SLUICE"]
+threads = 1
+keepalive_timeout_ms = 600000
+max_connections = $((CONNS * 2 + 256))
+upstream_keepalive_pool_size = 64
+upgrade_sock = "$work/upgrade.sock"
+[admin]
+listen = "127.0.0.1:$ADMIN"
+[logging]
+access_log = false
+[upstreams.b]
+backends = [{ addr = "127.0.0.1:$BACKEND" }]
+[[routes]]
+upstream = "b"
+EOF
+
+# Opens N connections of one kind to PORT, holds them, and prints the proxy's RSS growth.
+# RSS is read from /proc for PID (a comma-separated list is summed: nginx's worker).
+cat >"$work/hold.py" <<'EOF'
+import asyncio, base64, os, sys, time
+
+kind, port, n, pids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+
+def rss_kib():
+    total = 0
+    for pid in pids.split(","):
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total
+
+async def settle():
+    # Resident memory after the last connection: wait until two reads a second apart agree.
+    last = rss_kib()
+    for _ in range(10):
+        await asyncio.sleep(1)
+        now = rss_kib()
+        if abs(now - last) < 64:
+            return now
+        last = now
+    return last
+
+async def one(i):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    if kind == "idle":
+        w.write(b"GET /ping HTTP/1.1\r\nHost: bench\r\n\r\n")
+        await w.drain()
+        head = await r.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        await r.readexactly(length)
+    else:
+        key = base64.b64encode(os.urandom(16)).decode()
+        w.write((f"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        await w.drain()
+        head = await r.readuntil(b"\r\n\r\n")
+        assert b" 101 " in head.split(b"\r\n")[0], head
+        b0, b1 = await r.readexactly(2)   # the greeting frame
+        await r.readexactly(b1 & 0x7f)
+    return r, w
+
+async def main():
+    await asyncio.sleep(0.5)
+    before = await settle()
+    held = []
+    sem = asyncio.Semaphore(50)
+    async def guarded(i):
+        async with sem:
+            return await one(i)
+    held = await asyncio.gather(*(guarded(i) for i in range(n)))
+    after = await settle()
+    print(f"{before} {after} {(after - before) / n:.2f}")
+    for _, w in held:
+        w.close()
+
+asyncio.run(main())
+EOF
+
+results=()
+measure() { # measure NAME PORT PIDS
+  local name=$1 port=$2 pidlist=$3 kind line
+  for kind in idle ws; do
+    if ! line=$(python3 "$work/hold.py" "$kind" "$port" "$CONNS" "$pidlist" 2>"$work/hold.err"); then
+      tail -3 "$work/hold.err" >&2
+      tail -5 "$work/nginx/error.log" "$work/sluice.log" 2>/dev/null >&2
+      exit 1
+    fi
+    read -r before after per <<<"$line"
+    printf '%-7s %-5s %6d connections: RSS %7d KiB -> %7d KiB: %8.2f KiB each\n' \
+      "$name" "$kind" "$CONNS" "$before" "$after" "$per"
+    results+=("{\"target\":\"$name\",\"kind\":\"$kind\",\"conns\":$CONNS,\"rss_before_kib\":$before,\"rss_after_kib\":$after,\"kib_per_conn\":$per}")
+    sleep 2
+  done
+}
+
+if [ "$ONLY" != sluice ]; then
+  "$NGINX_BIN" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" \
+    -g "daemon off; pid $work/nginx/nginx.pid;" &
+  pids+=($!)
+  wait_port "$NGINX"
+  worker=$(pgrep -P "$(cat "$work/nginx/nginx.pid" 2>/dev/null || echo $!)" | head -1)
+  measure nginx "$NGINX" "$worker"
+fi
+if [ "$ONLY" != nginx ]; then
+  "$SLUICE_BIN" --config "$work/sluice.toml" 2>"$work/sluice.log" &
+  spid=$!
+  pids+=($spid)
+  wait_port "$SLUICE"
+  measure sluice "$SLUICE" "$spid"
+fi
+
+mkdir -p benches/results
+out="benches/results/connections-$(date -u +%Y%m%dT%H%M%SZ).json"
+(IFS=,; echo "[${results[*]}]") >"$out"
+echo "results: $out"
