@@ -21,7 +21,8 @@ pub const VERSION: &str = concat!(
     "connection limit and count, safe upgrade, panic containment, stale-if-error keep-alive, ",
     "keep-alive hints, fresh-connection retries, response Date kept, brotli stream end, ",
     "body filter at the end of every body, prepared header names, TLS minimum version, ",
-    "forwarding fields over HTTP/2 upstreams, client certificate subject, ALPN list"
+    "forwarding fields over HTTP/2 upstreams, client certificate subject, ALPN list, ",
+    "small buffers for idle upgraded connections"
 );
 
 /// Command-line arguments.

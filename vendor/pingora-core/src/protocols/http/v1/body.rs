@@ -151,7 +151,17 @@ pub struct BodyReader {
     rewind_buf_len: usize,
     upstream: bool,
     body_buf_overread: Option<BytesMut>,
+    /// SLUICE PATCH (small idle upgraded buffers): the next read size of a body read until the
+    /// connection closes (an upgraded WebSocket, a close-delimited response).
+    until_close_read: usize,
 }
+
+/// SLUICE PATCH (small idle upgraded buffers): the first read size of a body read until close.
+/// A WebSocket waits in that read most of its life; with `body_buf_size` (64 KiB) each direction
+/// held 64 KiB (benches/connections.sh: 135 KiB per idle WebSocket, nginx 17). A read that fills
+/// the buffer doubles the next one up to `body_buf_size`, so a bulk stream reaches full reads
+/// after a few; a short read goes back to this size and gives the large buffer back.
+const UNTIL_CLOSE_FIRST_READ: usize = 4096;
 
 impl BodyReader {
     pub fn new(upstream: bool) -> Self {
@@ -162,6 +172,7 @@ impl BodyReader {
             rewind_buf_len: 0,
             upstream,
             body_buf_overread: None,
+            until_close_read: UNTIL_CLOSE_FIRST_READ,
         }
     }
 
@@ -469,13 +480,27 @@ impl BodyReader {
         self.rewind_buf_len = 0; // we only need to read rewind data once
         if n == 0 {
             /* Need to actually read */
-            let read_size = self.body_buf_size;
+            // SLUICE PATCH (small idle upgraded buffers): see `UNTIL_CLOSE_FIRST_READ`.
+            let read_size = self.until_close_read.min(self.body_buf_size).max(1);
+            if self
+                .body_buf
+                .as_ref()
+                .is_some_and(|b| b.capacity() > 2 * read_size)
+            {
+                // Back to a small read: give the large buffer back before waiting.
+                self.body_buf = None;
+            }
             let body_buf = self.prepare_buf_for_io(read_size);
             n = stream
                 .take(read_size as u64)
                 .read_buf(body_buf)
                 .await
                 .or_err(ReadError, "when reading body")?;
+            self.until_close_read = if n >= read_size {
+                (read_size * 2).min(self.body_buf_size)
+            } else {
+                UNTIL_CLOSE_FIRST_READ
+            };
         }
         match self.body_state {
             PS::UntilClose(read) => {
@@ -2196,6 +2221,35 @@ mod tests {
         assert_eq!(res, None);
         assert_eq!(body_reader.body_state, ParseState::Complete(1));
         assert_eq!(body_reader.get_body_overread(), None);
+    }
+
+    /// SLUICE PATCH (small idle upgraded buffers): reads until close start at 4 KiB, double while
+    /// they fill the buffer (a bulk stream reaches 64 KiB reads), and a short read gives the large
+    /// buffer back before the next wait; every byte arrives in order.
+    #[tokio::test]
+    async fn read_until_close_grows_and_shrinks_its_buffer() {
+        init_log();
+        let bulk: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let mut mock_io = Builder::new()
+            .read(&bulk[..])
+            .read(b"tail")
+            .read(b"")
+            .build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_close_delimited(b"");
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while let Some(r) = body_reader.read_body(&mut mock_io).await.unwrap() {
+            sizes.push(r.1 - r.0);
+            got.extend_from_slice(body_reader.get_body(&r));
+        }
+        assert_eq!(&got[..bulk.len()], &bulk[..]);
+        assert_eq!(&got[bulk.len()..], b"tail");
+        assert_eq!(&sizes[..5], &[4096, 8192, 16384, 32768, 65536]);
+        assert!(sizes[5..sizes.len() - 1].iter().all(|s| *s <= 65536));
+        // The short read of "tail" came after full 64 KiB reads: the next wait holds 4 KiB.
+        assert_eq!(body_reader.until_close_read, UNTIL_CLOSE_FIRST_READ);
+        assert_eq!(body_reader.body_state, ParseState::Complete(bulk.len() + 4));
     }
 
     #[tokio::test]
