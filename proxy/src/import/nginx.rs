@@ -2232,6 +2232,20 @@ impl Tr {
             }
         }
 
+        // Upstreams no route uses make no pool: say so where they would have been.
+        let unused: Vec<String> = self
+            .upstreams
+            .iter()
+            .filter(|(name, _)| !self.pools.iter().any(|(k, _)| &k.target == *name))
+            .map(|(_, u)| u.origin.clone())
+            .collect();
+        for origin in unused {
+            out.push('\n');
+            out.push_str(&comment(&format!(
+                "{origin}: not needed: no translated proxy_pass uses it, so it makes no pool"
+            )));
+        }
+
         // Pools.
         let pools = self.pools.clone();
         for (key, name) in &pools {
@@ -3003,6 +3017,14 @@ mod tests {
             Some(16)
         );
         assert_eq!(v["server"]["listen"][0].as_str(), Some("0.0.0.0:80"));
+        let unused = import("http { upstream spare { server 10.0.0.9:80; } server { location / { proxy_pass http://10.0.0.1:80; } } }");
+        assert!(
+            unused
+                .toml
+                .contains("upstream spare: not needed: no translated proxy_pass uses it"),
+            "{}",
+            unused.toml
+        );
     }
 
     #[test]
