@@ -2167,12 +2167,26 @@ impl Tr {
                     }
                 }
             }
+            if pairs.is_empty() {
+                // A listener without a certificate would fail --check: left out, and said.
+                let why = "no ssl_certificate for its servers: the listener is left out";
+                self.notes.push(Note {
+                    outcome: Outcome::NotTranslated,
+                    directive: format!("listen {addr} ssl"),
+                    at: servers.first().map_or(String::new(), |s| s.origin.clone()),
+                    why: why.into(),
+                    block: usize::MAX,
+                });
+                out.push('\n');
+                out.push_str(&comment(&format!(
+                    "not translated: listen {addr} ssl ({why})"
+                )));
+                continue;
+            }
             out.push_str("\n[[server.tls]]\n");
             let _ = writeln!(out, "listen = {}", q(addr));
             match pairs.as_slice() {
-                [] => out.push_str(
-                    "# not translated: no ssl_certificate for this listener; give cert and key\n",
-                ),
+                [] => {}
                 [(c, k)] => {
                     let _ = writeln!(out, "cert = {}\nkey = {}", q(c), q(k));
                 }
@@ -3017,6 +3031,18 @@ mod tests {
             Some(16)
         );
         assert_eq!(v["server"]["listen"][0].as_str(), Some("0.0.0.0:80"));
+        let nocert = import(
+            "http { server { listen 443 ssl; location / { proxy_pass http://10.0.0.1:80; } } }",
+        );
+        assert!(nocert.dropped());
+        assert!(!nocert.toml.contains("[[server.tls]]"), "{}", nocert.toml);
+        assert!(
+            nocert
+                .toml
+                .contains("not translated: listen 0.0.0.0:443 ssl"),
+            "{}",
+            nocert.toml
+        );
         let unused = import("http { upstream spare { server 10.0.0.9:80; } server { location / { proxy_pass http://10.0.0.1:80; } } }");
         assert!(
             unused
