@@ -305,7 +305,10 @@ impl<A: ServerApp + Send + Sync + 'static> Service<A> {
                         let _permit = permit;
                         let _counted = counted;
                         let peer_addr = io.peer_addr();
-                        match timeout(Duration::from_secs(60), io.handshake()).await {
+                        // SLUICE PATCH (small connection task): the handshake future (the TLS
+                        // accept's, about 8 KiB) is boxed, so it is freed once the handshake is
+                        // done instead of sizing the task every connection holds for its life.
+                        match timeout(Duration::from_secs(60), Box::pin(io.handshake())).await {
                             Ok(handshake) => {
                                 match handshake {
                                     Ok(io) => Self::handle_event(io, app, shutdown).await,
