@@ -26,6 +26,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 
 pub use model::*;
+pub use rules::{OWNED_REQUEST_FIELDS, OWNED_RESPONSE_FIELDS};
 
 use admin::{FileAdmin, FileLogging, FileReload};
 use cache::FileCache;

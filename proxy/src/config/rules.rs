@@ -145,7 +145,7 @@ pub struct FileRules {
 }
 
 /// Request fields Sluice itself sets or that frame the message: a rule may not touch them.
-const OWNED_REQUEST_FIELDS: [&str; 12] = [
+pub const OWNED_REQUEST_FIELDS: [&str; 12] = [
     "x-forwarded-for",
     "x-forwarded-host",
     "x-forwarded-proto",
@@ -161,7 +161,7 @@ const OWNED_REQUEST_FIELDS: [&str; 12] = [
 ];
 
 /// Response fields that frame the message: a rule may not touch them.
-const OWNED_RESPONSE_FIELDS: [&str; 7] = [
+pub const OWNED_RESPONSE_FIELDS: [&str; 7] = [
     "content-length",
     "transfer-encoding",
     "connection",

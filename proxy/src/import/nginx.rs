@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 use super::parse::Directive;
 use super::values::{self, Listen};
+use crate::config::{OWNED_REQUEST_FIELDS, OWNED_RESPONSE_FIELDS};
 
 /// How one nginx directive was carried over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -90,7 +91,7 @@ pub fn translate(directives: &[Directive], base: &Path) -> Import {
         blocks: 1,
         upstreams: BTreeMap::new(),
         zones: HashMap::new(),
-        cache_zones: HashMap::new(),
+        cache_zones: HashSet::new(),
         global: Global::default(),
         servers: Vec::new(),
         pools: Vec::new(),
@@ -513,7 +514,6 @@ struct LocDef {
     proxy_pass: Option<ProxyPass>,
     answer: Option<Answer>,
     rewrite: Option<(String, String)>,
-    websocket: bool,
     /// Dropped whole (its note says why): written as comments only.
     dropped: bool,
 }
@@ -561,7 +561,7 @@ struct Tr {
     blocks: usize,
     upstreams: BTreeMap<String, UpstreamDef>,
     zones: HashMap<String, (u64, u64)>,
-    cache_zones: HashMap<String, ()>,
+    cache_zones: HashSet<String>,
     global: Global,
     servers: Vec<ServerDef>,
     pools: Vec<(PoolKey, String)>,
@@ -786,7 +786,7 @@ impl Tr {
             .and_then(|z| z.split(':').next());
         match zone {
             Some(z) => {
-                self.cache_zones.insert(z.to_owned(), ());
+                self.cache_zones.insert(z.to_owned());
                 if let Some(max) = d
                     .args
                     .iter()
@@ -960,9 +960,8 @@ impl Tr {
                 block,
             });
         }
-        if u.servers.iter().any(|s| s.1 != 1) && u.strategy == "weighted" {
-            u.strategy = "weighted";
-        } else if u.strategy == "weighted" {
+        // nginx's default is smooth weighted round-robin: plain rotation when all weights are 1.
+        if u.strategy == "weighted" && u.servers.iter().all(|s| s.1 == 1) {
             u.strategy = "round_robin";
         }
         if u.servers.is_empty() {
@@ -996,7 +995,7 @@ impl Tr {
                 let value = d.args.get(1).cloned().unwrap_or_default();
                 let always = d.args.get(2).map(String::as_str) == Some("always");
                 let list = ctx.add_headers.get_or_insert_with(Vec::new);
-                if FRAMING.contains(&name.as_str()) || name == "x-request-id" {
+                if OWNED_RESPONSE_FIELDS.contains(&name.as_str()) {
                     self.note(d, block, Outcome::NotTranslated, "Sluice owns this field");
                     return true;
                 }
@@ -1182,7 +1181,7 @@ impl Tr {
                 if a0 == "off" {
                     ctx.cache = Some(None);
                     self.ok(d, block);
-                } else if self.cache_zones.contains_key(a0) {
+                } else if self.cache_zones.contains(a0) {
                     ctx.cache = Some(Some(a0.to_owned()));
                     self.note(d, block, Outcome::Translated, "to the route's cache tier");
                 } else {
@@ -1427,7 +1426,7 @@ impl Tr {
             );
             return ReqAction::Builtin;
         }
-        if SLUICE_OWNED.contains(&name) || FRAMING.contains(&name) {
+        if OWNED_REQUEST_FIELDS.contains(&name) {
             self.note(
                 d,
                 block,
@@ -1550,7 +1549,6 @@ impl Tr {
                 proxy_pass: None,
                 answer: Some(answer),
                 rewrite: None,
-                websocket: false,
                 dropped: false,
             });
             for x in ds.iter().filter(|x| x.name == "location") {
@@ -1701,7 +1699,6 @@ impl Tr {
             proxy_pass: None,
             answer: None,
             rewrite: None,
-            websocket: false,
             dropped: false,
         };
         let ds = d.block.as_deref().unwrap_or(&[]);
@@ -1732,11 +1729,6 @@ impl Tr {
             }
         }
         loc.ctx = own.under(parent);
-        loc.websocket = loc
-            .ctx
-            .set_headers
-            .as_ref()
-            .is_some_and(|h| h.iter().any(|(_, a)| *a == ReqAction::Upgrade));
         if loc.proxy_pass.is_none() && loc.answer.is_none() {
             let serves_files = ds.iter().all(|x| x.name != "location")
                 || ds
@@ -1795,7 +1787,6 @@ impl Tr {
                         proxy_pass: None,
                         answer: Some(Answer::Redirect(to, 301)),
                         rewrite: None,
-                        websocket: false,
                         dropped: false,
                     })
                 }
@@ -1817,7 +1808,6 @@ impl Tr {
             proxy_pass: None,
             answer: None,
             rewrite: None,
-            websocket: false,
             dropped: true,
         }
     }
@@ -1998,26 +1988,6 @@ impl Tr {
     }
 }
 
-/// Fields Sluice sets itself on the way to the backend.
-const SLUICE_OWNED: &[&str] = &[
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-real-ip",
-    "x-request-id",
-];
-
-/// Message framing fields, which no rule may name.
-const FRAMING: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "upgrade",
-    "te",
-    "trailer",
-    "keep-alive",
-];
-
 /// One route to write.
 struct RouteOut {
     comments: Vec<String>,
@@ -2084,7 +2054,7 @@ impl Tr {
         );
         out.push_str("# `not translated` marks what Sluice does not do, `approximated` what it does differently.\n");
         out.push_str("# Differences that hold for every import: docs/migrating-from-nginx.md.\n");
-        self.comments(&mut out, 0, "");
+        self.comments(&mut out, 0);
 
         self.rate_section = !self.global.trusted.is_empty()
             || self
@@ -2268,7 +2238,7 @@ impl Tr {
             match &up {
                 Some(u) => {
                     out.push_str(&comment(&u.origin));
-                    self.comments(&mut out, u.block, "");
+                    self.comments(&mut out, u.block);
                 }
                 None => {
                     out.push_str(&comment(&format!(
@@ -2288,7 +2258,6 @@ impl Tr {
                     let _ = writeln!(out, "strategy = {}", q(u.strategy));
                 }
             }
-            let primaries = servers.iter().filter(|s| !s.2).count().max(1) as u64;
             let _ = writeln!(out, "connect_timeout_ms = {}", key.connect);
             let _ = writeln!(out, "read_timeout_ms = {}", key.read);
             let _ = writeln!(out, "write_timeout_ms = {}", key.send);
@@ -2302,7 +2271,6 @@ impl Tr {
                     .saturating_sub(1)
                     .min(16)
             };
-            let _ = primaries;
             let _ = writeln!(out, "retries = {retries}");
             let (mf, ft, kt) = up.as_ref().map_or((None, None, None), |u| {
                 (u.max_fails, u.fail_timeout_ms, u.keepalive_timeout_ms)
@@ -2394,7 +2362,7 @@ impl Tr {
     }
 
     /// The notes written next to `block`, prefixed.
-    fn comments(&self, out: &mut String, block: usize, _indent: &str) {
+    fn comments(&self, out: &mut String, block: usize) {
         for n in self.notes.iter().filter(|n| n.block == block) {
             let what = match n.outcome {
                 Outcome::Translated => continue,
@@ -2474,7 +2442,7 @@ impl Tr {
             let mut first = true;
             let server_comments = |t: &Tr| {
                 let mut c = comment(&format!("{} {}", s.origin, s.names.join(" ")));
-                t.comments(&mut c, s.block, "");
+                t.comments(&mut c, s.block);
                 c
             };
             for loc in &s.locs {
@@ -2486,16 +2454,9 @@ impl Tr {
                     }
                     comments.push(comment(&loc.origin));
                     let mut c = String::new();
-                    self.comments(&mut c, loc.block, "");
+                    self.comments(&mut c, loc.block);
                     comments.push(c);
-                    out.push(RouteOut {
-                        comments,
-                        name: String::new(),
-                        host: String::new(),
-                        scheme: None,
-                        rule: PathRule::Prefix("/".into()),
-                        lines: Vec::new(),
-                    });
+                    out.push(RouteOut::comments_only(comments));
                     continue;
                 }
                 let mut first_of_loc = true;
@@ -2509,7 +2470,7 @@ impl Tr {
                         comments.push(comment(&loc.origin));
                         if loc.block != s.block {
                             let mut c = String::new();
-                            self.comments(&mut c, loc.block, "");
+                            self.comments(&mut c, loc.block);
                             comments.push(c);
                         }
                         first_of_loc = false;
@@ -2523,31 +2484,11 @@ impl Tr {
                         h == host && *r == rule_key && (sc.is_none() || *sc == scheme)
                     }) {
                         comments.push(comment(&format!("not translated: the same host and path as an earlier route (Sluice routes by host and scheme, not by listen port): {host} {rule_key}")));
-                        out.push(
-                            RouteOut {
-                                comments,
-                                name: String::new(),
-                                host: String::new(),
-                                scheme: None,
-                                rule: PathRule::Prefix("/".into()),
-                                lines: Vec::new(),
-                            }
-                            .comment_only(),
-                        );
+                        out.push(RouteOut::comments_only(comments));
                         continue;
                     }
-                    let Some(lines) = self.route_lines(loc, s) else {
-                        out.push(
-                            RouteOut {
-                                comments,
-                                name: String::new(),
-                                host: String::new(),
-                                scheme: None,
-                                rule: PathRule::Prefix("/".into()),
-                                lines: Vec::new(),
-                            }
-                            .comment_only(),
-                        );
+                    let Some(lines) = self.route_lines(loc) else {
+                        out.push(RouteOut::comments_only(comments));
                         continue;
                     };
                     seen.push((host.clone(), rule_key.clone(), scheme));
@@ -2585,14 +2526,7 @@ impl Tr {
             }
             if first {
                 // Nothing of this server became a route: its notes still go into the file.
-                out.push(RouteOut {
-                    comments: vec![server_comments(self)],
-                    name: String::new(),
-                    host: String::new(),
-                    scheme: None,
-                    rule: PathRule::Prefix("/".into()),
-                    lines: Vec::new(),
-                });
+                out.push(RouteOut::comments_only(vec![server_comments(self)]));
             }
         }
         out.retain(|r| !r.name.is_empty() || !r.comments.is_empty());
@@ -2600,7 +2534,7 @@ impl Tr {
     }
 
     /// A route's keys after its path rule, or `None` when it has nothing to do (comments only).
-    fn route_lines(&mut self, loc: &LocDef, _s: &ServerDef) -> Option<Vec<String>> {
+    fn route_lines(&mut self, loc: &LocDef) -> Option<Vec<String>> {
         let ctx = &loc.ctx;
         let mut lines = Vec::new();
         match &loc.answer {
@@ -2751,8 +2685,16 @@ impl Tr {
 }
 
 impl RouteOut {
-    fn comment_only(self) -> RouteOut {
-        self
+    /// Notes only: written as comments, no `[[routes]]` table.
+    fn comments_only(comments: Vec<String>) -> RouteOut {
+        RouteOut {
+            comments,
+            name: String::new(),
+            host: String::new(),
+            scheme: None,
+            rule: PathRule::Prefix("/".into()),
+            lines: Vec::new(),
+        }
     }
 }
 

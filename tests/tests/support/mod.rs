@@ -245,21 +245,7 @@ impl SluiceBuilder {
                 std::fs::write(&config, text).unwrap();
             }
             let log = dir.path().join("sluice.log");
-            let child = Command::new(SLUICE_BIN)
-                .arg("--config")
-                .arg(&config)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| {
-                        "info,pingora_core=warn,pingora_proxy=warn,pingora=warn".into()
-                    }),
-                )
-                .args(&self.args)
-                .envs(self.env.iter().map(|(k, v)| (k, v)))
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("spawn sluice");
+            let child = spawn_sluice(&config, &log, &self.args, &self.env);
             let mut s = Sluice {
                 child,
                 addr,
@@ -275,6 +261,26 @@ impl SluiceBuilder {
         }
         panic!("sluice did not start; last log:\n{last_log}");
     }
+}
+
+/// Run the Sluice binary on `config` with extra `args` and `env`, its stderr to `log`
+/// (`SLUICE_TEST_LOG` sets its `RUST_LOG`).
+fn spawn_sluice(config: &Path, log: &Path, args: &[String], env: &[(String, String)]) -> Child {
+    Command::new(SLUICE_BIN)
+        .arg("--config")
+        .arg(config)
+        .env(
+            "RUST_LOG",
+            std::env::var("SLUICE_TEST_LOG").unwrap_or_else(|_| {
+                "info,pingora_core=warn,pingora_proxy=warn,pingora=warn".into()
+            }),
+        )
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn sluice")
 }
 
 impl Sluice {
@@ -297,17 +303,7 @@ impl Sluice {
         let config = dir.path().join("sluice.toml");
         std::fs::write(&config, &text).unwrap();
         let log = dir.path().join("sluice.log");
-        let child = Command::new(SLUICE_BIN)
-            .arg("--config")
-            .arg(&config)
-            .env(
-                "RUST_LOG",
-                "info,pingora_core=warn,pingora_proxy=warn,pingora=warn",
-            )
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn sluice");
+        let child = spawn_sluice(&config, &log, &[], &[]);
         let mut s = Sluice {
             child,
             addr: http,
