@@ -7,7 +7,7 @@
 #     answer, and holds them all open and idle;
 #   - ws: opens N WebSockets to `/ws`, reads each one's greeting, and holds them open and idle.
 # The proxy's resident memory (nginx: its worker) is read before and after, once it settles;
-# the difference over N is the KiB per connection. Results go to
+# the difference over N is the KiB per connection. Each kind runs on a freshly started proxy. Results go to
 # benches/results/connections-<UTC time>.json.
 #
 # Usage: benches/connections.sh [--conns 3000] [--sluice BINARY] [--only sluice|nginx]
@@ -152,37 +152,51 @@ asyncio.run(main())
 EOF
 
 results=()
-measure() { # measure NAME PORT PIDS
-  local name=$1 port=$2 pidlist=$3 kind line
+# Each kind is measured on a fresh proxy process: memory the allocator kept from the previous
+# kind's connections would otherwise be reused and hide what the next kind costs.
+start_nginx() {
+  "$NGINX_BIN" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" \
+    -g "daemon off; pid $work/nginx/nginx.pid;" &
+  proc=$!
+  wait_port "$NGINX"
+  for _ in $(seq 1 100); do
+    measured=$(pgrep -P "$proc" | head -1 || true)
+    [ -n "$measured" ] && return 0
+    sleep 0.05
+  done
+  echo "no nginx worker" >&2; exit 1
+}
+start_sluice() {
+  "$SLUICE_BIN" --config "$work/sluice.toml" 2>"$work/sluice.log" &
+  proc=$!
+  measured=$proc
+  wait_port "$SLUICE"
+}
+stop_proxy() {
+  kill "$proc" 2>/dev/null || true
+  wait "$proc" 2>/dev/null || true
+  rm -f "$work/upgrade.sock"
+  sleep 1
+}
+measure() { # measure NAME PORT: each kind on a fresh process
+  local name=$1 port=$2 kind line
   for kind in idle ws; do
-    if ! line=$(python3 "$work/hold.py" "$kind" "$port" "$CONNS" "$pidlist" 2>"$work/hold.err"); then
+    "start_$name"
+    if ! line=$(python3 "$work/hold.py" "$kind" "$port" "$CONNS" "$measured" 2>"$work/hold.err"); then
       tail -3 "$work/hold.err" >&2
       tail -5 "$work/nginx/error.log" "$work/sluice.log" 2>/dev/null >&2
       exit 1
     fi
+    stop_proxy
     read -r before after per <<<"$line"
     printf '%-7s %-5s %6d connections: RSS %7d KiB -> %7d KiB: %8.2f KiB each\n' \
       "$name" "$kind" "$CONNS" "$before" "$after" "$per"
     results+=("{\"target\":\"$name\",\"kind\":\"$kind\",\"conns\":$CONNS,\"rss_before_kib\":$before,\"rss_after_kib\":$after,\"kib_per_conn\":$per}")
-    sleep 2
   done
 }
 
-if [ "$ONLY" != sluice ]; then
-  "$NGINX_BIN" -p "$work/nginx" -c "$work/nginx/nginx.conf" -e "$work/nginx/error.log" \
-    -g "daemon off; pid $work/nginx/nginx.pid;" &
-  pids+=($!)
-  wait_port "$NGINX"
-  worker=$(pgrep -P "$(cat "$work/nginx/nginx.pid" 2>/dev/null || echo $!)" | head -1)
-  measure nginx "$NGINX" "$worker"
-fi
-if [ "$ONLY" != nginx ]; then
-  "$SLUICE_BIN" --config "$work/sluice.toml" 2>"$work/sluice.log" &
-  spid=$!
-  pids+=($spid)
-  wait_port "$SLUICE"
-  measure sluice "$SLUICE" "$spid"
-fi
+[ "$ONLY" = sluice ] || measure nginx "$NGINX"
+[ "$ONLY" = nginx ] || measure sluice "$SLUICE"
 
 mkdir -p benches/results
 out="benches/results/connections-$(date -u +%Y%m%dT%H%M%SZ).json"

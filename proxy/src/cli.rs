@@ -22,7 +22,8 @@ pub const VERSION: &str = concat!(
     "keep-alive hints, fresh-connection retries, response Date kept, brotli stream end, ",
     "body filter at the end of every body, prepared header names, TLS minimum version, ",
     "forwarding fields over HTTP/2 upstreams, client certificate subject, ALPN list, ",
-    "small buffers for idle upgraded connections, a small connection task"
+    "small buffers for idle upgraded connections, a small connection task, ",
+    "idle keep-alive connections without request state"
 );
 
 /// Command-line arguments.

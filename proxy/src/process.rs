@@ -193,4 +193,13 @@ pub fn apply_client_limits(config: &Config) {
         Some(s.keepalive_timeout),
         s.max_request_header_bytes,
     );
+    // A keep-alive connection idle for a second gives back its request future and head buffer
+    // (vendored pingora-core, README section 14): an idle connection then holds a few KiB
+    // instead of about 20. Sooner would cost a box per request on connections that send a
+    // request every few hundred milliseconds; the cap is Pingora's shutdown pause (1 s).
+    pingora::protocols::http::v1::server::set_keepalive_release(Some(KEEPALIVE_RELEASE));
 }
+
+/// How long a keep-alive connection waits for its next request before it gives back the memory
+/// of its request state (see [`apply_client_limits`]).
+const KEEPALIVE_RELEASE: std::time::Duration = std::time::Duration::from_secs(1);

@@ -293,3 +293,84 @@ async fn client_limits_reload_and_max_connections_needs_a_restart() {
         .await;
     assert!(line.contains("restart"), "{line}");
 }
+
+/// Read one response from a kept-alive connection: its head (lower-cased) and body.
+async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("a response within 5 s")
+            .unwrap();
+        assert!(n > 0, "closed before a response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse().unwrap())
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed inside a body");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    assert_eq!(body.len(), len, "nothing after the body: {head}");
+    (head, body)
+}
+
+/// Issue 18: a keep-alive connection that has waited a second for its next request gives back
+/// its request state and waits with its socket alone (vendored pingora-core, README section
+/// 14). Whatever comes next must be served as before: a request in one write, a head split over
+/// writes; the keep-alive timeout still counts from the last response;
+/// and during the SIGTERM drain such a connection's request is answered with `close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keepalive_connection_idle_past_its_release_serves_and_closes_as_before() {
+    let (bs, s) = sluice("keepalive_timeout_ms = 3000\ndrain_delay_ms = 3000").await;
+    let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&get("/ping?n=1")).await.unwrap();
+    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+
+    // Past the release (1 s): one request in one write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.write_all(&get("/ping?n=2")).await.unwrap();
+    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+
+    // Past it again: a head whose first bytes come alone.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    c.write_all(b"GE").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.write_all(b"T /ping?n=3 HTTP/1.1\r\nHo").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    c.write_all(b"st: x\r\n\r\n").await.unwrap();
+    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+
+    assert_eq!(served(&bs, "/ping").get("b1"), Some(&3));
+
+    // The keep-alive timeout (3 s) counts from the last response, across the release.
+    let (text, took) = read_until_closed(&mut c, Duration::from_secs(8)).await;
+    assert_eq!(text, "");
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+
+    // A released connection during the drain: its request is answered, with `close`.
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&get("/ping")).await.unwrap();
+    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    s.signal("TERM");
+    s.wait_log(&["drain_delay"], Duration::from_secs(5)).await;
+    c.write_all(&get("/ping")).await.unwrap();
+    let (head, _) = read_response(&mut c).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+}

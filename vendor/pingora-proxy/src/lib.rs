@@ -115,7 +115,7 @@ pub type ProcessCustomSession<SV, C> = Arc<
 
 /// SLUICE PATCH: how long idle keep-alive connections may still send one last request (served
 /// with `Connection: close`) after a graceful shutdown began. See `http_cleanup`.
-pub const KEEPALIVE_CLOSE_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+pub const KEEPALIVE_CLOSE_PAUSE: std::time::Duration = pingora_core::apps::KEEPALIVE_CLOSE_PAUSE;
 
 /// Shutdown [`Notify`] sharded by worker thread.
 ///

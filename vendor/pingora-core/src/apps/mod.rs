@@ -148,6 +148,17 @@ impl HttpPersistentSettings {
         self.pipelined_prefix = Some(prefix);
     }
 
+    /// SLUICE PATCH (idle keep-alive connections): whether bytes of the next request are
+    /// already here.
+    pub fn has_pipelined_prefix(&self) -> bool {
+        self.pipelined_prefix.is_some()
+    }
+
+    /// SLUICE PATCH (idle keep-alive connections): the previous session's keep-alive timeout.
+    pub fn keepalive_timeout(&self) -> Option<u64> {
+        self.keepalive_timeout
+    }
+
     pub fn apply_to_session(self, session: &mut ServerSession) {
         let Self {
             keepalive_timeout,
@@ -313,48 +324,54 @@ where
             }
         }
         if h2c || matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            // create a shared connection digest
-            let digest = Arc::new(Digest {
-                ssl_digest: stream.get_ssl_digest(),
-                // TODO: log h2 handshake time
-                timing_digest: stream.get_timing_digest(),
-                proxy_digest: stream.get_proxy_digest(),
-                socket_digest: stream.get_socket_digest(),
-            });
+            // SLUICE PATCH (a small connection future): the HTTP/2 handshake and accept loop
+            // are boxed, so that this future (allocated for every connection's life) is not
+            // sized for them.
+            Box::pin(async move {
+                // create a shared connection digest
+                let digest = Arc::new(Digest {
+                    ssl_digest: stream.get_ssl_digest(),
+                    // TODO: log h2 handshake time
+                    timing_digest: stream.get_timing_digest(),
+                    proxy_digest: stream.get_proxy_digest(),
+                    socket_digest: stream.get_socket_digest(),
+                });
 
-            let h2_options = self.h2_options();
-            let h2_conn = match server::handshake(stream, h2_options).await {
-                Err(e) => {
-                    error!("H2 handshake error {e}");
-                    return None;
-                }
-                Ok(c) => c,
-            };
+                let h2_options = self.h2_options();
+                let h2_conn = match server::handshake(stream, h2_options).await {
+                    Err(e) => {
+                        error!("H2 handshake error {e}");
+                        return;
+                    }
+                    Ok(c) => c,
+                };
 
-            // The accept-loop body — including the graceful-shutdown state
-            // machine — lives in `server::accept_downstream_sessions` so that
-            // the same code path is exercised by tests in `protocols::http::v2`.
-            let app = self.clone();
-            let shutdown_for_session = shutdown.clone();
-            let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
-            server::accept_downstream_sessions(
-                h2_conn,
-                digest,
-                shutdown.clone(),
-                h2_idle_timeout,
-                |h2_stream, guard| {
-                    let app = app.clone();
-                    let shutdown = shutdown_for_session.clone();
-                    pingora_runtime::current_handle().spawn(async move {
-                        // hold `guard` for the session's lifetime so the accept
-                        // loop's idle timeout sees this connection as busy.
-                        let _guard = guard;
-                        // Note, `PersistentSettings` not currently relevant for h2
-                        app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
-                            .await;
-                    });
-                },
-            )
+                // The accept-loop body — including the graceful-shutdown state
+                // machine — lives in `server::accept_downstream_sessions` so that
+                // the same code path is exercised by tests in `protocols::http::v2`.
+                let app = self.clone();
+                let shutdown_for_session = shutdown.clone();
+                let h2_idle_timeout = self.server_options().and_then(|o| o.h2_idle_timeout);
+                server::accept_downstream_sessions(
+                    h2_conn,
+                    digest,
+                    shutdown.clone(),
+                    h2_idle_timeout,
+                    |h2_stream, guard| {
+                        let app = app.clone();
+                        let shutdown = shutdown_for_session.clone();
+                        pingora_runtime::current_handle().spawn(async move {
+                            // hold `guard` for the session's lifetime so the accept
+                            // loop's idle timeout sees this connection as busy.
+                            let _guard = guard;
+                            // Note, `PersistentSettings` not currently relevant for h2
+                            app.process_new_http(ServerSession::new_http2(h2_stream), &shutdown)
+                                .await;
+                        });
+                    },
+                )
+                .await;
+            })
             .await;
         } else if custom || matches!(stream.selected_alpn_proto(), Some(ALPN::Custom(_))) {
             return self.clone().process_custom_session(stream, shutdown).await;
@@ -373,16 +390,31 @@ where
                     .and_then(|opts| opts.keepalive_request_limit),
             );
 
-            // SLUICE PATCH (no box per request): see `process_new_http_unboxed`.
-            let mut result = self.process_new_http_unboxed(session, shutdown).await;
-            while let Some((stream, persistent_settings)) = result.map(|r| r.consume()) {
-                let mut session = ServerSession::new_http1(stream);
+            // SLUICE PATCH (idle keep-alive connections hold no request state): requests are
+            // served by a boxed run of the keep-alive loop (`serve_http1_run`), which holds
+            // the request future inline (no box per request, see `process_new_http_unboxed`)
+            // and ends when the connection has been idle for `keepalive_release()`. The
+            // connection then waits here for its next request with nothing but its socket, and
+            // a new run starts when bytes arrive.
+            loop {
+                let idle = Box::pin(serve_http1_run(self, session, shutdown)).await;
+                let (mut stream, persistent_settings, wait) = idle?;
+                crate::protocols::http::v1::server::run_keepalive_release_hook();
+                stream.idle_write_buffer(true);
+                let prefix = match wait_for_request(&mut stream, wait, Some(shutdown)).await {
+                    NextRequest::Bytes(bytes) => Some(bytes),
+                    NextRequest::Unsupported => None,
+                    NextRequest::TimedOut | NextRequest::Closed => return None,
+                };
+                stream.idle_write_buffer(false);
+                session = ServerSession::new_http1(stream);
                 session.set_reused_connection();
                 if let Some(persistent_settings) = persistent_settings {
                     persistent_settings.apply_to_session(&mut session);
                 }
-
-                result = self.process_new_http_unboxed(session, shutdown).await;
+                if let Some(prefix) = prefix {
+                    session.set_pipelined_prefix(prefix);
+                }
             }
         }
         None
@@ -391,6 +423,124 @@ where
     async fn cleanup(&self) {
         self.http_cleanup().await;
     }
+}
+
+/// SLUICE PATCH (idle keep-alive connections hold no request state): how long an idle
+/// connection may still wait, after a service began shutting down, for a request that may
+/// already be on the wire (the request is answered with `Connection: close`); the same pause as
+/// `pingora_proxy::KEEPALIVE_CLOSE_PAUSE`.
+pub const KEEPALIVE_CLOSE_PAUSE: Duration = Duration::from_secs(1);
+
+/// SLUICE PATCH: what a run of the HTTP/1 keep-alive loop leaves when its connection has gone
+/// idle: the stream, the settings for its next session, and how much longer it may wait for
+/// that session's request (`None`: no limit).
+type IdleHttp1 = (Stream, Option<HttpPersistentSettings>, Option<Duration>);
+
+/// SLUICE PATCH: the next request's first bytes, or why there are none.
+enum NextRequest {
+    Bytes(BytesMut),
+    /// The stream cannot wait without its reader: the session's `read_request` waits.
+    Unsupported,
+    TimedOut,
+    Closed,
+}
+
+/// SLUICE PATCH: wait for the next request's first bytes holding nothing but the stream, for at
+/// most `limit`. With `shutdown` (idle waits longer than [`KEEPALIVE_CLOSE_PAUSE`]), a service
+/// shutting down ends the wait after that pause.
+async fn wait_for_request(
+    stream: &mut Stream,
+    limit: Option<Duration>,
+    shutdown: Option<&ShutdownWatch>,
+) -> NextRequest {
+    use crate::protocols::http::v1::server::REQUEST_HEAD_BUF_SIZE;
+    let mut read = std::future::poll_fn(|cx| stream.poll_read_idle(cx, REQUEST_HEAD_BUF_SIZE));
+    let read_result = |r: Option<std::io::Result<BytesMut>>| match r {
+        None => NextRequest::Unsupported,
+        Some(Ok(buf)) if !buf.is_empty() => NextRequest::Bytes(buf),
+        Some(Ok(_)) => NextRequest::Closed,
+        Some(Err(e)) => {
+            debug!("read error while idle: {e}");
+            NextRequest::Closed
+        }
+    };
+    let sleep = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    let Some(shutdown) = shutdown else {
+        return tokio::select! {
+            biased;
+            r = &mut read => read_result(r),
+            _ = sleep => NextRequest::TimedOut,
+        };
+    };
+    let mut shutdown = shutdown.clone();
+    let shutting_down = async {
+        if !*shutdown.borrow_and_update() {
+            // An error (the sender gone) counts as shutting down too.
+            let _ = shutdown.changed().await;
+        }
+        tokio::time::sleep(KEEPALIVE_CLOSE_PAUSE).await;
+    };
+    tokio::select! {
+        biased;
+        r = &mut read => read_result(r),
+        _ = sleep => NextRequest::TimedOut,
+        _ = shutting_down => NextRequest::Closed,
+    }
+}
+
+/// SLUICE PATCH: a run of the HTTP/1 keep-alive loop, from `session` on: each request's future
+/// inline (no box per request), until the connection closes (`None`) or has waited
+/// `keepalive_release()` for its next request (`Some`, to wait on outside this future).
+async fn serve_http1_run<T>(
+    app: &Arc<T>,
+    session: ServerSession,
+    shutdown: &ShutdownWatch,
+) -> Option<IdleHttp1>
+where
+    T: HttpServerApp + Send + Sync + 'static,
+{
+    use crate::protocols::http::v1::server::{keepalive_release, keepalive_wait};
+    // SLUICE PATCH (no box per request): see `process_new_http_unboxed`.
+    let mut result = app.process_new_http_unboxed(session, shutdown).await;
+    while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+        let mut prefix = None;
+        let settings = persistent_settings.as_ref();
+        if let (Some(release), false, Some(total)) = (
+            keepalive_release(),
+            settings.is_some_and(|s| s.has_pipelined_prefix()),
+            keepalive_wait(settings.and_then(|s| s.keepalive_timeout())),
+        ) {
+            // This wait does not watch for shutdown: it is at most `KEEPALIVE_CLOSE_PAUSE` (see
+            // `set_keepalive_release`), as long as a shutdown lets an idle connection wait.
+            let limit = total.map_or(release, |t| t.min(release));
+            match wait_for_request(&mut stream, Some(limit), None).await {
+                NextRequest::Bytes(bytes) => prefix = Some(bytes),
+                NextRequest::Unsupported => {}
+                NextRequest::Closed => return None,
+                NextRequest::TimedOut => match total {
+                    _ if *shutdown.borrow() => return None,
+                    Some(t) if t <= limit => return None,
+                    Some(t) => return Some((stream, persistent_settings, Some(t - limit))),
+                    None => return Some((stream, persistent_settings, None)),
+                },
+            }
+        }
+        let mut session = ServerSession::new_http1(stream);
+        session.set_reused_connection();
+        if let Some(persistent_settings) = persistent_settings {
+            persistent_settings.apply_to_session(&mut session);
+        }
+        if let Some(prefix) = prefix {
+            session.set_pipelined_prefix(prefix);
+        }
+        result = app.process_new_http_unboxed(session, shutdown).await;
+    }
+    None
 }
 
 #[cfg(test)]

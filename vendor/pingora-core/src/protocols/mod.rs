@@ -79,6 +79,24 @@ pub trait Peek {
     async fn try_peek(&mut self, _buf: &mut [u8]) -> std::io::Result<bool> {
         Ok(false)
     }
+
+    /// SLUICE PATCH (idle keep-alive connections hold no request state): wait, holding no
+    /// buffer, until the peer sends something, then read what has arrived into a buffer of
+    /// `capacity` allocated only then. An empty buffer means the peer closed. `Ready(None)`: this
+    /// stream cannot wait this way (the default; a TLS stream buffers on its own), and the caller
+    /// reads as before. Cancel safe: nothing is read until the result is `Ready`.
+    fn poll_read_idle(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+        _capacity: usize,
+    ) -> std::task::Poll<Option<std::io::Result<bytes::BytesMut>>> {
+        std::task::Poll::Ready(None)
+    }
+
+    /// SLUICE PATCH (idle keep-alive connections hold no request state): give back an empty
+    /// write buffer before a long idle wait (`true`) and allocate it again after (`false`).
+    /// The default does nothing.
+    fn idle_write_buffer(&mut self, _idle: bool) {}
 }
 
 use std::any::Any;

@@ -87,6 +87,62 @@ fn keepalive_idle_limit() -> Option<Duration> {
     (t > 0).then(|| Duration::from_millis(t))
 }
 
+/// `u64::MAX`: off (stock); otherwise milliseconds.
+static KEEPALIVE_RELEASE_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// SLUICE PATCH (idle keep-alive connections hold no request state): a keep-alive connection
+/// that has waited `after` for its next request gives back the memory of its request future and
+/// head buffer, and waits on with nothing but its socket (see `apps::ServerApp::process_new`).
+/// `None` (the default) keeps stock behaviour: the wait happens inside the request future.
+/// Applies to streams that can wait that way (plain TCP and Unix sockets). `after` is capped at
+/// [`crate::apps::KEEPALIVE_CLOSE_PAUSE`] (1 s): that wait does not watch for shutdown. May be
+/// called again at any time.
+pub fn set_keepalive_release(after: Option<Duration>) {
+    let cap = crate::apps::KEEPALIVE_CLOSE_PAUSE.as_millis() as u64;
+    let ms = after.map_or(u64::MAX, |d| (d.as_millis() as u64).min(cap));
+    KEEPALIVE_RELEASE_MS.store(ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+static KEEPALIVE_RELEASE_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// SLUICE PATCH (idle keep-alive connections hold no request state): a function called, on the
+/// connection's thread, each time a keep-alive connection has given back its request state (at
+/// most once per connection per idle period, never per request): e.g. to have the allocator
+/// return the freed memory to the system. The first call sets it.
+pub fn set_keepalive_release_hook(hook: fn()) {
+    let _ = KEEPALIVE_RELEASE_HOOK.set(hook);
+}
+
+pub(crate) fn run_keepalive_release_hook() {
+    if let Some(hook) = KEEPALIVE_RELEASE_HOOK.get() {
+        hook();
+    }
+}
+
+/// SLUICE PATCH: the setting of [`set_keepalive_release`].
+pub fn keepalive_release() -> Option<Duration> {
+    let ms = KEEPALIVE_RELEASE_MS.load(std::sync::atomic::Ordering::Relaxed);
+    (ms != u64::MAX).then(|| Duration::from_millis(ms))
+}
+
+/// SLUICE PATCH: how long a reused connection whose session had `keepalive_timeout` (as
+/// [`HttpSession::get_keepalive_timeout`] gives it: `None` off, `Some(0)` no limit) waits for
+/// its next request: `None` it is not reused, `Some(None)` without limit. The same rule as the
+/// keep-alive wait in `read_request`.
+pub fn keepalive_wait(keepalive_timeout: Option<u64>) -> Option<Option<Duration>> {
+    match keepalive_timeout {
+        None => None,
+        Some(0) => Some(keepalive_idle_limit()),
+        Some(sec) => Some(Some(
+            keepalive_idle_limit().unwrap_or(Duration::from_secs(sec)),
+        )),
+    }
+}
+
+/// SLUICE PATCH: the capacity of a request head buffer when it is first allocated.
+pub const REQUEST_HEAD_BUF_SIZE: usize = INIT_HEADER_BUF_SIZE;
+
 /// Tracks which writer is currently processing a task.
 ///
 /// This enables resuming writes after cancellation. Each variant stores the
