@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# Sluice vs nginx vs HAProxy vs direct-to-backend, under the same oha load.
+# Sluice vs nginx vs HAProxy vs the Pingora floor vs direct-to-backend, under the same load.
 #
-# Builds release binaries, starts one backend-sample, and puts nginx (1 worker), HAProxy (1 thread),
-# both configured to forward the same header fields Sluice does, nginx without those rules
-# (nginx_bare), Sluice (1 thread) and the Pingora floor (proxy/examples/pingora_floor.rs: the smallest Pingora
-# proxy, built on the same vendored Pingora, 1 thread) in front of it, each with upstream
-# keep-alive sized to the client concurrency. Runs ROUNDS interleaved rounds of `oha -z DURATION -c CONNS` against each target,
-# then reports medians of req/s, p50 and p99, each proxy's peak RSS, and the Sluice/nginx and
-# Sluice/HAProxy ratios. Results go to benches/results/proxy-<UTC time>.json.
+# Builds release binaries and puts nginx, HAProxy (both configured to forward the same header
+# fields Sluice does), nginx without those rules (nginx_bare), Sluice and the Pingora floor
+# (proxy/examples/pingora_floor.rs: the smallest Pingora proxy, built on the same vendored
+# Pingora) in front of one backend, each with upstream keep-alive sized to the client
+# concurrency. Runs ROUNDS interleaved rounds of load against each target, then reports medians
+# of req/s, p50/p99/p99.9 latency and each proxy's CPU per request and peak RSS, with Sluice's
+# ratios to the others. Results go to benches/results/proxy[-scenario][-mode]-<UTC time>.json.
 #
-# Usage: benches/proxy.sh [--duration 10s] [--conns 64] [--rounds 5] [--path /ping]
+# Usage: benches/proxy.sh [--mode pinned|unpinned] [--threads 1] [--duration 10s] [--conns 64]
+#                         [--rounds 5] [--path /ping] [--rate auto|N|0]
 #                         [--baseline OLD_SLUICE_BINARY] [--scenario plain|rules|gzip]
+# --mode pinned (the default on a machine with 2 or more cores and --threads 1): each proxy on
+#   core 1 alone (`taskset -c 1`), the load generator (wrk -t1) and a static nginx backend
+#   (`return 200`, 1 worker) on core 0, so that a proxy's req/s is what one core of it does and
+#   the backend costs little. Then a fixed-rate latency run: oha -q RATE on core 0 against each
+#   target (RATE: half nginx's median req/s of the pinned rounds, or --rate N; --rate 0 skips
+#   it), reporting p50/p99/p99.9 where a tail is not queueing behind a saturated core.
+# --mode unpinned: everything shares the cores, oha as the load generator and backend-sample
+#   (tokio, 2 workers) as the backend (the figures in docs/benchmarks.md before 2026-12-03).
+# --threads N (unpinned only): Sluice threads = N, nginx N workers, HAProxy nbthread N, the
+#   floor N threads: the scaling run is --mode unpinned --threads 2.
 # --scenario rules: nginx and Sluice both apply a realistic rule set on /app/ (5 header rules,
 #   security headers, a rewrite, a body limit) and only those two (and --baseline) are measured;
 #   the path defaults to /app/ping. --scenario gzip: both gzip (level 1, nginx's default) a
@@ -18,13 +29,17 @@
 #   /json/10240. Each reports sluice_over_nginx_rps and the CPU ratio for the same work.
 # --baseline adds a second Sluice (target `baseline`, e.g. a build of the commit before a change)
 # with the same config, measured in the same interleaved rounds, and its ratios to the floor.
-# Installs nginx and haproxy from apt and oha with cargo when missing. Traffic stays on 127.0.0.1.
+# Installs nginx, haproxy and wrk from apt and oha with cargo when missing. Traffic stays on
+# 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=5 URLPATH="" THREADS=1 BASELINE="" SCENARIO=plain
+DURATION=10s CONNS=64 ROUNDS=5 URLPATH="" THREADS=1 BASELINE="" SCENARIO=plain MODE="" RATE=auto
 while [ $# -gt 0 ]; do
   case "$1" in
+    --mode) MODE=$2; shift 2 ;;
+    --threads) THREADS=$2; shift 2 ;;
+    --rate) RATE=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -34,6 +49,18 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
+if [ -z "$MODE" ]; then
+  if [ "$(nproc)" -ge 2 ] && [ "$THREADS" = 1 ]; then MODE=pinned; else MODE=unpinned; fi
+fi
+case "$MODE" in
+  pinned) [ "$THREADS" = 1 ] || { echo "--mode pinned measures one thread per proxy; use --mode unpinned --threads $THREADS" >&2; exit 2; }
+          [ "$(nproc)" -ge 2 ] || { echo "--mode pinned needs 2 cores" >&2; exit 2; } ;;
+  unpinned) ;;
+  *) echo "unknown mode $MODE (pinned, unpinned)" >&2; exit 2 ;;
+esac
+# Who runs where: in pinned mode the proxies on core 1, the backend and the load on core 0.
+PROXY_CPU=() LOAD_CPU=()
+if [ "$MODE" = pinned ]; then PROXY_CPU=(taskset -c 1) LOAD_CPU=(taskset -c 0); fi
 
 OHA_HEADERS=()
 case "$SCENARIO" in
@@ -43,7 +70,7 @@ case "$SCENARIO" in
   *) echo "unknown scenario $SCENARIO (plain, rules, gzip)" >&2; exit 2 ;;
 esac
 
-scripts/install-deps.sh nginx haproxy
+scripts/install-deps.sh nginx haproxy wrk
 command -v oha >/dev/null 2>&1 || cargo install oha --locked
 cargo build --release --locked -p sluice -p backend-sample
 cargo build --release --locked -p sluice --example pingora_floor
@@ -53,8 +80,44 @@ source benches/lib.sh
 BACKEND=$(free_port); NGINX=$(free_port); NGINX_BARE=$(free_port); HAPROXY=$(free_port); SLUICE=$(free_port); FLOOR=$(free_port)
 KEEPALIVE=$((CONNS * 2))
 
-target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>"$work/backend.log" &
-pids+=($!)
+if [ "$MODE" = pinned ]; then
+  # A static backend that costs little: nginx answering from its config. /echo shows the
+  # forwarded fields the checks below compare; /json/10240 is backend-sample's body, saved.
+  mkdir -p "$work/json"
+  tmp_port=$(free_port)
+  target/release/backend-sample --listen "127.0.0.1:$tmp_port" --id b1 2>/dev/null &
+  tmp_pid=$!
+  wait_port "$tmp_port"
+  curl -sf "http://127.0.0.1:$tmp_port/json/10240" -o "$work/json/10240"
+  kill "$tmp_pid"; wait "$tmp_pid" 2>/dev/null || true
+  echo_fields=""
+  for h in host x-forwarded-for x-forwarded-host x-forwarded-proto x-real-ip x-request-id x-env x-client-ip x-debug; do
+    echo_fields+="${echo_fields:+,}\"$h\":\"\$http_${h//-/_}\""
+  done
+  cat >"$work/backend.conf" <<NGX
+worker_processes 1;
+pid $work/backend.pid;
+error_log $work/backend-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server {
+    listen 127.0.0.1:$BACKEND;
+    default_type text/plain;
+    add_header X-Backend-Id b1;
+    location = /echo { default_type application/json; return 200 '{"path":"\$uri","headers":{$echo_fields}}'; }
+    location /json/ { default_type application/json; alias $work/json/; }
+    location / { return 200 "pong"; }
+  }
+}
+NGX
+  "${LOAD_CPU[@]}" nginx -c "$work/backend.conf" -g 'daemon off;' &
+  pids+=($!); BACKEND_PID=$!
+else
+  target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>"$work/backend.log" &
+  pids+=($!); BACKEND_PID=$!
+fi
 
 # nginx and HAProxy are configured as an operator fronting a service with them would, doing the
 # work Sluice does on every request: keep Host, append X-Forwarded-For, set X-Real-IP,
@@ -105,7 +168,7 @@ nginx_conf() { # nginx_conf PORT HEADERS(0|1)
   gzip_types application/json;"
   fi
   cat <<NGX
-worker_processes 1;
+worker_processes $THREADS;
 pid $work/nginx-$1.pid;
 error_log $work/nginx-$1-error.log warn;
 events { worker_connections 4096; }
@@ -125,15 +188,15 @@ http {
 NGX
 }
 nginx_conf "$NGINX" 1 >"$work/nginx.conf"
-nginx -c "$work/nginx.conf" -g 'daemon off;' &
+"${PROXY_CPU[@]}" nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!); NGINX_PID=$!
 nginx_conf "$NGINX_BARE" 0 >"$work/nginx-bare.conf"
-nginx -c "$work/nginx-bare.conf" -g 'daemon off;' &
+"${PROXY_CPU[@]}" nginx -c "$work/nginx-bare.conf" -g 'daemon off;' &
 pids+=($!); NGINX_BARE_PID=$!
 
 cat >"$work/haproxy.cfg" <<HAP
 global
-  nbthread 1
+  nbthread $THREADS
   maxconn 4096
 defaults
   mode http
@@ -154,7 +217,7 @@ frontend fe
 backend be
   server b1 127.0.0.1:$BACKEND
 HAP
-haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
+"${PROXY_CPU[@]}" haproxy -db -f "$work/haproxy.cfg" 2>"$work/haproxy.log" &
 pids+=($!); HAPROXY_PID=$!
 
 cat >"$work/sluice.toml" <<SLC
@@ -186,17 +249,17 @@ SLC
   ;;
   gzip) echo 'compression = { algorithms = ["gzip"], min_bytes = 1024, types = ["application/json"] }' >>"$work/sluice.toml" ;;
 esac
-RUST_LOG=warn target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
+RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
 pids+=($!); SLUICE_PID=$!
 BASE_PORT=""
 if [ -n "$BASELINE" ]; then
   BASE_PORT=$(free_port)
   sed "s/127.0.0.1:$SLUICE\"/127.0.0.1:$BASE_PORT\"/" "$work/sluice.toml" >"$work/baseline.toml"
-  RUST_LOG=warn "$BASELINE" --config "$work/baseline.toml" 2>"$work/baseline.log" &
+  RUST_LOG=warn "${PROXY_CPU[@]}" "$BASELINE" --config "$work/baseline.toml" 2>"$work/baseline.log" &
   pids+=($!); BASE_PID=$!
 fi
 
-target/release/examples/pingora_floor "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND" "$THREADS" "$KEEPALIVE" \
+"${PROXY_CPU[@]}" target/release/examples/pingora_floor "127.0.0.1:$FLOOR" "127.0.0.1:$BACKEND" "$THREADS" "$KEEPALIVE" \
   2>"$work/floor.log" &
 pids+=($!); FLOOR_PID=$!
 
@@ -231,11 +294,22 @@ oha --help 2>&1 | grep -q -- '--output-format' || oha_json_flag="--json"
 
 declare -A PORT=([direct]=$BACKEND [nginx]=$NGINX [nginx_bare]=$NGINX_BARE [haproxy]=$HAPROXY [sluice]=$SLUICE [floor]=$FLOOR)
 targets=(direct nginx nginx_bare haproxy sluice floor)
-# Whose CPU time each round is charged to: the proxy's (nginx: its worker), or for direct the
+# Whose CPU time each round is charged to: the proxy's (nginx: its workers), or for direct the
 # backend's. CPU per request is steadier than req/s on a shared machine.
-NGINX_WORKER=$(pgrep -P "$NGINX_PID" | head -1 || echo "$NGINX_PID")
-NGINX_BARE_WORKER=$(pgrep -P "$NGINX_BARE_PID" | head -1 || echo "$NGINX_BARE_PID")
-declare -A CPU_PID=([direct]=${pids[0]} [nginx]=$NGINX_WORKER [nginx_bare]=$NGINX_BARE_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
+workers() { # the children of an nginx master (its workers), comma-separated
+  local w=""
+  for _ in $(seq 1 100); do
+    w=$(pgrep -P "$1" | paste -sd, || true)
+    [ -n "$w" ] && break
+    sleep 0.05
+  done
+  echo "${w:-$1}"
+}
+NGINX_WORKER=$(workers "$NGINX_PID")
+NGINX_BARE_WORKER=$(workers "$NGINX_BARE_PID")
+BACKEND_CPU=$BACKEND_PID
+[ "$MODE" = pinned ] && BACKEND_CPU=$(workers "$BACKEND_PID")
+declare -A CPU_PID=([direct]=$BACKEND_CPU [nginx]=$NGINX_WORKER [nginx_bare]=$NGINX_BARE_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
 if [ "$SCENARIO" != plain ]; then
   # Only nginx does the same work as Sluice here.
   targets=(nginx sluice)
@@ -273,31 +347,86 @@ fi
 if [ -n "$BASELINE" ]; then
   targets+=(baseline); PORT[baseline]=$BASE_PORT; CPU_PID[baseline]=$BASE_PID
 fi
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+cpu_ticks() { # user + system ticks of a comma-separated list of processes
+  local t=0 p
+  for p in ${1//,/ }; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+# wrk (pinned mode: a load generator that leaves core 0 room for the backend) writes its summary
+# as JSON through this script.
+cat >"$work/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local f = io.open(os.getenv("WRK_OUT"), "w")
+  f:write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,' ..
+    '"p50_us":%d,"p99_us":%d,"p999_us":%d}\n', summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50),
+    latency:percentile(99), latency:percentile(99.9)))
+  f:close()
+end
+LUA
+WRK_HEADERS=()
+[ ${#OHA_HEADERS[@]} -eq 0 ] || WRK_HEADERS=(-H "${OHA_HEADERS[1]}")
+load() { # load TARGET OUT_PREFIX DURATION: one run of the throughput load, CPU counted
+  local t=$1 out=$2 d=$3 before
+  before=$(cpu_ticks "${CPU_PID[$t]}")
+  if [ "$MODE" = pinned ]; then
+    WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
+      "${WRK_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
+  else
+    oha -z "$d" -c "$CONNS" --no-tui $oha_json_flag "${OHA_HEADERS[@]}" \
+      "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$out.oha.json"
+  fi
+  echo $(($(cpu_ticks "${CPU_PID[$t]}") - before)) >"$out.cpu"
+}
 echo "warming up"
-for t in "${targets[@]}"; do
-  oha -z 2s -c "$CONNS" --no-tui $oha_json_flag "${OHA_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
-done
+for t in "${targets[@]}"; do load "$t" "$work/warm-$t" 2s; done
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${targets[@]}"; do
     echo "round $r/$ROUNDS: $t"
-    before=$(cpu_ticks "${CPU_PID[$t]}")
-    oha -z "$DURATION" -c "$CONNS" --no-tui $oha_json_flag "${OHA_HEADERS[@]}" \
-      "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$work/$t-$r.json"
-    echo $(($(cpu_ticks "${CPU_PID[$t]}") - before)) >"$work/$t-$r.cpu"
+    load "$t" "$work/$t-$r" "$DURATION"
   done
 done
 
-# nginx's worker is the child of its master; report the worker's peak.
-hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# The fixed-rate latency run (pinned mode): every target at the same request rate, about half
+# what nginx sustains on its core, so that the tails are the proxy's, not a queue's.
+LAT_RATE=0
+if [ "$MODE" = pinned ] && [ "$RATE" != 0 ]; then
+  if [ "$RATE" = auto ]; then
+    LAT_RATE=$(python3 - "$work" "$ROUNDS" <<'PY'
+import json, statistics, sys
+work, rounds = sys.argv[1], int(sys.argv[2])
+rps = [json.load(open(f"{work}/nginx-{r}.wrk.json")) for r in range(1, rounds + 1)]
+print(int(statistics.median(d["requests"] / (d["duration_us"] / 1e6) for d in rps) / 2))
+PY
+)
+  else
+    LAT_RATE=$RATE
+  fi
+  for r in $(seq 1 "$ROUNDS"); do
+    for t in "${targets[@]}"; do
+      [ "$t" = direct ] && continue
+      echo "latency round $r/$ROUNDS at $LAT_RATE req/s: $t"
+      before=$(cpu_ticks "${CPU_PID[$t]}")
+      "${LOAD_CPU[@]}" oha -z "$DURATION" -c "$CONNS" -q "$LAT_RATE" --latency-correction --no-tui \
+        $oha_json_flag "${OHA_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$work/lat-$t-$r.oha.json"
+      echo $(($(cpu_ticks "${CPU_PID[$t]}") - before)) >"$work/lat-$t-$r.cpu"
+    done
+  done
+fi
+
+# nginx's workers are the children of its master; report the sum of the workers' peaks.
+hwm() { local t=0 p; for p in ${1//,/ }; do t=$((t + $(awk '/VmHWM/ {print $2}' "/proc/$p/status"))); done; echo "$t"; }
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 suffix=""; [ "$SCENARIO" = plain ] || suffix="-$SCENARIO"
+suffix+="-$MODE"; [ "$THREADS" = 1 ] || suffix+="-threads$THREADS"
 out="benches/results/proxy$suffix-$stamp.json"
 python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$URLPATH" "$SCENARIO" \
   "$(hwm "$NGINX_WORKER")" "$(hwm "$NGINX_BARE_WORKER")" "$(hwm "$HAPROXY_PID")" "$(hwm "$SLUICE_PID")" "$(hwm "$FLOOR_PID")" \
-  "$(getconf CLK_TCK)" "${BASE_PID:+$(hwm "$BASE_PID")}" <<'PY'
+  "$(getconf CLK_TCK)" "${BASE_PID:+$(hwm "$BASE_PID")}" "$MODE" "$THREADS" "$LAT_RATE" <<'PY'
 import json, statistics, sys, platform, os
-work, rounds, out, duration, conns, path, scenario, rss_nginx, rss_nginx_bare, rss_haproxy, rss_sluice, rss_floor, tck, rss_base = sys.argv[1:]
+work, rounds, out, duration, conns, path, scenario, rss_nginx, rss_nginx_bare, rss_haproxy, rss_sluice, rss_floor, tck, rss_base, mode, threads, lat_rate = sys.argv[1:]
+threads, lat_rate = int(threads), int(lat_rate)
 tck = int(tck)
 rounds = int(rounds)
 rss = {"direct": None, "nginx": int(rss_nginx), "nginx_bare": int(rss_nginx_bare), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
@@ -308,33 +437,50 @@ if scenario != "plain":
 if rss_base:
     rss["baseline"] = int(rss_base)
     targets.append("baseline")
+def one_run(prefix):
+    """One load run, oha's or wrk's, as req/s, latency percentiles (ms) and CPU per request."""
+    ticks = int(open(f"{prefix}.cpu").read())
+    if os.path.exists(f"{prefix}.wrk.json"):
+        d = json.load(open(f"{prefix}.wrk.json"))
+        served = d["requests"]
+        run = {"rps": served / (d["duration_us"] / 1e6), "p50_ms": d["p50_us"] / 1000,
+               "p99_ms": d["p99_us"] / 1000, "p999_ms": d["p999_us"] / 1000,
+               "non_200": d["non2xx"], "errors": d["errors"]}
+    else:
+        d = json.load(open(f"{prefix}.oha.json"))
+        s = d["summary"]
+        lat = d.get("latencyPercentiles") or d.get("latency_percentiles") or {}
+        codes = d.get("statusCodeDistribution", {})
+        served = sum(codes.values())
+        run = {"rps": s["requestsPerSec"], "p50_ms": (lat.get("p50") or 0) * 1000,
+               "p99_ms": (lat.get("p99") or 0) * 1000,
+               "p999_ms": (lat.get("p99.9") or 0) * 1000,
+               "non_200": sum(v for k, v in codes.items() if k != "200"),
+               # oha cuts the requests still in flight when -z expires; not proxy errors.
+               "errors": sum(v for k, v in d.get("errorDistribution", {}).items()
+                             if k != "aborted due to deadline")}
+    # the proxy's (for direct: the backend's) user+system CPU per answered request
+    run["cpu_us_per_req"] = ticks / tck / max(served, 1) * 1e6
+    return run
+
 res = {}
 for t in targets:
     runs = []
     for r in range(1, rounds + 1):
-        d = json.load(open(f"{work}/{t}-{r}.json"))
-        s = d["summary"]
-        lat = d.get("latencyPercentiles") or d.get("latency_percentiles") or {}
-        codes = d.get("statusCodeDistribution", {})
-        # oha cuts the requests still in flight when -z expires; those are not proxy errors.
-        errors = sum(v for k, v in d.get("errorDistribution", {}).items()
-                     if k != "aborted due to deadline")
-        served = sum(codes.values())
-        ticks = int(open(f"{work}/{t}-{r}.cpu").read())
-        runs.append({
-            "rps": s["requestsPerSec"],
-            # the proxy's (for direct: the backend's) user+system CPU per answered request
-            "cpu_us_per_req": ticks / tck / max(served, 1) * 1e6,
-            "p50_ms": (lat.get("p50") or 0) * 1000,
-            "p99_ms": (lat.get("p99") or 0) * 1000,
-            "non_200": sum(v for k, v in codes.items() if k != "200"),
-            "errors": errors,
-        })
-    med = lambda k: statistics.median(x[k] for x in runs)
+        runs.append(one_run(f"{work}/{t}-{r}"))
+    med = lambda k, rs=runs: statistics.median(x[k] for x in rs)
     res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
-              "cpu_us_per_req": med("cpu_us_per_req"),
+              "p999_ms": med("p999_ms"), "cpu_us_per_req": med("cpu_us_per_req"),
               "peak_rss_kib": rss[t], "non_200": sum(x["non_200"] for x in runs),
               "errors": sum(x["errors"] for x in runs), "runs": runs}
+    if lat_rate and t != "direct":
+        lruns = [one_run(f"{work}/lat-{t}-{r}") for r in range(1, rounds + 1)]
+        res[t]["fixed_rate"] = {"rate": lat_rate, "rps": med("rps", lruns),
+                                "p50_ms": med("p50_ms", lruns), "p99_ms": med("p99_ms", lruns),
+                                "p999_ms": med("p999_ms", lruns),
+                                "cpu_us_per_req": med("cpu_us_per_req", lruns),
+                                "errors": sum(x["errors"] + x["non_200"] for x in lruns),
+                                "runs": lruns}
 def ratio(a, b, key):
     return res[a][key] / res[b][key] if a in res and b in res and res[b][key] else None
 ratios = {
@@ -347,32 +493,56 @@ ratios = {
     "sluice_over_pingora_floor_rps": ratio("sluice", "floor", "rps"),
     "sluice_cpu_over_nginx_cpu": ratio("sluice", "nginx", "cpu_us_per_req"),
     "sluice_cpu_over_pingora_floor_cpu": ratio("sluice", "floor", "cpu_us_per_req"),
+    "sluice_cpu_over_haproxy_cpu": ratio("sluice", "haproxy", "cpu_us_per_req"),
+    "sluice_p99_over_pingora_floor_p99": ratio("sluice", "floor", "p99_ms"),
 }
+def fixed(a, b, key):
+    fa, fb = res.get(a, {}).get("fixed_rate"), res.get(b, {}).get("fixed_rate")
+    return fa[key] / fb[key] if fa and fb and fb[key] else None
+for other in ("nginx", "haproxy", "floor"):
+    for key in ("p50_ms", "p99_ms", "p999_ms"):
+        ratios[f"fixed_rate_sluice_{key[:-3]}_over_{other}"] = fixed("sluice", other, key)
 ratios = {k: v for k, v in ratios.items() if v is not None}
 if "baseline" in res:
     ratios["baseline_over_pingora_floor_rps"] = res["baseline"]["rps"] / res["floor"]["rps"]
     ratios["baseline_cpu_over_pingora_floor_cpu"] = res["baseline"]["cpu_us_per_req"] / res["floor"]["cpu_us_per_req"]
     ratios["sluice_cpu_over_baseline_cpu"] = res["sluice"]["cpu_us_per_req"] / res["baseline"]["cpu_us_per_req"]
-doc = {"scenario": scenario,
-       "load": {"tool": "oha", "duration": duration, "connections": int(conns), "path": path,
-                "rounds": rounds, "statistic": "median"},
+doc = {"scenario": scenario, "mode": mode,
+       "load": {"tool": "wrk -t1 (core 0)" if mode == "pinned" else "oha",
+                "duration": duration, "connections": int(conns), "path": path,
+                "rounds": rounds, "statistic": "median",
+                "fixed_rate": f"oha -q {lat_rate} --latency-correction (core 0)" if lat_rate else None},
+       "placement": "each proxy alone on core 1; load and static nginx backend on core 0"
+                    if mode == "pinned" else "everything shares the cores; backend-sample",
        "machine": {"cpus": os.cpu_count(), "kernel": platform.release()},
        "equivalent_config": "nginx and haproxy forward Host, X-Forwarded-For/-Proto/-Host, "
                              "X-Real-IP and X-Request-Id like Sluice; nginx_bare has no header rules",
-       "threads": {"nginx": "1 worker", "nginx_bare": "1 worker", "haproxy": "nbthread 1", "sluice": 1, "floor": 1},
+       "threads": {"nginx": f"{threads} workers", "nginx_bare": f"{threads} workers",
+                   "haproxy": f"nbthread {threads}", "sluice": threads, "floor": threads},
        "results": {k: {kk: vv for kk, vv in v.items()} for k, v in res.items()},
        "ratios": ratios}
 json.dump(doc, open(out, "w"), indent=2)
-print(f"\n| target | req/s | p50 ms | p99 ms | CPU us/req | peak RSS MiB | errors+non-200 |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print(f"\n{mode}, threads {threads}")
+print(f"| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | peak RSS MiB | errors+non-200 |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for t, v in res.items():
     r = "-" if v["peak_rss_kib"] is None else f"{v['peak_rss_kib']/1024:.1f}"
-    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['cpu_us_per_req']:.1f} | {r} | {v['errors']+v['non_200']} |")
+    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['p999_ms']:.2f} | {v['cpu_us_per_req']:.1f} | {r} | {v['errors']+v['non_200']} |")
+if lat_rate:
+    print(f"\nfixed rate {lat_rate} req/s (oha -q, latency corrected)")
+    print("| target | req/s | p50 ms | p99 ms | p99.9 ms | CPU us/req | errors+non-200 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for t, v in res.items():
+        f = v.get("fixed_rate")
+        if f:
+            print(f"| {t} | {f['rps']:.0f} | {f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['p999_ms']:.2f} | {f['cpu_us_per_req']:.1f} | {f['errors']} |")
 print()
 for k, v in ratios.items():
     print(f"{k}: {v:.2f}")
 print(f"\nwritten to {out}")
-bad = {t: v["errors"] + v["non_200"] for t, v in res.items() if v["errors"] + v["non_200"]}
+bad = {t: v["errors"] + v["non_200"] + (v.get("fixed_rate") or {}).get("errors", 0)
+       for t, v in res.items()
+       if v["errors"] + v["non_200"] + (v.get("fixed_rate") or {}).get("errors", 0)}
 if bad:
     sys.exit(f"INVALID RUN: failed or non-200 responses {bad}; these numbers measure an error path")
 PY
