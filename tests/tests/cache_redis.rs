@@ -258,6 +258,16 @@ async fn admin_purges_are_seen_by_every_instance() {
     };
     let paths: &[&str] = &["/api/1", "/api/2", "/img/a.png", "/img/b.png", "/other"];
     warm(paths).await;
+    // A miss is stored in Redis as its response ends, which can be after the client has it
+    // (a CI run once asked the other instance first): wait until all five are there.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while a.admin_json("/cache/stats").await["entries"] != 5 {
+        assert!(
+            Instant::now() < deadline,
+            "the five entries never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     for p in paths {
         assert_eq!(on_b(p).await, "HIT", "{p}");
     }
