@@ -23,7 +23,7 @@ pub const VERSION: &str = concat!(
     "body filter at the end of every body, prepared header names, TLS minimum version, ",
     "forwarding fields over HTTP/2 upstreams, client certificate subject, ALPN list, ",
     "small buffers for idle upgraded connections, a small connection task, ",
-    "idle keep-alive connections without request state"
+    "idle keep-alive connections without request state, idle WebSockets without read buffers"
 );
 
 /// Command-line arguments.

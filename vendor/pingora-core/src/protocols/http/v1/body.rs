@@ -472,6 +472,36 @@ impl BodyReader {
         }
     }
 
+    /// SLUICE PATCH (idle upgraded connections hold no read buffer): for a body read until
+    /// close with nothing rewound, the size of its next read, and the previous read's buffer
+    /// given back (its bytes were taken by then), so that the caller can wait for data holding
+    /// no buffer and hand what arrived to [`Self::set_idle_read`]. `None` for any other body.
+    pub fn until_close_idle_read_size(&mut self) -> Option<usize> {
+        if !matches!(self.body_state, PS::UntilClose(_)) || self.rewind_buf_len != 0 {
+            return None;
+        }
+        self.body_buf = None;
+        Some(self.until_close_read.min(self.body_buf_size).max(1))
+    }
+
+    /// SLUICE PATCH (idle upgraded connections hold no read buffer): bytes read (into a buffer
+    /// of the size [`Self::until_close_idle_read_size`] gave) while this reader held no buffer;
+    /// the next `read_body` returns them. Empty: nothing is handed over, and that read finds
+    /// the end of the stream itself.
+    pub fn set_idle_read(&mut self, buf: BytesMut) {
+        if buf.is_empty() {
+            return;
+        }
+        let read_size = self.until_close_read.min(self.body_buf_size).max(1);
+        self.until_close_read = if buf.len() >= read_size {
+            (read_size * 2).min(self.body_buf_size)
+        } else {
+            UNTIL_CLOSE_FIRST_READ
+        };
+        self.rewind_buf_len = buf.len();
+        self.body_buf = Some(buf);
+    }
+
     pub async fn do_read_body_until_closed<S>(&mut self, stream: &mut S) -> Result<Option<BufRef>>
     where
         S: AsyncRead + Unpin + Send,
@@ -2250,6 +2280,40 @@ mod tests {
         // The short read of "tail" came after full 64 KiB reads: the next wait holds 4 KiB.
         assert_eq!(body_reader.until_close_read, UNTIL_CLOSE_FIRST_READ);
         assert_eq!(body_reader.body_state, ParseState::Complete(bulk.len() + 4));
+    }
+
+    // SLUICE PATCH (idle upgraded connections hold no read buffer): bytes read while the
+    // reader held no buffer come back from `read_body` with no read of its own; the read size
+    // grows and shrinks as for its own reads; rewound bytes and other bodies are left alone.
+    #[tokio::test]
+    async fn read_until_close_takes_bytes_read_while_idle() {
+        init_log();
+        let mut no_io = Builder::new().build();
+        let mut body_reader = BodyReader::new(true);
+        body_reader.init_close_delimited(b"");
+        body_reader.body_buf = Some(BytesMut::with_capacity(4096));
+        assert_eq!(body_reader.until_close_idle_read_size(), Some(4096));
+        assert!(body_reader.body_buf.is_none(), "nothing held while waiting");
+        body_reader.set_idle_read(BytesMut::from(&[7u8; 4096][..]));
+        let r = body_reader.read_body(&mut no_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&r), &[7u8; 4096][..]);
+        assert_eq!(body_reader.until_close_idle_read_size(), Some(8192));
+        body_reader.set_idle_read(BytesMut::from(&b"short"[..]));
+        let r = body_reader.read_body(&mut no_io).await.unwrap().unwrap();
+        assert_eq!(body_reader.get_body(&r), b"short");
+        assert_eq!(body_reader.until_close_idle_read_size(), Some(4096));
+        assert_eq!(body_reader.body_state, ParseState::UntilClose(4096 + 5));
+        // An empty read hands nothing over: the reader's own read finds the end.
+        body_reader.set_idle_read(BytesMut::new());
+        let mut eof = Builder::new().read(b"").build();
+        assert!(body_reader.read_body(&mut eof).await.unwrap().is_none());
+
+        let mut rewound = BodyReader::new(true);
+        rewound.init_close_delimited(b"ab");
+        assert_eq!(rewound.until_close_idle_read_size(), None);
+        let mut sized = BodyReader::new(true);
+        sized.init_content_length(3, b"");
+        assert_eq!(sized.until_close_idle_read_size(), None);
     }
 
     #[tokio::test]

@@ -779,6 +779,16 @@ impl HttpSession {
 
     async fn do_read_body(&mut self) -> Result<Option<BufRef>> {
         self.init_body_reader();
+        // SLUICE PATCH (idle upgraded connections hold no read buffer): a body read until close
+        // (an upgraded connection, a close-delimited body) waits for data without a buffer.
+        if let Some(size) = self.body_reader.until_close_idle_read_size() {
+            let stream = &mut self.underlying_stream;
+            match std::future::poll_fn(|cx| stream.poll_read_idle(cx, size)).await {
+                Some(Ok(buf)) => self.body_reader.set_idle_read(buf),
+                Some(Err(e)) => return Err(e).or_err(ReadError, "when reading body"),
+                None => {}
+            }
+        }
         self.body_reader
             .read_body(&mut self.underlying_stream)
             .await
