@@ -627,36 +627,11 @@ async fn invalidation_also_removes_vary_variants() {
 }
 
 /// One request on an open raw connection; the response head (lower-cased) and whether the
-/// server sent one at all. Bodies are read by `Content-Length` (the sample backend sets it).
+/// server sent one at all.
 async fn exchange(s: &mut tokio::net::TcpStream, req: &str) -> Option<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("no answer in 5 s")
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length:"))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).await.ok()?;
-        assert!(n > 0, "body cut short");
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Some(head)
+    read_response(s).await.map(|(head, _)| head)
 }
 
 /// RFC 9112 §9.6: a server that closes a connection after a response says so in that response

@@ -57,6 +57,39 @@ pub async fn eventually<T>(deadline: Duration, what: &str, mut f: impl FnMut() -
     }
 }
 
+/// Read one response from an open raw connection: its head (lower-cased) and what followed it
+/// (at least `Content-Length` bytes; the sample backend sets it). `None` when the connection
+/// closed or failed before a head came; a panic when none came within 5 s.
+pub async fn read_response(s: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .expect("no answer in 5 s")
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .map_or(0, |v| v.trim().parse().unwrap());
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        assert!(n > 0, "body cut short");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some((head, buf.split_off(head_end)))
+}
+
 /// Start `n` in-process backends named b1..bn on free ports.
 pub async fn backends(n: usize) -> Vec<Backend> {
     let mut v = Vec::new();

@@ -407,14 +407,7 @@ where
                     NextRequest::TimedOut | NextRequest::Closed => return None,
                 };
                 stream.idle_write_buffer(false);
-                session = ServerSession::new_http1(stream);
-                session.set_reused_connection();
-                if let Some(persistent_settings) = persistent_settings {
-                    persistent_settings.apply_to_session(&mut session);
-                }
-                if let Some(prefix) = prefix {
-                    session.set_pipelined_prefix(prefix);
-                }
+                session = reused_session(stream, persistent_settings, prefix);
             }
         }
         None
@@ -493,6 +486,24 @@ async fn wait_for_request(
     }
 }
 
+/// SLUICE PATCH: the session for the next request on a kept-alive connection, with the
+/// previous session's settings and the next request's first bytes when they were read already.
+fn reused_session(
+    stream: Stream,
+    persistent_settings: Option<HttpPersistentSettings>,
+    prefix: Option<BytesMut>,
+) -> ServerSession {
+    let mut session = ServerSession::new_http1(stream);
+    session.set_reused_connection();
+    if let Some(persistent_settings) = persistent_settings {
+        persistent_settings.apply_to_session(&mut session);
+    }
+    if let Some(prefix) = prefix {
+        session.set_pipelined_prefix(prefix);
+    }
+    session
+}
+
 /// SLUICE PATCH: a run of the HTTP/1 keep-alive loop, from `session` on: each request's future
 /// inline (no box per request), until the connection closes (`None`) or has waited
 /// `keepalive_release()` for its next request (`Some`, to wait on outside this future).
@@ -530,14 +541,7 @@ where
                 },
             }
         }
-        let mut session = ServerSession::new_http1(stream);
-        session.set_reused_connection();
-        if let Some(persistent_settings) = persistent_settings {
-            persistent_settings.apply_to_session(&mut session);
-        }
-        if let Some(prefix) = prefix {
-            session.set_pipelined_prefix(prefix);
-        }
+        let session = reused_session(stream, persistent_settings, prefix);
         result = app.process_new_http_unboxed(session, shutdown).await;
     }
     None
