@@ -294,54 +294,34 @@ async fn client_limits_reload_and_max_connections_needs_a_restart() {
     assert!(line.contains("restart"), "{line}");
 }
 
-/// Read one response from a kept-alive connection: its head (lower-cased) and body.
-async fn read_response(s: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .expect("a response within 5 s")
-            .unwrap();
-        assert!(n > 0, "closed before a response: {buf:?}");
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-    let len: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .map(|v| v.trim().parse().unwrap())
-        .unwrap_or(0);
-    let mut body = buf[head_end..].to_vec();
-    while body.len() < len {
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "closed inside a body");
-        body.extend_from_slice(&chunk[..n]);
-    }
-    assert_eq!(body.len(), len, "nothing after the body: {head}");
-    (head, body)
-}
-
 /// Issue 18: a keep-alive connection that has waited a second for its next request gives back
 /// its request state and waits with its socket alone (vendored pingora-core, README section
 /// 14). Whatever comes next must be served as before: a request in one write, a head split over
-/// writes; the keep-alive timeout still counts from the last response;
-/// and during the SIGTERM drain such a connection's request is answered with `close`.
+/// writes; the keep-alive timeout still counts from the last response; a slowloris head still
+/// gets 408; and during the SIGTERM drain such a connection's request is answered with `close`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_keepalive_connection_idle_past_its_release_serves_and_closes_as_before() {
-    let (bs, s) = sluice("keepalive_timeout_ms = 3000\ndrain_delay_ms = 3000").await;
+    let (bs, s) = sluice(
+        "keepalive_timeout_ms = 3000\nclient_header_timeout_ms = 1500\ndrain_delay_ms = 3000",
+    )
+    .await;
     let get = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes();
     let mut c = TcpStream::connect(s.addr).await.unwrap();
     c.write_all(&get("/ping?n=1")).await.unwrap();
-    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+    assert!(read_response(&mut c)
+        .await
+        .expect("a response")
+        .0
+        .starts_with("http/1.1 200"));
 
     // Past the release (1 s): one request in one write.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     c.write_all(&get("/ping?n=2")).await.unwrap();
-    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+    assert!(read_response(&mut c)
+        .await
+        .expect("a response")
+        .0
+        .starts_with("http/1.1 200"));
 
     // Past it again: a head whose first bytes come alone.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -350,7 +330,11 @@ async fn a_keepalive_connection_idle_past_its_release_serves_and_closes_as_befor
     c.write_all(b"T /ping?n=3 HTTP/1.1\r\nHo").await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     c.write_all(b"st: x\r\n\r\n").await.unwrap();
-    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+    assert!(read_response(&mut c)
+        .await
+        .expect("a response")
+        .0
+        .starts_with("http/1.1 200"));
 
     assert_eq!(served(&bs, "/ping").get("b1"), Some(&3));
 
@@ -362,15 +346,65 @@ async fn a_keepalive_connection_idle_past_its_release_serves_and_closes_as_befor
         "closed after {took:?}"
     );
 
+    // A slowloris head after the release still gets 408 within the header timeout (1.5 s),
+    // counted from its first bytes.
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&get("/ping")).await.unwrap();
+    assert!(read_response(&mut c)
+        .await
+        .expect("a response")
+        .0
+        .starts_with("http/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let start = Instant::now();
+    c.write_all(b"GET /ping HTTP/1.1\r\n").await.unwrap();
+    let (mut rd, mut wr) = c.split();
+    let trickle = async {
+        for i in 0..20 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if wr
+                .write_all(format!("X-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        std::future::pending::<()>().await
+    };
+    let answer = async {
+        let mut buf = Vec::new();
+        let _ = rd.read_to_end(&mut buf).await;
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let text = tokio::time::timeout(Duration::from_secs(8), async {
+        tokio::select! {
+            text = answer => text,
+            _ = trickle => unreachable!(),
+        }
+    })
+    .await
+    .expect("the connection is closed");
+    assert!(text.starts_with("HTTP/1.1 408"), "{text:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+
     // A released connection during the drain: its request is answered, with `close`.
     let mut c = TcpStream::connect(s.addr).await.unwrap();
     c.write_all(&get("/ping")).await.unwrap();
-    assert!(read_response(&mut c).await.0.starts_with("http/1.1 200"));
+    assert!(read_response(&mut c)
+        .await
+        .expect("a response")
+        .0
+        .starts_with("http/1.1 200"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     s.signal("TERM");
     s.wait_log(&["drain_delay"], Duration::from_secs(5)).await;
     c.write_all(&get("/ping")).await.unwrap();
-    let (head, _) = read_response(&mut c).await;
+    let (head, _) = read_response(&mut c).await.expect("a response");
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
 }
