@@ -8,6 +8,9 @@
 #   rule set of `benches/proxy.sh --scenario rules`); --header adds a request field to wrk's.
 #   --keep DIR copies each dump to DIR/NAME.N.callgrind (for callgrind_annotate).
 #   e.g. benches/callgrind.sh before=/tmp/old/target/release/sluice after=target/release/sluice
+#   A binary named pingora_floor (target/release/examples/pingora_floor) is run as the floor, so
+#   `sluice=target/release/sluice floor=target/release/examples/pingora_floor` splits what Sluice
+#   adds per request from what Pingora costs (with --keep, diff the two dumps' self costs).
 # Each binary runs under valgrind with one worker thread in front of a release backend-sample;
 # after a warm-up the counters are zeroed, wrk sends load for SECONDS, and the dump's total is
 # divided by the requests wrk completed. Binaries are measured one after the other, twice each,
@@ -60,8 +63,12 @@ backends = [{ addr = "127.0.0.1:$BACKEND" }]
 upstream = "api"
 $ROUTE_EXTRA
 TOML
+  # The Pingora floor (proxy/examples/pingora_floor.rs) takes its listen and upstream addresses,
+  # thread count and keep-alive pool size as arguments: the same settings as the config above.
+  local args=(--config "$work/sluice.toml")
+  [ "$(basename "$bin")" = pingora_floor ] && args=("127.0.0.1:$port" "127.0.0.1:$BACKEND" 1 $((CONNS * 2)))
   RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$bin" --config "$work/sluice.toml" 2>"$work/valgrind.$name.log" &
+    "$bin" "${args[@]}" 2>"$work/valgrind.$name.log" &
   local vpid=$!
   # Under valgrind on a busy machine start-up can take longer than wait_port's 10 s.
   for _ in 1 2 3 4 5 6; do wait_port "$port" 2>/dev/null && break; done

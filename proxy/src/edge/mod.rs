@@ -316,14 +316,17 @@ fn is_idempotent(m: &http::Method) -> bool {
 
 #[async_trait]
 impl ProxyHttp for Edge {
-    type CTX = RequestCtx;
+    // Boxed: Pingora moves the context by value into and between its request futures, and
+    // at 600 bytes those copies cost more than one allocation (callgrind: six more memcpy calls
+    // per request than the floor's `()` context, about 500 instructions; boxed, 330 fewer per request in all).
+    type CTX = Box<RequestCtx>;
 
     fn new_ctx(&self) -> Self::CTX {
-        RequestCtx {
+        Box::new(RequestCtx {
             started: Some(Instant::now()),
             _in_flight: Some(self.metrics.request_guard()),
             ..RequestCtx::default()
-        }
+        })
     }
 
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {

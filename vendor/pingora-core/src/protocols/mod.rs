@@ -18,6 +18,8 @@ mod digest;
 pub mod http;
 pub mod l4;
 pub mod raw_connect;
+// SLUICE PATCH (I/O timers, README section 16): the timer of timed HTTP/1 reads and writes.
+pub mod timeout;
 pub mod tls;
 #[cfg(windows)]
 mod windows;

@@ -19,7 +19,8 @@ use http::{header, header::AsHeaderName, HeaderValue, StatusCode, Version};
 use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// SLUICE PATCH (I/O timers, README section 16): tokio's timer unless switched back.
+use crate::protocols::timeout::timeout;
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;

@@ -23,7 +23,8 @@ use http::HeaderMap;
 use log::{debug, error, warn};
 use pingora_error::{Error, ErrorType, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// SLUICE PATCH (I/O timers, README section 16): tokio's timer unless switched back.
+use crate::protocols::timeout::timeout;
 use std::io::ErrorKind;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

@@ -24,7 +24,8 @@ use http::uri::PathAndQuery;
 use http::{header, HeaderMap, Response, StatusCode};
 use log::{debug, warn};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_timeout::timeout;
+// SLUICE PATCH (I/O timers, README section 16): tokio's timer unless switched back.
+use crate::protocols::timeout::timeout;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::ready;
