@@ -34,6 +34,9 @@ use crate::utils::{BufRef, KVRef};
 
 /// The HTTP 1.x client session
 pub struct HttpSession {
+    /// SLUICE PATCH (framing once, README section 17): the response body's framing as the
+    /// response head's validation found it.
+    framing: Option<Framing>,
     buf: Bytes,
     /// In-progress response header bytes, kept on the session so cancelled reads can resume.
     response_header_read_buf: BytesMut,
@@ -101,6 +104,7 @@ impl HttpSession {
             received_upgrade_req_body: false,
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
+            framing: None,
         }
     }
 
@@ -204,7 +208,9 @@ impl HttpSession {
 
     // Validate the response header read. This function must be called after the response header
     // read.
-    fn validate_response(&self) -> Result<()> {
+    // SLUICE PATCH (framing once, README section 17): takes the `Content-Length` the caller
+    // resolved (`Ok(None)` when `Transfer-Encoding` is present) and returns the one to frame by.
+    fn validate_response(&self, content_length: Result<Option<usize>>) -> Result<Option<usize>> {
         let resp_header = self
             .response_header
             .as_ref()
@@ -216,20 +222,22 @@ impl HttpSession {
         // unrecoverable framing error. A peer may opt to tolerate a single,
         // otherwise-invalid value and treat the response as close-delimited.
         // Note: Content-Length is already removed if Transfer-Encoding is present.
-        if let Err(e) = super::common::validate_content_length(&resp_header.headers) {
-            if self.allow_h1_response_invalid_content_length
-                && super::common::content_length_is_single_token(&resp_header.headers)
-            {
-                debug!(
-                    "tolerating invalid Content-Length ({e}); \
-                     treating response as close-delimited"
-                );
-            } else {
-                return Err(e);
+        match content_length {
+            Ok(cl) => Ok(cl),
+            Err(e) => {
+                if self.allow_h1_response_invalid_content_length
+                    && super::common::content_length_is_single_token(&resp_header.headers)
+                {
+                    debug!(
+                        "tolerating invalid Content-Length ({e}); \
+                         treating response as close-delimited"
+                    );
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
         }
-
-        Ok(())
     }
 
     fn clear_response_header_read_state(&mut self) {
@@ -338,13 +346,29 @@ impl HttpSession {
                             response_header.remove_header(&header::CONTENT_LENGTH);
                         }
 
+                        // SLUICE PATCH (framing once, README section 17): validated here with
+                        // the lookups above, and kept for init_body_reader.
+                        let chunked = contains_transfer_encoding
+                            && is_chunked_encoding_from_headers(&response_header.headers);
+                        let content_length =
+                            if contains_transfer_encoding || !contains_content_length {
+                                Ok(None)
+                            } else {
+                                content_length_for_framing(&response_header.headers)
+                            };
+
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
                         self.response_header = Some(response_header);
-                        if let Err(e) = self.validate_response() {
-                            return self.fail_response_header_read(e);
-                        }
+                        let content_length = match self.validate_response(content_length) {
+                            Ok(cl) => cl,
+                            Err(e) => return self.fail_response_header_read(e),
+                        };
+                        self.framing = Some(Framing {
+                            chunked,
+                            content_length,
+                        });
                         // convert to upgrade body type
                         // https://datatracker.ietf.org/doc/html/rfc9110#status.101
                         // as an "informational" header, this cannot have a body
@@ -704,6 +728,8 @@ impl HttpSession {
 
     fn init_body_reader(&mut self) {
         if self.body_reader.need_init() {
+            // SLUICE PATCH (framing once, README section 17): what read_response validated.
+            let framing = self.framing.take();
             // follow https://datatracker.ietf.org/doc/html/rfc9112#section-6.3
             let preread_body = self.preread_body.as_ref().unwrap().get(&self.buf[..]);
 
@@ -735,10 +761,13 @@ impl HttpSession {
             if upgraded {
                 self.body_reader.init_close_delimited(preread_body);
                 self.close_delimited_resp = true;
-            } else if self.is_chunked_encoding() {
+            } else if framing.map_or_else(|| self.is_chunked_encoding(), |f| f.chunked) {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked(preread_body);
-            } else if let Some(cl) = self.get_content_length().unwrap_or(None) {
+            } else if let Some(cl) = framing.map_or_else(
+                || self.get_content_length().unwrap_or(None),
+                |f| f.content_length,
+            ) {
                 self.body_reader.init_content_length(cl, preread_body);
             } else {
                 self.body_reader.init_close_delimited(preread_body);
@@ -1505,6 +1534,29 @@ mod tests_stream {
         let mut http_stream = HttpSession::new(Box::new(mock_io));
         let res = http_stream.read_response().await;
         assert!(res.is_ok());
+    }
+
+    // SLUICE PATCH (framing once, README section 17)
+    #[tokio::test]
+    async fn response_framing_is_worked_out_once_at_validation() {
+        init_log();
+        let input = b"HTTP/1.1 200 OK\r\nServer: test\r\nContent-Length: 3\r\n\r\nabc";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_response().await.unwrap();
+        // read_response set up the body reader from the framing it validated, and used it up.
+        assert_eq!(http_stream.framing, None);
+        let body = http_stream.read_body_ref().await.unwrap().unwrap();
+        assert_eq!(body, b"abc");
+        assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
+
+        let input =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n1\r\na\r\n0\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_response().await.unwrap();
+        let body = http_stream.read_body_ref().await.unwrap().unwrap();
+        assert_eq!(body, b"a");
     }
 
     #[tokio::test]

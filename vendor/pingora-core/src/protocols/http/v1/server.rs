@@ -177,6 +177,9 @@ impl ProxyTaskState {
 
 /// The HTTP 1.x server session
 pub struct HttpSession {
+    /// SLUICE PATCH (framing once, README section 17): the request body's framing as
+    /// `validate_request` found it; cleared when the header is handed out mutably.
+    framing: Option<Framing>,
     underlying_stream: Stream,
     /// The buf that holds the raw request header + possibly a portion of request body
     /// Request body can appear here because they could arrive with the same read() that
@@ -312,6 +315,7 @@ impl HttpSession {
             pipelined_prefix: None,
             pipelined_idle_bytes_stashed: false,
             reused_connection: false,
+            framing: None,
         }
     }
 
@@ -601,7 +605,8 @@ impl HttpSession {
                         if has_both_te_and_cl {
                             self.set_keepalive(None);
                         }
-                        self.validate_request()?;
+                        // SLUICE PATCH (framing once, README section 17)
+                        self.framing = Some(self.validate_request_framing()?);
 
                         return Ok(Some(s));
                     }
@@ -665,18 +670,30 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn validate_request(&self) -> Result<()> {
+        self.validate_request_framing().map(|_| ())
+    }
+
+    /// SLUICE PATCH (framing once, README section 17): [`Self::validate_request`], returning
+    /// the body framing it worked out (one `Transfer-Encoding` and one `Content-Length`
+    /// lookup), which `init_body_reader` then uses instead of looking both up again.
+    fn validate_request_framing(&self) -> Result<Framing> {
         let req_header = self.req_header();
 
         // Reject an ambiguous authority before anything routes on it.
         validate_request_authority(req_header)?;
 
+        let te = req_header.headers.contains_key(TRANSFER_ENCODING);
         // Validate/reconcile Content-Length per RFC 9110 section 8.6 (hyper
         // parity): identical duplicates and comma-combined identical values are
         // accepted and collapsed; differing or unparseable values are rejected.
-        // This is a no-op when Transfer-Encoding is present (TE overrides CL).
-        super::common::validate_content_length(&req_header.headers)?;
+        // Not checked when Transfer-Encoding is present (TE overrides CL).
+        let content_length = if te {
+            None
+        } else {
+            content_length_for_framing(&req_header.headers)?
+        };
 
-        if req_header.headers.contains_key(TRANSFER_ENCODING) {
+        if te {
             // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
             // HTTP/1.0 requests with Transfer-Encoding MUST be treated as having faulty framing.
             // We reject with 400 Bad Request and close the connection.
@@ -693,7 +710,10 @@ impl HttpSession {
             }
         }
 
-        Ok(())
+        Ok(Framing {
+            chunked: te,
+            content_length,
+        })
     }
 
     /// Return a reference of the `RequestHeader` this session read
@@ -709,6 +729,9 @@ impl HttpSession {
     /// # Panics
     /// this function and most other functions will panic if called before [`Self::read_request()`]
     pub fn req_header_mut(&mut self) -> &mut RequestHeader {
+        // SLUICE PATCH (framing once, README section 17): the header may change; the body
+        // reader looks at it again.
+        self.framing = None;
         self.request_header
             .as_mut()
             .expect("Request header is not read yet")
@@ -1333,13 +1356,20 @@ impl HttpSession {
                 // if upgraded _post_ 101 (and body was not init yet)
                 // treat as upgraded body (pass through until closed)
                 self.body_reader.init_close_delimited_owned(preread_body);
-            } else if self.is_chunked_encoding() {
+            } else if self
+                .framing
+                .map_or_else(|| self.is_chunked_encoding(), |f| f.chunked)
+            {
                 // if chunked encoding, content-length should be ignored
                 self.body_reader.init_chunked_owned(preread_body);
             } else {
                 // At this point, validate_request() should have already been called,
                 // so get_content_length() should not return an error for invalid values
-                let cl = self.get_content_length().unwrap_or(None);
+                // SLUICE PATCH (framing once, README section 17): as validated.
+                let cl = match self.framing {
+                    Some(f) => f.content_length,
+                    None => self.get_content_length().unwrap_or(None),
+                };
                 match cl {
                     Some(i) => {
                         self.body_reader.init_content_length_owned(i, preread_body);
@@ -2149,6 +2179,54 @@ mod tests_stream {
         assert_eq!(res, input3.as_slice());
         assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
         assert_eq!(http_stream.body_bytes_read(), 3);
+    }
+
+    // SLUICE PATCH (framing once, README section 17)
+    #[tokio::test]
+    async fn framing_worked_out_at_validation_frames_the_body() {
+        init_log();
+        let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\nabc";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        assert_eq!(
+            http_stream.framing,
+            Some(Framing {
+                chunked: false,
+                content_length: Some(3)
+            })
+        );
+        let res = http_stream.read_body_bytes().await.unwrap().unwrap();
+        assert_eq!(res, b"abc".as_slice());
+        assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(3));
+
+        // A header changed after validation frames the body as it now says (stock behaviour).
+        let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nContent-Length: 3\r\n\r\nab";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        http_stream
+            .req_header_mut()
+            .insert_header("Content-Length", "2")
+            .unwrap();
+        assert_eq!(http_stream.framing, None);
+        let res = http_stream.read_body_bytes().await.unwrap().unwrap();
+        assert_eq!(res, b"ab".as_slice());
+        assert_eq!(http_stream.body_reader.body_state, ParseState::Complete(2));
+
+        let input = b"POST / HTTP/1.1\r\nHost: pingora.org\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n";
+        let mock_io = Builder::new().read(&input[..]).build();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        assert_eq!(
+            http_stream.framing,
+            Some(Framing {
+                chunked: true,
+                content_length: None
+            })
+        );
+        let res = http_stream.read_body_bytes().await.unwrap().unwrap();
+        assert_eq!(res, b"a".as_slice());
     }
 
     #[tokio::test]
