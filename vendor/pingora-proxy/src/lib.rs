@@ -1259,15 +1259,20 @@ where
             session.subrequest_spawner = Some(SubrequestSpawner::new(self.clone()));
         }
 
-        let req = session.downstream_session.req_header_mut();
+        // SLUICE PATCH (framing once, pingora-core README section 17): the request header is
+        // handed out mutably only when there are modules to run; that hand-out makes the
+        // session forget the body framing it validated.
+        if !session.downstream_modules_ctx.is_empty() {
+            let req = session.downstream_session.req_header_mut();
 
-        // Built-in downstream request filters go first
-        if let Err(e) = session
-            .downstream_modules_ctx
-            .request_header_filter(req)
-            .await
-        {
-            return RequestOutcome::Error(e, "Failed in downstream modules request filter:");
+            // Built-in downstream request filters go first
+            if let Err(e) = session
+                .downstream_modules_ctx
+                .request_header_filter(req)
+                .await
+            {
+                return RequestOutcome::Error(e, "Failed in downstream modules request filter:");
+            }
         }
 
         match self.inner.request_filter(session, ctx).await {

@@ -198,6 +198,12 @@ impl HttpModuleCtx {
         )
     }
 
+    /// SLUICE PATCH (framing once, README section 17): whether there are no modules, so that a
+    /// caller need not hand a header out mutably for nothing.
+    pub fn is_empty(&self) -> bool {
+        self.module_ctx.is_empty()
+    }
+
     /// Run the `request_header_filter` for all the modules according to their orders.
     pub async fn request_header_filter(&mut self, req: &mut RequestHeader) -> Result<()> {
         for filter in self.module_ctx.iter_mut() {
