@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
 # Response cache: oha on a cached URL. Compares, in one run, Sluice cache hits (Redis store),
-# the same URL through Sluice uncached, and nginx `proxy_cache` hits; then Sluice's hit latency
-# at a moderate fixed rate (p50/p99).
+# Sluice cache hits on the embedded memory store (a second Sluice without [redis]), the same URL
+# through Sluice uncached, and nginx `proxy_cache` hits; then Sluice's hit latency at a moderate
+# fixed rate (p50/p99).
+#
+# On 2+ cores the proxies (both Sluices, nginx) run on core 1 (`taskset -c 1`) and oha, the
+# backend and redis-server on core 0, as in `benches/proxy.sh --mode pinned`; `--mode unpinned`
+# lets everything share the cores (the placement of the runs before 2026-12-03).
 #
 # Usage: benches/cache.sh [--duration 10s] [--conns 64] [--rounds 3] [--rate 2000]
+#                         [--mode pinned|unpinned]
 # Writes benches/results/cache-<UTC time>.json. Installs oha, nginx, redis-server when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=3 RATE=2000
+DURATION=10s CONNS=64 ROUNDS=3 RATE=2000 MODE=pinned
+[ "$(nproc)" -ge 2 ] || MODE=unpinned
 while [ $# -gt 0 ]; do
   case "$1" in
+    --mode) MODE=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -25,11 +33,15 @@ cargo build --release --locked -p sluice -p backend-sample
 
 source benches/lib.sh
 
+PROXY_CPU=() LOAD_CPU=()
+if [ "$MODE" = pinned ]; then PROXY_CPU=(taskset -c 1) LOAD_CPU=(taskset -c 0); fi
+
 REDIS=$(free_port); BACKEND=$(free_port); NGINX=$(free_port); SLUICE=$(free_port)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
+SLUICE_MEM=$(free_port)
+"${LOAD_CPU[@]}" redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
   --maxmemory 256mb --maxmemory-policy allkeys-lru >/dev/null &
 pids+=($!)
-target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
+"${LOAD_CPU[@]}" target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
 pids+=($!)
 
 # nginx workers may run as another user (nobody when started as root): let them use the cache.
@@ -57,7 +69,7 @@ http {
   }
 }
 NGX
-nginx -c "$work/nginx.conf" -g 'daemon off;' &
+"${PROXY_CPU[@]}" nginx -c "$work/nginx.conf" -g 'daemon off;' &
 pids+=($!)
 
 cat >"$work/sluice.toml" <<SLC
@@ -81,37 +93,46 @@ upstream = "b"
 upstream = "b"
 cache = "warm"
 SLC
-RUST_LOG=warn target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
+RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
 pids+=($!)
-for p in $REDIS $BACKEND $NGINX $SLUICE; do wait_port "$p"; done
+# The same Sluice without [redis]: the embedded (memory) store.
+sed -e "s/127.0.0.1:$SLUICE\"/127.0.0.1:$SLUICE_MEM\"/" -e '/^\[redis\]/,/^url/d' \
+  "$work/sluice.toml" >"$work/sluice-mem.toml"
+RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/sluice-mem.toml" 2>"$work/sluice-mem.log" &
+pids+=($!)
+for p in $REDIS $BACKEND $NGINX $SLUICE $SLUICE_MEM; do wait_port "$p"; done
 
-# Fill both caches and check that hits really are hits.
-for u in "http://127.0.0.1:$SLUICE/cache/600" "http://127.0.0.1:$NGINX/cache/600"; do
+# Fill the caches and check that hits really are hits.
+for u in "http://127.0.0.1:$SLUICE/cache/600" "http://127.0.0.1:$SLUICE_MEM/cache/600" \
+  "http://127.0.0.1:$NGINX/cache/600"; do
   curl -sf -o /dev/null "$u"
   curl -sf -D - -o /dev/null "$u" | grep -qi '^x-cache: HIT' || { echo "$u is not a cache hit" >&2; exit 1; }
 done
 
 declare -A URL=(
   [sluice_hit]="http://127.0.0.1:$SLUICE/cache/600"
+  [sluice_memory_hit]="http://127.0.0.1:$SLUICE_MEM/cache/600"
   [sluice_uncached]="http://127.0.0.1:$SLUICE/off/cache/600"
   [nginx_hit]="http://127.0.0.1:$NGINX/cache/600"
 )
-TARGETS="sluice_hit sluice_uncached nginx_hit"
-for t in $TARGETS; do oha -z 2s -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >/dev/null; done
+TARGETS="sluice_hit sluice_memory_hit sluice_uncached nginx_hit"
+for t in $TARGETS; do
+  "${LOAD_CPU[@]}" oha -z 2s -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >/dev/null
+done
 for r in $(seq 1 "$ROUNDS"); do
   for t in $TARGETS; do
     echo "round $r/$ROUNDS: $t"
-    oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >"$work/$t-$r.json"
+    "${LOAD_CPU[@]}" oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >"$work/$t-$r.json"
   done
 done
 echo "hit latency at $RATE req/s"
-oha -z "$DURATION" -c 8 -q "$RATE" --no-tui --output-format json "${URL[sluice_hit]}" >"$work/latency.json"
+"${LOAD_CPU[@]}" oha -z "$DURATION" -c 8 -q "$RATE" --no-tui --output-format json "${URL[sluice_hit]}" >"$work/latency.json"
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/cache-$stamp.json"
-python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$RATE" <<'PY'
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$RATE" "$MODE" <<'PY'
 import json, statistics, sys
-work, rounds, out, duration, conns, rate = sys.argv[1:]
+work, rounds, out, duration, conns, rate, mode = sys.argv[1:]
 rounds = int(rounds)
 def summary(d):
     lat = d["latencyPercentiles"]
@@ -120,7 +141,7 @@ def summary(d):
     return {"rps": d["summary"]["requestsPerSec"], "p50_ms": lat["p50"] * 1000, "p99_ms": lat["p99"] * 1000,
             "bad": sum(v for k, v in codes.items() if k != "200") + errors}
 res = {}
-for t in ["sluice_hit", "sluice_uncached", "nginx_hit"]:
+for t in ["sluice_hit", "sluice_memory_hit", "sluice_uncached", "nginx_hit"]:
     runs = [summary(json.load(open(f"{work}/{t}-{r}.json"))) for r in range(1, rounds + 1)]
     med = lambda k: statistics.median(x[k] for x in runs)
     res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
@@ -128,16 +149,18 @@ for t in ["sluice_hit", "sluice_uncached", "nginx_hit"]:
 lat = summary(json.load(open(f"{work}/latency.json")))
 doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
                 "statistic": "median", "sluice_threads": 1, "nginx_workers": 1,
-                "store": "redis (same machine)"},
+                "store": "redis (same machine); sluice_memory_hit: embedded", "mode": mode},
        "results": res,
        "hit_over_uncached_rps": res["sluice_hit"]["rps"] / res["sluice_uncached"]["rps"],
        "hit_over_nginx_hit_rps": res["sluice_hit"]["rps"] / res["nginx_hit"]["rps"],
+       "memory_hit_over_nginx_hit_rps": res["sluice_memory_hit"]["rps"] / res["nginx_hit"]["rps"],
        "hit_latency_at_rate": {"rate": int(rate), "connections": 8, **lat}}
 json.dump(doc, open(out, "w"), indent=2)
 print("\n| target | req/s | p50 ms | p99 ms | bad |\n|---|---:|---:|---:|---:|")
 for t, v in res.items():
     print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['bad']} |")
-print(f"\nhit/uncached: {doc['hit_over_uncached_rps']:.2f}  hit/nginx-hit: {doc['hit_over_nginx_hit_rps']:.2f}")
+print(f"\nhit/uncached: {doc['hit_over_uncached_rps']:.2f}  hit/nginx-hit: {doc['hit_over_nginx_hit_rps']:.2f}"
+      f"  memory hit/nginx-hit: {doc['memory_hit_over_nginx_hit_rps']:.2f}")
 print(f"hit latency at {rate} req/s: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms (bad: {lat['bad']})")
 print(f"written to {out}")
 bad = {t: v["bad"] for t, v in res.items() if v["bad"]}

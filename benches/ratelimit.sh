@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Cost of rate limiting: oha against the same route with and without a limit (one that is never
 # reached, counted in a real redis-server), interleaved, plus raw limiter checks per second.
+# Targets: `unlimited`; `limited` (the default `lease_batch`, so this never-reached limit is
+# leased); `limited_no_lease` (`lease_batch = 1`: one Redis check per request, the case of limits
+# too small to lease); with --baseline OLD_SLUICE_BINARY also `baseline_no_lease`, that binary
+# with the no-lease config, in the same rounds.
 #
-# Usage: benches/ratelimit.sh [--duration 10s] [--conns 64] [--rounds 3]
+# Usage: benches/ratelimit.sh [--duration 10s] [--conns 64] [--rounds 3] [--baseline BIN]
 # Writes benches/results/ratelimit-<UTC time>.json. Installs oha, redis-server when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=3 THREADS=2
+DURATION=10s CONNS=64 ROUNDS=3 THREADS=2 BASELINE=""
 while [ $# -gt 0 ]; do
   case "$1" in
+    --baseline) BASELINE=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -24,6 +29,7 @@ cargo build --release --locked -p sluice -p backend-sample
 source benches/lib.sh
 
 REDIS=$(free_port); BACKEND=$(free_port); PLAIN=$(free_port); LIMITED=$(free_port)
+NOLEASE=$(free_port); BASE_PORT=$(free_port)
 redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 pids+=($!)
 target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
@@ -39,20 +45,33 @@ upstream = \"b\""
 printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds = 0\n%s\n' "$PLAIN" "$THREADS" "$common" >"$work/plain.toml"
 printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds = 0\n%s\n[redis]\nurl = "redis://127.0.0.1:%s/"\n[rate_limit]\n[rate_limit.tiers.anonymous]\nlimit = 1000000000\n' \
   "$LIMITED" "$THREADS" "$common" "$REDIS" >"$work/limited.toml"
+printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds = 0\n%s\n[redis]\nurl = "redis://127.0.0.1:%s/"\n[rate_limit]\nlease_batch = 1\n[rate_limit.tiers.anonymous]\nlimit = 1000000000\n' \
+  "$NOLEASE" "$THREADS" "$common" "$REDIS" >"$work/nolease.toml"
+sed "s/127.0.0.1:$NOLEASE\"/127.0.0.1:$BASE_PORT\"/" "$work/nolease.toml" >"$work/baseline.toml"
 RUST_LOG=warn target/release/sluice --config "$work/plain.toml" 2>"$work/plain.log" &
 pids+=($!)
 RUST_LOG=warn target/release/sluice --config "$work/limited.toml" 2>"$work/limited.log" &
 pids+=($!)
-for p in $REDIS $BACKEND $PLAIN $LIMITED; do wait_port "$p"; done
+RUST_LOG=warn target/release/sluice --config "$work/nolease.toml" 2>"$work/nolease.log" &
+pids+=($!)
+ports="$REDIS $BACKEND $PLAIN $LIMITED $NOLEASE"
+TARGETS="unlimited limited limited_no_lease"
+if [ -n "$BASELINE" ]; then
+  RUST_LOG=warn "$BASELINE" --config "$work/baseline.toml" 2>"$work/baseline.log" &
+  pids+=($!)
+  ports="$ports $BASE_PORT"
+  TARGETS="$TARGETS baseline_no_lease"
+fi
+for p in $ports; do wait_port "$p"; done
 
 # The limited route answers with rate-limit headers: make sure limiting is really on.
 curl -sf -D - -o /dev/null "http://127.0.0.1:$LIMITED/ping" | grep -qi '^x-ratelimit-limit' \
   || { echo "limited Sluice sends no rate-limit headers" >&2; exit 1; }
 
-declare -A PORT=([unlimited]=$PLAIN [limited]=$LIMITED)
-for t in unlimited limited; do oha -z 2s -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null; done
+declare -A PORT=([unlimited]=$PLAIN [limited]=$LIMITED [limited_no_lease]=$NOLEASE [baseline_no_lease]=$BASE_PORT)
+for t in $TARGETS; do oha -z 2s -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null; done
 for r in $(seq 1 "$ROUNDS"); do
-  for t in unlimited limited; do
+  for t in $TARGETS; do
     echo "round $r/$ROUNDS: $t"
     oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$work/$t-$r.json"
   done
@@ -63,12 +82,12 @@ REDIS_URL="redis://127.0.0.1:$REDIS/" cargo bench --locked -q -p sluice --bench 
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/ratelimit-$stamp.json"
-python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$THREADS" <<'PY'
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$THREADS" "$TARGETS" <<'PY'
 import json, statistics, sys
-work, rounds, out, duration, conns, threads = sys.argv[1:]
+work, rounds, out, duration, conns, threads, targets = sys.argv[1:]
 rounds = int(rounds)
 res = {}
-for t in ["unlimited", "limited"]:
+for t in targets.split():
     runs = []
     for r in range(1, rounds + 1):
         d = json.load(open(f"{work}/{t}-{r}.json"))
@@ -90,12 +109,19 @@ doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), 
        "results": res,
        "limited_over_unlimited_rps": res["limited"]["rps"] / res["unlimited"]["rps"],
        "p99_added_ms": res["limited"]["p99_ms"] - res["unlimited"]["p99_ms"],
+       "no_lease_over_unlimited_rps": res["limited_no_lease"]["rps"] / res["unlimited"]["rps"],
+       "no_lease_p99_added_ms": res["limited_no_lease"]["p99_ms"] - res["unlimited"]["p99_ms"],
        "checks": checks}
 json.dump(doc, open(out, "w"), indent=2)
 print("\n| route | req/s | p50 ms | p99 ms | non-200 |\n|---|---:|---:|---:|---:|")
 for t, v in res.items():
     print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['non_200']} |")
 print(f"\nlimited/unlimited req/s: {doc['limited_over_unlimited_rps']:.2f}; p99 added: {doc['p99_added_ms']:.2f} ms")
+print(f"limited_no_lease/unlimited req/s: {doc['no_lease_over_unlimited_rps']:.2f}; p99 added: {doc['no_lease_p99_added_ms']:.2f} ms")
+if "baseline_no_lease" in res:
+    doc["baseline_no_lease_over_unlimited_rps"] = res["baseline_no_lease"]["rps"] / res["unlimited"]["rps"]
+    json.dump(doc, open(out, "w"), indent=2)
+    print(f"baseline_no_lease/unlimited req/s: {doc['baseline_no_lease_over_unlimited_rps']:.2f}")
 for c in checks:
     print(f"{c['store']} checks/s: {c['checks_per_sec']} (bad: {c['not_from_store_or_denied']})")
 print(f"written to {out}")

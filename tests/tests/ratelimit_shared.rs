@@ -233,3 +233,53 @@ async fn leases_cut_redis_calls_on_large_limits_and_keep_the_combined_limit() {
     );
     // Small limits are never leased: the default tiers stay exact per request (tested above).
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_checks_share_redis_calls_and_stay_exact() {
+    // Checks made while another is in flight go to Redis together, in one EVALSHA of the batch
+    // script: fewer calls than requests, and still exactly the limit, for each algorithm that
+    // counts requests one by one (GCRA's burst is its limit: 100 at once, then one per 36 s).
+    use futures_util::stream::{self, StreamExt};
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    for algo in [
+        "fixed_window",
+        "sliding_window",
+        "sliding_window_log",
+        "gcra",
+    ] {
+        let body = config(
+            bs[0].addr,
+            &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+            &format!(
+                "[rate_limit.tiers.anonymous]\nlimit = 100\nwindow_ms = 3600000\nalgorithm = \"{algo}\"\n"
+            ),
+        );
+        let sluice = Sluice::start(body).await;
+        let c = client(None);
+        let before = evalsha_calls(&redis).await;
+        let path = format!("/batch-{algo}");
+        let statuses: Vec<u16> = stream::iter(0..300)
+            .map(|_| {
+                let c = c.clone();
+                let url = sluice.url(&path);
+                async move { c.get(url).send().await.unwrap().status().as_u16() }
+            })
+            .buffer_unordered(48)
+            .collect()
+            .await;
+        let calls = evalsha_calls(&redis).await - before;
+        let allowed = statuses.iter().filter(|s| **s == 200).count();
+        assert!(
+            statuses.iter().all(|s| *s == 200 || *s == 429),
+            "{algo}: {statuses:?}"
+        );
+        assert_eq!(allowed, 100, "{algo}: allowed {allowed} of a limit of 100");
+        assert!(
+            calls < 250,
+            "{algo}: {calls} Redis calls for 300 concurrent requests: nothing was coalesced"
+        );
+        let mut conn = redis.client().await;
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    }
+}

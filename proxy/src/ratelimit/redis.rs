@@ -1,11 +1,19 @@
 //! Rate-limit checks on Redis: one Lua script per algorithm, sent by EVALSHA (loaded on demand by
-//! `redis::Script`), one atomic round trip per check, on the Redis server's clock (`TIME`) so
-//! instances with skewed clocks agree. Each check touches exactly one key, passed as `KEYS[1]`,
-//! so it works on Redis Cluster; every key gets an expiry.
+//! `redis::Script`), atomic, on the Redis server's clock (`TIME`) so instances with skewed clocks
+//! agree. Each check touches exactly one key, passed as `KEYS[1]`, so it works on Redis Cluster;
+//! every key gets an expiry.
+//!
+//! On one Redis node, checks made while another is in flight are coalesced: they wait in a queue
+//! and go together, when the one in flight returns, as one EVALSHA of a script that runs each
+//! check's algorithm on its own key in turn ([`BATCH`]). Alone, a check goes at once, as before;
+//! under load one command, one Lua call and one reply carry many checks instead of one each. A
+//! Cluster spreads keys over nodes, so there each check goes alone.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::Script;
+use tokio::sync::oneshot;
 
 use super::algo::Decision;
 use crate::config::{Algorithm, LimitPolicy, RedisSpec};
@@ -89,6 +97,129 @@ redis.call('SET', key, tostring(new_tat), 'PX', math.max(math.ceil(new_tat - now
 return {1, math.max(math.floor((tolerance - (new_tat - now)) / emission), 0), math.ceil(new_tat - now), 0}
 "#;
 
+/// Runs several checks in one call. KEYS: one per check; ARGV: five per check (the algorithm's
+/// index in [`ALGORITHMS`], then that algorithm's four arguments, unused ones 0). Each
+/// algorithm's script above is the body of a function of `KEYS` and `ARGV`, so a check runs the
+/// very same code alone or in a batch. Returns one reply per check, in order.
+const BATCH: &str = r#"
+local f = {}
+f[0] = function(KEYS, ARGV) ALG0 end
+f[1] = function(KEYS, ARGV) ALG1 end
+f[2] = function(KEYS, ARGV) ALG2 end
+f[3] = function(KEYS, ARGV) ALG3 end
+local out, j = {}, 1
+for i = 1, #KEYS do
+  out[i] = f[tonumber(ARGV[j])]({KEYS[i]}, {ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]})
+  j = j + 5
+end
+return out
+"#;
+
+/// The algorithms' scripts, by index (the order of `RedisStore::scripts`).
+const ALGORITHMS: [&str; 4] = [SLIDING_WINDOW_LOG, FIXED_WINDOW, SLIDING_WINDOW, GCRA];
+
+/// Most checks in one batched call; more wait for the next.
+const MAX_BATCH: usize = 128;
+
+/// The script index and four arguments of one check.
+#[derive(Clone, Copy)]
+struct Args {
+    algorithm: usize,
+    args: [u64; 4],
+}
+
+/// One queued check and where its reply goes.
+struct Job {
+    key: String,
+    args: Args,
+    reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
+}
+
+/// The checks waiting for the call in flight, and whether one is in flight.
+#[derive(Default)]
+struct Queue {
+    jobs: Vec<Job>,
+    flushing: bool,
+}
+
+/// What the task that sends batched checks needs.
+struct Batcher {
+    redis: Arc<Guarded>,
+    script: Script,
+    queue: Mutex<Queue>,
+}
+
+impl Batcher {
+    /// Send what is queued, one call at a time, until the queue is empty.
+    async fn flush(self: Arc<Self>) {
+        loop {
+            let jobs = {
+                let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+                if q.jobs.is_empty() {
+                    q.flushing = false;
+                    return;
+                }
+                let n = q.jobs.len().min(MAX_BATCH);
+                q.jobs.drain(..n).collect::<Vec<_>>()
+            };
+            let work = async {
+                let conn = self.redis.conn().get().await?;
+                let mut inv = self.script.prepare_invoke();
+                for job in &jobs {
+                    inv.key(&job.key).arg(job.args.algorithm);
+                    for a in job.args.args {
+                        inv.arg(a);
+                    }
+                }
+                conn.invoke::<Vec<Vec<i64>>>(&inv).await
+            };
+            match self.redis.call(work).await {
+                Ok(replies) if replies.len() == jobs.len() => {
+                    for (job, reply) in jobs.into_iter().zip(replies) {
+                        // The request may be gone (client hung up): nothing to tell then.
+                        let _ = job.reply.send(Ok(reply));
+                    }
+                }
+                Ok(_) => {
+                    for job in jobs {
+                        let e = redis::RedisError::from((
+                            redis::ErrorKind::UnexpectedReturnType,
+                            "batched check: one reply per check expected",
+                        ));
+                        let _ = job.reply.send(Err(StoreError::Redis(e)));
+                    }
+                }
+                Err(e) => {
+                    for job in jobs {
+                        let _ = job.reply.send(Err(same_error(&e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `e` again, for each check of a failed batch (a `RedisError` is not `Clone`): the same kind,
+/// so that metrics and logs tell the same story.
+fn same_error(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Skipped => StoreError::Skipped,
+        StoreError::Timeout(d) => StoreError::Timeout(*d),
+        StoreError::Redis(r) => {
+            let kind = if r.is_io_error() || r.is_connection_dropped() {
+                redis::ErrorKind::Io
+            } else {
+                r.kind()
+            };
+            StoreError::Redis(redis::RedisError::from((
+                kind,
+                "batched check failed",
+                r.to_string(),
+            )))
+        }
+    }
+}
+
 /// Why a Redis check gave no decision (the store's [`CallError`]).
 pub type StoreError = CallError;
 
@@ -97,24 +228,94 @@ pub type StoreError = CallError;
 /// [`crate::store`]).
 pub struct RedisStore {
     spec: RedisSpec,
-    redis: Guarded,
+    redis: Arc<Guarded>,
     scripts: [Script; 4],
+    /// Coalesces concurrent checks (one node only).
+    batcher: Option<Arc<Batcher>>,
 }
 
 impl RedisStore {
     /// A store for `spec`; nothing is connected yet.
     pub fn new(spec: RedisSpec) -> Self {
         let script = |body: &str| Script::new(&format!("{NOW}{body}"));
+        let redis = Arc::new(Guarded::new(
+            &spec,
+            spec.command_timeout,
+            Component::RateLimit,
+        ));
+        let batcher = match spec.target {
+            crate::config::RedisTarget::Single(_) => {
+                let mut body = BATCH.to_owned();
+                for (i, alg) in ALGORITHMS.iter().enumerate() {
+                    body = body.replace(&format!("ALG{i}"), alg);
+                }
+                Some(Arc::new(Batcher {
+                    redis: redis.clone(),
+                    script: script(&body),
+                    queue: Mutex::new(Queue::default()),
+                }))
+            }
+            crate::config::RedisTarget::Cluster(_) => None,
+        };
         RedisStore {
-            redis: Guarded::new(&spec, spec.command_timeout, Component::RateLimit),
+            redis,
             spec,
-            scripts: [
-                script(SLIDING_WINDOW_LOG),
-                script(FIXED_WINDOW),
-                script(SLIDING_WINDOW),
-                script(GCRA),
-            ],
+            scripts: ALGORITHMS.map(script),
+            batcher,
         }
+    }
+
+    /// Run one check: at once when nothing is in flight (or on a Cluster), else with the next
+    /// batch. The reply of the algorithm's script.
+    async fn run(&self, key: &str, args: Args) -> Result<Vec<i64>, StoreError> {
+        let Some(batcher) = &self.batcher else {
+            return self.run_alone(key, args).await;
+        };
+        let rx = {
+            let mut q = batcher.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if !q.flushing {
+                // Nothing in flight: this check goes alone, now; checks arriving meanwhile
+                // queue up for one batch.
+                q.flushing = true;
+                None
+            } else {
+                let (tx, rx) = oneshot::channel();
+                q.jobs.push(Job {
+                    key: key.to_owned(),
+                    args,
+                    reply: tx,
+                });
+                Some(rx)
+            }
+        };
+        match rx {
+            None => {
+                // Whatever happens to this request, the queue must be sent and the flag
+                // cleared: a spawned task does that when this call ends (or is dropped).
+                let _send_rest = SendRest(batcher.clone());
+                self.run_alone(key, args).await
+            }
+            // The batch task always answers; a dropped sender means it panicked.
+            Some(rx) => rx
+                .await
+                .unwrap_or(Err(StoreError::Timeout(self.spec.command_timeout))),
+        }
+    }
+
+    /// One check in its own EVALSHA.
+    async fn run_alone(&self, key: &str, a: Args) -> Result<Vec<i64>, StoreError> {
+        let work = async {
+            let conn = self.redis.conn().get().await?;
+            let mut inv = self.scripts[a.algorithm].key(key);
+            inv.arg(a.args[0]).arg(a.args[1]).arg(a.args[2]);
+            if a.algorithm == 1 || a.algorithm == 2 {
+                inv.arg(a.args[3]);
+            }
+            conn.invoke::<Vec<i64>>(&inv).await
+        };
+        // Every call, the first one (which also connects) included, is bounded by the
+        // configured timeout (issue 12: 150 ms per request with a 50 ms timeout at start).
+        self.redis.call(work).await
     }
 
     /// Run the check for `policy` on `key`, counting `want` requests at once (fixed and sliding
@@ -128,32 +329,26 @@ impl RedisStore {
         want: u64,
         floor: u64,
     ) -> Result<(Decision, u64), StoreError> {
-        let work = async {
-            let conn = self.redis.conn().get().await?;
-            let script = &self.scripts[match policy.algorithm {
-                Algorithm::SlidingWindowLog => 0,
-                Algorithm::FixedWindow => 1,
-                Algorithm::SlidingWindow => 2,
-                Algorithm::Gcra => 3,
-            }];
-            let mut inv = script.key(key);
-            inv.arg(policy.limit).arg(policy.window_ms);
-            match policy.algorithm {
-                Algorithm::Gcra => {
-                    inv.arg(policy.burst);
-                }
-                Algorithm::SlidingWindowLog => {
-                    inv.arg(rand::random::<u64>());
-                }
-                Algorithm::FixedWindow | Algorithm::SlidingWindow => {
-                    inv.arg(want).arg(floor);
-                }
-            }
-            conn.invoke::<Vec<i64>>(&inv).await
+        let (limit, window) = (policy.limit, policy.window_ms);
+        let args = match policy.algorithm {
+            Algorithm::SlidingWindowLog => Args {
+                algorithm: 0,
+                args: [limit, window, rand::random::<u64>(), 0],
+            },
+            Algorithm::FixedWindow => Args {
+                algorithm: 1,
+                args: [limit, window, want, floor],
+            },
+            Algorithm::SlidingWindow => Args {
+                algorithm: 2,
+                args: [limit, window, want, floor],
+            },
+            Algorithm::Gcra => Args {
+                algorithm: 3,
+                args: [limit, window, policy.burst, 0],
+            },
         };
-        // Every call, the first one (which also connects) included, is bounded by the
-        // configured timeout (issue 12: 150 ms per request with a 50 ms timeout at start).
-        let v = self.redis.call(work).await?;
+        let v = self.run(key, args).await?;
         let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
         let allowed = at(0) == 1;
         let decision = Decision {
@@ -192,5 +387,36 @@ impl RedisStore {
             self.redis.conn().get().await?.query(&cmd).await
         };
         self.redis.unguarded(t, work).await
+    }
+}
+
+/// Held by a check that went alone: when it ends (or its request is dropped), the checks that
+/// queued meanwhile are sent by a task of their own, or the flag is cleared if there are none.
+struct SendRest(Arc<Batcher>);
+
+impl Drop for SendRest {
+    fn drop(&mut self) {
+        let pending = {
+            let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+            if q.jobs.is_empty() {
+                q.flushing = false;
+            }
+            !q.jobs.is_empty()
+        };
+        if pending {
+            // A rate-limited request runs on a Pingora worker, inside its runtime.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn(self.0.clone().flush());
+                }
+                Err(_) => {
+                    // No runtime (cannot happen on the request path): fail the queued checks
+                    // rather than leave them waiting.
+                    let mut q = self.0.queue.lock().unwrap_or_else(|e| e.into_inner());
+                    q.flushing = false;
+                    q.jobs.clear();
+                }
+            }
+        }
     }
 }
