@@ -16,14 +16,16 @@ use crate::{app, config, import};
 /// vendored, patched Pingora crates (each change is listed in `vendor/README.md`).
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
-    "\npingora 0.9.1, with patched copies of pingora-core, pingora-proxy and pingora-http ",
+    "\npingora 0.9.1, with patched copies of pingora-core, pingora-proxy, pingora-http and ",
+    "pingora-cache ",
     "(vendor/README.md): idle pool without a task per connection, request head limits, ",
     "connection limit and count, safe upgrade, panic containment, stale-if-error keep-alive, ",
     "keep-alive hints, fresh-connection retries, response Date kept, brotli stream end, ",
     "body filter at the end of every body, prepared header names, TLS minimum version, ",
     "forwarding fields over HTTP/2 upstreams, client certificate subject, ALPN list, ",
     "small buffers for idle upgraded connections, a small connection task, ",
-    "idle keep-alive connections without request state, idle WebSockets without read buffers"
+    "idle keep-alive connections without request state, idle WebSockets without read buffers, ",
+    "timed reads on tokio's timer, body framing worked out once, copies of cache metadata"
 );
 
 /// Command-line arguments.

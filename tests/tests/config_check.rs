@@ -187,7 +187,17 @@ fn print_config_and_version() {
         .and_then(|l| l.split('"').next())
         .expect("pingora pinned in Cargo.toml");
     assert!(out.contains(&format!("pingora {pinned},")), "{out}");
-    for krate in ["pingora-core", "pingora-proxy", "pingora-http"] {
+    // Every crate patched in Cargo.toml's [patch.crates-io] is named.
+    let patched: Vec<&str> = cargo
+        .split("[patch.crates-io]")
+        .nth(1)
+        .expect("a [patch.crates-io] section")
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.trim()))
+        .collect();
+    assert!(patched.contains(&"pingora-core"), "{patched:?}");
+    for krate in patched {
         assert!(
             out.contains(krate),
             "{krate} missing from --version:\n{out}"
