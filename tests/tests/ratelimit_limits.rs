@@ -46,12 +46,7 @@ fn allowed(s: &[u16]) -> usize {
 
 async fn each_algorithm(redis: Option<&RedisServer>) {
     let bs = backends(1).await;
-    for algo in [
-        "fixed_window",
-        "sliding_window",
-        "sliding_window_log",
-        "gcra",
-    ] {
+    for algo in RATE_LIMIT_ALGORITHMS {
         let redis_section = redis.map_or(String::new(), |r| {
             format!("[redis]\nurl = \"{}\"\n", r.url())
         });

@@ -37,12 +37,7 @@ async fn combined_allowed(sluices: &[Sluice], path: &str) -> usize {
 async fn three_instances_on_one_redis_enforce_one_combined_limit() {
     let redis = RedisServer::start().await;
     let bs = backends(1).await;
-    for algo in [
-        "fixed_window",
-        "sliding_window",
-        "sliding_window_log",
-        "gcra",
-    ] {
+    for algo in RATE_LIMIT_ALGORITHMS {
         let body = config(
             bs[0].addr,
             &format!("[redis]\nurl = \"{}\"\n", redis.url()),
@@ -242,12 +237,7 @@ async fn concurrent_checks_share_redis_calls_and_stay_exact() {
     use futures_util::stream::{self, StreamExt};
     let redis = RedisServer::start().await;
     let bs = backends(1).await;
-    for algo in [
-        "fixed_window",
-        "sliding_window",
-        "sliding_window_log",
-        "gcra",
-    ] {
+    for algo in RATE_LIMIT_ALGORITHMS {
         let body = config(
             bs[0].addr,
             &format!("[redis]\nurl = \"{}\"\n", redis.url()),

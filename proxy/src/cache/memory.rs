@@ -30,14 +30,14 @@ type Key = [u8; 16];
 
 /// One stored response.
 struct Entry {
-    /// Its metadata, deserialized once when stored: each hit gets a copy (deserializing on
-    /// every hit cost about 20,700 instructions, a third of a hit: zstd, httparse, a new map).
-    /// The copy is what a lookup deserializing the stored bytes would give.
     /// The cache key's primary string (scheme://host/path?query), for pattern purges.
     url: String,
     /// Its tags, for tag purges.
     tags: Vec<String>,
-    /// Shared with lookups in flight, so a hit copies nothing under the lock.
+    /// Its metadata, deserialized once when stored: each hit gets a copy (deserializing on
+    /// every hit cost about 20,700 instructions, a third of a hit: zstd, httparse, a new map).
+    /// The copy is what a lookup deserializing the stored bytes would give. Shared with lookups
+    /// in flight, so a hit copies nothing under the lock.
     meta: Arc<CacheMeta>,
     /// The serialized metadata's size, counted against the bound.
     meta_bytes: usize,

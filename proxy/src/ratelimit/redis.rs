@@ -98,7 +98,8 @@ return {1, math.max(math.floor((tolerance - (new_tat - now)) / emission), 0), ma
 "#;
 
 /// Runs several checks in one call. KEYS: one per check; ARGV: five per check (the algorithm's
-/// index in [`ALGORITHMS`], then that algorithm's four arguments, unused ones 0). Each
+/// index in [`ALGORITHMS`], then that algorithm's four arguments, unused ones 0; each script
+/// reads only the ones it needs). Each
 /// algorithm's script above is the body of a function of `KEYS` and `ARGV`, so a check runs the
 /// very same code alone or in a batch. Returns one reply per check, in order.
 const BATCH: &str = r#"
@@ -115,16 +116,26 @@ end
 return out
 "#;
 
-/// The algorithms' scripts, by index (the order of `RedisStore::scripts`).
+/// The algorithms' scripts, by [`script_index`] (the order of `RedisStore::scripts`).
 const ALGORITHMS: [&str; 4] = [SLIDING_WINDOW_LOG, FIXED_WINDOW, SLIDING_WINDOW, GCRA];
+
+/// Where `algorithm`'s script is in [`ALGORITHMS`].
+fn script_index(algorithm: Algorithm) -> usize {
+    match algorithm {
+        Algorithm::SlidingWindowLog => 0,
+        Algorithm::FixedWindow => 1,
+        Algorithm::SlidingWindow => 2,
+        Algorithm::Gcra => 3,
+    }
+}
 
 /// Most checks in one batched call; more wait for the next.
 const MAX_BATCH: usize = 128;
 
-/// The script index and four arguments of one check.
+/// The script index ([`script_index`]) and four arguments of one check.
 #[derive(Clone, Copy)]
 struct Args {
-    algorithm: usize,
+    script: usize,
     args: [u64; 4],
 }
 
@@ -166,7 +177,7 @@ impl Batcher {
                 let conn = self.redis.conn().get().await?;
                 let mut inv = self.script.prepare_invoke();
                 for job in &jobs {
-                    inv.key(&job.key).arg(job.args.algorithm);
+                    inv.key(&job.key).arg(job.args.script);
                     for a in job.args.args {
                         inv.arg(a);
                     }
@@ -306,10 +317,9 @@ impl RedisStore {
     async fn run_alone(&self, key: &str, a: Args) -> Result<Vec<i64>, StoreError> {
         let work = async {
             let conn = self.redis.conn().get().await?;
-            let mut inv = self.scripts[a.algorithm].key(key);
-            inv.arg(a.args[0]).arg(a.args[1]).arg(a.args[2]);
-            if a.algorithm == 1 || a.algorithm == 2 {
-                inv.arg(a.args[3]);
+            let mut inv = self.scripts[a.script].key(key);
+            for arg in a.args {
+                inv.arg(arg);
             }
             conn.invoke::<Vec<i64>>(&inv).await
         };
@@ -330,22 +340,12 @@ impl RedisStore {
         floor: u64,
     ) -> Result<(Decision, u64), StoreError> {
         let (limit, window) = (policy.limit, policy.window_ms);
-        let args = match policy.algorithm {
-            Algorithm::SlidingWindowLog => Args {
-                algorithm: 0,
-                args: [limit, window, rand::random::<u64>(), 0],
-            },
-            Algorithm::FixedWindow => Args {
-                algorithm: 1,
-                args: [limit, window, want, floor],
-            },
-            Algorithm::SlidingWindow => Args {
-                algorithm: 2,
-                args: [limit, window, want, floor],
-            },
-            Algorithm::Gcra => Args {
-                algorithm: 3,
-                args: [limit, window, policy.burst, 0],
+        let args = Args {
+            script: script_index(policy.algorithm),
+            args: match policy.algorithm {
+                Algorithm::SlidingWindowLog => [limit, window, rand::random::<u64>(), 0],
+                Algorithm::FixedWindow | Algorithm::SlidingWindow => [limit, window, want, floor],
+                Algorithm::Gcra => [limit, window, policy.burst, 0],
             },
         };
         let v = self.run(key, args).await?;

@@ -19,6 +19,14 @@ pub const SLUICE_BIN: &str = env!("CARGO_BIN_EXE_sluice-under-test");
 /// Path of the backend-sample binary under test.
 pub const BACKEND_BIN: &str = env!("CARGO_BIN_EXE_backend-under-test");
 
+/// Every rate-limit algorithm, by its config name.
+pub const RATE_LIMIT_ALGORITHMS: [&str; 4] = [
+    "fixed_window",
+    "sliding_window",
+    "sliding_window_log",
+    "gcra",
+];
+
 /// The workspace root (for `conf/`).
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
