@@ -420,3 +420,75 @@ impl Drop for SendRest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RedisTarget;
+
+    /// A store on a "Redis" that accepts connections and never answers: every call waits for
+    /// the command timeout.
+    async fn silent_store() -> Arc<RedisStore> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((s, _)) = listener.accept().await {
+                held.push(s);
+            }
+        });
+        Arc::new(RedisStore::new(RedisSpec {
+            target: RedisTarget::Single(format!("redis://{addr}/")),
+            command_timeout: Duration::from_millis(200),
+            breaker_failures: 1000,
+            breaker_cooldown: Duration::from_secs(1),
+        }))
+    }
+
+    fn queue(store: &RedisStore) -> std::sync::MutexGuard<'_, Queue> {
+        store.batcher.as_ref().unwrap().queue.lock().unwrap()
+    }
+
+    async fn until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "never: {what}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A client hanging up while its own check is in flight drops that check's future: the
+    /// checks queued behind it must still be sent (and fail within their timeout here), not
+    /// wait for an answer nobody will send.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_check_in_flight_does_not_strand_the_checks_queued_behind_it() {
+        let store = silent_store().await;
+        let args = Args {
+            script: script_index(Algorithm::FixedWindow),
+            args: [10, 60_000, 1, 0],
+        };
+        let s = store.clone();
+        let first = tokio::spawn(async move { s.run("k0", args).await });
+        until("the first check goes alone", || queue(&store).flushing).await;
+        let queued: Vec<_> = (1..=5)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.run(&format!("k{i}"), args).await })
+            })
+            .collect();
+        until("five checks queue", || queue(&store).jobs.len() == 5).await;
+        first.abort();
+        for q in queued {
+            let r = tokio::time::timeout(Duration::from_secs(3), q)
+                .await
+                .expect("a queued check was stranded")
+                .unwrap();
+            assert!(r.is_err(), "a silent Redis gave an answer: {r:?}");
+        }
+        until("the queue is idle again", || {
+            let q = queue(&store);
+            !q.flushing && q.jobs.is_empty()
+        })
+        .await;
+    }
+}
