@@ -408,3 +408,85 @@ async fn a_keepalive_connection_idle_past_its_release_serves_and_closes_as_befor
     assert!(head.starts_with("http/1.1 200"), "{head}");
     assert!(head.contains("connection: close"), "{head}");
 }
+
+/// Send `raw` on a new connection; the status of the one response, or `None` when the
+/// connection closed without one.
+async fn status_of_raw(addr: SocketAddr, raw: &[u8]) -> Option<u16> {
+    let mut c = TcpStream::connect(addr).await.unwrap();
+    c.write_all(raw).await.unwrap();
+    let (head, _) = read_response(&mut c).await?;
+    head.split(' ').nth(1).and_then(|s| s.parse().ok())
+}
+
+/// Issue 18: the body framing of a request and of a response is worked out once, when its head
+/// is validated (vendored pingora-core section 17). Ambiguous framing must still be refused,
+/// and a request smuggled behind a `Transfer-Encoding` + `Content-Length` body must never reach
+/// the backend as a request of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_framing_is_refused_and_nothing_is_smuggled() {
+    let bs = backends(1).await;
+    let s = Sluice::start(one_pool(&[bs[0].addr])).await;
+    for (what, raw) in [
+        (
+            "two different lengths",
+            &b"POST /conflict HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd"[..],
+        ),
+        (
+            "a length that is not a number",
+            b"POST /nan HTTP/1.1\r\nHost: x\r\nContent-Length: 3x\r\n\r\nabc",
+        ),
+        (
+            "chunked not last",
+            b"POST /te HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n",
+        ),
+        (
+            "Transfer-Encoding on HTTP/1.0",
+            b"POST /te10 HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ),
+    ] {
+        let status = status_of_raw(s.addr, raw).await;
+        assert!(
+            status.is_none() || status == Some(400),
+            "{what}: {status:?} (must be refused)"
+        );
+    }
+    // Chunked wins over Content-Length: the body is the empty chunked one, the connection is
+    // not reused, and the bytes after it are never read as a request.
+    let smuggle = b"POST /carrier HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 40\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(smuggle).await.unwrap();
+    let (head, _) = read_response(&mut c)
+        .await
+        .expect("an answer to the carrier");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .expect("the connection is closed after the carrier")
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+        "a second answer: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    // An identical duplicate length is one length (RFC 9110 8.6).
+    let dup = b"POST /dup HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc";
+    assert_eq!(status_of_raw(s.addr, dup).await, Some(200));
+    let served = bs[0].shared.served();
+    for refused in ["/conflict", "/nan", "/te", "/te10", "/smuggled"] {
+        assert!(
+            !served.contains_key(refused),
+            "{refused} reached the backend: {served:?}"
+        );
+    }
+    assert_eq!(served.get("/carrier"), Some(&1), "{served:?}");
+    assert_eq!(served.get("/dup"), Some(&1), "{served:?}");
+
+    // The response side: a backend's conflicting lengths are a bad gateway, not a guess.
+    let backend =
+        RawServer::start(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nokk")
+            .await;
+    let s = Sluice::start(one_pool(&[backend.addr])).await;
+    let r = client(None).get(s.url("/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+}
