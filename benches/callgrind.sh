@@ -7,6 +7,8 @@
 #   --route FILE appends FILE's lines to the one [[routes]] table (rules to measure, e.g. the
 #   rule set of `benches/proxy.sh --scenario rules`); --header adds a request field to wrk's.
 #   --keep DIR copies each dump to DIR/NAME.N.callgrind (for callgrind_annotate).
+#   --redis starts a redis-server and adds a [redis] section (the cache's and rate limits' store;
+#   e.g. `--redis --route <(echo 'cache = "warm"') --path /cache/600` counts a Redis cache hit).
 #   e.g. benches/callgrind.sh before=/tmp/old/target/release/sluice after=target/release/sluice
 #   A binary named pingora_floor (target/release/examples/pingora_floor) is run as the floor, so
 #   `sluice=target/release/sluice floor=target/release/examples/pingora_floor` splits what Sluice
@@ -18,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=()
+SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=() REDIS_ON=
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -28,6 +30,7 @@ while [ $# -gt 0 ]; do
     --keep) KEEP=$2; shift 2 ;;
     --route) ROUTE_EXTRA=$(cat "$2"); shift 2 ;;
     --header) WRK_HEADERS+=(-H "$2"); shift 2 ;;
+    --redis) REDIS_ON=1; shift ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
   esac
@@ -42,6 +45,17 @@ BACKEND=$(free_port)
 target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>"$work/backend.log" &
 pids+=($!)
 wait_port "$BACKEND"
+REDIS_TOML=""
+if [ -n "$REDIS_ON" ]; then
+  scripts/install-deps.sh redis-server
+  REDIS=$(free_port)
+  redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >"$work/redis.log" 2>&1 &
+  pids+=($!)
+  wait_port "$REDIS"
+  # Under valgrind a Redis call takes far longer than the cache's 20 ms default, and one that
+  # times out is a miss: the count would mix hits and misses.
+  REDIS_TOML=$(printf '[redis]\nurl = "redis://127.0.0.1:%s/"\n[cache]\ncommand_timeout_ms = 5000' "$REDIS")
+fi
 
 measure() { # measure NAME BINARY -> prints instructions per request
   local name=$1 bin=$2 port admin out
@@ -57,6 +71,7 @@ upgrade_sock = "$work/upgrade.sock"
 listen = "127.0.0.1:$admin"
 [logging]
 access_log = false
+$REDIS_TOML
 [upstreams.api]
 backends = [{ addr = "127.0.0.1:$BACKEND" }]
 [[routes]]

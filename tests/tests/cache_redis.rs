@@ -111,11 +111,15 @@ async fn revalidation_refreshes_the_shared_entry() {
     let c = client(None);
     let r = c.get(a.url("/cache/1")).send().await.unwrap();
     assert_eq!(x_cache(&r), "MISS");
+    // A hit on `a` while fresh: `a` keeps the metadata it decoded for this entry.
+    let r = c.get(a.url("/cache/1")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = c.get(b.url("/cache/1")).send().await.unwrap();
     assert_eq!(x_cache(&r), "REVALIDATED");
     assert_eq!(r.text().await.unwrap(), "cacheable for 1 s\n");
-    // The refreshed entry is fresh for the other instance too.
+    // The refreshed entry is fresh for the other instance too: it reads the new metadata `b`
+    // wrote, not what it decoded before (which has expired by now).
     let r = c.get(a.url("/cache/1")).send().await.unwrap();
     assert_eq!(x_cache(&r), "HIT");
     assert_eq!(served(&bs, "/cache/1")["b1"], 2);
