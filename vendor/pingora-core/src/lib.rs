@@ -93,6 +93,54 @@
 
 pub mod apps;
 pub mod connectors;
+
+/// SLUICE PATCH (README section 18): the bytes allocated and not yet freed on the calling
+/// thread, counted by the test binary's allocator, so that a test can assert what a parsed
+/// message keeps allocated (run it on a current-thread runtime).
+#[cfg(test)]
+pub(crate) mod live_bytes {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    thread_local! {
+        static LIVE: Cell<isize> = const { Cell::new(0) };
+    }
+
+    fn add(n: isize) {
+        // Ignored while the thread's locals are being torn down.
+        let _ = LIVE.try_with(|c| c.set(c.get() + n));
+    }
+
+    struct Counting;
+
+    // SAFETY: every call is passed on to the system allocator unchanged.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            System.alloc(layout)
+        }
+        unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+            add(layout.size() as isize);
+            System.alloc_zeroed(layout)
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            add(-(layout.size() as isize));
+            System.dealloc(ptr, layout)
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            add(new_size as isize - layout.size() as isize);
+            System.realloc(ptr, layout, new_size)
+        }
+    }
+
+    #[global_allocator]
+    static COUNTING: Counting = Counting;
+
+    /// Bytes live on this thread.
+    pub fn now() -> isize {
+        LIVE.with(|c| c.get())
+    }
+}
 pub mod listeners;
 pub mod modules;
 pub(crate) mod offload;

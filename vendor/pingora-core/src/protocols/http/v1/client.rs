@@ -318,7 +318,17 @@ impl HttpSession {
                             return self.fail_response_header_read(e);
                         }
 
-                        let buf = std::mem::take(&mut self.response_header_read_buf).freeze();
+                        let switching = resp.code == Some(101);
+                        let buf = std::mem::take(&mut self.response_header_read_buf);
+                        // SLUICE PATCH (README section 18): the parsed values point into the head
+                        // buffer (4 KiB or more for a head of a few hundred bytes), and an upgraded
+                        // connection keeps the 101's header, and its copies downstream, for its
+                        // whole life: give a 101 a buffer of its own size.
+                        let buf = if switching {
+                            bytes::Bytes::copy_from_slice(&buf)
+                        } else {
+                            buf.freeze()
+                        };
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
@@ -1047,6 +1057,33 @@ mod tests_stream {
             http_stream.resp_header().unwrap().get_reason_phrase(),
             Some("Just Fine")
         );
+    }
+
+    /// SLUICE PATCH (README section 18): an upgraded connection keeps the 101's header for its
+    /// life; it must not hold the 4 KiB head buffer.
+    #[tokio::test]
+    async fn a_101_head_keeps_no_oversized_buffer() {
+        async fn live_after_reading(head: &'static [u8]) -> (isize, HttpSession) {
+            let mock_io = Builder::new().read(head).build();
+            let before = crate::live_bytes::now();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            http_stream.read_response().await.unwrap();
+            (crate::live_bytes::now() - before, http_stream)
+        }
+        let switching: &[u8] =
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi";
+        let ok: &[u8] =
+            b"HTTP/1.1 200 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\nhi";
+        let (live_ok, _s) = live_after_reading(ok).await;
+        let (live_switching, s) = live_after_reading(switching).await;
+        assert!(
+            live_switching + 3000 < live_ok,
+            "a 101 keeps {live_switching} bytes, a 200 {live_ok}"
+        );
+        let resp = s.resp_header().unwrap();
+        assert_eq!(resp.status, 101);
+        assert_eq!(resp.headers["upgrade"], "websocket");
+        assert_eq!(resp.headers["connection"], "Upgrade");
     }
 
     #[tokio::test]

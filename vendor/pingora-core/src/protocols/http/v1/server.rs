@@ -559,7 +559,19 @@ impl HttpSession {
                             }
                             rest
                         };
-                        let buf = buf.freeze();
+                        // SLUICE PATCH (README section 18): the parsed names and values point
+                        // into the head buffer (4 KiB for a head of a few hundred bytes), and an
+                        // upgraded connection keeps its request header for its whole life. The
+                        // head of a request that may upgrade (an `Upgrade` field) moves to a
+                        // buffer of its own size.
+                        let upgrade_field = header_refs
+                            .iter()
+                            .any(|h| h.get_name(&buf).eq_ignore_ascii_case(b"upgrade"));
+                        let buf = if upgrade_field {
+                            Bytes::copy_from_slice(&buf)
+                        } else {
+                            buf.freeze()
+                        };
 
                         for header in header_refs {
                             let header_name = header.get_name_bytes(&buf);
@@ -2755,6 +2767,40 @@ mod tests_stream {
         // EOF ends body
         assert!(http_stream.read_body_bytes().await.unwrap().is_none());
         assert!(http_stream.is_body_done());
+    }
+
+    /// SLUICE PATCH (README section 18): what a read request head keeps allocated.
+    async fn live_after_reading(head: &'static [u8]) -> (isize, HttpSession) {
+        let mock_io = Builder::new().read(head).build();
+        let before = crate::live_bytes::now();
+        let mut http_stream = HttpSession::new(Box::new(mock_io));
+        http_stream.read_request().await.unwrap();
+        (crate::live_bytes::now() - before, http_stream)
+    }
+
+    /// SLUICE PATCH (README section 18): an upgraded connection keeps its request header for
+    /// its life; the header of a request that may upgrade must not hold the 4 KiB head buffer.
+    #[tokio::test]
+    async fn an_upgrade_request_head_keeps_no_oversized_buffer() {
+        // The same length, with and without an `Upgrade` field.
+        let upgrade: &[u8] =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+        let plain: &[u8] =
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgradx: websocket\r\n\r\n";
+        assert_eq!(upgrade.len(), plain.len());
+        let (live_plain, _s) = live_after_reading(plain).await;
+        let (live_upgrade, s) = live_after_reading(upgrade).await;
+        assert!(
+            live_upgrade + 3000 < live_plain,
+            "upgrade request keeps {live_upgrade} bytes, a plain one {live_plain}"
+        );
+        // And it reads the same.
+        assert!(s.is_upgrade_req());
+        let req = s.req_header();
+        assert_eq!(req.headers["upgrade"], "websocket");
+        assert_eq!(req.headers["host"], "a");
+        assert_eq!(req.headers["connection"], "Upgrade");
+        assert_eq!(s.get_headers_raw_bytes(), upgrade);
     }
 
     #[rstest]
