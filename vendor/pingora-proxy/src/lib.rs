@@ -427,76 +427,72 @@ where
             Err(e) => return (false, Some(e)),
         };
 
-        let client_session = self.client_upstream.get_http_session(&*peer).await;
-        match client_session {
-            Ok((client_session, client_reused)) => {
-                let (server_reused, error) = match client_session {
-                    ClientSession::H1(mut h1) => {
-                        let (server_reused, client_reuse, error) = self
-                            .proxy_to_h1_upstream(session, &mut h1, client_reused, &peer, ctx)
-                            .await;
-                        if client_reuse {
-                            let session = ClientSession::H1(h1);
-                            self.client_upstream
-                                .release_http_session(session, &*peer, peer.idle_timeout())
-                                .await;
-                        }
-                        (server_reused, error)
-                    }
-                    ClientSession::H2(mut h2) => {
-                        let (server_reused, mut error) = self
-                            .proxy_to_h2_upstream(session, &mut h2, client_reused, &peer, ctx)
-                            .await;
-                        let session = ClientSession::H2(h2);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
-
-                        if let Some(e) = error.as_mut() {
-                            // try to downgrade if A. origin says so or B. origin sends an invalid
-                            // response, which usually means origin h2 is not production ready
-                            if matches!(e.etype, H2Downgrade | InvalidH2) {
-                                if peer
-                                    .get_alpn()
-                                    .is_none_or(|alpn| alpn.get_min_http_version() == 1)
-                                {
-                                    // Add the peer to prefer h1 so that all following requests
-                                    // will use h1
-                                    self.client_upstream.prefer_h1(&*peer);
-                                } else {
-                                    // the peer doesn't allow downgrading to h1 (e.g. gRPC)
-                                    e.retry = false.into();
-                                }
-                            }
-                        }
-
-                        (server_reused, error)
-                    }
-                    ClientSession::Custom(mut c) => {
-                        let (server_reused, error) = self
-                            .proxy_to_custom_upstream(session, &mut c, client_reused, &peer, ctx)
-                            .await;
-                        let session = ClientSession::Custom(c);
-                        self.client_upstream
-                            .release_http_session(session, &*peer, peer.idle_timeout())
-                            .await;
-                        (server_reused, error)
-                    }
-                };
-                (
-                    server_reused,
-                    error.map(|e| {
-                        self.inner
-                            .error_while_proxy(&peer, session, e, ctx, client_reused)
-                    }),
-                )
+        // SLUICE PATCH (README section 11, smaller request future): the connector's result
+        // is taken apart in the `let`, and the session is proxied and released in place.
+        // Matched by value, the `Result`, the `ClientSession` and the `h1` moved out of it were
+        // three 500-byte locals, all kept in the future while proxying.
+        let (mut client_session, client_reused) =
+            match self.client_upstream.get_http_session(&*peer).await {
+                Ok(got) => got,
+                Err(mut e) => {
+                    e.as_up();
+                    let new_err = self.inner.fail_to_connect(session, &peer, ctx, e);
+                    return (false, Some(new_err.into_up()));
+                }
+            };
+        let (server_reused, client_reuse, mut error) = match &mut client_session {
+            ClientSession::H1(h1) => {
+                self.proxy_to_h1_upstream(session, h1, client_reused, &peer, ctx)
+                    .await
             }
-            Err(mut e) => {
-                e.as_up();
-                let new_err = self.inner.fail_to_connect(session, &peer, ctx, e);
-                (false, Some(new_err.into_up()))
+            ClientSession::H2(h2) => {
+                let (server_reused, error) = self
+                    .proxy_to_h2_upstream(session, h2, client_reused, &peer, ctx)
+                    .await;
+                (server_reused, true, error)
+            }
+            ClientSession::Custom(c) => {
+                let (server_reused, error) = self
+                    .proxy_to_custom_upstream(session, c, client_reused, &peer, ctx)
+                    .await;
+                (server_reused, true, error)
+            }
+        };
+        let h2 = matches!(client_session, ClientSession::H2(_));
+        // An HTTP/1 session goes back to the pool only when reusable; the others always do.
+        if client_reuse {
+            self.client_upstream
+                .release_http_session(client_session, &*peer, peer.idle_timeout())
+                .await;
+        } else {
+            drop(client_session);
+        }
+        if h2 {
+            if let Some(e) = error.as_mut() {
+                // try to downgrade if A. origin says so or B. origin sends an invalid
+                // response, which usually means origin h2 is not production ready
+                if matches!(e.etype, H2Downgrade | InvalidH2) {
+                    if peer
+                        .get_alpn()
+                        .is_none_or(|alpn| alpn.get_min_http_version() == 1)
+                    {
+                        // Add the peer to prefer h1 so that all following requests
+                        // will use h1
+                        self.client_upstream.prefer_h1(&*peer);
+                    } else {
+                        // the peer doesn't allow downgrading to h1 (e.g. gRPC)
+                        e.retry = false.into();
+                    }
+                }
             }
         }
+        (
+            server_reused,
+            error.map(|e| {
+                self.inner
+                    .error_while_proxy(&peer, session, e, ctx, client_reused)
+            }),
+        )
     }
 
     async fn upstream_filter(
@@ -533,40 +529,44 @@ where
         Ok(duration)
     }
 
-    async fn finish(
-        &self,
+    /// SLUICE PATCH (README section 11, smaller request future): a plain `fn` returning an
+    /// `async move` block (an `async fn` keeps the session argument and a copy of it).
+    fn finish<'a>(
+        &'a self,
         mut session: Session,
-        ctx: &mut SV::CTX,
+        ctx: &'a mut SV::CTX,
         reuse: bool,
         error: Option<Box<Error>>,
-    ) -> Option<ReusedHttpStream>
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'a
     where
         SV: ProxyHttp + Send + Sync,
         SV::CTX: Send + Sync,
     {
-        self.inner
-            .logging(&mut session, error.as_deref(), ctx)
-            .await;
+        async move {
+            self.inner
+                .logging(&mut session, error.as_deref(), ctx)
+                .await;
 
-        if let Some(e) = error {
-            session.downstream_session.on_proxy_failure(e);
-        }
-
-        if reuse {
-            // TODO: log error
-            let mut persistent_settings = HttpPersistentSettings::for_session(&session);
-            if let Some(uc) = self.inner.persist_connection_context(&session, ctx) {
-                persistent_settings.set_user_context(uc);
+            if let Some(e) = error {
+                session.downstream_session.on_proxy_failure(e);
             }
-            session
-                .downstream_session
-                .finish()
-                .await
-                .ok()
-                .flatten()
-                .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
-        } else {
-            None
+
+            if reuse {
+                // TODO: log error
+                let mut persistent_settings = HttpPersistentSettings::for_session(&session);
+                if let Some(uc) = self.inner.persist_connection_context(&session, ctx) {
+                    persistent_settings.set_user_context(uc);
+                }
+                session
+                    .downstream_session
+                    .finish()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
+            } else {
+                None
+            }
         }
     }
 
@@ -1177,60 +1177,73 @@ where
     /// session. Here the session survives the unwind, so the client gets a 500 (when nothing was
     /// written yet), `logging` runs, and the connection is closed. Other connections never
     /// notice.
-    async fn process_request(
+    ///
+    /// SLUICE PATCH (README section 11, smaller request future): a plain `fn` returning an
+    /// `async move` block. An `async fn` copies its by-value arguments into locals of its own,
+    /// and the future keeps both the argument and the copy for its whole life (368 bytes each
+    /// for the session); the block uses what it captured in place.
+    fn process_request(
         self: &Arc<Self>,
         mut session: Session,
         mut ctx: <SV as ProxyHttp>::CTX,
-    ) -> Option<ReusedHttpStream>
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + '_
     where
         SV: ProxyHttp + Send + Sync + 'static,
         <SV as ProxyHttp>::CTX: Send + Sync,
     {
-        let phases = std::panic::AssertUnwindSafe(self.process_request_phases(&mut session, &mut ctx))
-            .catch_unwind()
-            .await;
-        match phases {
-            Ok(RequestOutcome::Error(e, context)) => {
-                self.handle_error(session, &mut ctx, e, context).await
-            }
-            Ok(RequestOutcome::Finish(reuse, err)) => self.finish(session, &mut ctx, reuse, err).await,
-            Ok(RequestOutcome::Responded) => {
-                // TODO: log error
-                self.inner.logging(&mut session, None, &mut ctx).await;
-                self.cleanup_sub_req(&mut session);
-                let mut persistent_settings = HttpPersistentSettings::for_session(&session);
-                if let Some(uc) = self.inner.persist_connection_context(&session, &ctx) {
-                    persistent_settings.set_user_context(uc);
+        async move {
+            let phases =
+                std::panic::AssertUnwindSafe(self.process_request_phases(&mut session, &mut ctx))
+                    .catch_unwind()
+                    .await;
+            match phases {
+                Ok(RequestOutcome::Error(e, context)) => {
+                    self.handle_error(session, &mut ctx, e, context).await
                 }
-                session
-                    .downstream_session
-                    .finish()
-                    .await
-                    .ok()
-                    .flatten()
-                    .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
-            }
-            Err(panic) => {
-                let what = panic
-                    .downcast_ref::<&str>()
-                    .copied()
-                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                    .unwrap_or("(no message)");
-                error!("request handler panicked: {what}");
-                let e = Error::explain(InternalError, "request handler panicked");
-                // The answer path runs user hooks again: a second panic only loses this
-                // connection, as it would have without the patch.
-                std::panic::AssertUnwindSafe(async move {
-                    session.set_keepalive(None);
-                    if session.cache.enabled() {
-                        // Release a cache lock this request may hold, so that waiters go on.
-                        session.cache.disable(NoCacheReason::InternalError);
+                Ok(RequestOutcome::Finish(reuse, err)) => {
+                    self.finish(session, &mut ctx, reuse, err).await
+                }
+                Ok(RequestOutcome::Responded) => {
+                    // TODO: log error
+                    self.inner.logging(&mut session, None, &mut ctx).await;
+                    self.cleanup_sub_req(&mut session);
+                    let mut persistent_settings = HttpPersistentSettings::for_session(&session);
+                    if let Some(uc) = self.inner.persist_connection_context(&session, &ctx) {
+                        persistent_settings.set_user_context(uc);
                     }
-                    self.handle_error(session, &mut ctx, e, "Panic:").await
-                })
-                .catch_unwind()
-                .await
-                .unwrap_or(None)
+                    session
+                        .downstream_session
+                        .finish()
+                        .await
+                        .ok()
+                        .flatten()
+                        .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
+                }
+                Err(panic) => {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .copied()
+                        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                        .unwrap_or("(no message)");
+                    error!("request handler panicked: {what}");
+                    let e = Error::explain(InternalError, "request handler panicked");
+                    // The answer path runs user hooks again: a second panic only loses this
+                    // connection, as it would have without the patch. Boxed (README section 11):
+                    // inline, this rare path was the request future's largest state.
+                    Box::pin(
+                        std::panic::AssertUnwindSafe(async move {
+                            session.set_keepalive(None);
+                            if session.cache.enabled() {
+                                // Release a cache lock this request may hold, so that waiters go on.
+                                session.cache.disable(NoCacheReason::InternalError);
+                            }
+                            self.handle_error(session, &mut ctx, e, "Panic:").await
+                        })
+                        .catch_unwind(),
+                    )
+                    .await
+                    .unwrap_or(None)
+                }
             }
         }
     }
@@ -1247,11 +1260,7 @@ where
         SV: ProxyHttp + Send + Sync + 'static,
         <SV as ProxyHttp>::CTX: Send + Sync,
     {
-        if let Err(e) = self
-            .inner
-            .early_request_filter(session, ctx)
-            .await
-        {
+        if let Err(e) = self.inner.early_request_filter(session, ctx).await {
             return RequestOutcome::Error(e, "Fail to early filter request:");
         }
 
@@ -1297,11 +1306,7 @@ where
         self.cleanup_sub_req(session);
 
         // decide if the request is allowed to go to upstream
-        match self
-            .inner
-            .proxy_upstream_filter(session, ctx)
-            .await
-        {
+        match self.inner.proxy_upstream_filter(session, ctx).await {
             Ok(proxy_to_upstream) => {
                 if !proxy_to_upstream {
                     // The hook can choose to write its own response, but if it doesn't, we respond
@@ -1314,7 +1319,10 @@ where
                         match session.write_response_header_ref(&BAD_GATEWAY, true).await {
                             Ok(()) => {}
                             Err(e) => {
-                                return RequestOutcome::Error(e, "Error responding with Bad Gateway:");
+                                return RequestOutcome::Error(
+                                    e,
+                                    "Error responding with Bad Gateway:",
+                                );
                             }
                         }
                     }
@@ -1435,45 +1443,49 @@ where
         RequestOutcome::Finish(server_reuse, final_error)
     }
 
-    async fn handle_error(
-        &self,
+    /// SLUICE PATCH (README section 11, smaller request future): a plain `fn` returning an
+    /// `async move` block (an `async fn` keeps the session argument and a copy of it).
+    fn handle_error<'a>(
+        &'a self,
         mut session: Session,
-        ctx: &mut <SV as ProxyHttp>::CTX,
+        ctx: &'a mut <SV as ProxyHttp>::CTX,
         e: Box<Error>,
         context: &'static str,
-    ) -> Option<ReusedHttpStream>
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'a
     where
         SV: ProxyHttp + Send + Sync + 'static,
         <SV as ProxyHttp>::CTX: Send + Sync,
     {
-        let res = self.inner.fail_to_proxy(&mut session, &e, ctx).await;
-        if !self.inner.suppress_error_log(&session, ctx, &e) {
-            error!(
-                "{context} {}, status: {}, {}",
-                e,
-                res.error_code,
-                self.inner.request_summary(&session, ctx)
-            );
-        }
-        self.inner.logging(&mut session, Some(&e), ctx).await;
-        self.cleanup_sub_req(&mut session);
-
-        session.downstream_session.on_proxy_failure(e);
-
-        if res.can_reuse_downstream {
-            let mut persistent_settings = HttpPersistentSettings::for_session(&session);
-            if let Some(uc) = self.inner.persist_connection_context(&session, ctx) {
-                persistent_settings.set_user_context(uc);
+        async move {
+            let res = self.inner.fail_to_proxy(&mut session, &e, ctx).await;
+            if !self.inner.suppress_error_log(&session, ctx, &e) {
+                error!(
+                    "{context} {}, status: {}, {}",
+                    e,
+                    res.error_code,
+                    self.inner.request_summary(&session, ctx)
+                );
             }
-            session
-                .downstream_session
-                .finish()
-                .await
-                .ok()
-                .flatten()
-                .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
-        } else {
-            None
+            self.inner.logging(&mut session, Some(&e), ctx).await;
+            self.cleanup_sub_req(&mut session);
+
+            session.downstream_session.on_proxy_failure(e);
+
+            if res.can_reuse_downstream {
+                let mut persistent_settings = HttpPersistentSettings::for_session(&session);
+                if let Some(uc) = self.inner.persist_connection_context(&session, ctx) {
+                    persistent_settings.set_user_context(uc);
+                }
+                session
+                    .downstream_session
+                    .finish()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
+            } else {
+                None
+            }
         }
     }
 }
@@ -1628,42 +1640,48 @@ where
     C: custom::Connector,
 {
     /// The body of `HttpServerApp::process_new_http`: one request on a downstream session.
-    async fn process_new_http_inner(
-        self: &Arc<Self>,
+    ///
+    /// SLUICE PATCH (README section 11, smaller request future): a plain `fn` that boxes the
+    /// session, as before, and returns an `async move` block holding the box. As an `async fn`
+    /// the future kept the 712-byte session argument and its copy for its whole life, beside
+    /// the box they had been moved into.
+    fn process_new_http_inner<'a>(
+        self: &'a Arc<Self>,
         mut session: HttpSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+        shutdown: &'a ShutdownWatch,
+    ) -> impl std::future::Future<Output = Option<ReusedHttpStream>> + Send + 'a {
         // Extract user context from the previous request before the session is moved into the Box
         let prev_user_ctx = session.take_connection_user_context();
 
         let session = Box::new(session);
+        async move {
+            // TODO: keepalive pool, use stack
+            let mut session = match self.handle_new_request(session).await {
+                Some(downstream_session) => Session::new(
+                    downstream_session,
+                    &self.downstream_modules,
+                    #[cfg(feature = "upstream_modules")]
+                    &self.upstream_modules,
+                    self.shutdown_flag.clone(),
+                ),
+                None => return None, // bad request
+            };
 
-        // TODO: keepalive pool, use stack
-        let mut session = match self.handle_new_request(session).await {
-            Some(downstream_session) => Session::new(
-                downstream_session,
-                &self.downstream_modules,
-                #[cfg(feature = "upstream_modules")]
-                &self.upstream_modules,
-                self.shutdown_flag.clone(),
-            ),
-            None => return None, // bad request
-        };
+            if *shutdown.borrow() {
+                // stop downstream from reusing if this service is shutting down soon
+                session.set_keepalive(None);
+            }
 
-        if *shutdown.borrow() {
-            // stop downstream from reusing if this service is shutting down soon
-            session.set_keepalive(None);
+            let mut ctx = self.inner.new_ctx();
+
+            // Deliver user context from the previous request on this reused connection
+            if let Some(prev_ctx) = prev_user_ctx {
+                self.inner
+                    .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
+            }
+
+            self.process_request(session, ctx).await
         }
-
-        let mut ctx = self.inner.new_ctx();
-
-        // Deliver user context from the previous request on this reused connection
-        if let Some(prev_ctx) = prev_user_ctx {
-            self.inner
-                .on_connection_reuse(&mut session, &mut ctx, prev_ctx);
-        }
-
-        self.process_request(session, ctx).await
     }
 }
 

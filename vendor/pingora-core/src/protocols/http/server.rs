@@ -265,24 +265,32 @@ impl Session {
     /// otherwise None.
     /// For H2, always return None because H2 stream is not reusable.
     /// For subrequests, there is no true underlying stream to return.
-    pub async fn finish(self) -> Result<Option<ReusableHttpStream>> {
-        match self {
-            Self::H1(mut s) => {
-                // need to flush body due to buffering
-                s.finish_body().await?;
-                s.reuse().await
-            }
-            Self::H2(mut s) => {
-                s.finish()?;
-                Ok(None)
-            }
-            Self::Subrequest(mut s) => {
-                s.finish().await?;
-                Ok(None)
-            }
-            Self::Custom(mut s) => {
-                s.finish().await?;
-                Ok(None)
+    ///
+    /// SLUICE PATCH (README section 18, smaller request future): a plain `fn` returning an
+    /// `async move` block; as an `async fn` the future kept the 712-byte session argument and
+    /// a copy of it, beside the variant moved out of it.
+    pub fn finish(
+        self,
+    ) -> impl std::future::Future<Output = Result<Option<ReusableHttpStream>>> + Send {
+        async move {
+            match self {
+                Self::H1(mut s) => {
+                    // need to flush body due to buffering
+                    s.finish_body().await?;
+                    s.reuse().await
+                }
+                Self::H2(mut s) => {
+                    s.finish()?;
+                    Ok(None)
+                }
+                Self::Subrequest(mut s) => {
+                    s.finish().await?;
+                    Ok(None)
+                }
+                Self::Custom(mut s) => {
+                    s.finish().await?;
+                    Ok(None)
+                }
             }
         }
     }

@@ -898,6 +898,13 @@ impl HttpSession {
                         .await
                         .or_err(WriteError, "flushing response header")?;
                 }
+                // SLUICE PATCH (README section 18): an upgraded connection's messages are
+                // written and flushed one by one, so its socket write buffer (1.4 KiB) only
+                // costs memory for the connection's life: give it back (writes go straight to
+                // the socket).
+                if self.upgraded {
+                    self.underlying_stream.idle_write_buffer(true);
+                }
                 self.response_written = Some(header);
                 Ok(())
             }
@@ -1693,26 +1700,34 @@ impl HttpSession {
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
-    pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
-        if !self.will_keepalive() {
-            debug!("HTTP shutdown connection");
-            self.shutdown().await;
-            Ok(None)
-        } else {
-            self.drain_request_body().await?;
-            if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
-                debug!("bytes overread on request, disallowing reuse");
+    ///
+    /// SLUICE PATCH (README section 18, smaller request future): a plain `fn` returning an
+    /// `async move` block, so that the future holds the session once, not the argument and a
+    /// copy.
+    pub fn reuse(
+        mut self,
+    ) -> impl std::future::Future<Output = Result<Option<ReusableHttpStream>>> + Send {
+        async move {
+            if !self.will_keepalive() {
+                debug!("HTTP shutdown connection");
+                self.shutdown().await;
                 Ok(None)
             } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                self.drain_request_body().await?;
+                if self.body_reader.has_bytes_overread() && !self.pipelining_enabled {
+                    debug!("bytes overread on request, disallowing reuse");
+                    Ok(None)
+                } else {
+                    let pipelined_prefix = self
+                        .pipelining_enabled
+                        .then(|| self.take_body_overread())
+                        .flatten()
+                        .filter(|prefix| !prefix.is_empty());
+                    Ok(Some(ReusableHttpStream::new(
+                        self.underlying_stream,
+                        pipelined_prefix,
+                    )))
+                }
             }
         }
     }
