@@ -10,23 +10,31 @@
 # the difference over N is the KiB per connection. Each kind runs on a freshly started proxy. Results go to
 # benches/results/connections-<UTC time>.json.
 #
-# Usage: benches/connections.sh [--conns 3000] [--sluice BINARY] [--only sluice|nginx]
+# Usage: benches/connections.sh [--conns 3000] [--sluice BINARY] [--only sluice|nginx] [--probe]
+#                               [--kinds "idle ws"]
 # --sluice measures another Sluice build (e.g. a worktree's target/release/sluice).
+# --probe also times normal requests (oha, 4 connections at 500 req/s for 3 s, `GET /ping`) before
+# the connections are opened and again while they are held, and reports both p50/p99: whether
+# holding N connections affects anyone else. --kinds measures only the kinds named (a WebSocket
+# is two descriptors in the proxy: 10,000 of them do not fit an open-file limit of 20,000).
 # Installs nginx from apt when missing. Traffic stays on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CONNS=3000 SLUICE_BIN="" ONLY=""
+CONNS=3000 SLUICE_BIN="" ONLY="" PROBE="" KINDS="idle ws"
 while [ $# -gt 0 ]; do
   case "$1" in
     --conns) CONNS=$2; shift 2 ;;
     --sluice) SLUICE_BIN=$2; shift 2 ;;
     --only) ONLY=$2; shift 2 ;;
+    --probe) PROBE=1; shift ;;
+    --kinds) KINDS=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 
 scripts/install-deps.sh nginx
+[ -z "$PROBE" ] || command -v oha >/dev/null 2>&1 || cargo install oha --locked
 cargo build --release --locked -p sluice -p backend-sample
 SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
@@ -134,8 +142,27 @@ async def one(i):
         await r.readexactly(b1 & 0x7f)
     return r, w
 
+async def probe():
+    # Normal requests beside the held connections: p50 and p99 in ms, and the non-200 count.
+    url = os.environ.get("PROBE_URL")
+    if not url:
+        return ""
+    proc = await asyncio.create_subprocess_exec(
+        "oha", "-z", "3s", "-c", "4", "-q", "500", "--no-tui", "--output-format", "json", url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    out, _ = await proc.communicate()
+    import json
+    d = json.loads(out)
+    p = d["latencyPercentiles"]
+    bad = sum(v for k, v in d.get("statusCodeDistribution", {}).items() if k != "200")
+    # oha counts the requests still in flight when its time is up as errors.
+    bad += sum(v for k, v in d.get("errorDistribution", {}).items()
+               if k != "aborted due to deadline")
+    return f" {p['p50'] * 1000:.3f} {p['p99'] * 1000:.3f} {bad}"
+
 async def main():
     await asyncio.sleep(0.5)
+    base = await probe()
     before = await settle()
     held = []
     sem = asyncio.Semaphore(50)
@@ -144,7 +171,8 @@ async def main():
             return await one(i)
     held = await asyncio.gather(*(guarded(i) for i in range(n)))
     after = await settle()
-    print(f"{before} {after} {(after - before) / n:.2f}")
+    held_probe = await probe()
+    print(f"{before} {after} {(after - before) / n:.2f}{base}{held_probe}")
     for _, w in held:
         w.close()
 
@@ -180,18 +208,26 @@ stop_proxy() {
 }
 measure() { # measure NAME PORT: each kind on a fresh process
   local name=$1 port=$2 kind line
-  for kind in idle ws; do
+  for kind in $KINDS; do
     "start_$name"
-    if ! line=$(python3 "$work/hold.py" "$kind" "$port" "$CONNS" "$measured" 2>"$work/hold.err"); then
+    local probe_url=""
+    [ -z "$PROBE" ] || probe_url="http://127.0.0.1:$port/ping"
+    if ! line=$(PROBE_URL=$probe_url python3 "$work/hold.py" "$kind" "$port" "$CONNS" "$measured" 2>"$work/hold.err"); then
       tail -3 "$work/hold.err" >&2
       tail -5 "$work/nginx/error.log" "$work/sluice.log" 2>/dev/null >&2
       exit 1
     fi
     stop_proxy
-    read -r before after per <<<"$line"
+    read -r before after per b50 b99 bbad h50 h99 hbad <<<"$line"
     printf '%-7s %-5s %6d connections: RSS %7d KiB -> %7d KiB: %8.2f KiB each\n' \
       "$name" "$kind" "$CONNS" "$before" "$after" "$per"
-    results+=("{\"target\":\"$name\",\"kind\":\"$kind\",\"conns\":$CONNS,\"rss_before_kib\":$before,\"rss_after_kib\":$after,\"kib_per_conn\":$per}")
+    local probe_json=""
+    if [ -n "$PROBE" ]; then
+      printf '        normal requests (500 req/s): p50 %s ms, p99 %s ms, %s bad before; p50 %s ms, p99 %s ms, %s bad while held\n' \
+        "$b50" "$b99" "$bbad" "$h50" "$h99" "$hbad"
+      probe_json=",\"probe_before\":{\"p50_ms\":$b50,\"p99_ms\":$b99,\"bad\":$bbad},\"probe_held\":{\"p50_ms\":$h50,\"p99_ms\":$h99,\"bad\":$hbad}"
+    fi
+    results+=("{\"target\":\"$name\",\"kind\":\"$kind\",\"conns\":$CONNS,\"rss_before_kib\":$before,\"rss_after_kib\":$after,\"kib_per_conn\":$per$probe_json}")
   done
 }
 

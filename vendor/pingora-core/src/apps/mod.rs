@@ -377,18 +377,24 @@ where
             return self.clone().process_custom_session(stream, shutdown).await;
         } else {
             // No ALPN or ALPN::H1 and h2c was not configured, fallback to HTTP/1.1
-            let mut session = ServerSession::new_http1(stream);
-            if *shutdown.borrow() {
-                // stop downstream from reusing if this service is shutting down soon
-                session.set_keepalive(None);
-            } else {
-                // default 60s
-                session.set_keepalive(Some(60));
-            }
-            session.set_keepalive_reuses_remaining(
-                self.server_options()
-                    .and_then(|opts| opts.keepalive_request_limit),
-            );
+            // SLUICE PATCH (README section 14): the session is built and moved into the first
+            // run inside this block, so that the connection's future does not keep a dead
+            // 712-byte session beside its idle wait (nor below for the next ones).
+            let mut run = {
+                let mut session = ServerSession::new_http1(stream);
+                if *shutdown.borrow() {
+                    // stop downstream from reusing if this service is shutting down soon
+                    session.set_keepalive(None);
+                } else {
+                    // default 60s
+                    session.set_keepalive(Some(60));
+                }
+                session.set_keepalive_reuses_remaining(
+                    self.server_options()
+                        .and_then(|opts| opts.keepalive_request_limit),
+                );
+                Box::pin(serve_http1_run(self, session, shutdown))
+            };
 
             // SLUICE PATCH (idle keep-alive connections hold no request state): requests are
             // served by a boxed run of the keep-alive loop (`serve_http1_run`), which holds
@@ -397,7 +403,8 @@ where
             // connection then waits here for its next request with nothing but its socket, and
             // a new run starts when bytes arrive.
             loop {
-                let idle = Box::pin(serve_http1_run(self, session, shutdown)).await;
+                // Awaited by value: the finished run's memory is freed before the idle wait.
+                let idle = run.await;
                 let (mut stream, persistent_settings, wait) = idle?;
                 crate::protocols::http::v1::server::run_keepalive_release_hook();
                 stream.idle_write_buffer(true);
@@ -407,7 +414,11 @@ where
                     NextRequest::TimedOut | NextRequest::Closed => return None,
                 };
                 stream.idle_write_buffer(false);
-                session = reused_session(stream, persistent_settings, prefix);
+                run = Box::pin(serve_http1_run(
+                    self,
+                    reused_session(stream, persistent_settings, prefix),
+                    shutdown,
+                ));
             }
         }
         None
