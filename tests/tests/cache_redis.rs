@@ -515,3 +515,46 @@ async fn vary_variants_are_shared_and_invalidated_across_instances() {
     assert_eq!(ask(&a, "fr").await.0, "MISS");
     assert_eq!(ask(&a, "de").await.0, "MISS");
 }
+
+/// A corrupted entry (another writer, a bad restore) is never answered from the metadata an
+/// instance decoded earlier for the same key: the bytes read from Redis no longer match, they
+/// fail to decode, and the request is fetched from the backend instead (no error, no stale hit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupted_entry_is_refetched_not_served_from_what_was_decoded_before() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let a = Sluice::start(config(
+        &bs[0],
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+    ))
+    .await;
+    let c = client(None);
+    let r = c.get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let body = r.text().await.unwrap();
+    let r = c.get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
+
+    let mut rc = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*:m")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: () = redis::cmd("HSET")
+        .arg(&keys[0])
+        .arg("i")
+        .arg(&b"\x00garbage"[..])
+        .arg("h")
+        .arg(&b"\xffnot zstd"[..])
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+
+    let r = c.get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_ne!(x_cache(&r), "HIT");
+    assert_eq!(r.text().await.unwrap(), body);
+    assert_eq!(served(&bs, "/cache/60")["b1"], 2);
+}

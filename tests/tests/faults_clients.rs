@@ -490,3 +490,26 @@ async fn ambiguous_framing_is_refused_and_nothing_is_smuggled() {
     let r = client(None).get(s.url("/x")).send().await.unwrap();
     assert_eq!(r.status(), 502);
 }
+
+/// A request that asks for an upgrade the backend does not grant is an ordinary request: its
+/// head (copied to a buffer of its own size because of the `Upgrade` field, vendored
+/// pingora-core section 18) reaches the backend intact, and the client gets the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_the_backend_refuses_is_answered_as_an_ordinary_request() {
+    let (_bs, s) = sluice("").await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(
+        b"GET /echo?q=1 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, close\r\nUpgrade: websocket\r\n\
+          X-Probe: after-the-upgrade-field\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (text, _) = read_until_closed(&mut c, Duration::from_secs(5)).await;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#""path":"/echo""#), "{text}");
+    assert!(text.contains(r#""query":"q=1""#), "{text}");
+    assert!(
+        text.contains(r#""x-probe":"after-the-upgrade-field""#),
+        "{text}"
+    );
+}
