@@ -608,7 +608,6 @@ struct MetaMemo {
 }
 
 struct MemoSlot {
-    key: [u8; 16],
     internal: Vec<u8>,
     header: Vec<u8>,
     meta: Arc<CacheMeta>,
@@ -634,12 +633,13 @@ impl MetaMemo {
     }
 
     /// The metadata `internal` and `header` deserialize to, decoded at most once while they
-    /// stay the same for `key`.
+    /// stay the same for `key`. What is decoded depends on the bytes alone, so the key only
+    /// picks the slot.
     fn decode(&self, key: &[u8; 16], internal: Vec<u8>, header: Vec<u8>) -> Result<CacheMeta> {
         let slot = self.slot(key);
         let known = slot.lock().ok().and_then(|s| {
             s.as_ref()
-                .filter(|m| m.key == *key && m.internal == internal && m.header == header)
+                .filter(|m| m.internal == internal && m.header == header)
                 .map(|m| m.meta.clone())
         });
         if let Some(meta) = known {
@@ -649,7 +649,6 @@ impl MetaMemo {
         if internal.len() + header.len() <= Self::MAX_BYTES {
             if let Ok(mut s) = slot.lock() {
                 *s = Some(MemoSlot {
-                    key: *key,
                     internal,
                     header,
                     meta: Arc::new(meta.clone()),
