@@ -6,14 +6,23 @@
 # too small to lease); with --baseline OLD_SLUICE_BINARY also `baseline_no_lease`, that binary
 # with the no-lease config, in the same rounds.
 #
+# On 2+ cores (`--mode pinned`, the default there) every Sluice runs with `threads = 1` on core 1
+# (`taskset -c 1`) and oha, the backend and redis-server on core 0, as in `benches/proxy.sh` and
+# `benches/cache.sh`: the ratio is then what a limit costs the proxy's own core. `--mode unpinned`
+# lets everything share the cores with `threads = 2` (the placement of the runs before 2026-12-03
+# session 15).
+#
 # Usage: benches/ratelimit.sh [--duration 10s] [--conns 64] [--rounds 3] [--baseline BIN]
+#                             [--mode pinned|unpinned]
 # Writes benches/results/ratelimit-<UTC time>.json. Installs oha, redis-server when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=3 THREADS=2 BASELINE=""
+DURATION=10s CONNS=64 ROUNDS=3 BASELINE="" MODE=pinned
+[ "$(nproc)" -ge 2 ] || MODE=unpinned
 while [ $# -gt 0 ]; do
   case "$1" in
+    --mode) MODE=$2; shift 2 ;;
     --baseline) BASELINE=$2; shift 2 ;;
     --duration) DURATION=$2; shift 2 ;;
     --conns) CONNS=$2; shift 2 ;;
@@ -28,11 +37,18 @@ cargo build --release --locked -p sluice -p backend-sample
 
 source benches/lib.sh
 
+PROXY_CPU=() LOAD_CPU=() THREADS=2
+case "$MODE" in
+  pinned) PROXY_CPU=(taskset -c 1) LOAD_CPU=(taskset -c 0) THREADS=1 ;;
+  unpinned) ;;
+  *) echo "--mode is pinned or unpinned, not $MODE" >&2; exit 2 ;;
+esac
+
 REDIS=$(free_port); BACKEND=$(free_port); PLAIN=$(free_port); LIMITED=$(free_port)
 NOLEASE=$(free_port); BASE_PORT=$(free_port)
-redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
+"${LOAD_CPU[@]}" redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 pids+=($!)
-target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
+"${LOAD_CPU[@]}" target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
 pids+=($!)
 common="[admin]
 enabled = false
@@ -48,16 +64,16 @@ printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds 
 printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds = 0\n%s\n[redis]\nurl = "redis://127.0.0.1:%s/"\n[rate_limit]\nlease_batch = 1\n[rate_limit.tiers.anonymous]\nlimit = 1000000000\n' \
   "$NOLEASE" "$THREADS" "$common" "$REDIS" >"$work/nolease.toml"
 sed "s/127.0.0.1:$NOLEASE\"/127.0.0.1:$BASE_PORT\"/" "$work/nolease.toml" >"$work/baseline.toml"
-RUST_LOG=warn target/release/sluice --config "$work/plain.toml" 2>"$work/plain.log" &
+RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/plain.toml" 2>"$work/plain.log" &
 pids+=($!)
-RUST_LOG=warn target/release/sluice --config "$work/limited.toml" 2>"$work/limited.log" &
+RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/limited.toml" 2>"$work/limited.log" &
 pids+=($!)
-RUST_LOG=warn target/release/sluice --config "$work/nolease.toml" 2>"$work/nolease.log" &
+RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/nolease.toml" 2>"$work/nolease.log" &
 pids+=($!)
 ports="$REDIS $BACKEND $PLAIN $LIMITED $NOLEASE"
 TARGETS="unlimited limited limited_no_lease"
 if [ -n "$BASELINE" ]; then
-  RUST_LOG=warn "$BASELINE" --config "$work/baseline.toml" 2>"$work/baseline.log" &
+  RUST_LOG=warn "${PROXY_CPU[@]}" "$BASELINE" --config "$work/baseline.toml" 2>"$work/baseline.log" &
   pids+=($!)
   ports="$ports $BASE_PORT"
   TARGETS="$TARGETS baseline_no_lease"
@@ -69,11 +85,11 @@ curl -sf -D - -o /dev/null "http://127.0.0.1:$LIMITED/ping" | grep -qi '^x-ratel
   || { echo "limited Sluice sends no rate-limit headers" >&2; exit 1; }
 
 declare -A PORT=([unlimited]=$PLAIN [limited]=$LIMITED [limited_no_lease]=$NOLEASE [baseline_no_lease]=$BASE_PORT)
-for t in $TARGETS; do oha -z 2s -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null; done
+for t in $TARGETS; do "${LOAD_CPU[@]}" oha -z 2s -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null; done
 for r in $(seq 1 "$ROUNDS"); do
   for t in $TARGETS; do
     echo "round $r/$ROUNDS: $t"
-    oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$work/$t-$r.json"
+    "${LOAD_CPU[@]}" oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$work/$t-$r.json"
   done
 done
 
@@ -82,9 +98,9 @@ REDIS_URL="redis://127.0.0.1:$REDIS/" cargo bench --locked -q -p sluice --bench 
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/ratelimit-$stamp.json"
-python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$THREADS" "$TARGETS" <<'PY'
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$THREADS" "$TARGETS" "$MODE" <<'PY'
 import json, statistics, sys
-work, rounds, out, duration, conns, threads, targets = sys.argv[1:]
+work, rounds, out, duration, conns, threads, targets, mode = sys.argv[1:]
 rounds = int(rounds)
 res = {}
 for t in targets.split():
@@ -105,7 +121,7 @@ for t in targets.split():
               "errors": sum(x["errors"] for x in runs), "runs": runs}
 checks = [json.loads(l) for l in open(f"{work}/checks.jsonl") if l.startswith("{")]
 doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
-                "sluice_threads": int(threads), "statistic": "median"},
+                "sluice_threads": int(threads), "statistic": "median", "mode": mode},
        "results": res,
        "limited_over_unlimited_rps": res["limited"]["rps"] / res["unlimited"]["rps"],
        "p99_added_ms": res["limited"]["p99_ms"] - res["unlimited"]["p99_ms"],

@@ -1008,8 +1008,9 @@ pub struct RateLimitSpec {
     pub instances: u32,
     /// Requests counted per Redis call for limits of at least 100 × this (0: never).
     pub lease_batch: u64,
-    /// Header carrying API keys (lower-case).
-    pub api_key_header: String,
+    /// Header carrying API keys, parsed once at load (looked up on every limited request).
+    #[serde(serialize_with = "ser::display")]
+    pub api_key_header: http::HeaderName,
     /// Redis hash of API keys, when keys live in Redis.
     pub api_keys_redis_hash: Option<String>,
     /// Peers whose `X-Forwarded-For` is believed.

@@ -195,12 +195,16 @@ impl Validator {
         let header = api_key_header
             .unwrap_or_else(|| DEFAULT_API_KEY_HEADER.to_owned())
             .to_ascii_lowercase();
-        if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
-            self.problem(
-                "rate_limit.api_key_header",
-                format!("`{header}` is not a header name"),
-            );
-        }
+        let header = match http::HeaderName::from_bytes(header.as_bytes()) {
+            Ok(name) => name,
+            Err(_) => {
+                self.problem(
+                    "rate_limit.api_key_header",
+                    format!("`{header}` is not a header name"),
+                );
+                http::HeaderName::from_static(DEFAULT_API_KEY_HEADER)
+            }
+        };
         let proxies = self.trusted_proxies(trusted_proxies.unwrap_or_default());
         let exempt = self.exempt_paths(exempt_paths);
         let tier_map = self.tiers(tiers.unwrap_or_default());

@@ -1,6 +1,8 @@
 //! The rate-limit step of `request_filter`: identify, check, and answer 401/429/503 when the
 //! request must not go on. Response headers for allowed requests are added in `response_filter`.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use http::StatusCode;
 use pingora::prelude::*;
@@ -20,7 +22,7 @@ pub struct RateInfo {
     /// The limit that applied.
     pub policy: LimitPolicy,
     /// Tier name, or `route` for a route's own limit.
-    pub name: String,
+    pub name: Cow<'static, str>,
 }
 
 /// Apply rate limiting; `Ok(true)` when the request was answered here.
@@ -81,26 +83,30 @@ pub async fn apply(
                     "Bearer error=\"invalid_token\"".to_owned(),
                 ));
             }
-            respond(
+            Box::pin(respond(
                 session,
                 ctx,
                 status,
                 Bytes::from_static(body.as_bytes()),
                 "application/json",
                 &extra,
-            )
+            ))
             .await?;
             return Ok(true);
         }
     };
-    let (policy, name, route_part) = match rule {
-        RouteLimit::Policy(p) => (p, "route".to_owned(), Some(route)),
-        _ => match rl.spec.tiers.get(&identity.tier) {
-            Some(p) => (*p, identity.tier.clone(), None),
+    let (policy, route_part) = match rule {
+        RouteLimit::Policy(p) => (p, Some(route)),
+        _ => match rl.spec.tiers.get(identity.tier.as_ref()) {
+            Some(p) => (*p, None),
             None => return Ok(false),
         },
     };
     let key = ratelimit::key(&rl.spec.key_prefix, &identity, &policy, route_part);
+    let name = match route_part {
+        Some(_) => Cow::Borrowed("route"),
+        None => identity.tier,
+    };
     let (decision, source) = limiter.check(&key, &policy, &rl.spec).await;
     let enforce = rl.spec.mode == LimitMode::Enforce;
     if source != Source::FailClosed {
@@ -110,7 +116,7 @@ pub async fn apply(
             (false, false) => LimitResult::ShadowLimited,
         };
         let near = decision.allowed && decision.remaining.saturating_mul(10) < decision.limit;
-        if let Some(m) = rl.tier_metrics.get(name.as_str()) {
+        if let Some(m) = rl.tier_metrics.get(name.as_ref()) {
             m.record(result, near);
         }
         ctx.limits.result = Some(result);
@@ -118,14 +124,14 @@ pub async fn apply(
     if !decision.allowed && source == Source::FailClosed {
         let body = r#"{"error":"unavailable","reason":"rate limits cannot be checked now"}"#;
         let extra = [("retry-after", "1".to_owned())];
-        respond(
+        Box::pin(respond(
             session,
             ctx,
             StatusCode::SERVICE_UNAVAILABLE,
             Bytes::from_static(body.as_bytes()),
             "application/json",
             &extra,
-        )
+        ))
         .await?;
         return Ok(true);
     }
@@ -140,16 +146,16 @@ pub async fn apply(
             "retry_after_seconds": retry,
         })
         .to_string();
-        let mut extra: Vec<(&'static str, String)> = headers(&decision, &policy, &name).into();
+        let mut extra = headers(&decision, &policy, &name).unwrap_or_default();
         extra.push(("retry-after", retry.to_string()));
-        respond(
+        Box::pin(respond(
             session,
             ctx,
             StatusCode::TOO_MANY_REQUESTS,
             Bytes::from(body),
             "application/json",
             &extra,
-        )
+        ))
         .await?;
         return Ok(true);
     }

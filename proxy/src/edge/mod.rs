@@ -811,9 +811,11 @@ impl ProxyHttp for Edge {
             upstream_response.insert_static_header(&headers::X_REQUEST_ID, id.clone());
         }
         if let Some(rate) = &ctx.limits.rate {
-            for (name, value) in crate::ratelimit::headers(&rate.decision, &rate.policy, &rate.name)
-            {
-                upstream_response.insert_header(name, value)?;
+            let values = crate::ratelimit::header_values(&rate.decision, &rate.policy, &rate.name)
+                .or_err(InvalidHTTPHeader, "rate-limit policy name")?;
+            upstream_response.reserve_headers(values.len());
+            for (name, value) in crate::ratelimit::HEADER_NAMES.iter().zip(values) {
+                upstream_response.insert_static_header(name, value);
             }
         }
         Ok(())
