@@ -12,7 +12,7 @@ use pingora::server::configuration::ServerConf;
 use pingora::upstreams::peer::HttpPeer;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sluice::util::alloc::MiMalloc = sluice::util::alloc::MiMalloc;
 
 struct Floor(HttpPeer);
 

@@ -2,9 +2,9 @@
 
 /// mimalloc instead of glibc malloc: the proxy path allocates and frees buffers and headers per
 /// request, and glibc's malloc/free/consolidate was the largest user-space cost in profiles
-/// (docs/benchmarks.md).
+/// (docs/benchmarks.md). Called directly, see `sluice::util::alloc`.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: sluice::util::alloc::MiMalloc = sluice::util::alloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     pingora::protocols::http::v1::server::set_keepalive_release_hook(collect_after_release);
@@ -44,7 +44,7 @@ fn collect_after_release() {
 
 #[allow(unsafe_code)]
 unsafe extern "C" {
-    /// mimalloc's `mi_collect` (linked through the `mimalloc` crate, which has no safe wrapper
-    /// for it): the only unsafe code in the workspace.
+    /// mimalloc's `mi_collect` (linked through `libmimalloc-sys`; no safe crate has it): with
+    /// `util/alloc.rs`, the only unsafe code in the workspace.
     fn mi_collect(force: bool);
 }
