@@ -281,6 +281,17 @@ impl Validator {
             (TIER_PREMIUM.to_owned(), builtin(5000)),
         ]);
         for (name, l) in tiers {
+            // A tier's name is sent in `RateLimit-Policy` and `RateLimit` as a quoted string,
+            // on every limited response: only characters that need no escaping there.
+            let sendable = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            if name.is_empty() || name.len() > 64 || !name.chars().all(sendable) {
+                self.problem(
+                    format!("rate_limit.tiers.{name}"),
+                    "a tier name is sent in the RateLimit-Policy response header: 1 to 64 \
+                     letters, digits, `-`, `_` or `.`"
+                        .to_owned(),
+                );
+            }
             let default = tier_map.get(&name).copied();
             if let Some(p) = self.limit(&format!("rate_limit.tiers.{name}"), l, default) {
                 tier_map.insert(name, p);

@@ -450,3 +450,15 @@ fn access_log_defaults_follow_the_process_log_format() {
     let c = load(&format!("[logging]\naccess_log_sample = 1\n{GOOD}"));
     assert!(c.is_ok(), "{:?}", c.err().map(|e| e.to_string()));
 }
+
+#[test]
+fn a_tier_name_that_cannot_be_sent_in_a_header_is_refused() {
+    let text = "[rate_limit.tiers.\"free plan\"]\nlimit = 5\n[rate_limit.tiers.\"a\\\"b\"]\nlimit = 5\n[rate_limit.tiers.gold-2]\nlimit = 5\n[upstreams.a]\nbackends = [{ addr = \"127.0.0.1:1\" }]\n[[routes]]\nupstream = \"a\"\n";
+    let err = load(text).unwrap_err();
+    let paths: Vec<_> = err.problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["rate_limit.tiers.a\"b", "rate_limit.tiers.free plan"],
+        "{err}"
+    );
+}
