@@ -98,11 +98,7 @@ impl RedisCacheStore {
 
     /// Run `work` under the timeout and the breaker ([`Guarded::call`]), counting it as the
     /// cache call `what`. `None` when Redis is skipped or failed: a miss.
-    async fn call<T>(
-        &self,
-        what: Call,
-        work: impl std::future::Future<Output = RedisResult<T>>,
-    ) -> Option<T> {
+    async fn call<T>(&self, what: Call, work: crate::store::Work<'_, T>) -> Option<T> {
         let started = std::time::Instant::now();
         let result = self.redis.call(work).await;
         if !matches!(result, Err(crate::store::CallError::Skipped)) {
@@ -118,19 +114,22 @@ impl RedisCacheStore {
         let token: u64 = rand::random();
         let conn = self.redis.conn();
         let set: Option<Option<String>> = self
-            .call(Call::Lock, async {
-                conn.get()
-                    .await?
-                    .query(
-                        redis::cmd("SET")
-                            .arg(&lock)
-                            .arg(token)
-                            .arg("NX")
-                            .arg("PX")
-                            .arg(ttl.as_millis() as u64),
-                    )
-                    .await
-            })
+            .call(
+                Call::Lock,
+                Box::pin(async {
+                    conn.get()
+                        .await?
+                        .query(
+                            redis::cmd("SET")
+                                .arg(&lock)
+                                .arg(token)
+                                .arg("NX")
+                                .arg("PX")
+                                .arg(ttl.as_millis() as u64),
+                        )
+                        .await
+                }),
+            )
             .await;
         match set {
             Some(Some(_)) => FillLock::Acquired(token),
@@ -146,11 +145,14 @@ impl RedisCacheStore {
             "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
         );
         let conn = self.redis.conn();
-        self.call(Call::Unlock, async {
-            let mut inv = script.key(&lock);
-            inv.arg(token.to_string());
-            conn.get().await?.invoke::<i64>(&inv).await
-        })
+        self.call(
+            Call::Unlock,
+            Box::pin(async {
+                let mut inv = script.key(&lock);
+                inv.arg(token.to_string());
+                conn.get().await?.invoke::<i64>(&inv).await
+            }),
+        )
         .await;
     }
 
@@ -164,7 +166,10 @@ impl RedisCacheStore {
             let mut pipe = redis::pipe();
             pipe.cmd("EXISTS").arg(&meta).cmd("EXISTS").arg(&lock);
             let state: Option<(u8, u8)> = self
-                .call(Call::Wait, async { conn.get().await?.pipe(&pipe).await })
+                .call(
+                    Call::Wait,
+                    Box::pin(async { conn.get().await?.pipe(&pipe).await }),
+                )
                 .await;
             match state {
                 Some((1, _)) => return true,
@@ -323,9 +328,10 @@ impl HandleHit for RedisHit {
         let conn = self.store.redis.conn();
         let chunk: Option<Vec<u8>> = self
             .store
-            .call(Call::ReadChunk, async {
-                conn.get().await?.query(redis::cmd("GET").arg(&key)).await
-            })
+            .call(
+                Call::ReadChunk,
+                Box::pin(async { conn.get().await?.query(redis::cmd("GET").arg(&key)).await }),
+            )
             .await
             .flatten();
         match chunk {
@@ -408,18 +414,21 @@ impl RedisMiss {
         let ttl = self.ttl_ms;
         let ok = self
             .store
-            .call(Call::WriteChunk, async {
-                conn.get()
-                    .await?
-                    .query::<()>(
-                        redis::cmd("SET")
-                            .arg(&key)
-                            .arg(&data[..])
-                            .arg("PX")
-                            .arg(ttl),
-                    )
-                    .await
-            })
+            .call(
+                Call::WriteChunk,
+                Box::pin(async {
+                    conn.get()
+                        .await?
+                        .query::<()>(
+                            redis::cmd("SET")
+                                .arg(&key)
+                                .arg(&data[..])
+                                .arg("PX")
+                                .arg(ttl),
+                        )
+                        .await
+                }),
+            )
             .await
             .is_some();
         if ok {
@@ -491,9 +500,10 @@ impl HandleMiss for RedisMiss {
         let conn = self.store.redis.conn();
         if self
             .store
-            .call(Call::PublishEntry, async {
-                conn.get().await?.pipe::<()>(&pipe).await
-            })
+            .call(
+                Call::PublishEntry,
+                Box::pin(async { conn.get().await?.pipe::<()>(&pipe).await }),
+            )
             .await
             .is_some()
         {
@@ -504,11 +514,14 @@ impl HandleMiss for RedisMiss {
                 let set = self.store.tag_key(tag);
                 let (member, ttl) = (self.prefix.clone(), self.ttl_ms);
                 self.store
-                    .call(Call::Tag, async {
-                        let mut inv = TAG_ADD.key(&set);
-                        inv.arg(&member).arg(ttl);
-                        conn.get().await?.invoke::<i64>(&inv).await
-                    })
+                    .call(
+                        Call::Tag,
+                        Box::pin(async {
+                            let mut inv = TAG_ADD.key(&set);
+                            inv.arg(&member).arg(ttl);
+                            conn.get().await?.invoke::<i64>(&inv).await
+                        }),
+                    )
                     .await;
             }
         }
@@ -673,12 +686,15 @@ impl Storage for RedisCacheStore {
         meta_key.push_str(":m");
         let conn = self.redis.conn();
         let fields: Option<Vec<Option<Vec<u8>>>> = self
-            .call(Call::Lookup, async {
-                conn.get()
-                    .await?
-                    .query(redis::cmd("HMGET").arg(&meta_key).arg(&META_FIELDS[..]))
-                    .await
-            })
+            .call(
+                Call::Lookup,
+                Box::pin(async {
+                    conn.get()
+                        .await?
+                        .query(redis::cmd("HMGET").arg(&meta_key).arg(&META_FIELDS[..]))
+                        .await
+                }),
+            )
             .await;
         let Some(f) = fields.and_then(parse_meta) else {
             return Ok(None);
@@ -736,12 +752,15 @@ impl Storage for RedisCacheStore {
         );
         let conn = self.redis.conn();
         let removed: Option<u64> = self
-            .call(Call::Purge, async {
-                conn.get()
-                    .await?
-                    .query(redis::cmd("DEL").arg(&meta_key))
-                    .await
-            })
+            .call(
+                Call::Purge,
+                Box::pin(async {
+                    conn.get()
+                        .await?
+                        .query(redis::cmd("DEL").arg(&meta_key))
+                        .await
+                }),
+            )
             .await;
         Ok(match removed {
             Some(n) if n > 0 => PurgeOutcome::Purged(None),
@@ -772,14 +791,17 @@ impl Storage for RedisCacheStore {
         let prefix = self.prefix(key);
         let conn = self.redis.conn();
         let updated: Option<i64> = self
-            .call(Call::UpdateMeta, async {
-                let mut inv = script.key(&meta_key);
-                inv.arg(&internal[..])
-                    .arg(&header[..])
-                    .arg(ttl)
-                    .arg(&prefix);
-                conn.get().await?.invoke(&inv).await
-            })
+            .call(
+                Call::UpdateMeta,
+                Box::pin(async {
+                    let mut inv = script.key(&meta_key);
+                    inv.arg(&internal[..])
+                        .arg(&header[..])
+                        .arg(ttl)
+                        .arg(&prefix);
+                    conn.get().await?.invoke(&inv).await
+                }),
+            )
             .await;
         Ok(updated == Some(1))
     }

@@ -141,9 +141,10 @@ impl RateLimiter {
             }
         }
         let floor = batch * u64::from(spec.instances.max(1));
-        // Boxed: the Redis call's future is about 3.3 KB, and inline it made every check's
-        // future (and so `edge::limits::apply`'s, built and moved on each limited request) that
-        // large, leased or not.
+        // Boxed: the Redis call's future (568 bytes; 3.3 KB before the work inside it was boxed,
+        // see `store::Work`) would otherwise make every check's future, and so
+        // `edge::limits::apply`'s, built and moved on each limited request, that large, leased
+        // or not.
         match Box::pin(redis.check(key, policy, batch, floor)).await {
             Ok((d, granted)) => {
                 if granted > 1 {

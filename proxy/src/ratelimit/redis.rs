@@ -173,7 +173,7 @@ impl Batcher {
                 let n = q.jobs.len().min(MAX_BATCH);
                 q.jobs.drain(..n).collect::<Vec<_>>()
             };
-            let work = async {
+            let work = Box::pin(async {
                 let conn = self.redis.conn().get().await?;
                 let mut inv = self.script.prepare_invoke();
                 for job in &jobs {
@@ -183,7 +183,7 @@ impl Batcher {
                     }
                 }
                 conn.invoke::<Vec<Vec<i64>>>(&inv).await
-            };
+            });
             match self.redis.call(work).await {
                 Ok(replies) if replies.len() == jobs.len() => {
                     for (job, reply) in jobs.into_iter().zip(replies) {
@@ -315,14 +315,14 @@ impl RedisStore {
 
     /// One check in its own EVALSHA.
     async fn run_alone(&self, key: &str, a: Args) -> Result<Vec<i64>, StoreError> {
-        let work = async {
+        let work = Box::pin(async {
             let conn = self.redis.conn().get().await?;
             let mut inv = self.scripts[a.script].key(key);
             for arg in a.args {
                 inv.arg(arg);
             }
             conn.invoke::<Vec<i64>>(&inv).await
-        };
+        });
         // Every call, the first one (which also connects) included, is bounded by the
         // configured timeout (issue 12: 150 ms per request with a 50 ms timeout at start).
         self.redis.call(work).await
@@ -381,11 +381,11 @@ impl RedisStore {
     /// `HGET hash field` for API keys kept in Redis, bounded by the command timeout.
     pub async fn hget(&self, hash: &str, field: &str) -> Result<Option<String>, StoreError> {
         let t = self.spec.command_timeout.max(Duration::from_millis(250));
-        let work = async {
+        let work = Box::pin(async {
             let mut cmd = redis::cmd("HGET");
             cmd.arg(hash).arg(field);
             self.redis.conn().get().await?.query(&cmd).await
-        };
+        });
         self.redis.unguarded(t, work).await
     }
 }
