@@ -171,10 +171,15 @@ pub fn check(state: &mut Option<State>, policy: &LimitPolicy, now: u64) -> Decis
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn policy(algorithm: Algorithm, limit: u64, window_ms: u64) -> LimitPolicy {
+    /// A policy with `burst = limit` (also used by `ratelimit::tests`).
+    pub(in crate::ratelimit) fn policy(
+        algorithm: Algorithm,
+        limit: u64,
+        window_ms: u64,
+    ) -> LimitPolicy {
         LimitPolicy {
             algorithm,
             limit,

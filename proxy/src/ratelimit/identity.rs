@@ -146,7 +146,9 @@ pub async fn identify(
             });
         }
         if let (Some(hash), Some(redis)) = (&spec.api_keys_redis_hash, redis) {
-            // Boxed: only API keys kept in Redis take this path (see `RateLimiter::check`).
+            // Boxed: only API keys kept in Redis take this path, and inline its 312-byte future
+            // made `edge::limits::apply`'s (moved into a box on every limited request) 712
+            // bytes instead of 432.
             match Box::pin(redis.hget(hash, key)).await {
                 Ok(Some(v)) => {
                     let (client, tier) = v.split_once(':').unwrap_or((&v, TIER_PREMIUM));
@@ -182,7 +184,7 @@ pub async fn identify(
             });
         }
     }
-    let mut key = String::with_capacity(3 + 39);
+    let mut key = String::with_capacity(3 + 45);
     key.push_str("ip:");
     match client_ip(peer, req, &spec.trusted_proxies) {
         // `util::ip` writes an IPv4 address without the formatter: `IpAddr`'s `Display` and a

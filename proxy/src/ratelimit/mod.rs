@@ -342,17 +342,9 @@ pub fn headers(
 mod tests {
     use std::borrow::Cow;
 
+    use super::algo::tests::policy;
     use super::*;
     use crate::config::Algorithm;
-
-    fn policy(algorithm: Algorithm, limit: u64, window_ms: u64) -> LimitPolicy {
-        LimitPolicy {
-            algorithm,
-            limit,
-            window_ms,
-            burst: limit,
-        }
-    }
 
     #[test]
     fn key_has_its_documented_form() {
