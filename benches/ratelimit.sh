@@ -7,10 +7,13 @@
 # with the no-lease config, in the same rounds.
 #
 # On 2+ cores (`--mode pinned`, the default there) every Sluice runs with `threads = 1` on core 1
-# (`taskset -c 1`) and oha, the backend and redis-server on core 0, as in `benches/proxy.sh` and
-# `benches/cache.sh`: the ratio is then what a limit costs the proxy's own core. `--mode unpinned`
-# lets everything share the cores with `threads = 2` (the placement of the runs before 2026-12-03
-# session 15).
+# (`taskset -c 1`); the load generator (`wrk -t1`), a static nginx backend (`return 200`) and
+# redis-server share core 0, as in `benches/proxy.sh`: the ratio is then what a limit costs the
+# proxy's own core, and the report adds CPU per request of each Sluice and of redis-server.
+# (Until 2026-12-03 session 16 the pinned mode loaded with oha and backend-sample, which kept
+# core 0 busy enough to cap the unlimited route below what Sluice's core does.) `--mode
+# unpinned` lets everything share the cores with `threads = 2`, oha and backend-sample (the
+# placement of the runs before 2026-12-03 session 15).
 #
 # Usage: benches/ratelimit.sh [--duration 10s] [--conns 64] [--rounds 3] [--baseline BIN]
 #                             [--mode pinned|unpinned]
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-scripts/install-deps.sh
+if [ "$MODE" = pinned ]; then scripts/install-deps.sh nginx wrk; else scripts/install-deps.sh; fi
 command -v oha >/dev/null 2>&1 || cargo install oha --locked
 cargo build --release --locked -p sluice -p backend-sample
 
@@ -48,7 +51,24 @@ REDIS=$(free_port); BACKEND=$(free_port); PLAIN=$(free_port); LIMITED=$(free_por
 NOLEASE=$(free_port); BASE_PORT=$(free_port)
 "${LOAD_CPU[@]}" redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no >/dev/null &
 pids+=($!)
-"${LOAD_CPU[@]}" target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
+REDIS_PID=$!
+if [ "$MODE" = pinned ]; then
+  # A static backend that costs core 0 little, as in benches/proxy.sh.
+  cat >"$work/backend.conf" <<NGX
+worker_processes 1;
+pid $work/backend.pid;
+error_log $work/backend-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server { listen 127.0.0.1:$BACKEND; location / { return 200 "pong"; } }
+}
+NGX
+  "${LOAD_CPU[@]}" nginx -c "$work/backend.conf" -g 'daemon off;' &
+else
+  target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
+fi
 pids+=($!)
 common="[admin]
 enabled = false
@@ -64,17 +84,18 @@ printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds 
 printf '[server]\nlisten = ["127.0.0.1:%s"]\nthreads = %s\ngrace_period_seconds = 0\n%s\n[redis]\nurl = "redis://127.0.0.1:%s/"\n[rate_limit]\nlease_batch = 1\n[rate_limit.tiers.anonymous]\nlimit = 1000000000\n' \
   "$NOLEASE" "$THREADS" "$common" "$REDIS" >"$work/nolease.toml"
 sed "s/127.0.0.1:$NOLEASE\"/127.0.0.1:$BASE_PORT\"/" "$work/nolease.toml" >"$work/baseline.toml"
+declare -A PID
 RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/plain.toml" 2>"$work/plain.log" &
-pids+=($!)
+pids+=($!); PID[unlimited]=$!
 RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/limited.toml" 2>"$work/limited.log" &
-pids+=($!)
+pids+=($!); PID[limited]=$!
 RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/nolease.toml" 2>"$work/nolease.log" &
-pids+=($!)
+pids+=($!); PID[limited_no_lease]=$!
 ports="$REDIS $BACKEND $PLAIN $LIMITED $NOLEASE"
 TARGETS="unlimited limited limited_no_lease"
 if [ -n "$BASELINE" ]; then
   RUST_LOG=warn "${PROXY_CPU[@]}" "$BASELINE" --config "$work/baseline.toml" 2>"$work/baseline.log" &
-  pids+=($!)
+  pids+=($!); PID[baseline_no_lease]=$!
   ports="$ports $BASE_PORT"
   TARGETS="$TARGETS baseline_no_lease"
 fi
@@ -85,11 +106,35 @@ curl -sf -D - -o /dev/null "http://127.0.0.1:$LIMITED/ping" | grep -qi '^x-ratel
   || { echo "limited Sluice sends no rate-limit headers" >&2; exit 1; }
 
 declare -A PORT=([unlimited]=$PLAIN [limited]=$LIMITED [limited_no_lease]=$NOLEASE [baseline_no_lease]=$BASE_PORT)
-for t in $TARGETS; do "${LOAD_CPU[@]}" oha -z 2s -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null; done
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU ticks of a process
+# wrk writes its summary as JSON through this script (pinned mode).
+cat >"$work/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local f = io.open(os.getenv("WRK_OUT"), "w")
+  f:write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,' ..
+    '"p50_us":%d,"p99_us":%d}\n', summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50),
+    latency:percentile(99)))
+  f:close()
+end
+LUA
+load() { # load TARGET DURATION OUT: one load run, with the CPU ticks Sluice and Redis spent on it
+  local t=$1 d=$2 out=$3 s0 r0
+  s0=$(ticks "${PID[$t]}"); r0=$(ticks "$REDIS_PID")
+  if [ "$MODE" = pinned ]; then
+    WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
+      "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null
+  else
+    oha -z "$d" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$out.oha.json"
+  fi
+  echo "$(($(ticks "${PID[$t]}") - s0)) $(($(ticks "$REDIS_PID") - r0))" >"$out.cpu"
+}
+for t in $TARGETS; do load "$t" 2s "$work/warm-$t"; done
 for r in $(seq 1 "$ROUNDS"); do
   for t in $TARGETS; do
     echo "round $r/$ROUNDS: $t"
-    "${LOAD_CPU[@]}" oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$work/$t-$r.json"
+    load "$t" "$DURATION" "$work/$t-$r"
   done
 done
 
@@ -98,42 +143,61 @@ REDIS_URL="redis://127.0.0.1:$REDIS/" cargo bench --locked -q -p sluice --bench 
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/ratelimit-$stamp.json"
-python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$THREADS" "$TARGETS" "$MODE" <<'PY'
-import json, statistics, sys
-work, rounds, out, duration, conns, threads, targets, mode = sys.argv[1:]
-rounds = int(rounds)
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$THREADS" "$TARGETS" "$MODE" "$(getconf CLK_TCK)" <<'PY'
+import json, os, statistics, sys
+work, rounds, out, duration, conns, threads, targets, mode, tck = sys.argv[1:]
+rounds, tck = int(rounds), int(tck)
 res = {}
 for t in targets.split():
     runs = []
     for r in range(1, rounds + 1):
-        d = json.load(open(f"{work}/{t}-{r}.json"))
-        lat = d["latencyPercentiles"]
-        codes = d.get("statusCodeDistribution", {})
-        runs.append({"rps": d["summary"]["requestsPerSec"], "p50_ms": lat["p50"] * 1000,
-                     "p99_ms": lat["p99"] * 1000,
-                     "non_200": sum(v for k, v in codes.items() if k != "200"),
-                     # oha cuts the requests in flight when -z expires; not proxy errors.
-                     "errors": sum(v for k, v in d.get("errorDistribution", {}).items()
-                                   if k != "aborted due to deadline")})
+        prefix = f"{work}/{t}-{r}"
+        if os.path.exists(f"{prefix}.wrk.json"):
+            d = json.load(open(f"{prefix}.wrk.json"))
+            served = d["requests"]
+            run = {"rps": served / (d["duration_us"] / 1e6), "p50_ms": d["p50_us"] / 1000,
+                   "p99_ms": d["p99_us"] / 1000, "non_200": d["non2xx"], "errors": d["errors"]}
+        else:
+            d = json.load(open(f"{prefix}.oha.json"))
+            lat = d["latencyPercentiles"]
+            codes = d.get("statusCodeDistribution", {})
+            served = sum(codes.values())
+            run = {"rps": d["summary"]["requestsPerSec"], "p50_ms": lat["p50"] * 1000,
+                   "p99_ms": lat["p99"] * 1000,
+                   "non_200": sum(v for k, v in codes.items() if k != "200"),
+                   # oha cuts the requests in flight when -z expires; not proxy errors.
+                   "errors": sum(v for k, v in d.get("errorDistribution", {}).items()
+                                 if k != "aborted due to deadline")}
+        sluice_ticks, redis_ticks = map(int, open(f"{prefix}.cpu").read().split())
+        run["sluice_cpu_us_per_req"] = sluice_ticks / tck / max(served, 1) * 1e6
+        run["redis_cpu_us_per_req"] = redis_ticks / tck / max(served, 1) * 1e6
+        runs.append(run)
     med = lambda k: statistics.median(x[k] for x in runs)
     res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+              "sluice_cpu_us_per_req": med("sluice_cpu_us_per_req"),
+              "redis_cpu_us_per_req": med("redis_cpu_us_per_req"),
               "non_200": sum(x["non_200"] for x in runs),
               "errors": sum(x["errors"] for x in runs), "runs": runs}
 checks = [json.loads(l) for l in open(f"{work}/checks.jsonl") if l.startswith("{")]
-doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
+doc = {"load": {"tool": "wrk -t1 (core 0)" if mode == "pinned" else "oha",
+                "backend": "static nginx (core 0)" if mode == "pinned" else "backend-sample",
+                "duration": duration, "connections": int(conns), "rounds": rounds,
                 "sluice_threads": int(threads), "statistic": "median", "mode": mode},
        "results": res,
        "limited_over_unlimited_rps": res["limited"]["rps"] / res["unlimited"]["rps"],
        "p99_added_ms": res["limited"]["p99_ms"] - res["unlimited"]["p99_ms"],
        "no_lease_over_unlimited_rps": res["limited_no_lease"]["rps"] / res["unlimited"]["rps"],
        "no_lease_p99_added_ms": res["limited_no_lease"]["p99_ms"] - res["unlimited"]["p99_ms"],
+       "no_lease_sluice_cpu_over_unlimited": res["limited_no_lease"]["sluice_cpu_us_per_req"]
+       / res["unlimited"]["sluice_cpu_us_per_req"],
        "checks": checks}
 json.dump(doc, open(out, "w"), indent=2)
-print("\n| route | req/s | p50 ms | p99 ms | non-200 |\n|---|---:|---:|---:|---:|")
+print("\n| route | req/s | p50 ms | p99 ms | Sluice CPU µs/req | Redis CPU µs/req | non-200 |\n|---|---:|---:|---:|---:|---:|---:|")
 for t, v in res.items():
-    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['non_200']} |")
+    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['sluice_cpu_us_per_req']:.1f} | {v['redis_cpu_us_per_req']:.1f} | {v['non_200']} |")
 print(f"\nlimited/unlimited req/s: {doc['limited_over_unlimited_rps']:.2f}; p99 added: {doc['p99_added_ms']:.2f} ms")
 print(f"limited_no_lease/unlimited req/s: {doc['no_lease_over_unlimited_rps']:.2f}; p99 added: {doc['no_lease_p99_added_ms']:.2f} ms")
+print(f"limited_no_lease/unlimited Sluice CPU per request: {doc['no_lease_sluice_cpu_over_unlimited']:.2f}")
 if "baseline_no_lease" in res:
     doc["baseline_no_lease_over_unlimited_rps"] = res["baseline_no_lease"]["rps"] / res["unlimited"]["rps"]
     json.dump(doc, open(out, "w"), indent=2)
