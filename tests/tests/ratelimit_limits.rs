@@ -407,3 +407,72 @@ async fn every_redis_key_expires_after_its_window() {
         assert!(ttl > 0 && ttl <= 4000, "{k} has ttl {ttl}");
     }
 }
+
+/// The rate-limit fields are written as raw HTTP/1 lines after the response's map (vendored
+/// pingora-http); over HTTP/2 the server folds them into the map. Either way a client sees each
+/// field once, with the same values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_headers_are_the_same_over_http1_and_http2() {
+    let bs = backends(1).await;
+    let sluice = Sluice::with_config(format!(
+        "{}{}[rate_limit]\n[rate_limit.tiers.anonymous]\nlimit = 5\nwindow_ms = 60000\nalgorithm = \"fixed_window\"\n",
+        pool(bs[0].addr),
+        routes("")
+    ))
+    .tls()
+    .start()
+    .await;
+    let port = sluice.tls_addr.unwrap().port();
+    let h2 = demo_tls_client().build().unwrap();
+    let plain = client(None);
+    for (i, (version, r)) in [
+        (
+            reqwest::Version::HTTP_2,
+            h2.get(format!("https://localhost:{port}/a"))
+                .send()
+                .await
+                .unwrap(),
+        ),
+        (
+            reqwest::Version::HTTP_11,
+            plain.get(sluice.url("/b")).send().await.unwrap(),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        assert_eq!(r.version(), version);
+        assert_eq!(r.status(), 200, "{version:?}");
+        let h = r.headers();
+        for name in [
+            "x-ratelimit-limit",
+            "x-ratelimit-remaining",
+            "x-ratelimit-reset",
+            "ratelimit-policy",
+            "ratelimit",
+        ] {
+            assert_eq!(h.get_all(name).iter().count(), 1, "{version:?} {name}");
+        }
+        let remaining = 4 - i;
+        assert_eq!(h["x-ratelimit-limit"], "5", "{version:?}");
+        assert_eq!(
+            h["x-ratelimit-remaining"],
+            remaining.to_string().as_str(),
+            "{version:?}"
+        );
+        let reset: u64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&reset), "{version:?}: reset {reset}");
+        assert_eq!(
+            h["ratelimit-policy"], "\"anonymous\";q=5;w=60",
+            "{version:?}"
+        );
+        assert_eq!(
+            h["ratelimit"].to_str().unwrap(),
+            format!("\"anonymous\";r={remaining};t={reset}"),
+            "{version:?}"
+        );
+        // The backend's own fields and Sluice's request id are still there.
+        assert!(h.contains_key("x-request-id"), "{version:?}");
+        assert!(h.contains_key("x-backend-id"), "{version:?}");
+    }
+}

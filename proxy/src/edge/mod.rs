@@ -811,12 +811,13 @@ impl ProxyHttp for Edge {
             upstream_response.insert_static_header(&headers::X_REQUEST_ID, id.clone());
         }
         if let Some(rate) = &ctx.limits.rate {
-            let values = crate::ratelimit::header_values(&rate.decision, &rate.policy, &rate.name)
-                .or_err(InvalidHTTPHeader, "rate-limit policy name")?;
-            upstream_response.reserve_headers(values.len());
-            for (name, value) in crate::ratelimit::HEADER_NAMES.iter().zip(values) {
-                upstream_response.insert_static_header(name, value);
-            }
+            crate::ratelimit::write_h1_fields(
+                upstream_response.raw_h1_fields_mut(),
+                &rate.decision,
+                &rate.policy,
+                &rate.name,
+            )
+            .or_err(InvalidHTTPHeader, "rate-limit policy name")?;
         }
         Ok(())
     }

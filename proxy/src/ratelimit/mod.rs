@@ -14,9 +14,6 @@ pub use redis::{RedisStore, StoreError};
 
 use std::sync::{Arc, Weak};
 
-use bytes::BytesMut;
-use http::header::InvalidHeaderValue;
-use http::HeaderValue;
 use pingora::http::StaticHeaderName;
 use prometheus::{IntCounter, IntCounterVec, Opts};
 
@@ -279,46 +276,75 @@ pub static HEADER_NAMES: [StaticHeaderName; 5] = [
     StaticHeaderName::new("ratelimit", "ratelimit"),
 ];
 
-/// The rate-limit response headers' values, in the order of [HEADER_NAMES]: `X-RateLimit-*` and
-/// the IETF draft's `RateLimit-Policy` and `RateLimit` structured fields. `name` is the policy
-/// name (tier or `route`). All five share one buffer: one allocation per response where five
-/// `format!`ed strings, each parsed into a value, cost about 5,000 instructions (callgrind).
-/// An error only for a policy name that cannot be a header value.
-pub fn header_values(
+/// A policy name that cannot be sent inside a header value (a control character). Tier names
+/// are checked at load (`config`), and `route` is fixed, so this is a guard, not a path.
+#[derive(Debug, thiserror::Error)]
+#[error("a rate-limit policy name with a control character cannot be sent in a header")]
+pub struct UnsendableName;
+
+/// The rate-limit response headers' values, in the order of [HEADER_NAMES], each given to `f`
+/// as the pieces of its text: `X-RateLimit-*` and the IETF draft's `RateLimit-Policy` and
+/// `RateLimit` structured fields. `name` is the policy name (tier or `route`).
+fn each_value(
     d: &Decision,
     policy: &LimitPolicy,
     name: &str,
-) -> Result<[HeaderValue; 5], InvalidHeaderValue> {
+    mut f: impl FnMut(usize, &[&[u8]]),
+) -> Result<(), UnsendableName> {
+    if name.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(UnsendableName);
+    }
     let (mut num, mut num2) = (itoa::Buffer::new(), itoa::Buffer::new());
     let reset = ceil_secs(d.reset_ms);
-    let mut buf = BytesMut::with_capacity(2 * name.len() + 5 * 20 + 24);
-    let mut value = |parts: &[&[u8]]| {
-        for p in parts {
-            buf.extend_from_slice(p);
-        }
-        HeaderValue::from_maybe_shared(buf.split().freeze())
-    };
-    Ok([
-        value(&[num.format(d.limit).as_bytes()])?,
-        value(&[num.format(d.remaining).as_bytes()])?,
-        value(&[num.format(reset).as_bytes()])?,
-        value(&[
+    f(0, &[num.format(d.limit).as_bytes()]);
+    f(1, &[num.format(d.remaining).as_bytes()]);
+    f(2, &[num.format(reset).as_bytes()]);
+    f(
+        3,
+        &[
             b"\"",
             name.as_bytes(),
             b"\";q=",
             num.format(policy.limit).as_bytes(),
             b";w=",
             num2.format(ceil_secs(policy.window_ms)).as_bytes(),
-        ])?,
-        value(&[
+        ],
+    );
+    f(
+        4,
+        &[
             b"\"",
             name.as_bytes(),
             b"\";r=",
             num.format(d.remaining).as_bytes(),
             b";t=",
             num2.format(reset).as_bytes(),
-        ])?,
-    ])
+        ],
+    );
+    Ok(())
+}
+
+/// The rate-limit response headers as HTTP/1 lines (`name: value\r\n`) appended to `raw`, a
+/// response's raw fields (vendored pingora-http; the HTTP/2 server folds them into its map).
+/// Written straight into the one buffer the head is sent from: five values built as
+/// `HeaderValue`s and inserted into the map cost about 4,000 instructions per limited request
+/// (callgrind, docs/benchmarks.md), mostly the map's inserts and regrowth. On an error `raw` is
+/// unchanged.
+pub fn write_h1_fields(
+    raw: &mut Vec<u8>,
+    d: &Decision,
+    policy: &LimitPolicy,
+    name: &str,
+) -> Result<(), UnsendableName> {
+    raw.reserve(2 * name.len() + 5 * 20 + 112);
+    each_value(d, policy, name, |i, parts| {
+        raw.extend_from_slice(HEADER_NAMES[i].name().as_str().as_bytes());
+        raw.extend_from_slice(b": ");
+        for p in parts {
+            raw.extend_from_slice(p);
+        }
+        raw.extend_from_slice(b"\r\n");
+    })
 }
 
 /// The rate-limit response headers as name and text (for a 429 answered here).
@@ -326,16 +352,17 @@ pub fn headers(
     d: &Decision,
     policy: &LimitPolicy,
     name: &str,
-) -> Result<Vec<(&'static str, String)>, InvalidHeaderValue> {
-    let values = header_values(d, policy, name)?;
-    Ok(HEADER_NAMES
-        .iter()
-        .zip(values)
-        .map(|(n, v)| {
-            let text = String::from_utf8_lossy(v.as_bytes()).into_owned();
-            (n.name().as_str(), text)
-        })
-        .collect())
+) -> Result<Vec<(&'static str, String)>, UnsendableName> {
+    let mut out = Vec::with_capacity(HEADER_NAMES.len());
+    each_value(d, policy, name, |i, parts| {
+        let mut text = String::new();
+        for p in parts {
+            // Every piece is ASCII digits, fixed text or the (checked) UTF-8 name.
+            text.push_str(&String::from_utf8_lossy(p));
+        }
+        out.push((HEADER_NAMES[i].name().as_str(), text));
+    })?;
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -376,8 +403,19 @@ mod tests {
             retry_after_ms: 0,
         };
         let p = policy(Algorithm::FixedWindow, 500, 60_000);
-        let values = header_values(&d, &p, "free").unwrap();
-        let text: Vec<&str> = values.iter().map(|v| v.to_str().unwrap()).collect();
+        let mut raw = b"x-a: 1\r\n".to_vec();
+        write_h1_fields(&mut raw, &d, &p, "free").unwrap();
+        assert_eq!(
+            std::str::from_utf8(&raw).unwrap(),
+            "x-a: 1\r\n\
+             x-ratelimit-limit: 500\r\n\
+             x-ratelimit-remaining: 499\r\n\
+             x-ratelimit-reset: 60\r\n\
+             ratelimit-policy: \"free\";q=500;w=60\r\n\
+             ratelimit: \"free\";r=499;t=60\r\n"
+        );
+        let named = headers(&d, &p, "free").unwrap();
+        let text: Vec<&str> = named.iter().map(|(_, v)| v.as_str()).collect();
         assert_eq!(
             text,
             [
@@ -388,10 +426,13 @@ mod tests {
                 "\"free\";r=499;t=60"
             ]
         );
-        let named = headers(&d, &p, "free").unwrap();
         assert_eq!(named[0], ("x-ratelimit-limit", "500".to_owned()));
         assert_eq!(named[4], ("ratelimit", "\"free\";r=499;t=60".to_owned()));
-        // A policy name that cannot be sent is an error, not a malformed header.
-        assert!(header_values(&d, &p, "bad\nname").is_err());
+        // A policy name that cannot be sent is an error, not a malformed header, and writes
+        // nothing.
+        let mut raw = Vec::new();
+        assert!(write_h1_fields(&mut raw, &d, &p, "bad\nname").is_err());
+        assert!(raw.is_empty());
+        assert!(headers(&d, &p, "bad\rname").is_err());
     }
 }

@@ -138,6 +138,30 @@ fn reserve_maps<T>(name_map: Option<&mut CaseMap>, value_map: &mut HMap<T>, addi
     value_map.reserve(additional);
 }
 
+/// SLUICE PATCH (raw HTTP/1 fields over HTTP/2): each `Name: value\r\n` line of `raw` parsed
+/// and given to `append`; a line that is not a valid field is an error.
+fn fold_raw_lines(
+    raw: &[u8],
+    mut append: impl FnMut(HeaderName, HeaderValue) -> Result<()>,
+) -> Result<()> {
+    for line in raw.split(|b| *b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            continue;
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Error::e_explain(InvalidHTTPHeader, "raw field without a colon");
+        };
+        let name = HeaderName::from_bytes(&line[..colon])
+            .explain_err(InvalidHTTPHeader, |_| "invalid raw field name")?;
+        let value = line[colon + 1..].trim_ascii();
+        let value = HeaderValue::from_bytes(value)
+            .explain_err(InvalidHTTPHeader, |_| "invalid raw field value")?;
+        append(name, value)?;
+    }
+    Ok(())
+}
+
 pub mod prelude {
     pub use crate::RequestHeader;
     pub use crate::ResponseHeader;
@@ -402,22 +426,7 @@ impl RequestHeader {
             return Ok(());
         }
         let raw = std::mem::take(&mut self.raw_h1_fields);
-        for line in raw.split(|b| *b == b'\n') {
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                continue;
-            }
-            let Some(colon) = line.iter().position(|b| *b == b':') else {
-                return Error::e_explain(InvalidHTTPHeader, "raw field without a colon");
-            };
-            let name = HeaderName::from_bytes(&line[..colon])
-                .explain_err(InvalidHTTPHeader, |_| "invalid raw field name")?;
-            let value = line[colon + 1..].trim_ascii();
-            let value = HeaderValue::from_bytes(value)
-                .explain_err(InvalidHTTPHeader, |_| "invalid raw field value")?;
-            self.append_header(name, value)?;
-        }
-        Ok(())
+        fold_raw_lines(&raw, |name, value| self.append_header(name, value).map(|_| ()))
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
@@ -639,6 +648,8 @@ pub struct ResponseHeader {
     header_name_map: Option<CaseMap>,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
+    // SLUICE PATCH (raw HTTP/1 fields): see `ResponseHeader::raw_h1_fields_mut`.
+    raw_h1_fields: Vec<u8>,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -661,6 +672,7 @@ impl Clone for ResponseHeader {
             base: self.as_owned_parts(),
             header_name_map: self.header_name_map.clone(),
             reason_phrase: self.reason_phrase.clone(),
+            raw_h1_fields: self.raw_h1_fields.clone(),
         }
     }
 }
@@ -672,6 +684,7 @@ impl From<RespParts> for ResponseHeader {
             base: parts,
             header_name_map: None,
             reason_phrase: None,
+            raw_h1_fields: Vec::new(),
         }
     }
 }
@@ -704,6 +717,7 @@ impl ResponseHeader {
             base,
             header_name_map: None,
             reason_phrase: None,
+            raw_h1_fields: Vec::new(),
         }
     }
 
@@ -818,11 +832,38 @@ impl ResponseHeader {
         )
     }
 
+    /// SLUICE PATCH (raw HTTP/1 fields): already serialized `Name: value\r\n` lines, written
+    /// after the map's fields when this response goes out as HTTP/1 (and kept by `clone`), as
+    /// for [RequestHeader::raw_h1_fields_mut]: for a proxy's own fields on a response (rate-limit
+    /// fields), one copy instead of a map insert each and no map regrowth. They are invisible
+    /// to lookups; the HTTP/2 server folds them into the map ([Self::fold_raw_h1_fields]). The
+    /// caller guarantees each line is a valid field whose name is not also in the map.
+    pub fn raw_h1_fields_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.raw_h1_fields
+    }
+
+    /// SLUICE PATCH (raw HTTP/1 fields): the lines added through [Self::raw_h1_fields_mut].
+    pub fn raw_h1_fields(&self) -> &[u8] {
+        &self.raw_h1_fields
+    }
+
+    /// SLUICE PATCH (raw HTTP/1 fields over HTTP/2): move the raw lines into the header map
+    /// (appended, names lower-cased), for a response that goes out as HTTP/2, where only the
+    /// map is sent. A line that is not a valid field is an error; the lines are gone after.
+    pub fn fold_raw_h1_fields(&mut self) -> Result<()> {
+        if self.raw_h1_fields.is_empty() {
+            return Ok(());
+        }
+        let raw = std::mem::take(&mut self.raw_h1_fields);
+        fold_raw_lines(&raw, |name, value| self.append_header(name, value).map(|_| ()))
+    }
+
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        buf.put_slice(&self.raw_h1_fields);
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
@@ -1279,6 +1320,43 @@ fn case_header_iter<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // SLUICE PATCH (raw HTTP/1 fields on responses).
+    #[test]
+    fn response_raw_fields_go_out_after_the_map_and_fold_into_it() {
+        use bytes::BytesMut;
+        let mut resp = ResponseHeader::build_no_case(200, None).unwrap();
+        resp.insert_header("content-length", "0").unwrap();
+        resp.raw_h1_fields_mut()
+            .extend_from_slice(b"x-ratelimit-limit: 10\r\nratelimit: \"t\";r=9;t=60\r\n");
+        // Invisible to lookups, written after the map, kept by clone.
+        assert!(resp.headers.get("x-ratelimit-limit").is_none());
+        let copy = resp.clone();
+        let mut buf = BytesMut::new();
+        copy.header_to_h1_wire(&mut buf);
+        assert_eq!(
+            &buf[..],
+            b"Content-Length: 0\r\nx-ratelimit-limit: 10\r\nratelimit: \"t\";r=9;t=60\r\n"
+        );
+        // Folded for HTTP/2: in the map, gone from the raw lines, written once.
+        resp.fold_raw_h1_fields().unwrap();
+        assert_eq!(resp.headers["x-ratelimit-limit"], "10");
+        assert_eq!(resp.headers["ratelimit"], "\"t\";r=9;t=60");
+        assert!(resp.raw_h1_fields().is_empty());
+        let mut buf = BytesMut::new();
+        resp.header_to_h1_wire(&mut buf);
+        assert_eq!(buf.len(), copy_len(&copy));
+        // A line that is not a field is an error.
+        let mut bad = ResponseHeader::build_no_case(200, None).unwrap();
+        bad.raw_h1_fields_mut().extend_from_slice(b"no colon\r\n");
+        assert!(bad.fold_raw_h1_fields().is_err());
+
+        fn copy_len(r: &ResponseHeader) -> usize {
+            let mut b = BytesMut::new();
+            r.header_to_h1_wire(&mut b);
+            b.len()
+        }
+    }
 
     #[test]
     fn header_map_upper_bound() {

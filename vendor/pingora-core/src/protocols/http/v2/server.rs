@@ -639,6 +639,10 @@ impl HttpSession {
             return Ok(());
         }
 
+        // SLUICE PATCH (raw HTTP/1 fields, vendor/pingora-http): only the map is sent over
+        // HTTP/2, so lines a filter wrote for HTTP/1 join it here rather than being lost.
+        header.fold_raw_h1_fields()?;
+
         /* update headers */
         // SLUICE PATCH (keep Date): as in the HTTP/1 server, an existing `Date` is kept.
         if !header.headers.contains_key(header::DATE) {
