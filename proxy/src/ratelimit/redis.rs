@@ -97,11 +97,25 @@ redis.call('SET', key, tostring(new_tat), 'PX', math.max(math.ceil(new_tat - now
 return {1, math.max(math.floor((tolerance - (new_tat - now)) / emission), 0), math.ceil(new_tat - now), 0}
 "#;
 
+/// Shared prologue: `R`, an algorithm's reply table as one string of five integers separated
+/// by spaces (a missing fifth is 0), the form [`parse_reply`] reads. One bulk string instead of
+/// an array of integers: redis-rs parses every element of a reply through `combine`, about 600
+/// instructions each, 4,000 per check (callgrind, docs/benchmarks.md).
+const REPLY: &str = "local function R(r) return string.format('%d %d %d %d %d', r[1], r[2], r[3], r[4], r[5] or 0) end\n";
+
+/// One check alone: the algorithm's script (`ALG`) as a function of `KEYS` and `ARGV`, its
+/// reply through `R`.
+const ALONE: &str = r#"
+local function A(KEYS, ARGV) ALG end
+return R(A(KEYS, ARGV))
+"#;
+
 /// Runs several checks in one call. KEYS: one per check; ARGV: five per check (the algorithm's
 /// index in [`ALGORITHMS`], then that algorithm's four arguments, unused ones 0; each script
 /// reads only the ones it needs). Each
 /// algorithm's script above is the body of a function of `KEYS` and `ARGV`, so a check runs the
-/// very same code alone or in a batch. Returns one reply per check, in order.
+/// very same code alone or in a batch. Returns the checks' replies (see [`REPLY`]), in order,
+/// joined by commas.
 const BATCH: &str = r#"
 local f = {}
 f[0] = function(KEYS, ARGV) ALG0 end
@@ -110,11 +124,33 @@ f[2] = function(KEYS, ARGV) ALG2 end
 f[3] = function(KEYS, ARGV) ALG3 end
 local out, j = {}, 1
 for i = 1, #KEYS do
-  out[i] = f[tonumber(ARGV[j])]({KEYS[i]}, {ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]})
+  out[i] = R(f[tonumber(ARGV[j])]({KEYS[i]}, {ARGV[j + 1], ARGV[j + 2], ARGV[j + 3], ARGV[j + 4]}))
   j = j + 5
 end
-return out
+return table.concat(out, ',')
 "#;
+
+/// One check's reply: allowed (1 or 0), remaining, reset in ms, retry after in ms, and how many
+/// requests were counted (0 for the algorithms that count one).
+type Reply = [i64; 5];
+
+/// A reply written by the scripts' `R`: five integers separated by single spaces.
+fn parse_reply(text: &[u8]) -> Option<Reply> {
+    let mut out = [0i64; 5];
+    let mut parts = text.split(|b| *b == b' ');
+    for slot in &mut out {
+        *slot = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// A reply that is not what the scripts write.
+fn bad_reply() -> StoreError {
+    StoreError::Redis(redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "rate-limit script: one reply of five integers per check expected",
+    )))
+}
 
 /// The algorithms' scripts, by [`script_index`] (the order of `RedisStore::scripts`).
 const ALGORITHMS: [&str; 4] = [SLIDING_WINDOW_LOG, FIXED_WINDOW, SLIDING_WINDOW, GCRA];
@@ -143,7 +179,7 @@ struct Args {
 struct Job {
     key: String,
     args: Args,
-    reply: oneshot::Sender<Result<Vec<i64>, StoreError>>,
+    reply: oneshot::Sender<Result<Reply, StoreError>>,
 }
 
 /// The checks waiting for the call in flight, and whether one is in flight.
@@ -182,22 +218,15 @@ impl Batcher {
                         inv.arg(a);
                     }
                 }
-                conn.invoke::<Vec<Vec<i64>>>(&inv).await
+                conn.invoke::<Vec<u8>>(&inv).await
             });
             match self.redis.call(work).await {
-                Ok(replies) if replies.len() == jobs.len() => {
-                    for (job, reply) in jobs.into_iter().zip(replies) {
-                        // The request may be gone (client hung up): nothing to tell then.
-                        let _ = job.reply.send(Ok(reply));
-                    }
-                }
-                Ok(_) => {
+                Ok(text) => {
+                    let mut replies = text.split(|b| *b == b',');
                     for job in jobs {
-                        let e = redis::RedisError::from((
-                            redis::ErrorKind::UnexpectedReturnType,
-                            "batched check: one reply per check expected",
-                        ));
-                        let _ = job.reply.send(Err(StoreError::Redis(e)));
+                        let reply = replies.next().and_then(parse_reply).ok_or_else(bad_reply);
+                        // The request may be gone (client hung up): nothing to tell then.
+                        let _ = job.reply.send(reply);
                     }
                 }
                 Err(e) => {
@@ -248,7 +277,7 @@ pub struct RedisStore {
 impl RedisStore {
     /// A store for `spec`; nothing is connected yet.
     pub fn new(spec: RedisSpec) -> Self {
-        let script = |body: &str| Script::new(&format!("{NOW}{body}"));
+        let script = |body: &str| Script::new(&format!("{NOW}{REPLY}{body}"));
         let redis = Arc::new(Guarded::new(
             &spec,
             spec.command_timeout,
@@ -271,14 +300,14 @@ impl RedisStore {
         RedisStore {
             redis,
             spec,
-            scripts: ALGORITHMS.map(script),
+            scripts: ALGORITHMS.map(|alg| script(&ALONE.replace("ALG", alg))),
             batcher,
         }
     }
 
     /// Run one check: at once when nothing is in flight (or on a Cluster), else with the next
     /// batch. The reply of the algorithm's script.
-    async fn run(&self, key: &str, args: Args) -> Result<Vec<i64>, StoreError> {
+    async fn run(&self, key: &str, args: Args) -> Result<Reply, StoreError> {
         let Some(batcher) = &self.batcher else {
             return self.run_alone(key, args).await;
         };
@@ -314,18 +343,19 @@ impl RedisStore {
     }
 
     /// One check in its own EVALSHA.
-    async fn run_alone(&self, key: &str, a: Args) -> Result<Vec<i64>, StoreError> {
+    async fn run_alone(&self, key: &str, a: Args) -> Result<Reply, StoreError> {
         let work = Box::pin(async {
             let conn = self.redis.conn().get().await?;
             let mut inv = self.scripts[a.script].key(key);
             for arg in a.args {
                 inv.arg(arg);
             }
-            conn.invoke::<Vec<i64>>(&inv).await
+            conn.invoke::<Vec<u8>>(&inv).await
         });
         // Every call, the first one (which also connects) included, is bounded by the
         // configured timeout (issue 12: 150 ms per request with a 50 ms timeout at start).
-        self.redis.call(work).await
+        let text = self.redis.call(work).await?;
+        parse_reply(&text).ok_or_else(bad_reply)
     }
 
     /// Run the check for `policy` on `key`, counting `want` requests at once (fixed and sliding
@@ -349,7 +379,7 @@ impl RedisStore {
             },
         };
         let v = self.run(key, args).await?;
-        let at = |i: usize| v.get(i).copied().unwrap_or(0).max(0) as u64;
+        let at = |i: usize| v[i].max(0) as u64;
         let allowed = at(0) == 1;
         let decision = Decision {
             allowed,
@@ -443,6 +473,24 @@ mod tests {
             breaker_failures: 1000,
             breaker_cooldown: Duration::from_secs(1),
         }))
+    }
+
+    #[test]
+    fn replies_are_five_integers_and_nothing_else() {
+        assert_eq!(parse_reply(b"1 499 59001 0 1"), Some([1, 499, 59001, 0, 1]));
+        assert_eq!(parse_reply(b"0 0 12 -3 0"), Some([0, 0, 12, -3, 0]));
+        for bad in [
+            &b""[..],
+            b"1 2 3 4",
+            b"1 2 3 4 5 6",
+            b"1 2 3 4 x",
+            b"1  2 3 4 5",
+            b"1 2 3 4 5 ",
+            b"1 2 3 4 1e+14",
+            b"1 2 3 4 99999999999999999999",
+        ] {
+            assert_eq!(parse_reply(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
     }
 
     fn queue(store: &RedisStore) -> std::sync::MutexGuard<'_, Queue> {
