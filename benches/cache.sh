@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Response cache: oha on a cached URL. Compares, in one run, Sluice cache hits (Redis store),
+# Response cache: load on a cached URL. Compares, in one run, Sluice cache hits (Redis store),
 # Sluice cache hits on the embedded memory store (a second Sluice without [redis]), the same URL
 # through Sluice uncached, and nginx `proxy_cache` hits; then Sluice's hit latency at a moderate
 # fixed rate (p50/p99).
 #
-# On 2+ cores the proxies (both Sluices, nginx) run on core 1 (`taskset -c 1`) and oha, the
-# backend and redis-server on core 0, as in `benches/proxy.sh --mode pinned`; `--mode unpinned`
-# lets everything share the cores (the placement of the runs before 2026-12-03).
+# On 2+ cores the proxies (both Sluices, nginx) run on core 1 (`taskset -c 1`) and the load
+# generator (`wrk -t1`), the backend and redis-server on core 0, as in `benches/proxy.sh --mode
+# pinned`, and the report adds CPU per request of each proxy and of redis-server. (Until
+# 2026-12-03 session 16 the pinned load came from oha.) `--mode unpinned` lets everything share
+# the cores, with oha (the placement of the runs before 2026-12-03).
 #
 # Usage: benches/cache.sh [--duration 10s] [--conns 64] [--rounds 3] [--rate 2000]
 #                         [--mode pinned|unpinned]
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-scripts/install-deps.sh nginx
+if [ "$MODE" = pinned ]; then scripts/install-deps.sh nginx wrk; else scripts/install-deps.sh nginx; fi
 command -v oha >/dev/null 2>&1 || cargo install oha --locked
 cargo build --release --locked -p sluice -p backend-sample
 
@@ -40,7 +42,8 @@ REDIS=$(free_port); BACKEND=$(free_port); NGINX=$(free_port); SLUICE=$(free_port
 SLUICE_MEM=$(free_port)
 "${LOAD_CPU[@]}" redis-server --port "$REDIS" --bind 127.0.0.1 --save "" --appendonly no \
   --maxmemory 256mb --maxmemory-policy allkeys-lru >/dev/null &
-pids+=($!)
+pids+=($!); REDIS_PID=$!
+declare -A PID
 "${LOAD_CPU[@]}" target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
 pids+=($!)
 
@@ -70,7 +73,7 @@ http {
 }
 NGX
 "${PROXY_CPU[@]}" nginx -c "$work/nginx.conf" -g 'daemon off;' &
-pids+=($!)
+pids+=($!); NGINX_MASTER=$!
 
 cat >"$work/sluice.toml" <<SLC
 [server]
@@ -94,12 +97,12 @@ upstream = "b"
 cache = "warm"
 SLC
 RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/sluice.toml" 2>"$work/sluice.log" &
-pids+=($!)
+pids+=($!); PID[sluice_hit]=$!; PID[sluice_uncached]=$!
 # The same Sluice without [redis]: the embedded (memory) store.
 sed -e "s/127.0.0.1:$SLUICE\"/127.0.0.1:$SLUICE_MEM\"/" -e '/^\[redis\]/,/^url/d' \
   "$work/sluice.toml" >"$work/sluice-mem.toml"
 RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/sluice-mem.toml" 2>"$work/sluice-mem.log" &
-pids+=($!)
+pids+=($!); PID[sluice_memory_hit]=$!
 for p in $REDIS $BACKEND $NGINX $SLUICE $SLUICE_MEM; do wait_port "$p"; done
 
 # Fill the caches and check that hits really are hits.
@@ -116,13 +119,37 @@ declare -A URL=(
   [nginx_hit]="http://127.0.0.1:$NGINX/cache/600"
 )
 TARGETS="sluice_hit sluice_memory_hit sluice_uncached nginx_hit"
-for t in $TARGETS; do
-  "${LOAD_CPU[@]}" oha -z 2s -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >/dev/null
-done
+# nginx's CPU is its worker's (the master and the cache manager do nothing under load).
+PID[nginx_hit]=$(pgrep -P "$NGINX_MASTER" -f "worker process" | head -1)
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU ticks of a process
+# wrk writes its summary as JSON through this script (pinned mode).
+cat >"$work/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local f = io.open(os.getenv("WRK_OUT"), "w")
+  f:write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,' ..
+    '"p50_us":%d,"p99_us":%d}\n', summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50),
+    latency:percentile(99)))
+  f:close()
+end
+LUA
+load() { # load TARGET DURATION OUT: one load run, with the CPU ticks the proxy and Redis spent
+  local t=$1 d=$2 out=$3 p0 r0
+  p0=$(ticks "${PID[$t]}"); r0=$(ticks "$REDIS_PID")
+  if [ "$MODE" = pinned ]; then
+    WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
+      "${URL[$t]}" >/dev/null
+  else
+    oha -z "$d" -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >"$out.oha.json"
+  fi
+  echo "$(($(ticks "${PID[$t]}") - p0)) $(($(ticks "$REDIS_PID") - r0))" >"$out.cpu"
+}
+for t in $TARGETS; do load "$t" 2s "$work/warm-$t"; done
 for r in $(seq 1 "$ROUNDS"); do
   for t in $TARGETS; do
     echo "round $r/$ROUNDS: $t"
-    "${LOAD_CPU[@]}" oha -z "$DURATION" -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >"$work/$t-$r.json"
+    load "$t" "$DURATION" "$work/$t-$r"
   done
 done
 echo "hit latency at $RATE req/s"
@@ -130,24 +157,41 @@ echo "hit latency at $RATE req/s"
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/cache-$stamp.json"
-python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$RATE" "$MODE" <<'PY'
-import json, statistics, sys
-work, rounds, out, duration, conns, rate, mode = sys.argv[1:]
-rounds = int(rounds)
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$RATE" "$MODE" "$(getconf CLK_TCK)" <<'PY'
+import json, os, statistics, sys
+work, rounds, out, duration, conns, rate, mode, tck = sys.argv[1:]
+rounds, tck = int(rounds), int(tck)
 def summary(d):
     lat = d["latencyPercentiles"]
     codes = d.get("statusCodeDistribution", {})
     errors = sum(v for k, v in d.get("errorDistribution", {}).items() if k != "aborted due to deadline")
     return {"rps": d["summary"]["requestsPerSec"], "p50_ms": lat["p50"] * 1000, "p99_ms": lat["p99"] * 1000,
             "bad": sum(v for k, v in codes.items() if k != "200") + errors}
+def one_run(prefix):
+    """One load run, wrk's or oha's, with the proxy's and Redis's CPU per answered request."""
+    if os.path.exists(f"{prefix}.wrk.json"):
+        d = json.load(open(f"{prefix}.wrk.json"))
+        served = d["requests"]
+        run = {"rps": served / (d["duration_us"] / 1e6), "p50_ms": d["p50_us"] / 1000,
+               "p99_ms": d["p99_us"] / 1000, "bad": d["non2xx"] + d["errors"]}
+    else:
+        d = json.load(open(f"{prefix}.oha.json"))
+        served = sum(d.get("statusCodeDistribution", {}).values())
+        run = summary(d)
+    proxy_ticks, redis_ticks = map(int, open(f"{prefix}.cpu").read().split())
+    run["proxy_cpu_us_per_req"] = proxy_ticks / tck / max(served, 1) * 1e6
+    run["redis_cpu_us_per_req"] = redis_ticks / tck / max(served, 1) * 1e6
+    return run
 res = {}
 for t in ["sluice_hit", "sluice_memory_hit", "sluice_uncached", "nginx_hit"]:
-    runs = [summary(json.load(open(f"{work}/{t}-{r}.json"))) for r in range(1, rounds + 1)]
+    runs = [one_run(f"{work}/{t}-{r}") for r in range(1, rounds + 1)]
     med = lambda k: statistics.median(x[k] for x in runs)
     res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
+              "proxy_cpu_us_per_req": med("proxy_cpu_us_per_req"),
+              "redis_cpu_us_per_req": med("redis_cpu_us_per_req"),
               "bad": sum(x["bad"] for x in runs), "runs": runs}
 lat = summary(json.load(open(f"{work}/latency.json")))
-doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
+doc = {"load": {"tool": "wrk -t1 (core 0)" if mode == "pinned" else "oha", "duration": duration, "connections": int(conns), "rounds": rounds,
                 "statistic": "median", "sluice_threads": 1, "nginx_workers": 1,
                 "store": "redis (same machine); sluice_memory_hit: embedded", "mode": mode},
        "results": res,
@@ -156,9 +200,9 @@ doc = {"load": {"tool": "oha", "duration": duration, "connections": int(conns), 
        "memory_hit_over_nginx_hit_rps": res["sluice_memory_hit"]["rps"] / res["nginx_hit"]["rps"],
        "hit_latency_at_rate": {"rate": int(rate), "connections": 8, **lat}}
 json.dump(doc, open(out, "w"), indent=2)
-print("\n| target | req/s | p50 ms | p99 ms | bad |\n|---|---:|---:|---:|---:|")
+print("\n| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | Redis CPU µs/req | bad |\n|---|---:|---:|---:|---:|---:|---:|")
 for t, v in res.items():
-    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['bad']} |")
+    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['proxy_cpu_us_per_req']:.1f} | {v['redis_cpu_us_per_req']:.1f} | {v['bad']} |")
 print(f"\nhit/uncached: {doc['hit_over_uncached_rps']:.2f}  hit/nginx-hit: {doc['hit_over_nginx_hit_rps']:.2f}"
       f"  memory hit/nginx-hit: {doc['memory_hit_over_nginx_hit_rps']:.2f}")
 print(f"hit latency at {rate} req/s: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms (bad: {lat['bad']})")

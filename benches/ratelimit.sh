@@ -10,8 +10,8 @@
 # (`taskset -c 1`); the load generator (`wrk -t1`), a static nginx backend (`return 200`) and
 # redis-server share core 0, as in `benches/proxy.sh`: the ratio is then what a limit costs the
 # proxy's own core, and the report adds CPU per request of each Sluice and of redis-server.
-# (Until 2026-12-03 session 16 the pinned mode loaded with oha and backend-sample, which kept
-# core 0 busy enough to cap the unlimited route below what Sluice's core does.) `--mode
+# (Until 2026-12-03 session 16 the pinned mode loaded with oha and backend-sample; the figures
+# of both placements are in docs/benchmarks.md.) `--mode
 # unpinned` lets everything share the cores with `threads = 2`, oha and backend-sample (the
 # placement of the runs before 2026-12-03 session 15).
 #
