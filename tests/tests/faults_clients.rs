@@ -513,3 +513,99 @@ async fn an_upgrade_the_backend_refuses_is_answered_as_an_ordinary_request() {
         "{text}"
     );
 }
+
+/// HTTP/1.1 pipelining (RFC 9112 9.3.2): requests a client writes before reading the answers
+/// are each answered, in order, on the same connection, bodies included; the connection then
+/// stays open for more. Before, Sluice answered the first with `Connection: keep-alive` and
+/// closed the connection, losing the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let (bs, s) = sluice("").await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(
+        b"GET /echo/1 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /echo/2 HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /echo/3 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    for (i, method) in [(1, "GET"), (2, "POST"), (3, "GET")] {
+        let (head, body) = read_response(&mut c)
+            .await
+            .unwrap_or_else(|| panic!("no answer to pipelined request {i}"));
+        assert!(head.starts_with("http/1.1 200"), "{i}: {head}");
+        assert!(!head.contains("connection: close"), "{i}: {head}");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["path"], format!("/echo/{i}"), "answers in order");
+        assert_eq!(v["method"], method);
+    }
+    // The connection is still usable, and the backend saw each request once.
+    c.write_all(b"GET /echo/4 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut c).await.expect("a fourth answer");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let served = bs[0].shared.served();
+    for i in 1..=4 {
+        assert_eq!(
+            served.get(format!("/echo/{i}").as_str()),
+            Some(&1),
+            "{served:?}"
+        );
+    }
+}
+
+/// Pipelining and answers Sluice makes itself: a request no route takes gets its 404 and the
+/// request behind it is still served; a body refused with 413 closes the connection (its bytes
+/// were never read), so a request written inside that body never reaches the backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelining_keeps_order_after_sluices_own_answers_and_never_reads_a_refused_body() {
+    let bs = backends(1).await;
+    let s = Sluice::start(format!(
+        "[upstreams.api]\nbackends = [{{ addr = \"{}\" }}]\n\
+         [[routes]]\nhost = \"x\"\nupstream = \"api\"\n\
+         [[routes]]\nhost = \"small\"\nupstream = \"api\"\nmax_body_bytes = 10\n",
+        bs[0].addr
+    ))
+    .await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(
+        b"GET /nowhere HTTP/1.1\r\nHost: elsewhere\r\n\r\n\
+          GET /echo/after-404 HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (head, _) = read_response(&mut c).await.expect("the 404");
+    assert!(head.starts_with("http/1.1 404"), "{head}");
+    let (head, body) = read_response(&mut c).await.expect("the request behind it");
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["path"], "/echo/after-404");
+
+    let inner = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut raw = format!(
+        "POST /big HTTP/1.1\r\nHost: small\r\nContent-Length: {}\r\n\r\n",
+        inner.len()
+    )
+    .into_bytes();
+    raw.extend_from_slice(inner);
+    raw.extend_from_slice(b"GET /echo/behind-413 HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(&raw).await.unwrap();
+    let (head, _) = read_response(&mut c).await.expect("the 413");
+    assert!(head.starts_with("http/1.1 413"), "{head}");
+    assert!(head.contains("connection: close"), "{head}");
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut rest))
+        .await
+        .expect("the connection is closed after the 413")
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+        "an answer after the 413: {:?}",
+        String::from_utf8_lossy(&rest)
+    );
+    let served = bs[0].shared.served();
+    assert!(!served.contains_key("/smuggled"), "{served:?}");
+    assert!(!served.contains_key("/big"), "{served:?}");
+}

@@ -335,6 +335,11 @@ impl ProxyHttp for Edge {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
+        // HTTP/1.1 pipelining (RFC 9112 9.3.2), as nginx serves it: a request that arrives
+        // behind this one on the connection is answered after it, in order, instead of the
+        // connection closing after a `keep-alive` answer and the request being lost (Pingora's
+        // default). Sequential: the next request is read once this one's answer is written.
+        session.downstream_session.set_pipelining_enabled(true);
         ctx.request_id = Some(headers::request_id(session.req_header()));
         ctx.client_ip = session
             .client_addr()
