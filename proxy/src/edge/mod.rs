@@ -813,7 +813,7 @@ impl ProxyHttp for Edge {
             }
         }
         if let Some(id) = &ctx.request_id {
-            upstream_response.insert_static_header(&headers::X_REQUEST_ID, id.clone());
+            headers::response_request_id(upstream_response, id);
         }
         if let Some(rate) = &ctx.limits.rate {
             crate::ratelimit::write_h1_fields(
