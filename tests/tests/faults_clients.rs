@@ -560,8 +560,27 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     assert!(head.starts_with("http/1.1 200"), "{head}");
     let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["path"], "/echo/5");
+    // A HEAD answer has a length but no body, a chunked body ends at its last chunk, and
+    // `Connection: close` ends the connection after its answer: all four in order, then closed.
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    c.write_all(
+        b"HEAD /json/100 HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /echo/6 HTTP/1.1\r\nHost: x\r\n\r\n\
+          POST /echo/7 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET /echo/8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (text, _) = read_until_closed(&mut c, Duration::from_secs(5)).await;
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 4, "{text}");
+    let (six, seven, eight) = (
+        text.find("\"/echo/6\"").expect("the GET after the HEAD"),
+        text.find("\"/echo/7\"").expect("the chunked POST"),
+        text.find("\"/echo/8\"").expect("the last request"),
+    );
+    assert!(six < seven && seven < eight, "in order: {text}");
     let served = bs[0].shared.served();
-    for i in 1..=5 {
+    for i in 1..=8 {
         assert_eq!(
             served.get(format!("/echo/{i}").as_str()),
             Some(&1),
