@@ -203,14 +203,20 @@ async fn an_open_websocket_counts_for_least_conn_until_it_closes() {
         Err(e) => panic!("{e}\nsluice log:\n{}", sluice.log()),
     };
     let c = client(None);
-    for _ in 0..6 {
+    for i in 0..6 {
         let r = c.get(sluice.url("/lc")).send().await.unwrap();
-        assert_ne!(
-            backend_of(&r),
-            busy,
-            "least_conn sent a request to the backend holding the socket; log:\n{}",
-            sluice.log()
-        );
+        if backend_of(&r) == busy {
+            // Seen once in CI (2026-12-03, not reproduced in 49 runs here): say enough to tell
+            // an ejected or retried backend from a WebSocket whose count was released early.
+            let (_, status) = sluice.admin_get("/status").await;
+            let (_, metrics) = sluice.admin_get("/metrics").await;
+            panic!(
+                "least_conn sent request {i} to {busy}, the backend holding the socket; \
+                 response headers {:?}\nstatus: {status}\nmetrics:\n{metrics}\nlog:\n{}",
+                r.headers(),
+                sluice.log()
+            );
+        }
     }
     ws.close(None).await.unwrap();
     while let Some(Ok(m)) = ws.next().await {
