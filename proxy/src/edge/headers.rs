@@ -6,6 +6,7 @@ use http::{header, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader, StaticHeaderName};
 
 use crate::util::ip::ip_text;
+use crate::util::push_raw_field;
 
 /// The request id header, passed through when the client sends a sane one, generated otherwise,
 /// and returned on every response.
@@ -96,10 +97,7 @@ pub fn response_request_id(resp: &mut ResponseHeader, id: &HeaderValue) {
     };
     let raw = resp.raw_h1_fields_mut();
     raw.reserve(name.len() + id.len() + 4);
-    raw.extend_from_slice(name);
-    raw.extend_from_slice(b": ");
-    raw.extend_from_slice(id.as_bytes());
-    raw.extend_from_slice(b"\r\n");
+    push_raw_field(raw, name, &[id.as_bytes()]);
 }
 
 /// The fields [`forwarded`] sets. Any the client sent under these names are dropped, never
@@ -201,14 +199,8 @@ pub fn forwarded(
     raw.reserve(
         160 + host.as_ref().map_or(0, |h| h.len()) + trace.map_or(0, |_| crate::tracectx::LINE_LEN),
     );
-    let mut line = |f: &'static StaticHeaderName, parts: &[&[u8]]| {
-        raw.extend_from_slice(name(f));
-        raw.extend_from_slice(b": ");
-        for p in parts {
-            raw.extend_from_slice(p);
-        }
-        raw.extend_from_slice(b"\r\n");
-    };
+    let mut line =
+        |f: &'static StaticHeaderName, parts: &[&[u8]]| push_raw_field(raw, name(f), parts);
     if let Some(host) = &host {
         line(&X_FORWARDED_HOST, &[host.as_bytes()]);
     }

@@ -338,12 +338,7 @@ pub fn write_h1_fields(
 ) -> Result<(), UnsendableName> {
     raw.reserve(2 * name.len() + 5 * 20 + 112);
     each_value(d, policy, name, |i, parts| {
-        raw.extend_from_slice(HEADER_NAMES[i].name().as_str().as_bytes());
-        raw.extend_from_slice(b": ");
-        for p in parts {
-            raw.extend_from_slice(p);
-        }
-        raw.extend_from_slice(b"\r\n");
+        crate::util::push_raw_field(raw, HEADER_NAMES[i].name().as_str().as_bytes(), parts)
     })
 }
 
