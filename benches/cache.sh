@@ -121,29 +121,18 @@ declare -A URL=(
 TARGETS="sluice_hit sluice_memory_hit sluice_uncached nginx_hit"
 # nginx's CPU is its worker's (the master and the cache manager do nothing under load).
 PID[nginx_hit]=$(pgrep -P "$NGINX_MASTER" -f "worker process" | head -1)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU ticks of a process
 # wrk writes its summary as JSON through this script (pinned mode).
-cat >"$work/report.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local f = io.open(os.getenv("WRK_OUT"), "w")
-  f:write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,' ..
-    '"p50_us":%d,"p99_us":%d}\n', summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50),
-    latency:percentile(99)))
-  f:close()
-end
-LUA
+write_wrk_report
 load() { # load TARGET DURATION OUT: one load run, with the CPU ticks the proxy and Redis spent
   local t=$1 d=$2 out=$3 p0 r0
-  p0=$(ticks "${PID[$t]}"); r0=$(ticks "$REDIS_PID")
+  p0=$(cpu_ticks "${PID[$t]}"); r0=$(cpu_ticks "$REDIS_PID")
   if [ "$MODE" = pinned ]; then
     WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
       "${URL[$t]}" >/dev/null
   else
     oha -z "$d" -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >"$out.oha.json"
   fi
-  echo "$(($(ticks "${PID[$t]}") - p0)) $(($(ticks "$REDIS_PID") - r0))" >"$out.cpu"
+  echo "$(($(cpu_ticks "${PID[$t]}") - p0)) $(($(cpu_ticks "$REDIS_PID") - r0))" >"$out.cpu"
 }
 for t in $TARGETS; do load "$t" 2s "$work/warm-$t"; done
 for r in $(seq 1 "$ROUNDS"); do

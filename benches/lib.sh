@@ -13,3 +13,24 @@ wait_port() {
   done
   echo "nothing listening on $1" >&2; return 1
 }
+# User + system CPU ticks of a comma-separated list of processes.
+cpu_ticks() {
+  local t=0 p
+  for p in ${1//,/ }; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$t"
+}
+# `$work/report.lua`: a wrk script whose summary (requests, duration, errors, non-2xx, p50, p99,
+# p99.9 in µs) goes as one JSON line to the file named by WRK_OUT.
+write_wrk_report() {
+  cat >"$work/report.lua" <<'LUA'
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local f = io.open(os.getenv("WRK_OUT"), "w")
+  f:write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,' ..
+    '"p50_us":%d,"p99_us":%d,"p999_us":%d}\n', summary.requests, summary.duration,
+    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50),
+    latency:percentile(99), latency:percentile(99.9)))
+  f:close()
+end
+LUA
+}

@@ -347,24 +347,9 @@ fi
 if [ -n "$BASELINE" ]; then
   targets+=(baseline); PORT[baseline]=$BASE_PORT; CPU_PID[baseline]=$BASE_PID
 fi
-cpu_ticks() { # user + system ticks of a comma-separated list of processes
-  local t=0 p
-  for p in ${1//,/ }; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo "$t"
-}
 # wrk (pinned mode: a load generator that leaves core 0 room for the backend) writes its summary
 # as JSON through this script.
-cat >"$work/report.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local f = io.open(os.getenv("WRK_OUT"), "w")
-  f:write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,' ..
-    '"p50_us":%d,"p99_us":%d,"p999_us":%d}\n', summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50),
-    latency:percentile(99), latency:percentile(99.9)))
-  f:close()
-end
-LUA
+write_wrk_report
 WRK_HEADERS=()
 [ ${#OHA_HEADERS[@]} -eq 0 ] || WRK_HEADERS=(-H "${OHA_HEADERS[1]}")
 load() { # load TARGET OUT_PREFIX DURATION: one run of the throughput load, CPU counted

@@ -106,29 +106,18 @@ curl -sf -D - -o /dev/null "http://127.0.0.1:$LIMITED/ping" | grep -qi '^x-ratel
   || { echo "limited Sluice sends no rate-limit headers" >&2; exit 1; }
 
 declare -A PORT=([unlimited]=$PLAIN [limited]=$LIMITED [limited_no_lease]=$NOLEASE [baseline_no_lease]=$BASE_PORT)
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # user + system CPU ticks of a process
 # wrk writes its summary as JSON through this script (pinned mode).
-cat >"$work/report.lua" <<'LUA'
-done = function(summary, latency, requests)
-  local e = summary.errors
-  local f = io.open(os.getenv("WRK_OUT"), "w")
-  f:write(string.format('{"requests":%d,"duration_us":%d,"errors":%d,"non2xx":%d,' ..
-    '"p50_us":%d,"p99_us":%d}\n', summary.requests, summary.duration,
-    e.connect + e.read + e.write + e.timeout, e.status, latency:percentile(50),
-    latency:percentile(99)))
-  f:close()
-end
-LUA
+write_wrk_report
 load() { # load TARGET DURATION OUT: one load run, with the CPU ticks Sluice and Redis spent on it
   local t=$1 d=$2 out=$3 s0 r0
-  s0=$(ticks "${PID[$t]}"); r0=$(ticks "$REDIS_PID")
+  s0=$(cpu_ticks "${PID[$t]}"); r0=$(cpu_ticks "$REDIS_PID")
   if [ "$MODE" = pinned ]; then
     WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
       "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null
   else
     oha -z "$d" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$out.oha.json"
   fi
-  echo "$(($(ticks "${PID[$t]}") - s0)) $(($(ticks "$REDIS_PID") - r0))" >"$out.cpu"
+  echo "$(($(cpu_ticks "${PID[$t]}") - s0)) $(($(cpu_ticks "$REDIS_PID") - r0))" >"$out.cpu"
 }
 for t in $TARGETS; do load "$t" 2s "$work/warm-$t"; done
 for r in $(seq 1 "$ROUNDS"); do
