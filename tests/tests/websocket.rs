@@ -300,3 +300,84 @@ async fn many_websocket_handshakes_under_load_all_survive() {
         "{lost} of 800 upgraded connections lost the first message"
     );
 }
+
+/// An open WebSocket runs in a tunnel of its own after the request that upgraded it (vendored
+/// pingora-proxy README section 12), and it still counts as what it is: a client connection
+/// under `max_connections` until it closes, and a request whose access-log line (status 101,
+/// its whole duration) is written when it ends, not at the upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_websocket_keeps_its_connection_slot_and_logs_when_it_closes() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let sluice = Sluice::with_config(format!(
+        "[logging]\naccess_log_path = \"{}\"\naccess_log_format = '$status $duration_ms'\n{}",
+        log.display(),
+        ws_pool("round_robin", "", &[bs[0].addr])
+    ))
+    .server_extra("max_connections = 2")
+    .start()
+    .await;
+    let read_log = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let opened = Instant::now();
+    let (mut first, _) = connect(sluice.addr, None).await;
+    let (mut second, _) = connect(sluice.addr, None).await;
+    // Both sockets still echo: the tunnels carry data both ways.
+    for ws in [&mut first, &mut second] {
+        ws.send(Message::text("ping")).await.unwrap();
+        assert_eq!(next_text(ws).await, "ping");
+    }
+    // A third client waits while both sockets are open...
+    let addr = sluice.addr;
+    let waiting = tokio::spawn(async move {
+        let r = client(None)
+            .get(format!("http://{addr}/ping"))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        r.map(|r| r.status().as_u16()).map_err(|e| e.to_string())
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served while two WebSockets held max_connections = 2\n{}",
+        sluice.log()
+    );
+    assert_eq!(
+        read_log(),
+        Vec::<String>::new(),
+        "a line before any socket closed"
+    );
+    // ...and is served once one closes, whose line then says 101 and how long it was open.
+    first.close(None).await.unwrap();
+    while let Some(Ok(m)) = first.next().await {
+        if matches!(m, Message::Close(_)) {
+            break;
+        }
+    }
+    assert_eq!(waiting.await.unwrap(), Ok(200));
+    let held = opened.elapsed().as_millis();
+    let lines = eventually(Duration::from_secs(5), "the closed socket's line", || {
+        let l = read_log();
+        l.iter().any(|l| l.starts_with("101 ")).then_some(l)
+    })
+    .await;
+    let line = lines.iter().find(|l| l.starts_with("101 ")).unwrap();
+    let ms: f64 = line[4..]
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("{line:?}"));
+    assert!(
+        ms >= 700.0 && ms <= held as f64,
+        "the socket was open {held} ms at most and 700 at least; its line says {line:?}"
+    );
+    // The other socket still works.
+    second.send(Message::text("still")).await.unwrap();
+    assert_eq!(next_text(&mut second).await, "still");
+}

@@ -458,6 +458,16 @@ where
                 (server_reused, true, error)
             }
         };
+        // SLUICE PATCH (README section 12, detached tunnels): an upgraded connection takes the
+        // upstream session and its peer to its tunnel.
+        if let Some(tunnel) = session.tunnel.as_mut() {
+            if let ClientSession::H1(h1) = client_session {
+                tunnel.client = Some(h1);
+                tunnel.peer = Some(peer);
+                return (false, None);
+            }
+            session.tunnel = None;
+        }
         let h2 = matches!(client_session, ClientSession::H2(_));
         // An HTTP/1 session goes back to the pool only when reusable; the others always do.
         if client_reuse {
@@ -622,6 +632,20 @@ pub struct Session {
     upstream_write_pending_time: Duration,
     /// Flag that is set when the shutdown process has begun.
     shutdown_flag: Arc<AtomicBool>,
+    /// SLUICE PATCH (README section 12, detached tunnels): an upgraded HTTP/1 connection whose
+    /// two-way copy runs after the request future (set once the 101 went out).
+    tunnel: Option<Box<Tunnel>>,
+}
+
+/// SLUICE PATCH (README section 12, detached tunnels): what an upgraded connection's tunnel
+/// takes from the request that upgraded it. Filled in on the way up from `proxy_1to1`: the
+/// upstream session and its peer are set by `proxy_to_upstream`, which owns them.
+struct Tunnel {
+    client: Option<HttpSessionV1>,
+    peer: Option<Box<HttpPeer>>,
+    client_reused: bool,
+    /// The upstream stream's write-pending time when this request started.
+    write_pending_base: Duration,
 }
 
 impl Session {
@@ -649,6 +673,7 @@ impl Session {
             downstream_task_seen_upgraded: false,
             upstream_write_pending_time: Duration::ZERO,
             shutdown_flag,
+            tunnel: None,
         }
     }
 
@@ -1201,7 +1226,13 @@ where
                     self.handle_error(session, &mut ctx, e, context).await
                 }
                 Ok(RequestOutcome::Finish(reuse, err)) => {
-                    self.finish(session, &mut ctx, reuse, err).await
+                    // SLUICE PATCH (README section 12, detached tunnels).
+                    match session.tunnel.take() {
+                        Some(tunnel) if err.is_none() => Some(ReusedHttpStream::tunnel(Box::pin(
+                            self.clone().run_tunnel(session, ctx, tunnel),
+                        ))),
+                        _ => self.finish(session, &mut ctx, reuse, err).await,
+                    }
                 }
                 Ok(RequestOutcome::Responded) => {
                     // TODO: log error
@@ -1244,6 +1275,73 @@ where
                     .await
                     .unwrap_or(None)
                 }
+            }
+        }
+    }
+
+    /// SLUICE PATCH (README section 12, detached tunnels): an upgraded connection's two-way
+    /// copy, run by the connection's task after the request future has ended (and been freed),
+    /// then what the request's end does: the upstream byte counts, `error_while_proxy` and
+    /// `fail_to_proxy` for a failure, and `logging`. Neither session is reused. A
+    /// panic in a hook ends this connection only, as for a request.
+    fn run_tunnel(
+        self: Arc<Self>,
+        mut session: Session,
+        mut ctx: <SV as ProxyHttp>::CTX,
+        mut tunnel: Box<Tunnel>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static
+    where
+        SV: ProxyHttp + Send + Sync + 'static,
+        <SV as ProxyHttp>::CTX: Send + Sync,
+    {
+        async move {
+            let run = std::panic::AssertUnwindSafe(async {
+                let (Some(client), Some(peer)) = (tunnel.client.as_mut(), tunnel.peer.as_ref())
+                else {
+                    return;
+                };
+                let result = self.tunnel_upgraded(&mut session, client, &mut ctx).await;
+                session.set_upstream_body_bytes_received(client.body_bytes_received());
+                session.set_upstream_body_bytes_sent(client.body_bytes_sent());
+                let pending = client.stream().get_write_pending_time();
+                session.set_upstream_write_pending_time(
+                    pending.saturating_sub(tunnel.write_pending_base),
+                );
+                let error = result.err().map(|e| {
+                    self.inner.error_while_proxy(
+                        peer,
+                        &mut session,
+                        e,
+                        &mut ctx,
+                        tunnel.client_reused,
+                    )
+                });
+                // The upstream session is done with: close it now, not after `logging`.
+                tunnel.client = None;
+                if let Some(e) = error.as_ref() {
+                    let res = self.inner.fail_to_proxy(&mut session, e, &mut ctx).await;
+                    if !self.inner.suppress_error_log(&session, &ctx, e) {
+                        error!(
+                            "Fail to proxy: {}, status: {}, tries: 1, retry: false, {}",
+                            e,
+                            res.error_code,
+                            self.inner.request_summary(&session, &ctx),
+                        );
+                    }
+                }
+                // What `finish` does for a connection that is not reused (its future is sized
+                // for the reuse path: 3.6 KB, which the tunnel would keep for its life).
+                self.inner
+                    .logging(&mut session, error.as_deref(), &mut ctx)
+                    .await;
+                if let Some(e) = error {
+                    session.downstream_session.on_proxy_failure(e);
+                }
+            })
+            .catch_unwind()
+            .await;
+            if run.is_err() {
+                error!("upgraded connection's handler panicked");
             }
         }
     }

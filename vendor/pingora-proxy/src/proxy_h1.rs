@@ -203,12 +203,12 @@ where
 
     /// SLUICE PATCH: whether [Self::proxy_1to1_sequential] may serve this request: an HTTP/1
     /// client, no request body (none announced, none left to send), no cache (neither serving
-    /// nor bypassing), no protocol upgrade and no proxy-task writer.
+    /// nor bypassing), not already upgraded and no proxy-task writer. An upgrade request is
+    /// served up to its 101, and its tunnel then runs detached (README section 12).
     fn sequential_eligible(session: &mut Session) -> bool {
         matches!(*session.downstream_session, HttpSession::H1(_))
             && !session.cache.enabled()
             && !session.cache.bypassing()
-            && !session.is_upgrade_req()
             && !session.was_upgraded()
             && !session.downstream_session.supports_proxy_task_api()
             && session.as_mut().is_body_empty()
@@ -324,6 +324,17 @@ where
                 Ok(false) => {}
                 Err(e) => return (false, false, Some(e)),
             }
+            // SLUICE PATCH (README section 12, detached tunnels): the 101 went out; the rest is
+            // the tunnel's, after this request future.
+            if session.was_upgraded() && client_session.was_upgraded() {
+                session.tunnel = Some(Box::new(Tunnel {
+                    client: None,
+                    peer: None,
+                    client_reused: false,
+                    write_pending_base: Duration::ZERO,
+                }));
+                return (false, false, None);
+            }
         }
 
         let reuse_downstream = match session.as_mut().finish_body().await {
@@ -374,6 +385,14 @@ where
         let (server_session_reuse, client_session_reuse, error) =
             self.proxy_1to1(session, client_session, peer, ctx).await;
 
+        // SLUICE PATCH (README section 12, detached tunnels): an upgraded connection's byte
+        // counts are taken when its tunnel ends.
+        if let Some(tunnel) = session.tunnel.as_mut() {
+            tunnel.client_reused = reused;
+            tunnel.write_pending_base = initial_write_pending;
+            return (server_session_reuse, client_session_reuse, error);
+        }
+
         // Record upstream response body bytes received (payload only) for logging consumers.
         let upstream_bytes_total = client_session.body_bytes_received();
         session.set_upstream_body_bytes_received(upstream_bytes_total);
@@ -388,6 +407,75 @@ where
         session.set_upstream_write_pending_time(upstream_write_pending);
 
         (server_session_reuse, client_session_reuse, error)
+    }
+
+    /// SLUICE PATCH (README section 12, detached tunnels): the two-way copy of an upgraded
+    /// connection, after its 101: what `proxy_handle_downstream` and `proxy_handle_upstream` do
+    /// for upgraded bodies, in one loop without their channels. Data from the client goes
+    /// through the request body filters (modules', then `request_body_filter`) to the upstream;
+    /// data from the upstream through `h1_response_filter` (`upstream_response_body_filter`,
+    /// `response_body_filter` and their delays) to the client. Either side's end ends both.
+    pub(crate) async fn tunnel_upgraded(
+        &self,
+        session: &mut Session,
+        client_session: &mut HttpSessionV1,
+        ctx: &mut SV::CTX,
+    ) -> Result<()>
+    where
+        SV: ProxyHttp + Send + Sync,
+        SV::CTX: Send + Sync,
+    {
+        let mut serve_from_cache = proxy_cache::ServeFromCache::new();
+        let mut range_body_filter = proxy_cache::range_filter::RangeBodyFilter::new();
+        client_session.maybe_upgrade_body_writer();
+        loop {
+            tokio::select! {
+                res = client_session.read_response_task() => {
+                    let mut task = res.map_err(|e| e.into_up())?;
+                    let end = task.is_end();
+                    session.upstream_compression.response_filter(&mut task);
+                    let task = self
+                        .h1_response_filter(
+                            session,
+                            task,
+                            ctx,
+                            &mut serve_from_cache,
+                            &mut range_body_filter,
+                            false,
+                        )
+                        .await?;
+                    if let HttpTask::Failed(e) = task {
+                        return Err(e);
+                    }
+                    if session.write_response_tasks(vec![task]).await? || end {
+                        break;
+                    }
+                }
+                body = session.downstream_session.read_body_or_idle(false) => {
+                    let mut data = body.map_err(|e| e.into_down())?;
+                    let end = data.is_none();
+                    session
+                        .downstream_modules_ctx
+                        .request_body_filter(&mut data, end)
+                        .await?;
+                    self.inner
+                        .request_body_filter(session, &mut data, end, ctx)
+                        .await?;
+                    if let Some(d) = data.filter(|d| !d.is_empty()) {
+                        client_session.write_body(&d).await.map_err(|e| e.into_up())?;
+                    }
+                    if end {
+                        client_session.finish_body().await.map_err(|e| e.into_up())?;
+                        break;
+                    }
+                }
+            }
+        }
+        // As the duplex loop: the client may be gone already (it closed first).
+        if let Err(e) = session.as_mut().finish_body().await {
+            debug!("finishing an upgraded connection downstream: {e}");
+        }
+        Ok(())
     }
 
     async fn proxy_handle_upstream(

@@ -191,18 +191,56 @@ impl HttpPersistentSettings {
     }
 }
 
-#[derive(Debug)]
+/// SLUICE PATCH (README section 20, detached tunnels): what an upgraded HTTP/1 connection
+/// (a WebSocket) runs after its request future has ended: the two-way copy between the client
+/// and the upstream, owning both sessions. The connection's task awaits it in place of the
+/// keep-alive loop, so the request future (about 6.5 KiB for a proxy) is freed for the
+/// tunnel's life and the connection keeps its permit until the tunnel ends.
+pub type HttpTunnel = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
+
+/// SLUICE PATCH (README section 20): what a connection does after a request.
+pub enum HttpNext {
+    /// Serve the next request on the stream.
+    Reuse(Stream, Option<HttpPersistentSettings>),
+    /// Run the upgraded connection's tunnel, then close.
+    Tunnel(HttpTunnel),
+}
+
 pub struct ReusedHttpStream {
-    stream: Stream,
-    persistent_settings: Option<HttpPersistentSettings>,
+    next: HttpNext,
+}
+
+impl std::fmt::Debug for ReusedHttpStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.next {
+            HttpNext::Reuse(stream, settings) => f
+                .debug_struct("ReusedHttpStream")
+                .field("stream", stream)
+                .field("persistent_settings", settings)
+                .finish(),
+            HttpNext::Tunnel(_) => f.write_str("ReusedHttpStream(tunnel)"),
+        }
+    }
 }
 
 impl ReusedHttpStream {
     pub fn new(stream: Stream, persistent_settings: Option<HttpPersistentSettings>) -> Self {
         ReusedHttpStream {
-            stream,
-            persistent_settings,
+            next: HttpNext::Reuse(stream, persistent_settings),
         }
+    }
+
+    /// SLUICE PATCH (README section 20): the connection runs `tunnel` and then closes. Only the
+    /// HTTP/1 keep-alive loop runs it; anywhere else it is dropped, which closes the connection.
+    pub fn tunnel(tunnel: HttpTunnel) -> Self {
+        ReusedHttpStream {
+            next: HttpNext::Tunnel(tunnel),
+        }
+    }
+
+    /// SLUICE PATCH (README section 20): what the connection does next.
+    pub fn into_next(self) -> HttpNext {
+        self.next
     }
 
     /// Build a reusable HTTP stream from a finished session, preserving any
@@ -218,8 +256,12 @@ impl ReusedHttpStream {
         Self::new(stream, Some(persistent_settings))
     }
 
-    pub fn consume(self) -> (Stream, Option<HttpPersistentSettings>) {
-        (self.stream, self.persistent_settings)
+    /// The stream and its settings; `None` for a tunnel (SLUICE PATCH, README section 20).
+    pub fn consume(self) -> Option<(Stream, Option<HttpPersistentSettings>)> {
+        match self.next {
+            HttpNext::Reuse(stream, settings) => Some((stream, settings)),
+            HttpNext::Tunnel(_) => None,
+        }
     }
 }
 
@@ -403,9 +445,16 @@ where
             // connection then waits here for its next request with nothing but its socket, and
             // a new run starts when bytes arrive.
             loop {
-                // Awaited by value: the finished run's memory is freed before the idle wait.
-                let idle = run.await;
-                let (mut stream, persistent_settings, wait) = idle?;
+                // Awaited by value: the finished run's memory is freed before the idle wait
+                // (or the tunnel).
+                let end = run.await;
+                let (mut stream, persistent_settings, wait) = match end? {
+                    RunEnd::Idle(idle) => idle,
+                    RunEnd::Tunnel(tunnel) => {
+                        tunnel.await;
+                        return None;
+                    }
+                };
                 crate::protocols::http::v1::server::run_keepalive_release_hook();
                 stream.idle_write_buffer(true);
                 let prefix = match wait_for_request(&mut stream, wait, Some(shutdown)).await {
@@ -439,6 +488,13 @@ pub const KEEPALIVE_CLOSE_PAUSE: Duration = Duration::from_secs(1);
 /// idle: the stream, the settings for its next session, and how much longer it may wait for
 /// that session's request (`None`: no limit).
 type IdleHttp1 = (Stream, Option<HttpPersistentSettings>, Option<Duration>);
+
+/// SLUICE PATCH: how a run of the HTTP/1 keep-alive loop ended, when the connection is still
+/// open: idle, or upgraded with its tunnel to run (README section 20).
+enum RunEnd {
+    Idle(IdleHttp1),
+    Tunnel(HttpTunnel),
+}
 
 /// SLUICE PATCH: the next request's first bytes, or why there are none.
 enum NextRequest {
@@ -522,14 +578,18 @@ async fn serve_http1_run<T>(
     app: &Arc<T>,
     session: ServerSession,
     shutdown: &ShutdownWatch,
-) -> Option<IdleHttp1>
+) -> Option<RunEnd>
 where
     T: HttpServerApp + Send + Sync + 'static,
 {
     use crate::protocols::http::v1::server::{keepalive_release, keepalive_wait};
     // SLUICE PATCH (no box per request): see `process_new_http_unboxed`.
     let mut result = app.process_new_http_unboxed(session, shutdown).await;
-    while let Some((mut stream, persistent_settings)) = result.map(|r| r.consume()) {
+    while let Some(reused) = result {
+        let (mut stream, persistent_settings) = match reused.into_next() {
+            HttpNext::Reuse(stream, settings) => (stream, settings),
+            HttpNext::Tunnel(tunnel) => return Some(RunEnd::Tunnel(tunnel)),
+        };
         let mut prefix = None;
         let settings = persistent_settings.as_ref();
         if let (Some(release), false, Some(total)) = (
@@ -547,8 +607,10 @@ where
                 NextRequest::TimedOut => match total {
                     _ if *shutdown.borrow() => return None,
                     Some(t) if t <= limit => return None,
-                    Some(t) => return Some((stream, persistent_settings, Some(t - limit))),
-                    None => return Some((stream, persistent_settings, None)),
+                    Some(t) => {
+                        return Some(RunEnd::Idle((stream, persistent_settings, Some(t - limit))))
+                    }
+                    None => return Some(RunEnd::Idle((stream, persistent_settings, None))),
                 },
             }
         }
