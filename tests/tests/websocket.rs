@@ -381,3 +381,37 @@ async fn an_open_websocket_keeps_its_connection_slot_and_logs_when_it_closes() {
     second.send(Message::text("still")).await.unwrap();
     assert_eq!(next_text(&mut second).await, "still");
 }
+
+/// Regression: `max_body_bytes` counted a WebSocket's messages as request body, so a socket on
+/// a route with a body limit was cut (and its client got nothing more) once its messages added
+/// up to the limit. After the 101 they are the WebSocket's, not a request body's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_body_bytes_does_not_cut_a_websocket() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(format!(
+        "{}max_body_bytes = 1024\n",
+        ws_pool("round_robin", "", &[bs[0].addr])
+    ))
+    .await;
+    let (mut ws, _) = connect(sluice.addr, None).await;
+    let message = "x".repeat(600);
+    for i in 0..8 {
+        ws.send(Message::text(message.clone())).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => assert_eq!(t.len(), 600, "message {i}"),
+            other => panic!(
+                "message {i} ({} bytes sent so far) was not echoed: {other:?}\n{}",
+                600 * (i + 1),
+                sluice.log()
+            ),
+        }
+    }
+    // The limit still holds for a request body on the same route.
+    let r = client(None)
+        .post(sluice.url("/echo"))
+        .body(vec![b'x'; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+}

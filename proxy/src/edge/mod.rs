@@ -698,11 +698,17 @@ impl ProxyHttp for Edge {
 
     async fn request_body_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
         ctx: &mut Self::CTX,
     ) -> Result<()> {
+        // After a 101 the data is the upgraded protocol's (WebSocket messages), not a request
+        // body: `max_body_bytes` does not cut a long-lived socket (nginx's
+        // `client_max_body_size` does not either).
+        if ctx.upgrade && session.was_upgraded() {
+            return Ok(());
+        }
         rules::count_body(ctx, body.as_ref())
     }
 
