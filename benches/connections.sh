@@ -5,13 +5,14 @@
 # location) and Sluice (threads = 1, the same routes) in front of it, then for each proxy in turn:
 #   - idle: opens N client connections, sends one keep-alive `GET /ping` on each, reads the
 #     answer, and holds them all open and idle;
-#   - ws: opens N WebSockets to `/ws`, reads each one's greeting, and holds them open and idle.
+#   - ws: opens N WebSockets to `/ws`, reads each one's greeting, and holds them open and idle;
+#   - tls: as idle, over TLS (a self-signed P-256 certificate made here, TLS 1.3 from Python).
 # The proxy's resident memory (nginx: its worker) is read before and after, once it settles;
 # the difference over N is the KiB per connection. Each kind runs on a freshly started proxy. Results go to
 # benches/results/connections-<UTC time>.json.
 #
 # Usage: benches/connections.sh [--conns 3000] [--sluice BINARY] [--only sluice|nginx] [--probe]
-#                               [--kinds "idle ws"]
+#                               [--kinds "idle ws tls"]
 # --sluice measures another Sluice build (e.g. a worktree's target/release/sluice).
 # --probe also times normal requests (oha, 4 connections at 500 req/s for 3 s, `GET /ping`) before
 # the connections are opened and again while they are held, and reports both p50/p99: whether
@@ -21,7 +22,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-CONNS=3000 SLUICE_BIN="" ONLY="" PROBE="" KINDS="idle ws"
+CONNS=3000 SLUICE_BIN="" ONLY="" PROBE="" KINDS="idle ws tls"
 while [ $# -gt 0 ]; do
   case "$1" in
     --conns) CONNS=$2; shift 2 ;;
@@ -33,7 +34,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 
-scripts/install-deps.sh nginx
+scripts/install-deps.sh nginx openssl
 [ -z "$PROBE" ] || command -v oha >/dev/null 2>&1 || cargo install oha --locked
 cargo build --release --locked -p sluice -p backend-sample
 SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
@@ -43,6 +44,11 @@ ulimit -n "$(ulimit -Hn)"  # every connection is a descriptor in the client, the
 source benches/lib.sh
 
 BACKEND=$(free_port); NGINX=$(free_port); SLUICE=$(free_port); ADMIN=$(free_port)
+NGINX_TLS=$(free_port); SLUICE_TLS=$(free_port)
+# One self-signed certificate for both proxies' TLS listeners (the `tls` kind).
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=bench -addext subjectAltName=DNS:bench \
+  -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
 target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 --threads 1 2>"$work/backend.log" &
 pids+=($!)
 wait_port "$BACKEND"
@@ -59,6 +65,9 @@ http {
   upstream b { server 127.0.0.1:$BACKEND; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX;
+    listen 127.0.0.1:$NGINX_TLS ssl;
+    ssl_certificate $work/cert.pem;
+    ssl_certificate_key $work/key.pem;
     location / {
       proxy_pass http://b;
       proxy_http_version 1.1;
@@ -83,6 +92,10 @@ keepalive_timeout_ms = 600000
 max_connections = $((CONNS * 2 + 256))
 upstream_keepalive_pool_size = 64
 upgrade_sock = "$work/upgrade.sock"
+[[server.tls]]
+listen = "127.0.0.1:$SLUICE_TLS"
+cert = "$work/cert.pem"
+key = "$work/key.pem"
 [admin]
 listen = "127.0.0.1:$ADMIN"
 [logging]
@@ -99,6 +112,7 @@ cat >"$work/hold.py" <<'EOF'
 import asyncio, base64, os, sys, time
 
 kind, port, n, pids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+tls_port = int(sys.argv[5])
 
 def rss_kib():
     total = 0
@@ -121,8 +135,16 @@ async def settle():
     return last
 
 async def one(i):
-    r, w = await asyncio.open_connection("127.0.0.1", port)
-    if kind == "idle":
+    if kind == "tls":
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        r, w = await asyncio.open_connection("127.0.0.1", tls_port, ssl=ctx,
+                                             server_hostname="bench")
+    else:
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+    if kind in ("idle", "tls"):
         w.write(b"GET /ping HTTP/1.1\r\nHost: bench\r\n\r\n")
         await w.drain()
         head = await r.readuntil(b"\r\n\r\n")
@@ -206,13 +228,13 @@ stop_proxy() {
   rm -f "$work/upgrade.sock"
   sleep 1
 }
-measure() { # measure NAME PORT: each kind on a fresh process
-  local name=$1 port=$2 kind line
+measure() { # measure NAME PORT TLS_PORT: each kind on a fresh process
+  local name=$1 port=$2 tls_port=$3 kind line
   for kind in $KINDS; do
     "start_$name"
     local probe_url=""
     [ -z "$PROBE" ] || probe_url="http://127.0.0.1:$port/ping"
-    if ! line=$(PROBE_URL=$probe_url python3 "$work/hold.py" "$kind" "$port" "$CONNS" "$measured" 2>"$work/hold.err"); then
+    if ! line=$(PROBE_URL=$probe_url python3 "$work/hold.py" "$kind" "$port" "$CONNS" "$measured" "$tls_port" 2>"$work/hold.err"); then
       tail -3 "$work/hold.err" >&2
       tail -5 "$work/nginx/error.log" "$work/sluice.log" 2>/dev/null >&2
       exit 1
@@ -231,8 +253,8 @@ measure() { # measure NAME PORT: each kind on a fresh process
   done
 }
 
-[ "$ONLY" = sluice ] || measure nginx "$NGINX"
-[ "$ONLY" = nginx ] || measure sluice "$SLUICE"
+[ "$ONLY" = sluice ] || measure nginx "$NGINX" "$NGINX_TLS"
+[ "$ONLY" = nginx ] || measure sluice "$SLUICE" "$SLUICE_TLS"
 
 mkdir -p benches/results
 out="benches/results/connections-$(date -u +%Y%m%dT%H%M%SZ).json"

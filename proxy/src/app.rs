@@ -126,17 +126,13 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
     app.metrics
         .registry()
         .register(Box::new(open_connections(open)?))?;
+    // No L4 read buffer under the HTTP reader (or rustls), which has its own: Pingora's default
+    // is a 64 KiB zeroed buffer per client connection, held for the connection's life (an idle
+    // keep-alive connection cost 95 KiB of RSS, 64 of them this buffer; nginx holds about
+    // 1 KiB). benches/connections.sh, docs/benchmarks.md.
+    let l4_buffer = || L4BufferSettings::new(0, pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE);
     for addr in &config.server.listen {
-        // No L4 read buffer under the HTTP reader, which has its own: Pingora's default is a
-        // 64 KiB zeroed buffer per client connection, held for the connection's life (an idle
-        // keep-alive connection cost 95 KiB of RSS, 64 of them this buffer; nginx holds about
-        // 1 KiB). benches/connections.sh, docs/benchmarks.md.
-        proxy.add_listener(
-            ListenerConfig::tcp(addr.to_string()).l4_buffer(L4BufferSettings::new(
-                0,
-                pingora::listeners::DEFAULT_L4_WRITE_BUFFER_SIZE,
-            )),
-        );
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(l4_buffer()));
     }
     for (t, resolver) in config.server.tls.iter().zip(&app.tls) {
         let listen = t.listen.to_string();
@@ -163,7 +159,11 @@ pub fn build_server(config: &Config, app: &Arc<App>, opt: Opt) -> Result<Server,
         } else {
             settings.enable_h2();
         }
-        proxy.add_tls_with_settings(&listen, None, settings);
+        proxy.add_listener(
+            ListenerConfig::tcp(listen)
+                .tls(settings)
+                .l4_buffer(l4_buffer()),
+        );
     }
     let proxy = server.add_service(proxy);
     if let Some(b) = &bootstrap {

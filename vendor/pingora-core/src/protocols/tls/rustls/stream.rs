@@ -443,4 +443,38 @@ impl SslDigest {
     }
 }
 
-impl<S> Peek for TlsStream<S> {}
+/// SLUICE PATCH (README section 21, idle TLS connections hold no request state): a TLS
+/// stream can wait for the next request as a plain one does (section 14): it reads into a
+/// buffer allocated for that read, and on `Pending` holds none. rustls keeps any partial record
+/// it has read inside itself, so nothing is lost when the wait is cancelled.
+impl<S> Peek for TlsStream<S>
+where
+    S: AsyncRead + AsyncWrite + Peek + Unpin + Send,
+{
+    fn poll_read_idle(
+        &mut self,
+        cx: &mut Context<'_>,
+        capacity: usize,
+    ) -> Poll<Option<IoResult<bytes::BytesMut>>> {
+        if self.tls.stream.is_none() {
+            return Poll::Ready(None);
+        }
+        let mut buf = bytes::BytesMut::zeroed(capacity);
+        let mut read = ReadBuf::new(&mut buf[..]);
+        match Pin::new(&mut *self).poll_read(cx, &mut read) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                buf.truncate(n);
+                Poll::Ready(Some(Ok(buf)))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+        }
+    }
+
+    fn idle_write_buffer(&mut self, idle: bool) {
+        if let Some(stream) = self.tls.stream.as_mut() {
+            stream.get_mut().0.idle_write_buffer(idle);
+        }
+    }
+}
