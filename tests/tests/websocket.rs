@@ -415,3 +415,63 @@ async fn max_body_bytes_does_not_cut_a_websocket() {
         .unwrap();
     assert_eq!(r.status(), 413);
 }
+
+/// The open-WebSockets gauge from the admin API's metrics.
+async fn websockets_open(sluice: &Sluice) -> f64 {
+    let (_, metrics) = sluice.admin_get("/metrics").await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sluice_websockets_open "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no sluice_websockets_open in\n{metrics}"))
+}
+
+/// A client that vanishes mid-WebSocket (its socket reset, no close frame) and a backend that
+/// dies under an open one each end their tunnel (vendored pingora-proxy README section 12): the
+/// socket stops counting (`sluice_websockets_open`, released when the tunnel's `logging` runs),
+/// the client of the dead backend is told, and the proxy keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vanished_client_or_backend_ends_the_websocket_on_both_sides() {
+    let mut bs = [
+        BackendProc::start("b1").await,
+        BackendProc::start("b2").await,
+    ];
+    let sluice = Sluice::start(ws_pool("least_conn", "", &[bs[0].addr, bs[1].addr])).await;
+
+    // The client resets its connection.
+    let (ws, _) = connect(sluice.addr, None).await;
+    assert_eq!(websockets_open(&sluice).await, 1.0);
+    let tcp = ws.into_inner();
+    tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    drop(tcp);
+    let mut open = 1.0;
+    let end = Instant::now() + Duration::from_secs(5);
+    while open != 0.0 && Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        open = websockets_open(&sluice).await;
+    }
+    assert_eq!(
+        open,
+        0.0,
+        "a reset client's socket still counts\n{}",
+        sluice.log()
+    );
+
+    // The backend dies under an open socket: the client sees the end, the gauge drops.
+    let (mut ws, id) = connect(sluice.addr, None).await;
+    let i = if id == "b1" { 0 } else { 1 };
+    bs[i].kill();
+    match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+        Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => {}
+        other => panic!("the client was not told its backend died: {other:?}"),
+    }
+    let end = Instant::now() + Duration::from_secs(5);
+    while websockets_open(&sluice).await != 0.0 {
+        assert!(Instant::now() < end, "a dead backend's socket still counts");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // And the proxy serves on.
+    let (mut ws, _) = connect(sluice.addr, None).await;
+    ws.send(Message::text("after")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "after");
+}
