@@ -442,7 +442,7 @@ async fn a_vanished_client_or_backend_ends_the_websocket_on_both_sides() {
     let (ws, _) = connect(sluice.addr, None).await;
     assert_eq!(websockets_open(&sluice).await, 1.0);
     let tcp = ws.into_inner();
-    tcp.set_linger(Some(Duration::ZERO)).unwrap();
+    tcp.set_zero_linger().unwrap();
     drop(tcp);
     let mut open = 1.0;
     let end = Instant::now() + Duration::from_secs(5);
