@@ -6,13 +6,15 @@
 #   - idle: opens N client connections, sends one keep-alive `GET /ping` on each, reads the
 #     answer, and holds them all open and idle;
 #   - ws: opens N WebSockets to `/ws`, reads each one's greeting, and holds them open and idle;
-#   - tls: as idle, over TLS (a self-signed P-256 certificate made here, TLS 1.3 from Python).
+#   - tls: as idle, over TLS (a self-signed P-256 certificate made here, TLS 1.3 from Python);
+#   - h2: an HTTP/2 connection over TLS (ALPN h2), one `GET /ping` stream, then held idle
+#     (the client is Python's `h2`, installed from PyPI when missing).
 # The proxy's resident memory (nginx: its worker) is read before and after, once it settles;
 # the difference over N is the KiB per connection. Each kind runs on a freshly started proxy. Results go to
 # benches/results/connections-<UTC time>.json.
 #
 # Usage: benches/connections.sh [--conns 3000] [--sluice BINARY] [--only sluice|nginx] [--probe]
-#                               [--kinds "idle ws tls"]
+#                               [--kinds "idle ws tls h2"]
 # --sluice measures another Sluice build (e.g. a worktree's target/release/sluice).
 # --probe also times normal requests (oha, 4 connections at 500 req/s for 3 s, `GET /ping`) before
 # the connections are opened and again while they are held, and reports both p50/p99: whether
@@ -36,6 +38,11 @@ done
 
 scripts/install-deps.sh nginx openssl
 [ -z "$PROBE" ] || command -v oha >/dev/null 2>&1 || cargo install oha --locked
+case " $KINDS " in
+  *" h2 "*) python3 -c 'import h2' 2>/dev/null ||
+    python3 -m pip install --quiet --disable-pip-version-check h2 ||
+    python3 -m pip install --quiet --disable-pip-version-check --break-system-packages h2 ;;
+esac
 cargo build --release --locked -p sluice -p backend-sample
 SLUICE_BIN=${SLUICE_BIN:-target/release/sluice}
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
@@ -65,7 +72,7 @@ http {
   upstream b { server 127.0.0.1:$BACKEND; keepalive 64; }
   server {
     listen 127.0.0.1:$NGINX;
-    listen 127.0.0.1:$NGINX_TLS ssl;
+    listen 127.0.0.1:$NGINX_TLS ssl http2;
     ssl_certificate $work/cert.pem;
     ssl_certificate_key $work/key.pem;
     location / {
@@ -135,15 +142,18 @@ async def settle():
     return last
 
 async def one(i):
-    if kind == "tls":
+    if kind in ("tls", "h2"):
         import ssl
         ctx = ssl.create_default_context()
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+        ctx.set_alpn_protocols(["h2"] if kind == "h2" else ["http/1.1"])
         r, w = await asyncio.open_connection("127.0.0.1", tls_port, ssl=ctx,
                                              server_hostname="bench")
     else:
         r, w = await asyncio.open_connection("127.0.0.1", port)
+    if kind == "h2":
+        return await one_h2(r, w)
     if kind in ("idle", "tls"):
         w.write(b"GET /ping HTTP/1.1\r\nHost: bench\r\n\r\n")
         await w.drain()
@@ -162,6 +172,30 @@ async def one(i):
         assert b" 101 " in head.split(b"\r\n")[0], head
         b0, b1 = await r.readexactly(2)   # the greeting frame
         await r.readexactly(b1 & 0x7f)
+    return r, w
+
+async def one_h2(r, w):
+    # One HTTP/2 connection (TLS, ALPN h2): one GET /ping stream to its end, then held idle.
+    import h2.config, h2.connection, h2.events
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "GET"), (":path", "/ping"), (":scheme", "https"),
+                            (":authority", "bench")], end_stream=True)
+    w.write(conn.data_to_send())
+    await w.drain()
+    done = False
+    while not done:
+        data = await r.read(65536)
+        if not data:
+            raise RuntimeError("HTTP/2 connection closed before its response")
+        for ev in conn.receive_data(data):
+            if isinstance(ev, h2.events.DataReceived):
+                conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+            if isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                done = True
+        w.write(conn.data_to_send())
+        await w.drain()
     return r, w
 
 async def probe():
