@@ -124,15 +124,7 @@ PID[nginx_hit]=$(pgrep -P "$NGINX_MASTER" -f "worker process" | head -1)
 # wrk writes its summary as JSON through this script (pinned mode).
 write_wrk_report
 load() { # load TARGET DURATION OUT: one load run, with the CPU ticks the proxy and Redis spent
-  local t=$1 d=$2 out=$3 p0 r0
-  p0=$(cpu_ticks "${PID[$t]}"); r0=$(cpu_ticks "$REDIS_PID")
-  if [ "$MODE" = pinned ]; then
-    WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
-      "${URL[$t]}" >/dev/null
-  else
-    oha -z "$d" -c "$CONNS" --no-tui --output-format json "${URL[$t]}" >"$out.oha.json"
-  fi
-  echo "$(($(cpu_ticks "${PID[$t]}") - p0)) $(($(cpu_ticks "$REDIS_PID") - r0))" >"$out.cpu"
+  load_url "${PID[$1]}" "${URL[$1]}" "$2" "$3"
 }
 for t in $TARGETS; do load "$t" 2s "$work/warm-$t"; done
 for r in $(seq 1 "$ROUNDS"); do

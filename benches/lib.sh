@@ -34,3 +34,18 @@ done = function(summary, latency, requests)
 end
 LUA
 }
+# load_url PIDS URL DURATION OUT: one load run against URL (wrk -t1 on LOAD_CPU when MODE is
+# pinned, oha otherwise, CONNS connections), then "<ticks of PIDS> <ticks of REDIS_PID>" spent
+# during it into OUT.cpu. wrk's summary goes to OUT.wrk.json (write_wrk_report first), oha's to
+# OUT.oha.json.
+load_url() {
+  local pids=$1 url=$2 d=$3 out=$4 p0 r0
+  p0=$(cpu_ticks "$pids"); r0=$(cpu_ticks "$REDIS_PID")
+  if [ "$MODE" = pinned ]; then
+    WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
+      "$url" >/dev/null
+  else
+    oha -z "$d" -c "$CONNS" --no-tui --output-format json "$url" >"$out.oha.json"
+  fi
+  echo "$(($(cpu_ticks "$pids") - p0)) $(($(cpu_ticks "$REDIS_PID") - r0))" >"$out.cpu"
+}

@@ -108,16 +108,8 @@ curl -sf -D - -o /dev/null "http://127.0.0.1:$LIMITED/ping" | grep -qi '^x-ratel
 declare -A PORT=([unlimited]=$PLAIN [limited]=$LIMITED [limited_no_lease]=$NOLEASE [baseline_no_lease]=$BASE_PORT)
 # wrk writes its summary as JSON through this script (pinned mode).
 write_wrk_report
-load() { # load TARGET DURATION OUT: one load run, with the CPU ticks Sluice and Redis spent on it
-  local t=$1 d=$2 out=$3 s0 r0
-  s0=$(cpu_ticks "${PID[$t]}"); r0=$(cpu_ticks "$REDIS_PID")
-  if [ "$MODE" = pinned ]; then
-    WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
-      "http://127.0.0.1:${PORT[$t]}/ping" >/dev/null
-  else
-    oha -z "$d" -c "$CONNS" --no-tui --output-format json "http://127.0.0.1:${PORT[$t]}/ping" >"$out.oha.json"
-  fi
-  echo "$(($(cpu_ticks "${PID[$t]}") - s0)) $(($(cpu_ticks "$REDIS_PID") - r0))" >"$out.cpu"
+load() { # load TARGET DURATION OUT: one load run, with the CPU ticks the proxy and Redis spent
+  load_url "${PID[$1]}" "http://127.0.0.1:${PORT[$1]}/ping" "$2" "$3"
 }
 for t in $TARGETS; do load "$t" 2s "$work/warm-$t"; done
 for r in $(seq 1 "$ROUNDS"); do

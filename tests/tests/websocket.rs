@@ -416,16 +416,6 @@ async fn max_body_bytes_does_not_cut_a_websocket() {
     assert_eq!(r.status(), 413);
 }
 
-/// The open-WebSockets gauge from the admin API's metrics.
-async fn websockets_open(sluice: &Sluice) -> f64 {
-    let (_, metrics) = sluice.admin_get("/metrics").await;
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sluice_websockets_open "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no sluice_websockets_open in\n{metrics}"))
-}
-
 /// A client that vanishes mid-WebSocket (its socket reset, no close frame) and a backend that
 /// dies under an open one each end their tunnel (vendored pingora-proxy README section 12): the
 /// socket stops counting (`sluice_websockets_open`, released when the tunnel's `logging` runs),
@@ -440,7 +430,7 @@ async fn a_vanished_client_or_backend_ends_the_websocket_on_both_sides() {
 
     // The client resets its connection.
     let (ws, _) = connect(sluice.addr, None).await;
-    assert_eq!(websockets_open(&sluice).await, 1.0);
+    assert_eq!(sluice.metric("sluice_websockets_open").await, 1.0);
     let tcp = ws.into_inner();
     tcp.set_zero_linger().unwrap();
     drop(tcp);
@@ -448,7 +438,7 @@ async fn a_vanished_client_or_backend_ends_the_websocket_on_both_sides() {
     let end = Instant::now() + Duration::from_secs(5);
     while open != 0.0 && Instant::now() < end {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        open = websockets_open(&sluice).await;
+        open = sluice.metric("sluice_websockets_open").await;
     }
     assert_eq!(
         open,
@@ -466,7 +456,7 @@ async fn a_vanished_client_or_backend_ends_the_websocket_on_both_sides() {
         other => panic!("the client was not told its backend died: {other:?}"),
     }
     let end = Instant::now() + Duration::from_secs(5);
-    while websockets_open(&sluice).await != 0.0 {
+    while sluice.metric("sluice_websockets_open").await != 0.0 {
         assert!(Instant::now() < end, "a dead backend's socket still counts");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -419,6 +419,20 @@ impl Sluice {
         (r.status().as_u16(), r.text().await.unwrap())
     }
 
+    /// The value of an unlabelled sample `name` in `/metrics` text, if it is there.
+    pub fn sample(metrics: &str, name: &str) -> Option<f64> {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The current value of the unlabelled metric `name` (a gauge or a counter); the test fails
+    /// when `/metrics` does not have it.
+    pub async fn metric(&self, name: &str) -> f64 {
+        let (_, metrics) = self.admin_get("/metrics").await;
+        Self::sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    }
+
     /// The `/metrics` text once `settled` accepts it. Request metrics are recorded in the
     /// logging phase, after the client already has its response, so a scrape right after the
     /// last response can miss it: poll until the expected count shows, or panic after 5 s.
