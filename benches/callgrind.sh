@@ -9,6 +9,9 @@
 #   --keep DIR copies each dump to DIR/NAME.N.callgrind (for callgrind_annotate).
 #   --redis starts a redis-server and adds a [redis] section (the cache's and rate limits' store;
 #   e.g. `--redis --route <(echo 'cache = "warm"') --path /cache/600` counts a Redis cache hit).
+#   --h2 loads HTTP/2 over TLS instead (a [[server.tls]] listener with conf/tls's demo certificate,
+#   h2load with one stream per connection; Sluice only, not the floor): the cost of the HTTP/2
+#   codec and TLS per request.
 #   e.g. benches/callgrind.sh before=/tmp/old/target/release/sluice after=target/release/sluice
 #   A binary named pingora_floor (target/release/examples/pingora_floor) is run as the floor, so
 #   `sluice=target/release/sluice floor=target/release/examples/pingora_floor` splits what Sluice
@@ -20,7 +23,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=() REDIS_ON=
+SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=() REDIS_ON= H2=
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,6 +34,7 @@ while [ $# -gt 0 ]; do
     --route) ROUTE_EXTRA=$(cat "$2"); shift 2 ;;
     --header) WRK_HEADERS+=(-H "$2"); shift 2 ;;
     --redis) REDIS_ON=1; shift ;;
+    --h2) H2=1; shift ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
   esac
@@ -38,6 +42,7 @@ done
 [ ${#bins[@]} -gt 0 ] || bins=("target/release/sluice")
 
 scripts/install-deps.sh wrk valgrind
+[ -z "$H2" ] || command -v h2load >/dev/null || scripts/install-deps.sh nghttp2-client
 [ -x target/release/backend-sample ] || cargo build --release --locked -p backend-sample
 source benches/lib.sh
 
@@ -57,9 +62,25 @@ if [ -n "$REDIS_ON" ]; then
   REDIS_TOML=$(printf '[redis]\nurl = "redis://127.0.0.1:%s/"\n[cache]\ncommand_timeout_ms = 5000' "$REDIS")
 fi
 
+# load SECONDS PORT -> prints the requests answered (wrk over HTTP/1.1, or h2load with --h2)
+load() {
+  if [ -n "$H2" ]; then
+    h2load -c"$CONNS" -m1 -D"$1" "${WRK_HEADERS[@]}" "https://127.0.0.1:$TLS_PORT$URLPATH" |
+      awk '/^requests:/ {print $8}'
+  else
+    wrk -t1 -c"$CONNS" -d"$1s" "${WRK_HEADERS[@]}" "http://127.0.0.1:$2$URLPATH" |
+      awk '/requests in/ {print $1}'
+  fi
+}
+
 measure() { # measure NAME BINARY -> prints instructions per request
-  local name=$1 bin=$2 port admin out
+  local name=$1 bin=$2 port admin out tls_toml=""
   port=$(free_port); admin=$(free_port); out="$work/callgrind.$name.$RANDOM"
+  if [ -n "$H2" ]; then
+    TLS_PORT=$(free_port)
+    tls_toml=$(printf '[[server.tls]]\nlisten = "127.0.0.1:%s"\ncert = "%s"\nkey = "%s"' \
+      "$TLS_PORT" "$PWD/conf/tls/cert.pem" "$PWD/conf/tls/key.pem")
+  fi
   cat >"$work/sluice.toml" <<TOML
 [server]
 listen = ["127.0.0.1:$port"]
@@ -67,6 +88,7 @@ threads = 1
 grace_period_seconds = 0
 upstream_keepalive_pool_size = $((CONNS * 2))
 upgrade_sock = "$work/upgrade.sock"
+$tls_toml
 [admin]
 listen = "127.0.0.1:$admin"
 [logging]
@@ -88,11 +110,11 @@ TOML
   # Under valgrind on a busy machine start-up can take longer than wait_port's 10 s.
   for _ in 1 2 3 4 5 6; do wait_port "$port" 2>/dev/null && break; done
   wait_port "$port"
-  wrk -t1 -c"$CONNS" -d3s "${WRK_HEADERS[@]}" "http://127.0.0.1:$port$URLPATH" >/dev/null
+  [ -z "$H2" ] || wait_port "$TLS_PORT"
+  load 3 "$port" >/dev/null
   callgrind_control -z "$vpid" >/dev/null
   local reqs
-  reqs=$(wrk -t1 -c"$CONNS" -d"${SECONDS_LOAD}s" "${WRK_HEADERS[@]}" "http://127.0.0.1:$port$URLPATH" |
-    awk '/requests in/ {print $1}')
+  reqs=$(load "$SECONDS_LOAD" "$port")
   callgrind_control -d "$vpid" >/dev/null
   kill -INT "$vpid" 2>/dev/null || true
   wait "$vpid" 2>/dev/null || true

@@ -550,6 +550,15 @@ where
         self.connection.go_away_gracefully();
     }
 
+    /// SLUICE PATCH (idle buffers): gives back the connection's read buffer (8 KiB), write
+    /// buffer (16 KiB) and HPACK decoding buffer (4 KiB) where they hold nothing; each is
+    /// allocated again when the connection next reads, writes or decodes. For a connection
+    /// the caller knows to be idle (no stream open for a while): a busy connection would only
+    /// allocate them again. Stock h2 keeps all three for the connection's whole life.
+    pub fn release_idle_buffers(&mut self) {
+        self.connection.release_idle_buffers();
+    }
+
     /// Takes a `PingPong` instance from the connection.
     ///
     /// # Note

@@ -18,6 +18,10 @@ use tokio::io::AsyncRead;
 use tokio_util::codec::FramedRead as InnerFramedRead;
 use tokio_util::codec::{LengthDelimitedCodec, LengthDelimitedCodecError};
 
+/// SLUICE PATCH (idle buffers): the size tokio-util's `FramedRead` starts its read buffer with
+/// (`INITIAL_CAPACITY`), used when the buffer is allocated again after `release_idle_buffers`.
+const READ_BUFFER_CAPACITY: usize = 8 * 1024;
+
 // 16 MB "sane default" taken from golang http2
 const DEFAULT_SETTINGS_MAX_HEADER_LIST_SIZE: usize = 16 << 20;
 
@@ -66,6 +70,18 @@ impl<T> FramedRead<T> {
 
     pub fn get_ref(&self) -> &T {
         self.inner.get_ref()
+    }
+
+    /// SLUICE PATCH (idle buffers): gives back the 8 KiB read buffer when no frame is partly
+    /// read, and the HPACK decoder's scratch buffer; both are allocated again when needed. For
+    /// a connection that is idle (the caller knows: no stream open for a while).
+    pub fn release_idle_buffers(&mut self) {
+        if self.inner.read_buffer().is_empty() && self.inner.read_buffer().capacity() > 0 {
+            *self.inner.read_buffer_mut() = BytesMut::new();
+        }
+        if self.decoder.partial.is_none() {
+            self.decoder.hpack.release_buffer();
+        }
     }
 
     pub fn get_mut(&mut self) -> &mut T {
@@ -421,7 +437,18 @@ where
         let _e = span.enter();
         loop {
             tracing::trace!("poll");
-            let bytes = match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
+            // SLUICE PATCH (idle buffers): the read buffer given back by `release_idle_buffers`
+            // is allocated again, at tokio-util's initial size, for a read; given back again if
+            // that read found nothing (an idle connection is polled again after the release).
+            let released = self.inner.read_buffer().capacity() == 0;
+            if released {
+                self.inner.read_buffer_mut().reserve(READ_BUFFER_CAPACITY);
+            }
+            let polled = Pin::new(&mut self.inner).poll_next(cx);
+            if released && polled.is_pending() && self.inner.read_buffer().is_empty() {
+                *self.inner.read_buffer_mut() = BytesMut::new();
+            }
+            let bytes = match ready!(polled) {
                 Some(Ok(bytes)) => bytes,
                 Some(Err(e)) => return Poll::Ready(Some(Err(map_err(e)))),
                 None => return Poll::Ready(None),

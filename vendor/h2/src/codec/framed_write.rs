@@ -93,7 +93,9 @@ where
             final_flush_done: false,
             encoder: Encoder {
                 hpack: hpack::Encoder::default(),
-                buf: Cursor::new(BytesMut::with_capacity(DEFAULT_BUFFER_CAPACITY)),
+                // SLUICE PATCH (idle buffers): no buffer until a frame is buffered (see
+                // `Encoder::reserve_buffer` and `FramedWrite::release_idle_buffer`).
+                buf: Cursor::new(BytesMut::new()),
                 next: None,
                 last_data_frame: None,
                 max_frame_size: frame::DEFAULT_MAX_FRAME_SIZE,
@@ -220,9 +222,19 @@ where
         }
     }
 
+    /// SLUICE PATCH (idle buffers): the write buffer, allocated when a frame is buffered
+    /// into an empty one (`has_capacity` counts a buffer not yet allocated as room).
+    fn reserve_buffer(&mut self) {
+        if self.buf.get_ref().capacity() == 0 {
+            self.buf.get_mut().reserve(DEFAULT_BUFFER_CAPACITY);
+        }
+    }
+
     fn buffer(&mut self, item: Frame<B>) -> Result<(), UserError> {
         // Ensure that we have enough capacity to accept the write.
         assert!(self.has_capacity());
+        // SLUICE PATCH (idle buffers)
+        self.reserve_buffer();
         let span = tracing::trace_span!("FramedWrite::buffer", frame = ?item);
         let _e = span.enter();
 
@@ -307,9 +319,12 @@ where
     }
 
     fn has_capacity(&self) -> bool {
+        // SLUICE PATCH (idle buffers): a buffer not yet allocated is room for a frame
+        // (`buffer` allocates it with `DEFAULT_BUFFER_CAPACITY`).
         self.next.is_none()
-            && (self.buf.get_ref().capacity() - self.buf.get_ref().len()
-                >= self.min_buffer_capacity)
+            && (self.buf.get_ref().capacity() == 0
+                || self.buf.get_ref().capacity() - self.buf.get_ref().len()
+                    >= self.min_buffer_capacity)
     }
 
     fn is_empty(&self) -> bool {
@@ -323,6 +338,15 @@ where
 impl<B> Encoder<B> {
     fn max_frame_size(&self) -> usize {
         self.max_frame_size as usize
+    }
+
+    /// SLUICE PATCH (idle buffers): gives the write buffer back when it has been written out
+    /// and no frame is pending (see `FramedWrite::release_idle_buffer`).
+    fn release_buffer(&mut self) {
+        if self.next.is_none() && self.buf.get_ref().is_empty() && self.buf.get_ref().capacity() > 0
+        {
+            self.buf = Cursor::new(BytesMut::new());
+        }
     }
 }
 
@@ -341,6 +365,13 @@ impl<T, B> FramedWrite<T, B> {
     /// Set the peer's header table size.
     pub fn set_header_table_size(&mut self, val: usize) {
         self.encoder.hpack.update_max_size(val);
+    }
+
+    /// SLUICE PATCH (idle buffers): gives back the 16 KiB write buffer if everything in it has
+    /// been written; the next buffered frame allocates it again. For a connection that is
+    /// idle: an idle HTTP/2 connection otherwise keeps the buffer, empty, for its whole life.
+    pub fn release_idle_buffer(&mut self) {
+        self.encoder.release_buffer();
     }
 
     /// Retrieve the last data frame that has been sent

@@ -116,6 +116,14 @@ impl<T, B> Codec<T, B> {
         self.inner.get_mut().get_mut()
     }
 
+    /// SLUICE PATCH (idle buffers): gives back the read, write and HPACK decoding buffers
+    /// that hold nothing (see `FramedRead::release_idle_buffers`,
+    /// `FramedWrite::release_idle_buffer`).
+    pub fn release_idle_buffers(&mut self) {
+        self.inner.release_idle_buffers();
+        self.framed_write().release_idle_buffer();
+    }
+
     /// Takes the data payload value that was fully written to the socket
     pub(crate) fn take_last_data_frame(&mut self) -> Option<Data<B>> {
         self.framed_write().take_last_data_frame()

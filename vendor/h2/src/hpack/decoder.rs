@@ -162,6 +162,15 @@ impl Decoder {
         }
     }
 
+    /// SLUICE PATCH (idle buffers): gives back the scratch buffer Huffman-coded strings are
+    /// decoded into (4 KiB, kept for the connection's life); the next such string allocates it
+    /// again at that size. Strings already decoded keep their own part of the old one.
+    pub fn release_buffer(&mut self) {
+        if self.buffer.is_empty() {
+            self.buffer = BytesMut::new();
+        }
+    }
+
     /// Queues a potential size update
     #[allow(dead_code)]
     pub fn queue_size_update(&mut self, size: usize) {
@@ -333,6 +342,12 @@ impl Decoder {
 
         let offset = (buf.position() - old_pos) as usize;
         if huff {
+            // SLUICE PATCH (idle buffers): the scratch buffer given back by `release_buffer` is
+            // allocated again at its first size, not at this string's (which `huffman::decode`
+            // would reserve, one allocation per string).
+            if self.buffer.capacity() == 0 {
+                self.buffer.reserve(4096);
+            }
             let ret = {
                 let raw = &buf.chunk()[..len];
                 huffman::decode(raw, &mut self.buffer).map(|buf| StringMarker {

@@ -131,6 +131,11 @@ where
     P: Peer,
     B: Buf,
 {
+    /// SLUICE PATCH (idle buffers): see `Codec::release_idle_buffers`.
+    pub fn release_idle_buffers(&mut self) {
+        self.codec.release_idle_buffers();
+    }
+
     pub fn new(codec: Codec<T, Prioritized<B>>, config: Config) -> Connection<T, P, B> {
         fn streams_config(config: &Config) -> streams::Config {
             streams::Config {

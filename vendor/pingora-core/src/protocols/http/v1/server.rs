@@ -83,7 +83,7 @@ fn request_head_limits() -> (Option<Duration>, usize) {
     )
 }
 
-fn keepalive_idle_limit() -> Option<Duration> {
+pub(crate) fn keepalive_idle_limit() -> Option<Duration> {
     let t = KEEPALIVE_IDLE_MS.load(std::sync::atomic::Ordering::Relaxed);
     (t > 0).then(|| Duration::from_millis(t))
 }

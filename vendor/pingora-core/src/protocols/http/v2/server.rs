@@ -145,7 +145,19 @@ pub(crate) async fn accept_downstream_sessions<F>(
     let mut malformed_streams = 0usize;
     // In-flight sessions, decremented by the `StreamGuard` given to `on_session`.
     let active = Arc::new(ActiveSessions::new());
+    // SLUICE PATCH (HTTP/2 idle connections): how much of the current idle period the stages
+    // below have already waited (zero again with every new stream).
+    let mut idle_waited = Duration::ZERO;
     loop {
+        // SLUICE PATCH (HTTP/2 idle connections): the idle limit is the configured one or else
+        // the process-wide keep-alive limit HTTP/1 connections have (read on every wait, so a
+        // reload applies; stock: none, an idle HTTP/2 connection was held forever). Before it,
+        // at the keep-alive release, the connection gives back its codec buffers.
+        let stage = idle_stage(
+            idle_timeout.or_else(crate::protocols::http::v1::server::keepalive_idle_limit),
+            crate::protocols::http::v1::server::keepalive_release(),
+            idle_waited,
+        );
         let h2_stream = if shutdown_initiated {
             HttpSession::from_h2_conn_with_malformed_budget(
                 &mut conn,
@@ -172,7 +184,16 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 // Any accepted stream cancels this future. The next iteration
                 // waits for all active streams to finish before starting a fresh
                 // idle period.
-                _ = wait_for_idle_timeout(&active, idle_timeout.unwrap_or_default()), if idle_timeout.is_some() => {
+                _ = wait_for_idle_timeout(&active, stage.map_or(Duration::ZERO, |s| s.wait)), if stage.is_some() => {
+                    if stage.is_some_and(|s| s.release) {
+                        // SLUICE PATCH (HTTP/2 idle connections): idle for the keep-alive
+                        // release: the codec's empty buffers (28 KiB) are given back, and the
+                        // wait goes on to the idle limit.
+                        conn.release_idle_buffers();
+                        crate::protocols::http::v1::server::run_keepalive_release_hook();
+                        idle_waited += stage.map_or(Duration::ZERO, |s| s.wait);
+                        continue;
+                    }
                     // Idle with nothing in flight: drop `conn` to close the
                     // socket now (no graceful GOAWAY wait that could hang on
                     // a dead peer).
@@ -180,6 +201,8 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 }
             }
         };
+        // SLUICE PATCH (HTTP/2 idle connections): a stream ends the idle period.
+        idle_waited = Duration::ZERO;
         match h2_stream {
             Err(e) => {
                 // It is common for the client to just disconnect TCP without
@@ -239,10 +262,42 @@ impl ActiveSessions {
     }
 }
 
+/// SLUICE PATCH (HTTP/2 idle connections): the next stage of an idle wait: `wait` more, then
+/// give back the buffers (`release`) or close.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct IdleStage {
+    wait: Duration,
+    release: bool,
+}
+
+/// SLUICE PATCH (HTTP/2 idle connections): with `limit` the idle limit, `release` the time
+/// after which an idle connection gives back its buffers, and `waited` what the idle period has
+/// already waited: the next stage, or `None` to wait without a timer (no limit, and the
+/// buffers already given back or never to be).
+fn idle_stage(
+    limit: Option<Duration>,
+    release: Option<Duration>,
+    waited: Duration,
+) -> Option<IdleStage> {
+    match (release, limit) {
+        (Some(r), l) if r > waited && l.is_none_or(|l| r < l) => Some(IdleStage {
+            wait: r - waited,
+            release: true,
+        }),
+        (_, Some(l)) => Some(IdleStage {
+            wait: l.saturating_sub(waited),
+            release: false,
+        }),
+        (_, None) => None,
+    }
+}
+
 async fn wait_for_idle_timeout(active: &ActiveSessions, idle_timeout: Duration) {
     active.wait_until_idle().await;
     if !idle_timeout.is_zero() {
-        pingora_timeout::sleep(idle_timeout).await;
+        // SLUICE PATCH (HTTP/2 idle connections): tokio's timer, not pingora-timeout's, whose
+        // clock thread wakes every 10 ms once started (README section 16).
+        tokio::time::sleep(idle_timeout).await;
     }
 }
 
