@@ -111,6 +111,46 @@ async fn silent_and_idle_keepalive_connections_are_closed() {
     );
 }
 
+/// Regression: an HTTP/2 connection had no idle limit (Pingora sets none for HTTP/2 and
+/// `keepalive_timeout_ms` reached HTTP/1 only), so a client could hold connections, and their
+/// `max_connections` slots, for ever: by opening one and saying nothing after the preface, or
+/// slowloris-style, by starting a stream's head (HEADERS without END_HEADERS) and never sending
+/// its CONTINUATION. Both are now closed at `keepalive_timeout_ms` (h2c on a plain listener),
+/// and the listener serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_unfinished_http2_connections_are_closed_at_the_keepalive_timeout() {
+    let (_bs, s) = sluice("h2c = true\nkeepalive_timeout_ms = 1500").await;
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    // An empty SETTINGS frame.
+    const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+    // HEADERS on stream 1, END_STREAM but not END_HEADERS: `GET /` over http, unfinished.
+    const HEADERS_UNFINISHED: &[u8] = &[0, 0, 3, 1, 1, 0, 0, 0, 1, 0x82, 0x86, 0x84];
+    let addr = s.addr;
+    let open = |start: &'static [&'static [u8]]| async move {
+        let mut c = TcpStream::connect(addr).await.unwrap();
+        for part in start {
+            c.write_all(part).await.unwrap();
+        }
+        c
+    };
+    let (mut silent, mut unfinished) = tokio::join!(
+        open(&[PREFACE, SETTINGS]),
+        open(&[PREFACE, SETTINGS, HEADERS_UNFINISHED])
+    );
+    let ((_, silent_took), (_, unfinished_took)) = tokio::join!(
+        read_until_closed(&mut silent, Duration::from_secs(10)),
+        read_until_closed(&mut unfinished, Duration::from_secs(10))
+    );
+    for (what, took) in [("silent", silent_took), ("unfinished", unfinished_took)] {
+        assert!(
+            took >= Duration::from_millis(1300) && took < Duration::from_secs(6),
+            "the {what} HTTP/2 connection closed after {took:?}, not at keepalive_timeout_ms\n{}",
+            s.log()
+        );
+    }
+    assert_eq!(get_status(s.addr, Duration::from_secs(5)).await, Ok(200));
+}
+
 /// Regression (issue 12, defect 4): request heads up to about 1 MiB were accepted and a 100 KB
 /// field forwarded. Now a head over `max_request_header_bytes` gets 431.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
