@@ -131,9 +131,11 @@ where
     P: Peer,
     B: Buf,
 {
-    /// SLUICE PATCH (idle buffers): see `Codec::release_idle_buffers`.
+    /// SLUICE PATCH (idle buffers): see `Codec::release_idle_buffers` and
+    /// `Streams::release_idle_memory`.
     pub fn release_idle_buffers(&mut self) {
         self.codec.release_idle_buffers();
+        self.inner.streams.release_idle_memory();
     }
 
     pub fn new(codec: Codec<T, Prioritized<B>>, config: Config) -> Connection<T, P, B> {

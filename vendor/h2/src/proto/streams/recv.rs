@@ -85,6 +85,11 @@ pub(crate) enum Open {
 }
 
 impl Recv {
+    /// SLUICE PATCH (idle buffers): see `Streams::release_idle_memory`.
+    pub(super) fn release_idle_memory(&mut self) {
+        self.buffer.shrink_to_fit();
+    }
+
     pub fn new(peer: peer::Dyn, config: &Config) -> Self {
         let next_stream_id = if peer.is_server() { 1 } else { 2 };
 

@@ -79,6 +79,13 @@ pub(super) trait Resolve {
 // ===== impl Store =====
 
 impl Store {
+    /// SLUICE PATCH (idle buffers): gives back the room of streams that are gone. Keys stay
+    /// valid: the slab cannot shrink past a stored stream.
+    pub fn shrink_to_fit(&mut self) {
+        self.slab.shrink_to_fit();
+        self.ids.shrink_to_fit();
+    }
+
     pub fn new() -> Self {
         Store {
             slab: slab::Slab::new(),
