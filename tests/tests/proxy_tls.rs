@@ -12,6 +12,25 @@ fn tls_client(http1_only: bool) -> reqwest::Client {
     b.build().unwrap()
 }
 
+/// Wait until `sluice` has no client connection open (failing with `what` after 8 s from
+/// `from`); how long after `from` that was.
+async fn until_all_closed(
+    sluice: &Sluice,
+    from: std::time::Instant,
+    what: &str,
+) -> std::time::Duration {
+    let end = from + std::time::Duration::from_secs(8);
+    while sluice.metric("sluice_client_connections_open").await != 0.0 {
+        assert!(
+            std::time::Instant::now() < end,
+            "{what} was still open 8 s later\n{}",
+            sluice.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    from.elapsed()
+}
+
 /// Sluice with a TLS listener in front of `backend`, `server` lines added to `[server]`.
 async fn tls_sluice(backend: &Backend, server: &str) -> Sluice {
     Sluice::with_config(format!(
@@ -98,19 +117,15 @@ async fn a_silent_tls_connection_is_closed_at_the_keepalive_timeout() {
     let opened = std::time::Instant::now();
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
     assert_eq!(sluice.metric("sluice_client_connections_open").await, 1.0);
-    let end = opened + std::time::Duration::from_secs(8);
-    while sluice.metric("sluice_client_connections_open").await != 0.0 {
-        assert!(
-            std::time::Instant::now() < end,
-            "a silent TLS connection was still open 8 s after its request\n{}",
-            sluice.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let took = until_all_closed(
+        &sluice,
+        opened,
+        "a silent TLS connection (from its request)",
+    )
+    .await;
     assert!(
-        opened.elapsed() >= std::time::Duration::from_millis(2400),
-        "closed after {:?}, before the keep-alive timeout",
-        opened.elapsed()
+        took >= std::time::Duration::from_millis(2400),
+        "closed after {took:?}, before the keep-alive timeout"
     );
     assert_eq!(c.get(&url).send().await.unwrap().status(), 200);
 }
@@ -207,19 +222,15 @@ async fn an_idle_http2_connection_is_closed_at_the_keepalive_timeout() {
     r.bytes().await.unwrap();
     let idle_from = std::time::Instant::now();
     assert_eq!(sluice.metric("sluice_client_connections_open").await, 1.0);
-    let end = idle_from + std::time::Duration::from_secs(8);
-    while sluice.metric("sluice_client_connections_open").await != 0.0 {
-        assert!(
-            std::time::Instant::now() < end,
-            "an idle HTTP/2 connection was still open 8 s after its last stream\n{}",
-            sluice.log()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let took = until_all_closed(
+        &sluice,
+        idle_from,
+        "an idle HTTP/2 connection (from its last stream)",
+    )
+    .await;
     assert!(
-        idle_from.elapsed() >= std::time::Duration::from_millis(2300),
-        "closed {:?} after its last stream, before the keep-alive timeout",
-        idle_from.elapsed()
+        took >= std::time::Duration::from_millis(2300),
+        "closed {took:?} after its last stream, before the keep-alive timeout"
     );
     let r = c.get(format!("{base}/ping")).send().await.unwrap();
     assert_eq!(r.status(), 200);

@@ -185,13 +185,13 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 // waits for all active streams to finish before starting a fresh
                 // idle period.
                 _ = wait_for_idle_timeout(&active, stage.map_or(Duration::ZERO, |s| s.wait)), if stage.is_some() => {
-                    if stage.is_some_and(|s| s.release) {
+                    if let Some(IdleStage { wait, release: true }) = stage {
                         // SLUICE PATCH (HTTP/2 idle connections): idle for the keep-alive
-                        // release: the codec's empty buffers (28 KiB) are given back, and the
-                        // wait goes on to the idle limit.
+                        // release: the codec's empty buffers (28 KiB) and the stream store's
+                        // spare room are given back, and the wait goes on to the idle limit.
                         conn.release_idle_buffers();
                         crate::protocols::http::v1::server::run_keepalive_release_hook();
-                        idle_waited += stage.map_or(Duration::ZERO, |s| s.wait);
+                        idle_waited += wait;
                         continue;
                     }
                     // Idle with nothing in flight: drop `conn` to close the
