@@ -353,7 +353,12 @@ impl Snapshot {
                 .iter()
                 .map(|r| Route {
                     upstream: r.upstream,
-                    rules: r.rules.clone(),
+                    rules: {
+                        let mut rules = r.rules.clone();
+                        // Replaced after the rules: a rule's value must be in the map for that.
+                        rules.request_headers.keep_in_map(&client_subject_fields);
+                        rules
+                    },
                     rules_on: RulePhases {
                         request: r.rules.on_request() || r.rules.uses(crate::rules::Var::ClientIp),
                         upstream_request: r.rules.on_upstream_request(),

@@ -199,6 +199,62 @@ async fn header_rules_in_both_directions_with_templates() {
     assert_eq!(h["host"], "Site.Example:81", "Host untouched");
 }
 
+/// The same rules over HTTP/2 both ways (a TLS client, an h2c pool): the fields Sluice writes
+/// as HTTP/1 lines are folded into the HTTP/2 header blocks, with `set` still replacing the
+/// backend's field and a rule naming a security header still winning over it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_apply_over_http2_both_ways() {
+    let bs = backends(1).await;
+    let sluice = Sluice::with_config(format!(
+        "[upstreams.api]\nprotocol = \"h2c\"\n{}\n[[routes]]\nupstream = \"api\"\n\
+         request_headers = {{ set = {{ \"x-env\" = \"prod\", \"x-ip\" = \"{{client_ip}}\" }}, add = {{ \"x-tag\" = \"b\" }} }}\n\
+         response_headers = {{ set = {{ \"x-backend-id\" = \"hidden\", \"x-frame-options\" = \"SAMEORIGIN\" }}, add = {{ \"x-served-by\" = \"{{host}}\" }} }}\n\
+         security_headers = \"strict\"\n",
+        backends_toml(&[(bs[0].addr, None)])
+    ))
+    .tls()
+    .start()
+    .await;
+    let port = sluice.tls_addr.unwrap().port();
+    let r = demo_tls_client()
+        .build()
+        .unwrap()
+        .get(format!("https://localhost:{port}/two"))
+        .header("x-env", "dev")
+        .header("x-tag", "a")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    let all = |name: &str| -> Vec<String> {
+        r.headers()
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        all("x-backend-id"),
+        ["hidden"],
+        "set replaces the backend's"
+    );
+    assert_eq!(all("x-served-by"), ["localhost"]);
+    assert_eq!(all("x-frame-options"), ["SAMEORIGIN"], "the rule wins");
+    assert_eq!(all("referrer-policy"), ["no-referrer"]);
+    assert_eq!(
+        all("strict-transport-security"),
+        ["max-age=63072000; includeSubDomains"]
+    );
+    assert_eq!(all("x-request-id").len(), 1);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["version"], "HTTP/2.0", "the pool speaks h2c");
+    let h = &v["headers"];
+    assert_eq!(h["x-env"], "prod", "set replaces the client's value");
+    assert_eq!(h["x-tag"], "a, b", "add keeps the client's value");
+    assert_eq!(h["x-ip"], "127.0.0.1");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_headers_with_hsts_only_over_tls() {
     let bs = backends(1).await;

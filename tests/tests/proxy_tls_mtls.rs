@@ -279,3 +279,49 @@ fn check_names_client_auth_problems() {
     assert_eq!(status.code(), Some(2), "{err}");
     assert!(err.contains("routes[0].require_client_cert"), "{err}");
 }
+
+/// A route's `request_headers` may name the subject field, but what the backend gets under
+/// that name is still only the verified subject, or nothing: the rules' value is replaced.
+/// (Rule values are written as raw lines after the header map; a subject field must stay in
+/// the map for the replacement to see it. Fails with it written as a line.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_header_rule_cannot_forge_the_verified_subject() {
+    let bs = backends(1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let p = pki(d);
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tls = listener(
+        d,
+        addr,
+        &format!(
+            "client_auth = \"optional\"\nclient_ca = \"{}\"\n",
+            p.client_ca_file.display()
+        ),
+    );
+    let body = format!(
+        "[upstreams.api]\nbackends = [{{ addr = \"{}\" }}]\n\
+         [[routes]]\npath_prefix = \"/\"\nupstream = \"api\"\n\
+         request_headers = {{ set = {{ \"x-client-subject\" = \"CN=forged\", \"x-env\" = \"prod\" }} }}\n",
+        bs[0].addr
+    );
+    let s = start(d, &tls, body).await;
+    wait_listening(addr).await;
+    let (status, text) = get(&tls_client(&p, d, Some("alice"), addr), addr, "/", true)
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{}", s.log());
+    assert_eq!(subject_seen(&text), "O=Example\\, Inc.,CN=alice");
+    let (status, text) = get(&tls_client(&p, d, None, addr), addr, "/", false)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(subject_seen(&text), serde_json::Value::Null);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["headers"]["x-env"], "prod", "the other rule applies");
+    let r = client(None).get(s.url("/plain")).send().await.unwrap();
+    assert_eq!(
+        subject_seen(&r.text().await.unwrap()),
+        serde_json::Value::Null
+    );
+}

@@ -82,6 +82,14 @@ pub fn request_id(req: &RequestHeader) -> HeaderValue {
     HeaderValue::from_bytes(&buf).expect("hex is a valid header value")
 }
 
+/// The bytes [`response_request_id`] writes for a generated id (a client's may be longer):
+/// room header rules leave for it in the line buffer.
+pub const REQUEST_ID_LINE_BYTES: usize = 48;
+
+/// The bytes [`forwarded`] writes for a short host and an IPv4 client, without trace context:
+/// room header rules leave for them in the line buffer.
+pub const FORWARDED_LINE_BYTES: usize = 192;
+
 /// Sluice's `X-Request-Id` on a response going to the client, replacing the backend's if it
 /// sent one. Written as a raw HTTP/1 line after the map's fields (vendored pingora-http; the
 /// HTTP/2 server folds it into the map) rather than inserted into the map: callgrind, plain

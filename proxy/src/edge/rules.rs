@@ -12,7 +12,7 @@ use pingora::{ErrorSource, ErrorType};
 use super::{headers, RequestCtx, RulesCtx};
 use crate::metrics::EdgeAnswer;
 use crate::router::normalize_host;
-use crate::rules::{compress, CorsRequest, RouteRules, Var, Vars};
+use crate::rules::{compress, CorsRequest, RouteRules, SecurityHeaders, Var, Vars};
 use crate::snapshot::{Route, Snapshot};
 
 /// The client address after `trusted_proxies`, resolved only for a route whose rules need it.
@@ -209,9 +209,11 @@ pub(super) fn upstream_request(
         } else {
             std::borrow::Cow::Borrowed("")
         };
-        rules
-            .request_headers
-            .apply(up, &vars(info, &host, state.client_ip));
+        rules.request_headers.apply(
+            up,
+            &vars(info, &host, state.client_ip),
+            headers::FORWARDED_LINE_BYTES,
+        );
     }
     Ok(())
 }
@@ -248,11 +250,15 @@ pub(super) fn response(
         } else {
             std::borrow::Cow::Borrowed("")
         };
-        rules
-            .response_headers
-            .apply(resp, &vars(info, &host, state.client_ip));
+        rules.response_headers.apply(
+            resp,
+            &vars(info, &host, state.client_ip),
+            SecurityHeaders::LINE_BYTES + headers::REQUEST_ID_LINE_BYTES,
+        );
     }
-    rules.security_headers.apply(resp, info.tls);
+    rules
+        .security_headers
+        .apply(resp, info.tls, headers::REQUEST_ID_LINE_BYTES);
     if state.cors_allowed {
         if let Some(cors) = &rules.cors {
             cors.response_fields(client, resp);

@@ -10,17 +10,54 @@ use super::template::{Template, Vars};
 /// A field name prepared at config load: inserting it neither parses nor allocates (measured:
 /// `insert_header` with a `HeaderName` re-parsed it, about 300 instructions per field).
 #[derive(Debug, Clone)]
-pub struct FieldName(pub StaticHeaderName);
+pub struct FieldName {
+    /// The name, ready to insert into a header map.
+    pub prepared: StaticHeaderName,
+    /// Whether the field is written as a raw HTTP/1 line after the map's fields (vendored
+    /// pingora-http `raw_h1_fields_mut`; the HTTP/2 paths fold such lines into the map) instead
+    /// of inserted into the map. True for every name nothing reads back from the map after the
+    /// rules ran ([`KEPT_IN_MAP`], and the client-subject fields of the request,
+    /// [`HeaderRules::keep_in_map`]). A request or response header copied for the proxy has its
+    /// map sized exactly, so an insert grows and rehashes it (and its case map): callgrind,
+    /// `benches/rules-route.toml`, the rule set's three fields and security headers as lines
+    /// instead of inserts: see docs/benchmarks.md, session 19.
+    pub line: bool,
+}
+
+/// Names rule values keep in the header map because Sluice reads them there after the rules:
+/// `Host` (the forwarding fields), the trace context (replaced by Sluice's span), `Vary` and
+/// the CORS fields (written after the response rules), the security headers (added only when
+/// the response has none of its own).
+pub const KEPT_IN_MAP: [&str; 8] = [
+    "host",
+    "traceparent",
+    "tracestate",
+    "vary",
+    "strict-transport-security",
+    "x-content-type-options",
+    "x-frame-options",
+    "referrer-policy",
+];
+
+/// Whether `name` is one of [`KEPT_IN_MAP`] or a CORS field (`access-control-*`).
+fn kept_in_map(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    KEPT_IN_MAP.contains(&n) || n.starts_with("access-control-")
+}
 
 impl FieldName {
     /// Prepare `name`.
     pub fn new(name: HeaderName) -> Self {
-        FieldName(StaticHeaderName::prepared(name))
+        let line = !kept_in_map(&name);
+        FieldName {
+            prepared: StaticHeaderName::prepared(name),
+            line,
+        }
     }
 
     /// The name.
     pub fn name(&self) -> &HeaderName {
-        self.0.name()
+        self.prepared.name()
     }
 }
 
@@ -48,6 +85,9 @@ pub trait Fields {
     /// Room for `n` more fields, so that adding several does not grow (rehash) the maps
     /// more than once.
     fn reserve(&mut self, n: usize);
+    /// The raw HTTP/1 field lines written after the map's fields, and whether the header keeps
+    /// the case of its names.
+    fn lines(&mut self) -> (&mut Vec<u8>, bool);
 }
 
 macro_rules! fields {
@@ -74,6 +114,10 @@ macro_rules! fields {
             }
             fn reserve(&mut self, n: usize) {
                 self.reserve_headers(n);
+            }
+            fn lines(&mut self) -> (&mut Vec<u8>, bool) {
+                let case = self.has_case();
+                (self.raw_h1_fields_mut(), case)
             }
         }
     };
@@ -115,22 +159,73 @@ impl HeaderRules {
         self.set.iter().chain(&self.add).any(|(_, t)| t.uses(var))
     }
 
-    /// Apply to `fields`.
-    pub fn apply(&self, fields: &mut impl Fields, vars: &Vars) {
+    /// Keep `names` in the header map (not written as lines): the request's client-subject
+    /// fields, which Sluice replaces after the rules.
+    pub fn keep_in_map(&mut self, names: &[HeaderName]) {
+        for (name, _) in self.set.iter_mut().chain(self.add.iter_mut()) {
+            if names.contains(name.name()) {
+                name.line = false;
+            }
+        }
+    }
+
+    /// Apply to `fields`. A value that is not a valid field value (a host or URI with bytes a
+    /// field cannot carry) is skipped, and a `set` of it leaves the field as it was.
+    /// `room_after` is the bytes of raw lines the caller writes afterwards: the line buffer is
+    /// allocated once for both (callgrind: growing it line by line cost about 150 instructions
+    /// a line).
+    pub fn apply(&self, fields: &mut impl Fields, vars: &Vars, room_after: usize) {
         for name in &self.remove {
             fields.remove(name);
         }
-        fields.reserve(self.set.len() + self.add.len());
+        let (mut in_map, mut line_bytes) = (0, 0);
+        for (name, t) in self.set.iter().chain(&self.add) {
+            if name.line {
+                // A variable's text is rarely longer than an IPv6 address.
+                line_bytes += name.name().as_str().len() + t.source().len() + 4 + 40;
+            } else {
+                in_map += 1;
+            }
+        }
+        if in_map > 0 {
+            fields.reserve(in_map);
+        }
+        if line_bytes > 0 {
+            fields.lines().0.reserve(line_bytes + room_after);
+        }
         for (name, t) in &self.set {
-            if let Some(v) = t.value(vars) {
-                fields.set_prepared(&name.0, v);
+            if name.line {
+                // The map's fields of that name go only when the new value was written.
+                if line(fields, name, t, vars) {
+                    fields.remove(name.name());
+                }
+            } else if let Some(v) = t.value(vars) {
+                fields.set_prepared(&name.prepared, v);
             }
         }
         for (name, t) in &self.add {
-            if let Some(v) = t.value(vars) {
-                fields.add_prepared(&name.0, v);
+            if name.line {
+                line(fields, name, t, vars);
+            } else if let Some(v) = t.value(vars) {
+                fields.add_prepared(&name.prepared, v);
             }
         }
+    }
+}
+
+/// Append `name: value` as a raw line (a prepared name is written as it was configured,
+/// lowercase). `false`, with nothing written, when the value is not a valid field value.
+fn line(fields: &mut impl Fields, name: &FieldName, t: &Template, vars: &Vars) -> bool {
+    let (raw, _) = fields.lines();
+    let start = raw.len();
+    raw.extend_from_slice(name.name().as_str().as_bytes());
+    raw.extend_from_slice(b": ");
+    if t.render_valid(vars, raw) {
+        raw.extend_from_slice(b"\r\n");
+        true
+    } else {
+        raw.truncate(start);
+        false
     }
 }
 
@@ -163,20 +258,31 @@ impl SecurityHeaders {
         }
     }
 
+    /// The most bytes [`SecurityHeaders::apply`] writes as raw lines.
+    pub const LINE_BYTES: usize = 180;
+
     /// Add the fields to `resp`; HSTS only on a TLS connection (RFC 6797 §7.2: a browser
-    /// ignores it over plain HTTP).
-    pub fn apply(self, resp: &mut impl Fields, tls: bool) {
+    /// ignores it over plain HTTP). `room_after` as for [`HeaderRules::apply`].
+    pub fn apply(self, resp: &mut impl Fields, tls: bool, room_after: usize) {
         let values: &[(&StaticHeaderName, HeaderValue); 4] = match self {
             Self::Off => return,
             Self::Basic => &BASIC,
             Self::Strict => &STRICT,
         };
-        resp.reserve(values.len());
+        resp.lines().0.reserve(Self::LINE_BYTES + room_after);
         for (i, (name, value)) in values.iter().enumerate() {
             if (i == 0 && !tls) || resp.has(name.name()) {
                 continue;
             }
-            resp.set_prepared(name, value.clone());
+            // A raw line, not an insert into the map (see [`FieldName::line`]); nothing reads
+            // these names back.
+            let (raw, case) = resp.lines();
+            let name = if case {
+                name.case()
+            } else {
+                name.name().as_str().as_bytes()
+            };
+            crate::util::push_raw_field(raw, name, &[value.as_bytes()]);
         }
     }
 }
@@ -214,43 +320,147 @@ static STRICT: [(&StaticHeaderName, HeaderValue); 4] = [
 mod tests {
     use super::*;
 
+    fn rule(name: &'static str, value: &str) -> (FieldName, Template) {
+        (
+            FieldName::new(HeaderName::from_static(name)),
+            Template::parse(value).unwrap(),
+        )
+    }
+
+    /// The response's fields as a client gets them: the map's, then the raw lines (what the
+    /// HTTP/2 server folds in too).
+    fn sent(mut resp: ResponseHeader) -> ResponseHeader {
+        resp.fold_raw_h1_fields().unwrap();
+        resp
+    }
+
     #[test]
     fn remove_then_set_then_add() {
         let mut resp = ResponseHeader::build(200, None).unwrap();
         resp.append_header("server", "x").unwrap();
         resp.append_header("x-a", "old").unwrap();
         let rules = HeaderRules {
-            set: vec![(
-                FieldName::new(HeaderName::from_static("x-a")),
-                Template::parse("new").unwrap(),
-            )],
-            add: vec![(
-                FieldName::new(HeaderName::from_static("x-b")),
-                Template::parse("{host}").unwrap(),
-            )],
+            set: vec![rule("x-a", "new")],
+            add: vec![rule("x-b", "{host}")],
             remove: vec![HeaderName::from_static("server")],
         };
         let vars = Vars {
             host: "h",
             ..Default::default()
         };
-        rules.apply(&mut resp, &vars);
-        rules.apply(&mut resp, &vars);
+        // Once per message (a retry's upstream request is a fresh copy of the client's).
+        rules.apply(&mut resp, &vars, 0);
+        // Written as lines, not into the map.
+        assert!(resp.headers.get("x-b").is_none());
+        let resp = sent(resp);
         assert!(resp.headers.get("server").is_none());
-        assert_eq!(resp.headers.get_all("x-a").iter().count(), 1);
-        assert_eq!(resp.headers.get_all("x-b").iter().count(), 2);
+        let a: Vec<_> = resp.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["new"]);
+        assert_eq!(resp.headers["x-b"], "h");
+    }
+
+    #[test]
+    fn set_replaces_every_field_of_its_name_and_add_keeps_them() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.append_header("x-a", "1").unwrap();
+        resp.append_header("x-a", "2").unwrap();
+        resp.append_header("x-b", "1").unwrap();
+        let rules = HeaderRules {
+            set: vec![rule("x-a", "new")],
+            add: vec![rule("x-b", "2")],
+            remove: vec![],
+        };
+        rules.apply(&mut resp, &Vars::default(), 0);
+        let resp = sent(resp);
+        let a: Vec<_> = resp.headers.get_all("x-a").iter().collect();
+        assert_eq!(a, ["new"]);
+        let b: Vec<_> = resp.headers.get_all("x-b").iter().collect();
+        assert_eq!(b, ["1", "2"]);
+    }
+
+    #[test]
+    fn a_value_a_field_cannot_carry_is_skipped_and_set_keeps_the_old_one() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        req.append_header("x-a", "old").unwrap();
+        let rules = HeaderRules {
+            set: vec![rule("x-a", "{host}")],
+            add: vec![rule("x-b", "<{host}>"), rule("x-c", "ok")],
+            remove: vec![],
+        };
+        let vars = Vars {
+            host: "bad\nhost",
+            ..Default::default()
+        };
+        rules.apply(&mut req, &vars, 0);
+        assert_eq!(req.headers["x-a"], "old");
+        assert_eq!(req.raw_h1_fields(), b"x-c: ok\r\n");
+    }
+
+    #[test]
+    fn names_read_back_after_the_rules_stay_in_the_map() {
+        let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+        let mut rules = HeaderRules {
+            set: vec![
+                rule("host", "h"),
+                rule("x-frame-options", "DENY"),
+                rule("access-control-allow-origin", "*"),
+                rule("x-client-subject", "forged"),
+                rule("x-env", "prod"),
+            ],
+            add: vec![],
+            remove: vec![],
+        };
+        rules.keep_in_map(&[HeaderName::from_static("x-client-subject")]);
+        rules.apply(&mut req, &Vars::default(), 0);
+        for name in [
+            "host",
+            "x-frame-options",
+            "access-control-allow-origin",
+            "x-client-subject",
+        ] {
+            assert!(req.headers.get(name).is_some(), "{name} in the map");
+        }
+        assert_eq!(req.raw_h1_fields(), b"x-env: prod\r\n");
     }
 
     #[test]
     fn hsts_only_over_tls_and_never_over_the_application() {
         let mut plain = ResponseHeader::build(200, None).unwrap();
-        SecurityHeaders::Strict.apply(&mut plain, false);
+        SecurityHeaders::Strict.apply(&mut plain, false, 0);
+        let plain = sent(plain);
         assert!(plain.headers.get("strict-transport-security").is_none());
         assert_eq!(plain.headers["x-frame-options"], "DENY");
         let mut tls = ResponseHeader::build(200, None).unwrap();
         tls.append_header("x-frame-options", "SAMEORIGIN").unwrap();
-        SecurityHeaders::Basic.apply(&mut tls, true);
+        SecurityHeaders::Basic.apply(&mut tls, true, 0);
+        let tls = sent(tls);
         assert_eq!(tls.headers["strict-transport-security"], "max-age=31536000");
-        assert_eq!(tls.headers["x-frame-options"], "SAMEORIGIN");
+        let frame: Vec<_> = tls.headers.get_all("x-frame-options").iter().collect();
+        assert_eq!(frame, ["SAMEORIGIN"]);
+    }
+
+    #[test]
+    fn security_lines_fit_their_reserved_room() {
+        for level in [SecurityHeaders::Basic, SecurityHeaders::Strict] {
+            let mut resp = ResponseHeader::build(200, None).unwrap();
+            level.apply(&mut resp, true, 0);
+            assert!(resp.raw_h1_fields().len() <= SecurityHeaders::LINE_BYTES);
+        }
+    }
+
+    #[test]
+    fn a_rule_naming_a_security_header_wins_over_it() {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        let rules = HeaderRules {
+            set: vec![rule("x-frame-options", "ALLOW-FROM https://a.example")],
+            add: vec![],
+            remove: vec![],
+        };
+        rules.apply(&mut resp, &Vars::default(), 0);
+        SecurityHeaders::Strict.apply(&mut resp, true, 0);
+        let resp = sent(resp);
+        let frame: Vec<_> = resp.headers.get_all("x-frame-options").iter().collect();
+        assert_eq!(frame, ["ALLOW-FROM https://a.example"]);
+        assert_eq!(resp.headers["referrer-policy"], "no-referrer");
     }
 }

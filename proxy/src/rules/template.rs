@@ -154,6 +154,21 @@ impl Template {
         }
     }
 
+    /// Append the rendered text to `out` and say whether it is a valid field value (the rules
+    /// for [`HeaderValue`]: visible ASCII, spaces, tabs and obs-text). A literal template was
+    /// checked at load; a rendered one is checked here. On `false` `out` holds the invalid text.
+    pub fn render_valid(&self, vars: &Vars, out: &mut Vec<u8>) -> bool {
+        if let Some(v) = &self.literal {
+            out.extend_from_slice(v.as_bytes());
+            return true;
+        }
+        let start = out.len();
+        self.render_into(vars, out);
+        out[start..]
+            .iter()
+            .all(|&b| (b >= 32 && b != 127) || b == b'\t')
+    }
+
     /// The value for one request: the ready value when there are no variables (a reference
     /// count, no copy), else rendered. `None` when a rendered value is not a valid header value
     /// (a host or URI with bytes a header cannot carry); the rule is then skipped.
