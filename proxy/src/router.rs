@@ -180,20 +180,38 @@ impl Router {
 
 /// Normalise a `Host` header or URI authority for matching: strip the port and lower-case it.
 /// Returns a borrowed slice when it is already lower-case (the common case: no allocation).
+/// One pass over the bytes from the end (callgrind, plain route: `rsplit_once`,
+/// `trim_end_matches` and the case check through `str`'s pattern searchers cost 320
+/// instructions a request; the test holds it to that version's results).
 pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
-    let host = if let Some(rest) = raw.strip_prefix('[') {
-        // IPv6 literal: [::1]:8080
-        rest.split(']').next().unwrap_or(rest)
+    let b = raw.as_bytes();
+    let (start, mut end) = if b.first() == Some(&b'[') {
+        // IPv6 literal: [::1]:8080 is `::1`; an unclosed one is everything after the `[`.
+        (1, b.iter().position(|&c| c == b']').unwrap_or(b.len()))
     } else {
-        raw.rsplit_once(':').map_or(raw, |(h, p)| {
-            if p.bytes().all(|b| b.is_ascii_digit()) {
-                h
+        // A port is the digits after the last `:` (possibly none: `host:`).
+        let mut i = b.len();
+        while i > 0 && b[i - 1].is_ascii_digit() {
+            i -= 1;
+        }
+        (
+            0,
+            if i > 0 && b[i - 1] == b':' {
+                i - 1
             } else {
-                raw
-            }
-        })
+                b.len()
+            },
+        )
     };
-    let host = host.trim_end_matches('.');
+    // Every index here is at an ASCII byte or the end: a `str` boundary.
+    while end > start && b[end - 1] == b'.' {
+        end -= 1;
+    }
+    lower(&raw[start..end])
+}
+
+/// `host` lower-cased, borrowed when it already is.
+fn lower(host: &str) -> std::borrow::Cow<'_, str> {
     if host.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(host.to_ascii_lowercase())
     } else {
@@ -305,5 +323,47 @@ mod tests {
             normalize_host("a.b"),
             std::borrow::Cow::Borrowed(_)
         ));
+    }
+
+    /// The `str`-pattern version `normalize_host` replaced, as the reference.
+    fn reference(raw: &str) -> String {
+        let host = if let Some(rest) = raw.strip_prefix('[') {
+            rest.split(']').next().unwrap_or(rest)
+        } else {
+            raw.rsplit_once(':').map_or(raw, |(h, p)| {
+                if p.bytes().all(|b| b.is_ascii_digit()) {
+                    h
+                } else {
+                    raw
+                }
+            })
+        };
+        host.trim_end_matches('.').to_ascii_lowercase()
+    }
+
+    #[test]
+    fn normalize_host_agrees_with_the_reference_on_every_short_string() {
+        let fixed = [
+            "", ":", "::", ":80", "host:", "a:b:80", "host:abc", "host123", "123", "[", "[]",
+            "[::1", "[::1]", "[::1]:80", "[::1.]:8", "..", "a..:9", "é.COM:1", "[É]", "A.:.:1",
+        ];
+        for raw in fixed {
+            assert_eq!(normalize_host(raw), reference(raw), "{raw:?}");
+        }
+        // Every string of up to 5 characters over the characters that matter.
+        let alphabet = ['a', 'B', '1', ':', '.', '[', ']', 'é'];
+        let mut words = vec![String::new()];
+        for _ in 0..5 {
+            let mut next = Vec::new();
+            for w in &words {
+                for c in alphabet {
+                    let mut w = w.clone();
+                    w.push(c);
+                    assert_eq!(normalize_host(&w), reference(&w), "{w:?}");
+                    next.push(w);
+                }
+            }
+            words = next;
+        }
     }
 }
