@@ -12,6 +12,9 @@
 #   --h2 loads HTTP/2 over TLS instead (a [[server.tls]] listener with conf/tls's demo certificate,
 #   h2load with one stream per connection; Sluice only, not the floor): the cost of the HTTP/2
 #   codec and TLS per request.
+#   --strace counts system calls per request instead (the binary runs natively, `strace -c -f`
+#   attached for the measured load): calls and failed calls by name, repeatable from run to run
+#   (e.g. the EAGAIN read per request found in session 19).
 #   e.g. benches/callgrind.sh before=/tmp/old/target/release/sluice after=target/release/sluice
 #   A binary named pingora_floor (target/release/examples/pingora_floor) is run as the floor, so
 #   `sluice=target/release/sluice floor=target/release/examples/pingora_floor` splits what Sluice
@@ -23,7 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=() REDIS_ON= H2=
+SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=() REDIS_ON= H2= STRACE=
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
     --header) WRK_HEADERS+=(-H "$2"); shift 2 ;;
     --redis) REDIS_ON=1; shift ;;
     --h2) H2=1; shift ;;
+    --strace) STRACE=1; shift ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
   esac
@@ -42,6 +46,7 @@ done
 [ ${#bins[@]} -gt 0 ] || bins=("target/release/sluice")
 
 scripts/install-deps.sh wrk valgrind
+[ -z "$STRACE" ] || scripts/install-deps.sh strace
 [ -z "$H2" ] || command -v h2load >/dev/null || scripts/install-deps.sh nghttp2-client
 [ -x target/release/backend-sample ] || cargo build --release --locked -p backend-sample
 source benches/lib.sh
@@ -104,14 +109,43 @@ TOML
   # thread count and keep-alive pool size as arguments: the same settings as the config above.
   local args=(--config "$work/sluice.toml")
   [ "$(basename "$bin")" = pingora_floor ] && args=("127.0.0.1:$port" "127.0.0.1:$BACKEND" 1 $((CONNS * 2)))
-  RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
-    "$bin" "${args[@]}" 2>"$work/valgrind.$name.log" &
+  if [ -n "$STRACE" ]; then
+    RUST_LOG=error "$bin" "${args[@]}" 2>"$work/$name.log" &
+  else
+    RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+      "$bin" "${args[@]}" 2>"$work/valgrind.$name.log" &
+  fi
   local vpid=$!
   # Under valgrind on a busy machine start-up can take longer than wait_port's 10 s.
   for _ in 1 2 3 4 5 6; do wait_port "$port" 2>/dev/null && break; done
   wait_port "$port"
   [ -z "$H2" ] || wait_port "$TLS_PORT"
   load 3 "$port" >/dev/null
+  if [ -n "$STRACE" ]; then
+    strace -c -f -q -p "$vpid" -o "$out.strace" 2>/dev/null &
+    local spid=$!
+    # Attached when the process shows a tracer.
+    for _ in $(seq 1 200); do
+      [ "$(awk '/^TracerPid:/ {print $2}' "/proc/$vpid/status")" != 0 ] && break
+      sleep 0.05
+    done
+    local reqs
+    reqs=$(load "$SECONDS_LOAD" "$port")
+    kill -INT "$spid" 2>/dev/null || true
+    wait "$spid" 2>/dev/null || true
+    kill -INT "$vpid" 2>/dev/null || true
+    wait "$vpid" 2>/dev/null || true
+    # strace -c's table: % time, seconds, usecs/call, calls, [errors,] syscall.
+    awk -v name="$name" -v reqs="$reqs" '
+      /^-/ || /^%/ || /total$/ || NF < 5 { next }
+      { calls = $4; errs = (NF == 6) ? $5 : 0; sc = $NF; total += calls
+        if (calls / reqs < 0.01) next
+        line = line sprintf(" %s %.2f", sc, calls / reqs)
+        if (errs / reqs >= 0.01) line = line sprintf(" (%.2f failed)", errs / reqs) }
+      END { printf "%-12s %8d requests  %6.2f syscalls/request:%s\n", name, reqs, total / reqs, line }
+    ' "$out.strace"
+    return
+  fi
   callgrind_control -z "$vpid" >/dev/null
   local reqs
   reqs=$(load "$SECONDS_LOAD" "$port")

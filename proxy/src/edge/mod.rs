@@ -1104,3 +1104,50 @@ async fn respond_with(
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
+
+#[cfg(test)]
+mod tests {
+    use pingora::protocols::l4::stream::Stream;
+    use pingora::protocols::Peek;
+
+    /// The vendored keep-alive read (pingora-core `Stream::poll_read_idle`, README section 14)
+    /// clears Tokio's cached readiness after a read that drained the socket, as Tokio's own
+    /// reads do: otherwise the connection's next read (Pingora's idle probe while the backend
+    /// answers) is a `recvfrom` that fails with EAGAIN on every proxied request. Observed
+    /// without tracing: with the readiness left set, the next poll made before the reactor
+    /// runs again goes to the socket and finds bytes sent meanwhile; with it cleared it waits
+    /// for the reactor without a system call. Fails on the code before the fix.
+    #[test]
+    fn a_drained_keep_alive_read_clears_the_cached_readiness() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use std::io::Write;
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let mut client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let (accepted, _) = listener.accept().unwrap();
+            accepted.set_nonblocking(true).unwrap();
+            let mut stream = Stream::from(tokio::net::TcpStream::from_std(accepted).unwrap());
+            client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+            let got = std::future::poll_fn(|cx| stream.poll_read_idle(cx, 4096))
+                .await
+                .expect("a plain stream reads this way")
+                .unwrap();
+            assert_eq!(&got[..], b"GET / HTTP/1.1\r\n\r\n");
+            // No await from here on: the reactor cannot see the new bytes.
+            client.write_all(b"next").unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            let r = stream.poll_read_idle(&mut cx, 4096);
+            assert!(r.is_pending(), "the readiness was left set: {r:?}");
+            // The reactor then reports the bytes.
+            let got = std::future::poll_fn(|cx| stream.poll_read_idle(cx, 4096))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&got[..], b"next");
+        });
+    }
+}

@@ -816,6 +816,14 @@ impl Peek for Stream {
         // after the previous request's reads), so the next poll waits for the socket again.
         // (Reading to a stack buffer first, to spare the stale case its allocation, measured
         // about 100 instructions per request more: the copy and the 4 KiB frame.)
+        //
+        // A read that leaves room in the buffer drained the socket, so it clears the
+        // readiness too, as Tokio's own `poll_read` does (tokio#5866): `try_read_buf` alone
+        // keeps it, and the next read of the connection (the proxy's idle probe while the
+        // backend answers) then made a `recvfrom` that always failed with EAGAIN, one system
+        // call in five per proxied request (strace, benches/proxy.sh's plain route). The
+        // outer `try_io` clears the readiness when its closure says WouldBlock; the bytes read
+        // are kept aside and returned.
         macro_rules! read_when_ready {
             ($s:expr) => {
                 loop {
@@ -825,8 +833,19 @@ impl Peek for Stream {
                         Poll::Ready(Ok(())) => {}
                     }
                     let mut buf = bytes::BytesMut::with_capacity(capacity);
-                    match $s.try_read_buf(&mut buf) {
-                        Ok(_) => return Poll::Ready(Some(Ok(buf))),
+                    let mut drained = false;
+                    let read = $s.try_io(tokio::io::Interest::READABLE, || {
+                        let room = buf.capacity() - buf.len();
+                        let n = $s.try_read_buf(&mut buf)?;
+                        if n > 0 && n < room {
+                            drained = true;
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
+                        Ok(())
+                    });
+                    match read {
+                        Ok(()) => return Poll::Ready(Some(Ok(buf))),
+                        Err(_) if drained => return Poll::Ready(Some(Ok(buf))),
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
                         Err(e) => return Poll::Ready(Some(Err(e))),
                     }
