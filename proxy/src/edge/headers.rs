@@ -96,7 +96,15 @@ pub const FORWARDED_LINE_BYTES: usize = 192;
 /// route, 43,062 / 43,147 to 42,952 / 42,990 instructions per request (the insert was about
 /// 600, the lookup for the backend's field and the line remain). `id` is a valid field value
 /// ([`request_id`]).
-pub fn response_request_id(resp: &mut ResponseHeader, id: &HeaderValue) {
+///
+/// For an HTTP/2 client (`h2`) the id goes into the map: its server would fold the line into
+/// the map again, parsing the name (callgrind over HTTP/2: a raw line folded costs about 1,800
+/// instructions, the insert about 600).
+pub fn response_request_id(resp: &mut ResponseHeader, id: &HeaderValue, h2: bool) {
+    if h2 {
+        resp.insert_static_header(&X_REQUEST_ID, id.clone());
+        return;
+    }
     resp.remove_header(X_REQUEST_ID.name());
     let name = if resp.has_case() {
         X_REQUEST_ID.case()
@@ -392,7 +400,12 @@ mod hop_tests {
     #[test]
     fn the_response_request_id_replaces_the_backends_and_goes_out_once() {
         let mut r = resp(200, &[("x-request-id", "from-backend"), ("x-other", "1")]);
-        response_request_id(&mut r, &HeaderValue::from_static("ours"));
+        let mut h2 = r.clone();
+        response_request_id(&mut h2, &HeaderValue::from_static("ours"), true);
+        let ids: Vec<_> = h2.headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids, ["ours"]);
+        assert!(h2.raw_h1_fields().is_empty());
+        response_request_id(&mut r, &HeaderValue::from_static("ours"), false);
         assert!(r.headers.get("x-request-id").is_none());
         let mut wire = bytes::BytesMut::new();
         r.header_to_h1_wire(&mut wire);

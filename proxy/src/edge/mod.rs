@@ -819,7 +819,8 @@ impl ProxyHttp for Edge {
             }
         }
         if let Some(id) = &ctx.request_id {
-            headers::response_request_id(upstream_response, id);
+            let h2 = session.req_header().version == http::Version::HTTP_2;
+            headers::response_request_id(upstream_response, id, h2);
         }
         if let Some(rate) = &ctx.limits.rate {
             crate::ratelimit::write_h1_fields(

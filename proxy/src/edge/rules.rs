@@ -212,7 +212,8 @@ pub(super) fn upstream_request(
         rules.request_headers.apply(
             up,
             &vars(info, &host, state.client_ip),
-            headers::FORWARDED_LINE_BYTES,
+            // An HTTP/2 upstream request folds raw lines into its map: insert there.
+            (up.version != http::Version::HTTP_2).then_some(headers::FORWARDED_LINE_BYTES),
         );
     }
     Ok(())
@@ -227,6 +228,8 @@ pub(super) fn response(
     rules: &RouteRules,
 ) {
     let client = info.req;
+    // An HTTP/2 client's response folds raw lines into its map: insert there.
+    let h1 = client.version != http::Version::HTTP_2;
     if let Some(c) = &rules.compression {
         // HEAD and range requests get the identity form: a range of a compressed body would
         // be a range of bytes no one can name.
@@ -253,12 +256,12 @@ pub(super) fn response(
         rules.response_headers.apply(
             resp,
             &vars(info, &host, state.client_ip),
-            SecurityHeaders::LINE_BYTES + headers::REQUEST_ID_LINE_BYTES,
+            h1.then_some(SecurityHeaders::LINE_BYTES + headers::REQUEST_ID_LINE_BYTES),
         );
     }
     rules
         .security_headers
-        .apply(resp, info.tls, headers::REQUEST_ID_LINE_BYTES);
+        .apply(resp, info.tls, h1.then_some(headers::REQUEST_ID_LINE_BYTES));
     if state.cors_allowed {
         if let Some(cors) = &rules.cors {
             cors.response_fields(client, resp);
