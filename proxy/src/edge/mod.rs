@@ -818,17 +818,27 @@ impl ProxyHttp for Edge {
                 rules::response(upstream_response, &req, &mut ctx.rules, &r.rules);
             }
         }
+        // An HTTP/2 client's response folds raw lines back into its map: insert there.
+        let h2 = session.req_header().version == http::Version::HTTP_2;
         if let Some(id) = &ctx.request_id {
-            let h2 = session.req_header().version == http::Version::HTTP_2;
             headers::response_request_id(upstream_response, id, h2);
         }
         if let Some(rate) = &ctx.limits.rate {
-            crate::ratelimit::write_h1_fields(
-                upstream_response.raw_h1_fields_mut(),
-                &rate.decision,
-                &rate.policy,
-                &rate.name,
-            )
+            if h2 {
+                crate::ratelimit::insert_fields(
+                    upstream_response,
+                    &rate.decision,
+                    &rate.policy,
+                    &rate.name,
+                )
+            } else {
+                crate::ratelimit::write_h1_fields(
+                    upstream_response.raw_h1_fields_mut(),
+                    &rate.decision,
+                    &rate.policy,
+                    &rate.name,
+                )
+            }
             .or_err(InvalidHTTPHeader, "rate-limit policy name")?;
         }
         Ok(())

@@ -342,6 +342,36 @@ pub fn write_h1_fields(
     })
 }
 
+/// The rate-limit response fields inserted into `resp`'s map, for an HTTP/2 client: its server
+/// would fold [`write_h1_fields`]' lines into the map again, parsing each name (callgrind over
+/// HTTP/2: about 1,800 instructions a line against 600 for the insert). On an error `resp` is
+/// unchanged.
+pub fn insert_fields(
+    resp: &mut pingora::http::ResponseHeader,
+    d: &Decision,
+    policy: &LimitPolicy,
+    name: &str,
+) -> Result<(), UnsendableName> {
+    let mut values: [Option<http::HeaderValue>; 5] = Default::default();
+    let mut buf = Vec::with_capacity(64);
+    each_value(d, policy, name, |i, parts| {
+        buf.clear();
+        for p in parts {
+            buf.extend_from_slice(p);
+        }
+        // Digits, fixed text and the checked name: always a valid value.
+        values[i] = http::HeaderValue::from_bytes(&buf).ok();
+    })?;
+    resp.reserve_headers(values.len());
+    for (i, v) in values.into_iter().enumerate() {
+        if let Some(v) = v {
+            // Appended, as the fold of the lines does (an HTTP/1 client gets both too).
+            resp.append_static_header(&HEADER_NAMES[i], v);
+        }
+    }
+    Ok(())
+}
+
 /// The rate-limit response headers as name and text (for a 429 answered here).
 pub fn headers(
     d: &Decision,
@@ -429,5 +459,20 @@ mod tests {
         assert!(write_h1_fields(&mut raw, &d, &p, "bad\nname").is_err());
         assert!(raw.is_empty());
         assert!(headers(&d, &p, "bad\rname").is_err());
+        // The HTTP/2 form: the same fields in the map, after any of the backend's (as the
+        // lines are, folded).
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        resp.append_header("x-ratelimit-limit", "7").unwrap();
+        insert_fields(&mut resp, &d, &p, "free").unwrap();
+        assert!(resp.raw_h1_fields().is_empty());
+        let limits: Vec<_> = resp.headers.get_all("x-ratelimit-limit").iter().collect();
+        assert_eq!(limits, ["7", "500"]);
+        for (name, value) in &named[1..] {
+            let all: Vec<_> = resp.headers.get_all(*name).iter().collect();
+            assert_eq!(all, [value.as_str()], "{name}");
+        }
+        let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
+        assert!(insert_fields(&mut resp, &d, &p, "bad\nname").is_err());
+        assert!(resp.headers.is_empty());
     }
 }
