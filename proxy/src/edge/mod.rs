@@ -818,8 +818,7 @@ impl ProxyHttp for Edge {
                 rules::response(upstream_response, &req, &mut ctx.rules, &r.rules);
             }
         }
-        // An HTTP/2 client's response folds raw lines back into its map: insert there.
-        let h2 = session.req_header().version == http::Version::HTTP_2;
+        let h2 = !crate::util::takes_raw_lines(session.req_header().version);
         if let Some(id) = &ctx.request_id {
             headers::response_request_id(upstream_response, id, h2);
         }

@@ -212,8 +212,7 @@ pub(super) fn upstream_request(
         rules.request_headers.apply(
             up,
             &vars(info, &host, state.client_ip),
-            // An HTTP/2 upstream request folds raw lines into its map: insert there.
-            (up.version != http::Version::HTTP_2).then_some(headers::FORWARDED_LINE_BYTES),
+            crate::util::takes_raw_lines(up.version).then_some(headers::FORWARDED_LINE_BYTES),
         );
     }
     Ok(())
@@ -228,8 +227,7 @@ pub(super) fn response(
     rules: &RouteRules,
 ) {
     let client = info.req;
-    // An HTTP/2 client's response folds raw lines into its map: insert there.
-    let h1 = client.version != http::Version::HTTP_2;
+    let h1 = crate::util::takes_raw_lines(client.version);
     if let Some(c) = &rules.compression {
         // HEAD and range requests get the identity form: a range of a compressed body would
         // be a range of bytes no one can name.

@@ -181,23 +181,12 @@ impl HeaderRules {
         for name in &self.remove {
             fields.remove(name);
         }
-        let Some(room_after) = lines else {
-            fields.reserve(self.set.len() + self.add.len());
-            for (name, t) in &self.set {
-                if let Some(v) = t.value(vars) {
-                    fields.set_prepared(&name.prepared, v);
-                }
-            }
-            for (name, t) in &self.add {
-                if let Some(v) = t.value(vars) {
-                    fields.add_prepared(&name.prepared, v);
-                }
-            }
-            return;
-        };
+        // A field goes in as a line only in an HTTP/1 message and under a name nothing reads
+        // back from the map.
+        let as_line = |name: &FieldName| lines.is_some() && name.line;
         let (mut in_map, mut line_bytes) = (0, 0);
         for (name, t) in self.set.iter().chain(&self.add) {
-            if name.line {
+            if as_line(name) {
                 // A variable's text is rarely longer than an IPv6 address.
                 line_bytes += name.name().as_str().len() + t.source().len() + 4 + 40;
             } else {
@@ -208,10 +197,13 @@ impl HeaderRules {
             fields.reserve(in_map);
         }
         if line_bytes > 0 {
-            fields.lines().0.reserve(line_bytes + room_after);
+            fields
+                .lines()
+                .0
+                .reserve(line_bytes + lines.unwrap_or_default());
         }
         for (name, t) in &self.set {
-            if name.line {
+            if as_line(name) {
                 // The map's fields of that name go only when the new value was written.
                 if line(fields, name, t, vars) {
                     fields.remove(name.name());
@@ -221,7 +213,7 @@ impl HeaderRules {
             }
         }
         for (name, t) in &self.add {
-            if name.line {
+            if as_line(name) {
                 line(fields, name, t, vars);
             } else if let Some(v) = t.value(vars) {
                 fields.add_prepared(&name.prepared, v);
@@ -286,19 +278,16 @@ impl SecurityHeaders {
             Self::Basic => &BASIC,
             Self::Strict => &STRICT,
         };
-        let Some(room_after) = lines else {
-            resp.reserve(values.len());
-            for (i, (name, value)) in values.iter().enumerate() {
-                if (i == 0 && !tls) || resp.has(name.name()) {
-                    continue;
-                }
-                resp.set_prepared(name, value.clone());
-            }
-            return;
-        };
-        resp.lines().0.reserve(Self::LINE_BYTES + room_after);
+        match lines {
+            Some(room_after) => resp.lines().0.reserve(Self::LINE_BYTES + room_after),
+            None => resp.reserve(values.len()),
+        }
         for (i, (name, value)) in values.iter().enumerate() {
             if (i == 0 && !tls) || resp.has(name.name()) {
+                continue;
+            }
+            if lines.is_none() {
+                resp.set_prepared(name, value.clone());
                 continue;
             }
             // A raw line, not an insert into the map (see [`FieldName::line`]); nothing reads
