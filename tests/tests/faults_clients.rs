@@ -111,6 +111,60 @@ async fn silent_and_idle_keepalive_connections_are_closed() {
     );
 }
 
+/// One response on a kept-alive connection: its head and a `Content-Length` body.
+async fn read_one_response(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let len: usize = text[..end]
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return text;
+            }
+        }
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed mid-response: {text:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Regression (vendored pingora-core section 24): the keep-alive wait's timer stays registered
+/// across a connection's requests, at an earlier wait's deadline; when it fires during a later
+/// wait it is re-armed, not taken as that wait's end. A connection busy for a while and then
+/// idle is kept `keepalive_timeout_ms` after its last request, not less (taking the early fire
+/// as the end closed it about 1.6 s after the last request here, under a 2.5 s limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_idle_after_a_busy_second_is_kept_the_whole_keepalive_limit() {
+    let (_bs, s) = sluice("keepalive_timeout_ms = 2500").await;
+    let mut c = TcpStream::connect(s.addr).await.unwrap();
+    // Four requests 300 ms apart: the waits between them start at about 0, 0.3, 0.6 and 0.9 s
+    // and the last one would be cut at the first one's deadline (1 s, the idle release).
+    for i in 0..4 {
+        if i > 0 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        c.write_all(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let text = read_one_response(&mut c).await;
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+    }
+    let (text, took) = read_until_closed(&mut c, Duration::from_secs(8)).await;
+    assert_eq!(text, "");
+    assert!(
+        took >= Duration::from_millis(2200) && took < Duration::from_secs(5),
+        "closed {took:?} after the last request, under a 2.5 s keep-alive limit"
+    );
+}
+
 /// Regression: an HTTP/2 connection had no idle limit (Pingora sets none for HTTP/2 and
 /// `keepalive_timeout_ms` reached HTTP/1 only), so a client could hold connections, and their
 /// `max_connections` slots, for ever: by opening one and saying nothing after the preface, or

@@ -513,6 +513,21 @@ async fn wait_for_request(
     limit: Option<Duration>,
     shutdown: Option<&ShutdownWatch>,
 ) -> NextRequest {
+    let sleep = async {
+        match limit {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    wait_for_request_or(stream, sleep, shutdown).await
+}
+
+/// SLUICE PATCH: [`wait_for_request`] with the given timer (`sleep`) in place of a limit.
+async fn wait_for_request_or(
+    stream: &mut Stream,
+    sleep: impl std::future::Future<Output = ()>,
+    shutdown: Option<&ShutdownWatch>,
+) -> NextRequest {
     use crate::protocols::http::v1::server::REQUEST_HEAD_BUF_SIZE;
     let mut read = std::future::poll_fn(|cx| stream.poll_read_idle(cx, REQUEST_HEAD_BUF_SIZE));
     let read_result = |r: Option<std::io::Result<BytesMut>>| match r {
@@ -522,12 +537,6 @@ async fn wait_for_request(
         Some(Err(e)) => {
             debug!("read error while idle: {e}");
             NextRequest::Closed
-        }
-    };
-    let sleep = async {
-        match limit {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
         }
     };
     let Some(shutdown) = shutdown else {
@@ -585,6 +594,8 @@ where
     use crate::protocols::http::v1::server::{keepalive_release, keepalive_wait};
     // SLUICE PATCH (no box per request): see `process_new_http_unboxed`.
     let mut result = app.process_new_http_unboxed(session, shutdown).await;
+    // SLUICE PATCH (README section 24): one timer for the run's keep-alive waits.
+    let mut timer = crate::protocols::timeout::SlackTimer::default();
     while let Some(reused) = result {
         let (mut stream, persistent_settings) = match reused.into_next() {
             HttpNext::Reuse(stream, settings) => (stream, settings),
@@ -600,7 +611,8 @@ where
             // This wait does not watch for shutdown: it is at most `KEEPALIVE_CLOSE_PAUSE` (see
             // `set_keepalive_release`), as long as a shutdown lets an idle connection wait.
             let limit = total.map_or(release, |t| t.min(release));
-            match wait_for_request(&mut stream, Some(limit), None).await {
+            let deadline = tokio::time::Instant::now() + limit;
+            match wait_for_request_or(&mut stream, timer.until(deadline), None).await {
                 NextRequest::Bytes(bytes) => prefix = Some(bytes),
                 NextRequest::Unsupported => {}
                 NextRequest::Closed => return None,

@@ -148,6 +148,8 @@ pub(crate) async fn accept_downstream_sessions<F>(
     // SLUICE PATCH (HTTP/2 idle connections): how much of the current idle period the stages
     // below have already waited (zero again with every new stream).
     let mut idle_waited = Duration::ZERO;
+    // SLUICE PATCH (README section 24): one timer for the connection's idle waits.
+    let mut idle_timer = crate::protocols::timeout::SlackTimer::default();
     loop {
         // SLUICE PATCH (HTTP/2 idle connections): the idle limit is the configured one or else
         // the process-wide keep-alive limit HTTP/1 connections have (read on every wait, so a
@@ -184,7 +186,7 @@ pub(crate) async fn accept_downstream_sessions<F>(
                 // Any accepted stream cancels this future. The next iteration
                 // waits for all active streams to finish before starting a fresh
                 // idle period.
-                _ = wait_for_idle_timeout(&active, stage.map_or(Duration::ZERO, |s| s.wait)), if stage.is_some() => {
+                _ = wait_for_idle_timeout(&active, stage.map_or(Duration::ZERO, |s| s.wait), &mut idle_timer), if stage.is_some() => {
                     if let Some(IdleStage { wait, release: true }) = stage {
                         // SLUICE PATCH (HTTP/2 idle connections): idle for the keep-alive
                         // release: the codec's empty buffers (28 KiB) and the stream store's
@@ -292,12 +294,17 @@ fn idle_stage(
     }
 }
 
-async fn wait_for_idle_timeout(active: &ActiveSessions, idle_timeout: Duration) {
+async fn wait_for_idle_timeout(
+    active: &ActiveSessions,
+    idle_timeout: Duration,
+    timer: &mut crate::protocols::timeout::SlackTimer,
+) {
     active.wait_until_idle().await;
     if !idle_timeout.is_zero() {
         // SLUICE PATCH (HTTP/2 idle connections): tokio's timer, not pingora-timeout's, whose
-        // clock thread wakes every 10 ms once started (README section 16).
-        tokio::time::sleep(idle_timeout).await;
+        // clock thread wakes every 10 ms once started (README section 16); registered once for
+        // the connection's idle periods, with slack (section 24).
+        timer.after(idle_timeout).await;
     }
 }
 
@@ -1615,7 +1622,8 @@ mod test {
         let guard = active.start_session();
         let timeout_active = active.clone();
         let timeout = tokio::spawn(async move {
-            wait_for_idle_timeout(&timeout_active, Duration::ZERO).await;
+            let mut timer = crate::protocols::timeout::SlackTimer::default();
+            wait_for_idle_timeout(&timeout_active, Duration::ZERO, &mut timer).await;
         });
 
         tokio::task::yield_now().await;
