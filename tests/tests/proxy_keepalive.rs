@@ -31,6 +31,8 @@ enum Mode {
     SlowFirstThenClose,
     /// Keeps connections open and announces `Keep-Alive: timeout=2`, as Node.js does (5).
     KeepAliveHint,
+    /// Answers `GET /delay/N` after N ms (keep-alive).
+    DelayFromPath,
 }
 
 /// A raw HTTP/1.1 backend that counts the connections it accepted and the ones the proxy
@@ -71,7 +73,15 @@ impl CountingServer {
                         }
                         buf.extend_from_slice(&chunk[..n]);
                         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            buf.drain(..end + 4);
+                            let head: Vec<u8> = buf.drain(..end + 4).collect();
+                            if mode == Mode::DelayFromPath {
+                                let ms = String::from_utf8_lossy(&head)
+                                    .split(' ')
+                                    .nth(1)
+                                    .and_then(|p| p.strip_prefix("/delay/")?.parse().ok())
+                                    .unwrap_or(0);
+                                tokio::time::sleep(Duration::from_millis(ms)).await;
+                            }
                             let closes_second = matches!(
                                 mode,
                                 Mode::CloseOnSecondRequest | Mode::SlowFirstThenClose
@@ -248,4 +258,38 @@ async fn a_backends_keep_alive_timeout_bounds_how_long_its_connections_are_poole
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(c.put(&url).body("x").send().await.unwrap().status(), 200);
     assert_eq!(srv.accepted.load(Ordering::SeqCst), 2);
+}
+
+/// Regression (vendored pingora-core section 24): a pooled connection's response-head reads
+/// share one timer, registered at an earlier read's deadline; when it fires during a later
+/// read, that read is re-timed from its own start, not failed. Here the second request's answer
+/// comes 1.1 s after it was sent, 1.9 s after the first request started, under a 1.5 s
+/// `read_timeout_ms`: taking the early fire as the timeout answered it 504 after 0.7 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_response_read_on_a_pooled_connection_gets_the_whole_read_timeout() {
+    let server = CountingServer::start(Mode::DelayFromPath).await;
+    let sluice = Sluice::start(format!(
+        "[upstreams.api]\nread_timeout_ms = 1500\nbackends = [{{ addr = \"{}\" }}]\n[[routes]]\nupstream = \"api\"\n",
+        server.addr
+    ))
+    .await;
+    let c = client(None);
+    let first = std::time::Instant::now();
+    let r = c.get(sluice.url("/delay/100")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    tokio::time::sleep(Duration::from_millis(800).saturating_sub(first.elapsed())).await;
+    let started = std::time::Instant::now();
+    let r = c.get(sluice.url("/delay/1100")).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "answered after {:?} ({:?} after the first request started)",
+        started.elapsed(),
+        first.elapsed()
+    );
+    // Both went over one pooled connection (the case the shared timer is for).
+    assert_eq!(server.accepted.load(Ordering::SeqCst), 1);
+    // And a read longer than the limit still times out.
+    let r = c.get(sluice.url("/delay/3000")).send().await.unwrap();
+    assert_eq!(r.status(), 504);
 }

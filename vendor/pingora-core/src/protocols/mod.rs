@@ -99,6 +99,16 @@ pub trait Peek {
     /// write buffer before a long idle wait (`true`) and allocate it again after (`false`).
     /// The default does nothing.
     fn idle_write_buffer(&mut self, _idle: bool) {}
+
+    /// SLUICE PATCH (README section 24): the connection's timer for its successive timed reads
+    /// (an upstream connection's response heads), taken for one read and given back after it.
+    /// `None` (the default): this stream keeps none, and its reads take a timer each.
+    fn take_slack_timer(&mut self) -> Option<crate::protocols::timeout::SlackTimer> {
+        None
+    }
+
+    /// SLUICE PATCH (README section 24): give back the timer [`Peek::take_slack_timer`] took.
+    fn put_slack_timer(&mut self, _timer: crate::protocols::timeout::SlackTimer) {}
 }
 
 use std::any::Any;

@@ -61,21 +61,25 @@ pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapse
 /// earlier wait's deadline) is it re-armed for the current one. A busy connection re-arms it
 /// about once per wait limit (1 s for the keep-alive release) instead of twice per request, and
 /// its task is woken needlessly at most as often.
-#[derive(Default)]
-pub(crate) struct SlackTimer {
+#[derive(Default, Debug)]
+pub struct SlackTimer {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl SlackTimer {
-    /// Completes once `deadline` has passed.
-    pub(crate) async fn until(&mut self, deadline: tokio::time::Instant) {
+    /// Ready once `deadline` has passed.
+    pub fn poll_until(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        deadline: tokio::time::Instant,
+    ) -> Poll<()> {
         let sleep = self
             .sleep
             .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if sleep.deadline() > deadline {
             sleep.as_mut().reset(deadline);
         }
-        std::future::poll_fn(|cx| loop {
+        loop {
             match sleep.as_mut().poll(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(()) if sleep.deadline() >= deadline => return Poll::Ready(()),
@@ -83,14 +87,42 @@ impl SlackTimer {
                 // which registers it.
                 Poll::Ready(()) => sleep.as_mut().reset(deadline),
             }
-        })
-        .await
+        }
+    }
+
+    /// Completes once `deadline` has passed.
+    pub async fn until(&mut self, deadline: tokio::time::Instant) {
+        std::future::poll_fn(|cx| self.poll_until(cx, deadline)).await
     }
 
     /// Completes `d` from now.
-    pub(crate) async fn after(&mut self, d: Duration) {
+    pub async fn after(&mut self, d: Duration) {
         self.until(tokio::time::Instant::now() + d).await
     }
+}
+
+/// SLUICE PATCH (README section 24): [`timeout`] on a connection's [`SlackTimer`] (an upstream
+/// connection's successive reads of response heads), for the timer of tokio's timer wheel
+/// (the stock fast timer is not used here). As with [`timeout`], the timer starts only when
+/// `fut` first returns pending.
+pub(crate) async fn timeout_slack<F: Future>(
+    timer: &mut SlackTimer,
+    d: Duration,
+    fut: F,
+) -> Result<F::Output, Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let mut deadline = None;
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        let deadline = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + d);
+        match timer.poll_until(cx, deadline) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -153,5 +185,33 @@ mod tests {
         let before = tokio::time::Instant::now();
         t.after(Duration::from_millis(50)).await;
         assert!(before.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn a_slack_timeout_starts_when_pending_and_fires_at_its_own_deadline() {
+        let mut t = SlackTimer::default();
+        // Ready at once: no timer at all.
+        assert_eq!(
+            timeout_slack(&mut t, Duration::ZERO, async { 7 })
+                .await
+                .unwrap(),
+            7
+        );
+        assert!(t.sleep.is_none());
+        // A quick read leaves the timer registered at its deadline ...
+        let quick = tokio::time::sleep(Duration::from_millis(10));
+        timeout_slack(&mut t, Duration::from_millis(100), quick)
+            .await
+            .unwrap();
+        let first = t.sleep.as_ref().unwrap().deadline();
+        // ... and a slow one after it is timed from its own start, not from the first's.
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let started = tokio::time::Instant::now();
+        let slow = tokio::time::sleep(Duration::from_secs(30));
+        assert!(timeout_slack(&mut t, Duration::from_millis(100), slow)
+            .await
+            .is_err());
+        assert!(tokio::time::Instant::now() >= started + Duration::from_millis(100));
+        assert!(first < started + Duration::from_millis(100));
     }
 }

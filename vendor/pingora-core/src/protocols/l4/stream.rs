@@ -544,6 +544,9 @@ pub struct Stream {
     write_pending_time: AccumulatedDuration,
     /// Last rx timestamp associated with the last recvmsg call.
     pub rx_ts: Option<SystemTime>,
+    // SLUICE PATCH (README section 24): the timer of this connection's timed reads of
+    // response heads (`take_slack_timer`), kept between requests.
+    slack_timer: crate::protocols::timeout::SlackTimer,
 }
 
 impl Stream {
@@ -678,6 +681,7 @@ impl From<TcpStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            slack_timer: Default::default(),
         }
     }
 }
@@ -703,6 +707,7 @@ impl From<virt::VirtualSocketStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            slack_timer: Default::default(),
         }
     }
 }
@@ -729,6 +734,7 @@ impl From<UnixStream> for Stream {
             read_pending_time: AccumulatedDuration::new(),
             write_pending_time: AccumulatedDuration::new(),
             rx_ts: None,
+            slack_timer: Default::default(),
         }
     }
 }
@@ -771,6 +777,14 @@ impl Peek for Stream {
         // rewind regardless of what is read
         self.rewind(buf);
         Ok(true)
+    }
+
+    fn take_slack_timer(&mut self) -> Option<crate::protocols::timeout::SlackTimer> {
+        Some(std::mem::take(&mut self.slack_timer))
+    }
+
+    fn put_slack_timer(&mut self, timer: crate::protocols::timeout::SlackTimer) {
+        self.slack_timer = timer;
     }
 
     // SLUICE PATCH (idle keep-alive connections hold no request state): an empty write buffer

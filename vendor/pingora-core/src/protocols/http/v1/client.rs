@@ -20,7 +20,7 @@ use log::{debug, trace};
 use pingora_error::{Error, ErrorType::*, OrErr, Result, RetryType};
 use pingora_http::{HMap, IntoCaseHeaderName, RequestHeader, ResponseHeader};
 // SLUICE PATCH (I/O timers, README section 16): tokio's timer unless switched back.
-use crate::protocols::timeout::timeout;
+use crate::protocols::timeout::{timeout, timeout_slack};
 use std::io::ErrorKind;
 use std::str;
 use std::time::Duration;
@@ -424,20 +424,36 @@ impl HttpSession {
                 self.response_header_read_buf.reserve(INIT_HEADER_BUF_SIZE);
             }
 
-            let read_fut = self
-                .underlying_stream
-                .read_buf(&mut self.response_header_read_buf);
             let read_result = match self.read_timeout {
-                Some(t) => match timeout(t, read_fut).await {
-                    Ok(res) => res,
-                    Err(_) => {
-                        return self.fail_response_header_read(Error::explain(
-                            ReadTimedout,
-                            "while reading response headers",
-                        ));
+                // SLUICE PATCH (README section 24): the connection's own timer, registered
+                // once for its successive reads (with slack), when its stream keeps one.
+                Some(t) => {
+                    let mut slack = self.underlying_stream.take_slack_timer();
+                    let read_fut = self
+                        .underlying_stream
+                        .read_buf(&mut self.response_header_read_buf);
+                    let timed = match slack.as_mut() {
+                        Some(timer) => timeout_slack(timer, t, read_fut).await,
+                        None => timeout(t, read_fut).await,
+                    };
+                    if let Some(timer) = slack {
+                        self.underlying_stream.put_slack_timer(timer);
                     }
-                },
-                None => read_fut.await,
+                    match timed {
+                        Ok(res) => res,
+                        Err(_) => {
+                            return self.fail_response_header_read(Error::explain(
+                                ReadTimedout,
+                                "while reading response headers",
+                            ));
+                        }
+                    }
+                }
+                None => {
+                    self.underlying_stream
+                        .read_buf(&mut self.response_header_read_buf)
+                        .await
+                }
             };
 
             match read_result {
