@@ -276,6 +276,10 @@ pub static HEADER_NAMES: [StaticHeaderName; 5] = [
     StaticHeaderName::new("ratelimit", "ratelimit"),
 ];
 
+/// Which of [HEADER_NAMES] change from one response to the next (HTTP/2 sends them never
+/// indexed, [`insert_fields`]).
+const CHANGES_PER_RESPONSE: [bool; 5] = [false, true, true, false, true];
+
 /// A policy name that cannot be sent inside a header value (a control character). Tier names
 /// are checked at load (`config`), and `route` is fixed, so this is a guard, not a path.
 #[derive(Debug, thiserror::Error)]
@@ -344,8 +348,12 @@ pub fn write_h1_fields(
 
 /// The rate-limit response fields inserted into `resp`'s map, for an HTTP/2 client: its server
 /// would fold [`write_h1_fields`]' lines into the map again, parsing each name (callgrind over
-/// HTTP/2: about 1,800 instructions a line against 600 for the insert). On an error `resp` is
-/// unchanged.
+/// HTTP/2: about 1,800 instructions a line against 600 for the insert). The fields whose value
+/// changes from one response to the next (remaining, reset, `RateLimit`) are marked sensitive,
+/// which HPACK encodes as literals never indexed: indexed, each took an entry of the
+/// connection's 4 KiB dynamic table on every response, evicting fields that repeat, and the
+/// encoder compared it with every earlier value of its name there (see
+/// `edge::headers::response_request_id`). On an error `resp` is unchanged.
 pub fn insert_fields(
     resp: &mut pingora::http::ResponseHeader,
     d: &Decision,
@@ -360,7 +368,10 @@ pub fn insert_fields(
             buf.extend_from_slice(p);
         }
         // Digits, fixed text and the checked name: always a valid value.
-        values[i] = http::HeaderValue::from_bytes(&buf).ok();
+        values[i] = http::HeaderValue::from_bytes(&buf).ok().map(|mut v| {
+            v.set_sensitive(CHANGES_PER_RESPONSE[i]);
+            v
+        });
     })?;
     resp.reserve_headers(values.len());
     for (i, v) in values.into_iter().enumerate() {
@@ -470,6 +481,9 @@ mod tests {
         for (name, value) in &named[1..] {
             let all: Vec<_> = resp.headers.get_all(*name).iter().collect();
             assert_eq!(all, [value.as_str()], "{name}");
+            // What changes on every response is never indexed by HPACK; the rest may be.
+            let changes = !matches!(*name, "x-ratelimit-limit" | "ratelimit-policy");
+            assert_eq!(all[0].is_sensitive(), changes, "{name}");
         }
         let mut resp = pingora::http::ResponseHeader::build(200, None).unwrap();
         assert!(insert_fields(&mut resp, &d, &p, "bad\nname").is_err());
