@@ -950,6 +950,25 @@ impl ResponseHeader {
         clone_resp_parts(&self.base)
     }
 
+    /// SLUICE PATCH (fields moved to the HTTP/2 codec): [http::response::Parts] with `self`'s
+    /// status, version, fields and extensions, the fields and extensions moved out rather than
+    /// cloned. `self` keeps its status, version and reason, with no fields (nor raw lines, nor
+    /// case map): what the HTTP/2 server keeps of a response it has handed to the codec.
+    pub fn take_owned_parts(&mut self) -> RespParts {
+        let mut parts = RespBuilder::new()
+            .status(self.base.status)
+            .version(self.base.version)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        parts.headers = std::mem::take(&mut self.base.headers);
+        parts.extensions = std::mem::take(&mut self.base.extensions);
+        self.header_name_map = None;
+        self.raw_h1_fields = Vec::new();
+        parts
+    }
+
     /// Helper function to set the HTTP content length on the response header.
     pub fn set_content_length(&mut self, len: usize) -> Result<()> {
         self.insert_header(http::header::CONTENT_LENGTH, len)
@@ -1322,6 +1341,19 @@ mod tests {
     use super::*;
 
     // SLUICE PATCH (raw HTTP/1 fields on responses).
+    #[test]
+    fn taken_parts_move_the_fields_and_leave_the_status() {
+        let mut resp = ResponseHeader::build(404, None).unwrap();
+        resp.insert_header("x-a", "1").unwrap();
+        resp.set_reason_phrase(Some("Gone Fishing")).unwrap();
+        let parts = resp.take_owned_parts();
+        assert_eq!(parts.status, 404);
+        assert_eq!(parts.headers["x-a"], "1");
+        assert_eq!(resp.status, 404);
+        assert_eq!(resp.get_reason_phrase(), Some("Gone Fishing"));
+        assert!(resp.headers.is_empty());
+    }
+
     #[test]
     fn response_raw_fields_go_out_after_the_map_and_fold_into_it() {
         use bytes::BytesMut;

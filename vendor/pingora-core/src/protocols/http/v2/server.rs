@@ -719,7 +719,10 @@ impl HttpSession {
         header.remove_header(&HeaderName::from_static("keep-alive"));
         header.remove_header(&HeaderName::from_static("proxy-connection"));
 
-        let resp = Response::from_parts(header.as_owned_parts(), ());
+        // SLUICE PATCH (README section 25): the fields move to the codec, not cloned (four
+        // vectors copied, about 700 instructions a response); the kept header has the status
+        // and version, all that readers of `response_written()` use.
+        let resp = Response::from_parts(header.take_owned_parts(), ());
 
         let body_writer = self.send_response.send_response(resp, end).or_err(
             ErrorType::WriteError,
