@@ -79,18 +79,28 @@ impl Send {
 
     fn check_headers(fields: &http::HeaderMap) -> Result<(), UserError> {
         // 8.1.2.2. Connection-Specific Header Fields
-        if fields.contains_key(http::header::CONNECTION)
-            || fields.contains_key(http::header::TRANSFER_ENCODING)
-            || fields.contains_key(http::header::UPGRADE)
-            || fields.contains_key("keep-alive")
-            || fields.contains_key("proxy-connection")
-        {
-            tracing::debug!("illegal connection-specific headers found");
-            return Err(UserError::MalformedHeaders);
-        } else if let Some(te) = fields.get(http::header::TE) {
-            if te != "trailers" {
+        // SLUICE PATCH (README, one pass over the names): the names are compared once each,
+        // instead of six hashed lookups of which two parsed their name every time (about 900
+        // instructions a message); the same fields are refused.
+        let mut te = false;
+        for name in fields.keys() {
+            if name == http::header::CONNECTION
+                || name == http::header::TRANSFER_ENCODING
+                || name == http::header::UPGRADE
+                || name == "keep-alive"
+                || name == "proxy-connection"
+            {
                 tracing::debug!("illegal connection-specific headers found");
                 return Err(UserError::MalformedHeaders);
+            }
+            te |= name == http::header::TE;
+        }
+        if te {
+            if let Some(te) = fields.get(http::header::TE) {
+                if te != "trailers" {
+                    tracing::debug!("illegal connection-specific headers found");
+                    return Err(UserError::MalformedHeaders);
+                }
             }
         }
         Ok(())
@@ -663,5 +673,37 @@ impl Send {
 
     pub(crate) fn is_extended_connect_protocol_enabled(&self) -> bool {
         self.is_extended_connect_protocol_enabled
+    }
+}
+
+// SLUICE PATCH (README, one pass over the names): the fields `check_headers` refuses.
+#[cfg(test)]
+mod sluice_check_headers_tests {
+    use super::*;
+
+    fn map(fields: &[(&'static str, &'static str)]) -> http::HeaderMap {
+        let mut m = http::HeaderMap::new();
+        for (k, v) in fields {
+            m.append(*k, http::HeaderValue::from_static(v));
+        }
+        m
+    }
+
+    #[test]
+    fn connection_specific_fields_are_refused_and_others_pass() {
+        let ok = map(&[("content-type", "text/plain"), ("x-a", "1"), ("te", "trailers")]);
+        assert!(Send::check_headers(&ok).is_ok());
+        assert!(Send::check_headers(&http::HeaderMap::new()).is_ok());
+        for bad in [
+            "connection",
+            "transfer-encoding",
+            "upgrade",
+            "keep-alive",
+            "proxy-connection",
+        ] {
+            let m = map(&[("x-a", "1"), (bad, "x")]);
+            assert!(Send::check_headers(&m).is_err(), "{bad}");
+        }
+        assert!(Send::check_headers(&map(&[("te", "gzip")])).is_err());
     }
 }
