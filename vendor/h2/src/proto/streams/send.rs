@@ -691,7 +691,11 @@ mod sluice_check_headers_tests {
 
     #[test]
     fn connection_specific_fields_are_refused_and_others_pass() {
-        let ok = map(&[("content-type", "text/plain"), ("x-a", "1"), ("te", "trailers")]);
+        let ok = map(&[
+            ("content-type", "text/plain"),
+            ("x-a", "1"),
+            ("te", "trailers"),
+        ]);
         assert!(Send::check_headers(&ok).is_ok());
         assert!(Send::check_headers(&http::HeaderMap::new()).is_ok());
         for bad in [
