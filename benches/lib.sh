@@ -13,6 +13,26 @@ wait_port() {
   done
   echo "nothing listening on $1" >&2; return 1
 }
+# static_backend_conf PORT [SERVER_LINES]: the config of a static nginx backend that costs the
+# load's core little (one worker, `return 200 "pong"`), listening on PORT, with SERVER_LINES
+# (more locations, fields) in its server block. Its pid file and error log go to $work.
+static_backend_conf() {
+  cat <<NGX
+worker_processes 1;
+pid $work/backend.pid;
+error_log $work/backend-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 10000000;
+  server {
+    listen 127.0.0.1:$1;
+${2:-}
+    location / { return 200 "pong"; }
+  }
+}
+NGX
+}
 # User + system CPU ticks of a comma-separated list of processes.
 cpu_ticks() {
   local t=0 p

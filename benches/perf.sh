@@ -52,21 +52,7 @@ fi
 source benches/lib.sh
 
 BACKEND=$(free_port)
-cat >"$work/backend.conf" <<NGX
-worker_processes 1;
-pid $work/backend.pid;
-error_log $work/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server {
-    listen 127.0.0.1:$BACKEND;
-    default_type text/plain;
-    location / { return 200 "pong"; }
-  }
-}
-NGX
+static_backend_conf "$BACKEND" >"$work/backend.conf"
 taskset -c 0 nginx -c "$work/backend.conf" -g 'daemon off;' &
 pids+=($!)
 wait_port "$BACKEND"

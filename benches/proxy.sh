@@ -94,24 +94,10 @@ if [ "$MODE" = pinned ]; then
   for h in host x-forwarded-for x-forwarded-host x-forwarded-proto x-real-ip x-request-id x-env x-client-ip x-debug; do
     echo_fields+="${echo_fields:+,}\"$h\":\"\$http_${h//-/_}\""
   done
-  cat >"$work/backend.conf" <<NGX
-worker_processes 1;
-pid $work/backend.pid;
-error_log $work/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server {
-    listen 127.0.0.1:$BACKEND;
-    default_type text/plain;
+  static_backend_conf "$BACKEND" "    default_type text/plain;
     add_header X-Backend-Id b1;
-    location = /echo { default_type application/json; return 200 '{"path":"\$uri","headers":{$echo_fields}}'; }
-    location /json/ { default_type application/json; alias $work/json/; }
-    location / { return 200 "pong"; }
-  }
-}
-NGX
+    location = /echo { default_type application/json; return 200 '{\"path\":\"\$uri\",\"headers\":{$echo_fields}}'; }
+    location /json/ { default_type application/json; alias $work/json/; }" >"$work/backend.conf"
   "${LOAD_CPU[@]}" nginx -c "$work/backend.conf" -g 'daemon off;' &
   pids+=($!); BACKEND_PID=$!
 else

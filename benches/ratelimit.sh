@@ -54,17 +54,7 @@ pids+=($!)
 REDIS_PID=$!
 if [ "$MODE" = pinned ]; then
   # A static backend that costs core 0 little, as in benches/proxy.sh.
-  cat >"$work/backend.conf" <<NGX
-worker_processes 1;
-pid $work/backend.pid;
-error_log $work/backend-error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 10000000;
-  server { listen 127.0.0.1:$BACKEND; location / { return 200 "pong"; } }
-}
-NGX
+  static_backend_conf "$BACKEND" >"$work/backend.conf"
   "${LOAD_CPU[@]}" nginx -c "$work/backend.conf" -g 'daemon off;' &
 else
   target/release/backend-sample --listen "127.0.0.1:$BACKEND" --id b1 2>/dev/null &
