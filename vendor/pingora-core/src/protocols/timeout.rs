@@ -26,31 +26,15 @@ pub fn set_fast_io_timeouts(fast: bool) {
     FAST.store(fast, Ordering::Relaxed);
 }
 
-type Delay = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
-
 /// `fut`, or `Elapsed` once it has been pending for `d`. As with `pingora_timeout::timeout`, the
 /// timer starts only when `fut` first returns pending, so an operation that completes at once
 /// costs no timer.
 pub async fn timeout<F: Future>(d: Duration, fut: F) -> Result<F::Output, Elapsed> {
-    let mut fut = std::pin::pin!(fut);
-    let mut delay: Option<Delay> = None;
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(v));
-        }
-        let delay = delay.get_or_insert_with(|| {
-            if FAST.load(Ordering::Relaxed) {
-                Box::pin(pingora_timeout::sleep(d))
-            } else {
-                Box::pin(tokio::time::sleep(d))
-            }
-        });
-        match delay.as_mut().poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(()) => Poll::Ready(Err(Elapsed)),
-        }
-    })
-    .await
+    if FAST.load(Ordering::Relaxed) {
+        return pingora_timeout::timeout(d, fut).await;
+    }
+    // A timer of its own: the one-operation case of a connection's [`SlackTimer`].
+    timeout_slack(&mut SlackTimer::default(), d, fut).await
 }
 
 /// SLUICE PATCH (README section 24): a timer for a connection's successive idle waits, with
