@@ -172,6 +172,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_slack_timer_waited_on_by_another_task_wakes_that_task() {
+        // An upstream connection's timer goes from one request's task to another's with the
+        // connection. Registered by one task ...
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let t = tokio::spawn(async move {
+            let mut t = SlackTimer::default();
+            tokio::select! {
+                biased;
+                _ = tokio::task::yield_now() => {}
+                _ = t.until(deadline) => panic!("not yet due"),
+            }
+            t
+        })
+        .await
+        .unwrap();
+        // ... it must wake the next task that waits on it, not the first one.
+        let waited = tokio::spawn(async move {
+            let mut t = t;
+            t.until(deadline).await
+        });
+        tokio::time::timeout(Duration::from_secs(5), waited)
+            .await
+            .expect("the second task was woken at the deadline")
+            .unwrap();
+    }
+
+    #[tokio::test]
     async fn a_slack_timeout_starts_when_pending_and_fires_at_its_own_deadline() {
         let mut t = SlackTimer::default();
         // Ready at once: no timer at all.
