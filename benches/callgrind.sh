@@ -12,6 +12,10 @@
 #   --h2 loads HTTP/2 over TLS instead (a [[server.tls]] listener with conf/tls's demo certificate,
 #   h2load with one stream per connection; Sluice only, not the floor): the cost of the HTTP/2
 #   codec and TLS per request.
+#   --cache-sim also simulates the caches (valgrind's --cache-sim=yes: first-level instruction
+#   and data misses, last-level misses) and prints misses per request beside the instructions:
+#   repeatable like the instruction count, for code layout and working-set changes that the
+#   clock cannot tell apart on this VM (which has no hardware counters).
 #   --strace counts system calls per request instead (the binary runs natively, `strace -c -f`
 #   attached for the measured load): calls and failed calls by name, repeatable from run to run
 #   (e.g. the EAGAIN read per request found in session 19).
@@ -26,7 +30,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=() REDIS_ON= H2= STRACE=
+SECONDS_LOAD=8 CONNS=16 URLPATH=/ping KEEP="" ROUTE_EXTRA="" WRK_HEADERS=() REDIS_ON= H2= STRACE= CACHE_SIM=
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -39,6 +43,7 @@ while [ $# -gt 0 ]; do
     --redis) REDIS_ON=1; shift ;;
     --h2) H2=1; shift ;;
     --strace) STRACE=1; shift ;;
+    --cache-sim) CACHE_SIM=--cache-sim=yes; shift ;;
     -*) echo "unknown argument $1" >&2; exit 2 ;;
     *) bins+=("$1"); shift ;;
   esac
@@ -112,7 +117,7 @@ TOML
   if [ -n "$STRACE" ]; then
     RUST_LOG=error "$bin" "${args[@]}" 2>"$work/$name.log" &
   else
-    RUST_LOG=error valgrind --tool=callgrind --callgrind-out-file="$out" \
+    RUST_LOG=error valgrind --tool=callgrind ${CACHE_SIM:+"$CACHE_SIM"} --callgrind-out-file="$out" \
       "$bin" "${args[@]}" 2>"$work/valgrind.$name.log" &
   fi
   local vpid=$!
@@ -152,11 +157,18 @@ TOML
   callgrind_control -d "$vpid" >/dev/null
   kill -INT "$vpid" 2>/dev/null || true
   wait "$vpid" 2>/dev/null || true
-  local total
-  # The dump made right after the load (`$out.1`), not the one at exit (shutdown work).
-  total=$(awk '/^summary:/ {s += $2} END {print s}' "$out".1)
+  # The dump made right after the load (`$out.1`), not the one at exit (shutdown work). Its
+  # `events:` line names the columns of `summary:` (Ir first; with --cache-sim also I1mr,
+  # D1mr, D1mw, ILmr, DLmr, DLmw).
   if [ -n "$KEEP" ]; then mkdir -p "$KEEP"; cp "$out".1 "$KEEP/$name.$round.callgrind"; fi
-  echo "$name $reqs $total" | awk '{printf "%-12s %8d requests  %8.0f instructions/request\n", $1, $2, $3 / $2}'
+  awk -v name="$name" -v reqs="$reqs" '
+    /^events:/ { for (i = 2; i <= NF; i++) ev[i] = $i }
+    /^summary:/ { for (i = 2; i <= NF; i++) sum[i] += $i; n = NF }
+    END {
+      line = sprintf("%-12s %8d requests  %8.0f instructions/request", name, reqs, sum[2] / reqs)
+      for (i = 3; i <= n; i++) if (ev[i] ~ /mr$|mw$/) line = line sprintf("  %s %.1f", ev[i], sum[i] / reqs)
+      print line
+    }' "$out".1
 }
 
 for round in 1 2; do

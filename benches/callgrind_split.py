@@ -11,10 +11,16 @@ its `fn=` that do not follow a `calls=` line; its inclusive cost adds the lines 
   callgrind_split.py hooks DUMP REQS               inclusive cost of each Sluice hook
   callgrind_split.py callees DUMP REQS REGEX       what functions matching REGEX call
   callgrind_split.py callers DUMP REQS REGEX       who calls functions matching REGEX (calls/req)
+
+--event NAME (anywhere) reads another event than the first (Ir), e.g. `--event I1mr` for the
+first-level instruction cache misses of a dump made with `callgrind.sh --cache-sim`.
 """
 import collections
 import re
 import sys
+
+
+EVENT = None
 
 
 class Dump:
@@ -35,6 +41,7 @@ class Dump:
 
         fn = fl = cur_file = cfn = None
         pending = None
+        col = 1  # the cost column after the position: the first event unless --event
         with open(path, errors="replace") as f:
             for line in f:
                 c = line[:1]
@@ -42,7 +49,8 @@ class Dump:
                     parts = line.split()
                     if len(parts) < 2:
                         continue
-                    v = int(parts[1])
+                    # Trailing zero costs are left out of a line.
+                    v = int(parts[col]) if col < len(parts) else 0
                     if pending is not None:
                         self.calls[(fn, pending[0])] += v
                         self.ncalls[(fn, pending[0])] += pending[1]
@@ -50,6 +58,8 @@ class Dump:
                     else:
                         self.self_fn[fn] += v
                         self.self_file[cur_file] += v
+                elif line.startswith("events:") and EVENT:
+                    col = line.split()[1:].index(EVENT) + 1
                 elif line.startswith("fn="):
                     fn = comp(line[3:].strip(), names)
                     cur_file = fl
@@ -74,7 +84,13 @@ class Dump:
 
 
 def main():
-    cmd, args = sys.argv[1], sys.argv[2:]
+    global EVENT
+    argv = sys.argv[1:]
+    if "--event" in argv:
+        i = argv.index("--event")
+        EVENT = argv[i + 1]
+        del argv[i : i + 2]
+    cmd, args = argv[0], argv[1:]
     if cmd == "diff":
         a, na, b, nb = Dump(args[0]), int(args[1]), Dump(args[2]), int(args[3])
         keys = set(a.self_fn) | set(b.self_fn)
