@@ -20,11 +20,8 @@ import re
 import sys
 
 
-EVENT = None
-
-
 class Dump:
-    def __init__(self, path):
+    def __init__(self, path, event=None):
         names, files = {}, {}
         self.self_fn = collections.Counter()
         self.self_file = collections.Counter()
@@ -58,8 +55,11 @@ class Dump:
                     else:
                         self.self_fn[fn] += v
                         self.self_file[cur_file] += v
-                elif line.startswith("events:") and EVENT:
-                    col = line.split()[1:].index(EVENT) + 1
+                elif line.startswith("events:") and event:
+                    names_ = line.split()[1:]
+                    if event not in names_:
+                        sys.exit(f"{path}: no event {event} (it has {' '.join(names_)})")
+                    col = names_.index(event) + 1
                 elif line.startswith("fn="):
                     fn = comp(line[3:].strip(), names)
                     cur_file = fl
@@ -84,22 +84,22 @@ class Dump:
 
 
 def main():
-    global EVENT
-    argv = sys.argv[1:]
+    argv, event = sys.argv[1:], None
     if "--event" in argv:
         i = argv.index("--event")
-        EVENT = argv[i + 1]
+        event = argv[i + 1]
         del argv[i : i + 2]
+    load = lambda path: Dump(path, event)  # noqa: E731
     cmd, args = argv[0], argv[1:]
     if cmd == "diff":
-        a, na, b, nb = Dump(args[0]), int(args[1]), Dump(args[2]), int(args[3])
+        a, na, b, nb = load(args[0]), int(args[1]), load(args[2]), int(args[3])
         keys = set(a.self_fn) | set(b.self_fn)
         d = {k: a.self_fn[k] / na - b.self_fn[k] / nb for k in keys}
         print(f"total A {sum(a.self_fn.values()) / na:.0f}  B {sum(b.self_fn.values()) / nb:.0f}")
         for k in sorted(keys, key=lambda k: -abs(d[k]))[:60]:
             print(f"{d[k]:+8.1f}  A {a.self_fn[k] / na:8.1f}  B {b.self_fn[k] / nb:8.1f}  {k}")
         return
-    dump, n = Dump(args[0]), int(args[1])
+    dump, n = load(args[0]), int(args[1])
     if cmd == "self":
         table = dump.self_file if "--files" in args else dump.self_fn
         print(f"total {sum(table.values()) / n:.0f}/request")
