@@ -122,6 +122,8 @@ async fn revalidation_refreshes_the_shared_entry() {
     // wrote, not what it decoded before (which has expired by now).
     let r = c.get(a.url("/cache/1")).send().await.unwrap();
     assert_eq!(x_cache(&r), "HIT");
+    // The refresh replaced the stored metadata and kept the inline body beside it.
+    assert_eq!(r.text().await.unwrap(), "cacheable for 1 s\n");
     assert_eq!(served(&bs, "/cache/1")["b1"], 2);
 }
 
@@ -542,12 +544,26 @@ async fn a_corrupted_entry_is_refetched_not_served_from_what_was_decoded_before(
         .await
         .unwrap();
     assert_eq!(keys.len(), 1, "{keys:?}");
+    // The packed value keeps its layout (format, shape, the two metadata lengths, the inline
+    // body); only the serialized metadata becomes garbage.
+    let p: Vec<u8> = redis::cmd("HGET")
+        .arg(&keys[0])
+        .arg("p")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    let len_at = |i: usize| u32::from_le_bytes(p[i..i + 4].try_into().unwrap()) as usize;
+    let (internal, header) = (&b"\x00garbage"[..], &b"\xffnot zstd"[..]);
+    let mut bad = p[..33].to_vec();
+    bad.extend_from_slice(&(internal.len() as u32).to_le_bytes());
+    bad.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    bad.extend_from_slice(internal);
+    bad.extend_from_slice(header);
+    bad.extend_from_slice(&p[41 + len_at(33) + len_at(37)..]);
     let _: () = redis::cmd("HSET")
         .arg(&keys[0])
-        .arg("i")
-        .arg(&b"\x00garbage"[..])
-        .arg("h")
-        .arg(&b"\xffnot zstd"[..])
+        .arg("p")
+        .arg(bad)
         .query_async(&mut rc)
         .await
         .unwrap();
@@ -555,6 +571,63 @@ async fn a_corrupted_entry_is_refetched_not_served_from_what_was_decoded_before(
     let r = c.get(a.url("/cache/60")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_ne!(x_cache(&r), "HIT");
+    assert_eq!(r.text().await.unwrap(), body);
+    assert_eq!(served(&bs, "/cache/60")["b1"], 2);
+}
+
+/// An entry in the layout Sluice wrote before the packed value (seven fields, `i` `h` `v` `n`
+/// `l` `c` `b`, no `p`), as an older instance sharing the Redis still writes during a rolling
+/// upgrade: a miss, fetched from the backend and written again in the packed layout, never an
+/// error or a half-read entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_entry_in_the_older_layout_is_refetched_and_rewritten() {
+    let redis = RedisServer::start().await;
+    let bs = backends(1).await;
+    let a = Sluice::start(config(
+        &bs[0],
+        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
+    ))
+    .await;
+    let c = client(None);
+    let r = c.get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let body = r.text().await.unwrap();
+
+    let mut rc = redis.client().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*:m")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let _: () = redis::cmd("HDEL")
+        .arg(&keys[0])
+        .arg("p")
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(&keys[0])
+        .arg("i")
+        .arg("x")
+        .arg("h")
+        .arg("y")
+        .arg("l")
+        .arg(body.len())
+        .arg("c")
+        .arg(65536)
+        .arg("b")
+        .arg(&body)
+        .query_async(&mut rc)
+        .await
+        .unwrap();
+
+    let r = c.get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(x_cache(&r), "MISS");
+    assert_eq!(r.text().await.unwrap(), body);
+    let r = c.get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "HIT");
     assert_eq!(r.text().await.unwrap(), body);
     assert_eq!(served(&bs, "/cache/60")["b1"], 2);
 }
