@@ -11,12 +11,15 @@
 # the cores, with oha (the placement of the runs before 2026-12-03).
 #
 # Usage: benches/cache.sh [--duration 10s] [--conns 64] [--rounds 3] [--rate 2000]
-#                         [--mode pinned|unpinned]
+#                         [--mode pinned|unpinned] [--baseline OLD_SLUICE_BINARY]
+# --baseline adds `baseline_hit`: that binary's Redis hits in the same rounds (its own cache
+# namespace, so two entry layouts never meet), for a before/after of one change on this noisy
+# machine.
 # Writes benches/results/cache-<UTC time>.json. Installs oha, nginx, redis-server when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=10s CONNS=64 ROUNDS=3 RATE=2000 MODE=pinned
+DURATION=10s CONNS=64 ROUNDS=3 RATE=2000 MODE=pinned BASELINE=
 [ "$(nproc)" -ge 2 ] || MODE=unpinned
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -25,6 +28,7 @@ while [ $# -gt 0 ]; do
     --conns) CONNS=$2; shift 2 ;;
     --rounds) ROUNDS=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
+    --baseline) BASELINE=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -103,22 +107,35 @@ sed -e "s/127.0.0.1:$SLUICE\"/127.0.0.1:$SLUICE_MEM\"/" -e '/^\[redis\]/,/^url/d
   "$work/sluice.toml" >"$work/sluice-mem.toml"
 RUST_LOG=warn "${PROXY_CPU[@]}" target/release/sluice --config "$work/sluice-mem.toml" 2>"$work/sluice-mem.log" &
 pids+=($!); PID[sluice_memory_hit]=$!
-for p in $REDIS $BACKEND $NGINX $SLUICE $SLUICE_MEM; do wait_port "$p"; done
-
-# Fill the caches and check that hits really are hits.
-for u in "http://127.0.0.1:$SLUICE/cache/600" "http://127.0.0.1:$SLUICE_MEM/cache/600" \
-  "http://127.0.0.1:$NGINX/cache/600"; do
-  curl -sf -o /dev/null "$u"
-  curl -sf -D - -o /dev/null "$u" | grep -qi '^x-cache: HIT' || { echo "$u is not a cache hit" >&2; exit 1; }
-done
-
+PORTS="$REDIS $BACKEND $NGINX $SLUICE $SLUICE_MEM"
+TARGETS="sluice_hit sluice_memory_hit sluice_uncached nginx_hit"
 declare -A URL=(
   [sluice_hit]="http://127.0.0.1:$SLUICE/cache/600"
   [sluice_memory_hit]="http://127.0.0.1:$SLUICE_MEM/cache/600"
   [sluice_uncached]="http://127.0.0.1:$SLUICE/off/cache/600"
   [nginx_hit]="http://127.0.0.1:$NGINX/cache/600"
 )
-TARGETS="sluice_hit sluice_memory_hit sluice_uncached nginx_hit"
+if [ -n "$BASELINE" ]; then
+  # The older binary on the same Redis, under its own namespace.
+  SLUICE_BASE=$(free_port)
+  sed -e "s/127.0.0.1:$SLUICE\"/127.0.0.1:$SLUICE_BASE\"/" "$work/sluice.toml" >"$work/sluice-base.toml"
+  printf '[cache]\nnamespace = "baseline"\n' >>"$work/sluice-base.toml"
+  RUST_LOG=warn "${PROXY_CPU[@]}" "$BASELINE" --config "$work/sluice-base.toml" 2>"$work/sluice-base.log" &
+  pids+=($!); PID[baseline_hit]=$!
+  PORTS="$PORTS $SLUICE_BASE"
+  TARGETS="$TARGETS baseline_hit"
+  URL[baseline_hit]="http://127.0.0.1:$SLUICE_BASE/cache/600"
+fi
+for p in $PORTS; do wait_port "$p"; done
+
+# Fill the caches and check that hits really are hits.
+for t in $TARGETS; do
+  [ "$t" != sluice_uncached ] || continue
+  u=${URL[$t]}
+  curl -sf -o /dev/null "$u"
+  curl -sf -D - -o /dev/null "$u" | grep -qi '^x-cache: HIT' || { echo "$u is not a cache hit" >&2; exit 1; }
+done
+
 # nginx's CPU is its worker's (the master and the cache manager do nothing under load).
 PID[nginx_hit]=$(pgrep -P "$NGINX_MASTER" -f "worker process" | head -1)
 # wrk writes its summary as JSON through this script (pinned mode).
@@ -138,9 +155,9 @@ echo "hit latency at $RATE req/s"
 
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 out="benches/results/cache-$stamp.json"
-python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$RATE" "$MODE" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$work" "$ROUNDS" "$out" "$DURATION" "$CONNS" "$RATE" "$MODE" "$(getconf CLK_TCK)" "$TARGETS" <<'PY'
 import json, os, statistics, sys
-work, rounds, out, duration, conns, rate, mode, tck = sys.argv[1:]
+work, rounds, out, duration, conns, rate, mode, tck, targets = sys.argv[1:]
 rounds, tck = int(rounds), int(tck)
 def summary(d):
     lat = d["latencyPercentiles"]
@@ -159,16 +176,18 @@ def one_run(prefix):
         d = json.load(open(f"{prefix}.oha.json"))
         served = sum(d.get("statusCodeDistribution", {}).values())
         run = summary(d)
-    proxy_ticks, redis_ticks = map(int, open(f"{prefix}.cpu").read().split())
+    proxy_ticks, redis_ticks, user_ticks = map(int, open(f"{prefix}.cpu").read().split())
     run["proxy_cpu_us_per_req"] = proxy_ticks / tck / max(served, 1) * 1e6
+    run["proxy_user_us_per_req"] = user_ticks / tck / max(served, 1) * 1e6
     run["redis_cpu_us_per_req"] = redis_ticks / tck / max(served, 1) * 1e6
     return run
 res = {}
-for t in ["sluice_hit", "sluice_memory_hit", "sluice_uncached", "nginx_hit"]:
+for t in targets.split():
     runs = [one_run(f"{work}/{t}-{r}") for r in range(1, rounds + 1)]
     med = lambda k: statistics.median(x[k] for x in runs)
     res[t] = {"rps": med("rps"), "p50_ms": med("p50_ms"), "p99_ms": med("p99_ms"),
               "proxy_cpu_us_per_req": med("proxy_cpu_us_per_req"),
+              "proxy_user_us_per_req": med("proxy_user_us_per_req"),
               "redis_cpu_us_per_req": med("redis_cpu_us_per_req"),
               "bad": sum(x["bad"] for x in runs), "runs": runs}
 lat = summary(json.load(open(f"{work}/latency.json")))
@@ -180,12 +199,28 @@ doc = {"load": {"tool": "wrk -t1 (core 0)" if mode == "pinned" else "oha", "dura
        "hit_over_nginx_hit_rps": res["sluice_hit"]["rps"] / res["nginx_hit"]["rps"],
        "memory_hit_over_nginx_hit_rps": res["sluice_memory_hit"]["rps"] / res["nginx_hit"]["rps"],
        "hit_latency_at_rate": {"rate": int(rate), "connections": 8, **lat}}
+if "baseline_hit" in res:
+    doc["baseline_hit_over_nginx_hit_rps"] = res["baseline_hit"]["rps"] / res["nginx_hit"]["rps"]
+    # Per round, the two builds' hits side by side: the ratio this machine's drift cancels in.
+    per = [a["rps"] / b["rps"] for a, b in zip(res["sluice_hit"]["runs"], res["baseline_hit"]["runs"])]
+    cpu = [a["proxy_cpu_us_per_req"] / b["proxy_cpu_us_per_req"]
+           for a, b in zip(res["sluice_hit"]["runs"], res["baseline_hit"]["runs"])]
+    user = [a["proxy_user_us_per_req"] / b["proxy_user_us_per_req"]
+            for a, b in zip(res["sluice_hit"]["runs"], res["baseline_hit"]["runs"])]
+    doc["hit_over_baseline_hit_rps_by_round"] = per
+    doc["hit_over_baseline_hit_cpu_by_round"] = cpu
+    doc["hit_over_baseline_hit_user_cpu_by_round"] = user
 json.dump(doc, open(out, "w"), indent=2)
-print("\n| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | Redis CPU µs/req | bad |\n|---|---:|---:|---:|---:|---:|---:|")
+print("\n| target | req/s | p50 ms | p99 ms | proxy CPU µs/req | of it user | Redis CPU µs/req | bad |\n|---|---:|---:|---:|---:|---:|---:|---:|")
 for t, v in res.items():
-    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['proxy_cpu_us_per_req']:.1f} | {v['redis_cpu_us_per_req']:.1f} | {v['bad']} |")
+    print(f"| {t} | {v['rps']:.0f} | {v['p50_ms']:.2f} | {v['p99_ms']:.2f} | {v['proxy_cpu_us_per_req']:.1f} | {v['proxy_user_us_per_req']:.1f} | {v['redis_cpu_us_per_req']:.1f} | {v['bad']} |")
 print(f"\nhit/uncached: {doc['hit_over_uncached_rps']:.2f}  hit/nginx-hit: {doc['hit_over_nginx_hit_rps']:.2f}"
       f"  memory hit/nginx-hit: {doc['memory_hit_over_nginx_hit_rps']:.2f}")
+if "baseline_hit" in res:
+    print(f"baseline hit/nginx-hit: {doc['baseline_hit_over_nginx_hit_rps']:.2f}  hit/baseline hit by round:"
+          f" req/s {' '.join(f'{x:.3f}' for x in per)} (median {statistics.median(per):.3f}),"
+          f" CPU per request {' '.join(f'{x:.3f}' for x in cpu)} (median {statistics.median(cpu):.3f}),"
+          f" user CPU per request {' '.join(f'{x:.3f}' for x in user)} (median {statistics.median(user):.3f})")
 print(f"hit latency at {rate} req/s: p50 {lat['p50_ms']:.3f} ms, p99 {lat['p99_ms']:.3f} ms (bad: {lat['bad']})")
 print(f"written to {out}")
 bad = {t: v["bad"] for t, v in res.items() if v["bad"]}

@@ -33,10 +33,10 @@ ${2:-}
 }
 NGX
 }
-# User + system CPU ticks of a comma-separated list of processes.
+# User + system CPU ticks of a comma-separated list of processes (FIELDS '$14' for user only).
 cpu_ticks() {
   local t=0 p
-  for p in ${1//,/ }; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  for p in ${1//,/ }; do t=$((t + $(awk "{print ${2:-\$14 + \$15}}" "/proc/$p/stat"))); done
   echo "$t"
 }
 # `$work/report.lua`: a wrk script whose summary (requests, duration, errors, non-2xx, p50, p99,
@@ -55,17 +55,18 @@ end
 LUA
 }
 # load_url PIDS URL DURATION OUT: one load run against URL (wrk -t1 on LOAD_CPU when MODE is
-# pinned, oha otherwise, CONNS connections), then "<ticks of PIDS> <ticks of REDIS_PID>" spent
-# during it into OUT.cpu. wrk's summary goes to OUT.wrk.json (write_wrk_report first), oha's to
+# pinned, oha otherwise, CONNS connections), then "<ticks of PIDS> <ticks of REDIS_PID> <user
+# ticks of PIDS>" spent during it into OUT.cpu. wrk's summary goes to OUT.wrk.json (write_wrk_report first), oha's to
 # OUT.oha.json.
 load_url() {
-  local pids=$1 url=$2 d=$3 out=$4 p0 r0
-  p0=$(cpu_ticks "$pids"); r0=$(cpu_ticks "$REDIS_PID")
+  local pids=$1 url=$2 d=$3 out=$4 p0 r0 u0
+  p0=$(cpu_ticks "$pids"); r0=$(cpu_ticks "$REDIS_PID"); u0=$(cpu_ticks "$pids" '$14')
   if [ "$MODE" = pinned ]; then
     WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
       "$url" >/dev/null
   else
     oha -z "$d" -c "$CONNS" --no-tui --output-format json "$url" >"$out.oha.json"
   fi
-  echo "$(($(cpu_ticks "$pids") - p0)) $(($(cpu_ticks "$REDIS_PID") - r0))" >"$out.cpu"
+  echo "$(($(cpu_ticks "$pids") - p0)) $(($(cpu_ticks "$REDIS_PID") - r0))" \
+    "$(($(cpu_ticks "$pids" '$14') - u0))" >"$out.cpu"
 }

@@ -145,7 +145,7 @@ for t in targets.split():
                    # oha cuts the requests in flight when -z expires; not proxy errors.
                    "errors": sum(v for k, v in d.get("errorDistribution", {}).items()
                                  if k != "aborted due to deadline")}
-        sluice_ticks, redis_ticks = map(int, open(f"{prefix}.cpu").read().split())
+        sluice_ticks, redis_ticks = map(int, open(f"{prefix}.cpu").read().split()[:2])
         run["sluice_cpu_us_per_req"] = sluice_ticks / tck / max(served, 1) * 1e6
         run["redis_cpu_us_per_req"] = redis_ticks / tck / max(served, 1) * 1e6
         runs.append(run)
