@@ -37,6 +37,10 @@ pub struct HttpSession {
     /// SLUICE PATCH (framing once, README section 17): the response body's framing as the
     /// response head's validation found it.
     framing: Option<Framing>,
+    /// SLUICE PATCH (the head moves out, README section 26): what `respect_keepalive` needs
+    /// of the response head, worked out when it is read, so that the head itself can move to
+    /// the caller of `read_resp_header_parts` instead of being copied.
+    resp_keepalive: RespKeepalive,
     buf: Bytes,
     /// In-progress response header bytes, kept on the session so cancelled reads can resume.
     response_header_read_buf: BytesMut,
@@ -73,6 +77,47 @@ pub struct HttpSession {
     allow_h1_response_invalid_content_length: bool,
 }
 
+/// SLUICE PATCH (the head moves out, README section 26): what keep-alive needs of a response
+/// head's fields.
+#[derive(Debug, Default, Clone, Copy)]
+struct RespKeepalive {
+    /// `Transfer-Encoding` is present.
+    transfer_encoding: bool,
+    /// What `Connection` says of keep-alive, if anything.
+    connection: Option<bool>,
+    /// `Keep-Alive`'s `timeout` and `max`.
+    values: (Option<u64>, Option<usize>),
+}
+
+/// SLUICE PATCH (README section 26): the name, parsed once (a `&str` name is parsed and
+/// lowercased on every lookup).
+static KEEP_ALIVE: http::HeaderName = http::HeaderName::from_static("keep-alive");
+
+/// `Keep-Alive: timeout=5, max=1000` => 5, 1000
+fn keepalive_values(headers: &HMap) -> (Option<u64>, Option<usize>) {
+    let Some(keep_alive_header) = headers.get(&KEEP_ALIVE) else {
+        return (None, None);
+    };
+
+    let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
+        return (None, None);
+    };
+
+    let mut timeout = None;
+    let mut max = None;
+
+    for param in header_value.split(',') {
+        let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
+        match parts {
+            Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
+            Some(("max", max_value)) => max = max_value.trim().parse().ok(),
+            _ => {}
+        }
+    }
+
+    (timeout, max)
+}
+
 /// HTTP 1.x client session
 impl HttpSession {
     /// Create a new http client session from an established (TCP or TLS) [`Stream`].
@@ -105,6 +150,7 @@ impl HttpSession {
             close_delimited_resp: false,
             allow_h1_response_invalid_content_length: false,
             framing: None,
+            resp_keepalive: RespKeepalive::default(),
         }
     }
 
@@ -367,6 +413,14 @@ impl HttpSession {
                                 content_length_for_framing(&response_header.headers)
                             };
 
+                        // SLUICE PATCH (README section 26).
+                        self.resp_keepalive = RespKeepalive {
+                            transfer_encoding: contains_transfer_encoding,
+                            connection: is_buf_keepalive(
+                                response_header.headers.get(header::CONNECTION),
+                            ),
+                            values: keepalive_values(&response_header.headers),
+                        };
                         self.raw_header = Some(BufRef(0, s));
                         self.preread_body = Some(BufRef(s, total_read));
                         self.buf = buf;
@@ -489,11 +543,21 @@ impl HttpSession {
         }
     }
 
-    /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
+    /// Similar to [`Self::read_response()`], read the response header and then return it.
+    ///
+    /// SLUICE PATCH (the head moves out, README section 26): the head itself is returned, not
+    /// a copy; the session keeps a head with its status and version only (no fields), which is
+    /// all it reads afterwards (what keep-alive needs of the fields was noted when it was read).
+    /// [`Self::resp_header`] and [`Self::get_header`] see that head from then on; use
+    /// [`Self::read_response`] to keep the whole head in the session.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        let Some(head) = self.response_header.as_mut() else {
+            return Error::e_explain(InternalError, "no response header after reading one");
+        };
+        let mut kept = ResponseHeader::build_no_case(head.status, Some(0))?;
+        kept.set_version(head.version);
+        Ok(std::mem::replace(head, Box::new(kept)))
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
@@ -638,11 +702,9 @@ impl HttpSession {
 
         // Per [RFC 9112 Section 6.1-16](https://datatracker.ietf.org/doc/html/rfc9112#section-6.1-16),
         // if Transfer-Encoding is received in HTTP/1.0 response, connection MUST be closed after processing.
+        // SLUICE PATCH (README section 26): the fields as they were when the head was read.
         if self.resp_header().map(|h| h.version) == Some(Version::HTTP_10)
-            && self
-                .resp_header()
-                .and_then(|h| h.headers.get(header::TRANSFER_ENCODING))
-                .is_some()
+            && self.resp_keepalive.transfer_encoding
         {
             self.set_keepalive(None);
             return;
@@ -683,7 +745,8 @@ impl HttpSession {
         match request_keepalive {
             // ignore what the server sends if request disables keepalive explicitly
             Some(false) => Some(false),
-            _ => is_buf_keepalive(self.get_header(header::CONNECTION)),
+            // SLUICE PATCH (README section 26).
+            _ => self.resp_keepalive.connection,
         }
     }
 
@@ -691,28 +754,9 @@ impl HttpSession {
     /// This is defined in the below spec, this not part of any RFC, so
     /// it's behavior is different on different platforms.
     /// https://developer.mozilla.org/en-US/docs/Web/HTTP/Headers/Keep-Alive
+    /// SLUICE PATCH (README section 26): as the response head's fields were when read.
     fn get_keepalive_values(&self) -> (Option<u64>, Option<usize>) {
-        let Some(keep_alive_header) = self.get_header("Keep-Alive") else {
-            return (None, None);
-        };
-
-        let Ok(header_value) = str::from_utf8(keep_alive_header.as_bytes()) else {
-            return (None, None);
-        };
-
-        let mut timeout = None;
-        let mut max = None;
-
-        for param in header_value.split(',') {
-            let parts = param.split_once('=').map(|(k, v)| (k.trim(), v));
-            match parts {
-                Some(("timeout", timeout_value)) => timeout = timeout_value.trim().parse().ok(),
-                Some(("max", max_value)) => max = max_value.trim().parse().ok(),
-                _ => {}
-            }
-        }
-
-        (timeout, max)
+        self.resp_keepalive.values
     }
 
     /// Close the connection abruptly. This allows to signal the server that the connection is closed
@@ -2461,6 +2505,60 @@ mod tests_stream {
     }
 
     /* Note: body tests are covered in server.rs */
+
+    /// SLUICE PATCH (the head moves out, README section 26): the caller gets the whole head;
+    /// the session keeps its status and version, and keep-alive still follows the fields the
+    /// head had.
+    #[tokio::test]
+    async fn the_response_head_moves_out_and_keepalive_follows_its_fields() {
+        async fn read(input: &'static [u8]) -> (Box<ResponseHeader>, HttpSession) {
+            let mock_io = Builder::new().read(input).build();
+            let mut http_stream = HttpSession::new(Box::new(mock_io));
+            let head = match http_stream.read_response_task().await.unwrap() {
+                HttpTask::Header(head, _) => head,
+                other => panic!("not a header: {other:?}"),
+            };
+            while http_stream.read_body_bytes().await.unwrap().is_some() {}
+            http_stream.respect_keepalive();
+            (head, http_stream)
+        }
+
+        let (head, s) = read(
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: timeout=7, max=3\r\nX-Extra: 1\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .await;
+        assert_eq!(head.status, 200);
+        assert_eq!(head.headers.len(), 3);
+        assert_eq!(head.headers["x-extra"], "1");
+        assert_eq!(head.headers["keep-alive"], "timeout=7, max=3");
+        let kept = s.resp_header().unwrap();
+        assert_eq!(
+            (kept.status.as_u16(), kept.version),
+            (200, Version::HTTP_11)
+        );
+        assert!(kept.headers.is_empty());
+        assert_eq!(s.get_keepalive_values(), (Some(7), Some(3)));
+        assert_eq!(s.server_keepalive_timeout(), Some(Duration::from_secs(7)));
+
+        let (head, s) =
+            read(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 0\r\n\r\n").await;
+        assert_eq!(head.headers["connection"], "close");
+        assert!(!s.will_keepalive());
+
+        let (_, s) =
+            read(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(s.will_keepalive());
+        assert_eq!(s.keepalive_timeout, KeepaliveStatus::Infinite);
+
+        let (_, s) = read(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(!s.will_keepalive());
+
+        let (_, s) = read(
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive\r\n\r\n0\r\n\r\n",
+        )
+        .await;
+        assert!(!s.will_keepalive());
+    }
 
     #[tokio::test]
     async fn test_http10_response_with_transfer_encoding_disables_keepalive() {
