@@ -90,6 +90,9 @@ pub trait Fields {
     fn lines(&mut self) -> (&mut Vec<u8>, bool);
 }
 
+/// Up to this many field names, [`Fields::has`] compares names instead of hashing.
+const SCAN_FIELDS: usize = 16;
+
 macro_rules! fields {
     ($t:ty) => {
         impl Fields for $t {
@@ -107,10 +110,19 @@ macro_rules! fields {
                 self.append_static_header(name, value);
             }
             fn remove(&mut self, name: &HeaderName) {
-                self.remove_header(name);
+                if self.has(name) {
+                    self.remove_header(name);
+                }
             }
             fn has(&self, name: &HeaderName) -> bool {
-                self.headers.contains_key(name)
+                // Usually absent (a client rarely sends what a rule removes or replaces, a
+                // backend rarely sets the security fields): over a few fields, comparing names
+                // costs less than hashing one (about 200 instructions a lookup, callgrind).
+                if self.headers.keys_len() <= SCAN_FIELDS {
+                    self.headers.keys().any(|k| k == name)
+                } else {
+                    self.headers.contains_key(name)
+                }
             }
             fn reserve(&mut self, n: usize) {
                 self.reserve_headers(n);
@@ -348,6 +360,31 @@ mod tests {
     fn sent(mut resp: ResponseHeader) -> ResponseHeader {
         resp.fold_raw_h1_fields().unwrap();
         resp
+    }
+
+    #[test]
+    fn fields_are_found_and_removed_in_small_and_large_maps() {
+        // Up to SCAN_FIELDS names are compared one by one, beyond that looked up by hash:
+        // both find every field, whatever its case or position, and nothing else.
+        for extra in [0, 3, SCAN_FIELDS - 2, SCAN_FIELDS + 5] {
+            let mut req = RequestHeader::build("GET", b"/", None).unwrap();
+            for i in 0..extra {
+                req.append_header(format!("x-filler-{i}"), "1").unwrap();
+            }
+            req.append_header("X-Debug", "1").unwrap();
+            req.append_header("x-debug", "2").unwrap();
+            req.append_header("host", "h").unwrap();
+            let debug = HeaderName::from_static("x-debug");
+            let absent = HeaderName::from_static("x-absent");
+            assert!(req.has(&debug), "{extra}");
+            assert!(req.has(&http::header::HOST), "{extra}");
+            assert!(!req.has(&absent), "{extra}");
+            req.remove(&absent);
+            req.remove(&debug);
+            assert!(!req.has(&debug), "{extra}");
+            assert!(req.headers.get("x-debug").is_none(), "{extra}");
+            assert_eq!(req.headers.len(), extra + 1, "{extra}");
+        }
     }
 
     #[test]
