@@ -396,7 +396,11 @@ impl ProxyHttp for Edge {
             session.set_read_timeout(Some(t));
         }
         let req = session.req_header();
-        let host = normalize_host(headers::host(req));
+        let host = if snapshot.router.matches_hosts() {
+            normalize_host(headers::host(req))
+        } else {
+            std::borrow::Cow::Borrowed("")
+        };
         match snapshot
             .router
             .find(&host, req.uri.path(), ctx.tls, &req.method, &req.headers)
