@@ -202,11 +202,8 @@ doc = {"load": {"tool": "wrk -t1 (core 0)" if mode == "pinned" else "oha", "dura
 if "baseline_hit" in res:
     doc["baseline_hit_over_nginx_hit_rps"] = res["baseline_hit"]["rps"] / res["nginx_hit"]["rps"]
     # Per round, the two builds' hits side by side: the ratio this machine's drift cancels in.
-    per = [a["rps"] / b["rps"] for a, b in zip(res["sluice_hit"]["runs"], res["baseline_hit"]["runs"])]
-    cpu = [a["proxy_cpu_us_per_req"] / b["proxy_cpu_us_per_req"]
-           for a, b in zip(res["sluice_hit"]["runs"], res["baseline_hit"]["runs"])]
-    user = [a["proxy_user_us_per_req"] / b["proxy_user_us_per_req"]
-            for a, b in zip(res["sluice_hit"]["runs"], res["baseline_hit"]["runs"])]
+    by_round = lambda k: [a[k] / b[k] for a, b in zip(res["sluice_hit"]["runs"], res["baseline_hit"]["runs"])]
+    per, cpu, user = by_round("rps"), by_round("proxy_cpu_us_per_req"), by_round("proxy_user_us_per_req")
     doc["hit_over_baseline_hit_rps_by_round"] = per
     doc["hit_over_baseline_hit_cpu_by_round"] = cpu
     doc["hit_over_baseline_hit_user_cpu_by_round"] = user

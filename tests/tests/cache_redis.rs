@@ -518,6 +518,22 @@ async fn vary_variants_are_shared_and_invalidated_across_instances() {
     assert_eq!(ask(&a, "de").await.0, "MISS");
 }
 
+/// One Sluice on `redis` in front of `b`, with `/cache/60` stored by a first request (a MISS):
+/// the instance, the body it answered, and the entry's meta key in Redis.
+async fn one_stored_entry(redis: &RedisServer, b: &Backend) -> (Sluice, String, String) {
+    let a = Sluice::start(config(b, &format!("[redis]\nurl = \"{}\"\n", redis.url()))).await;
+    let r = client(None).get(a.url("/cache/60")).send().await.unwrap();
+    assert_eq!(x_cache(&r), "MISS");
+    let body = r.text().await.unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*:m")
+        .query_async(&mut redis.client().await)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    (a, body, keys[0].clone())
+}
+
 /// A corrupted entry (another writer, a bad restore) is never answered from the metadata an
 /// instance decoded earlier for the same key: the bytes read from Redis no longer match, they
 /// fail to decode, and the request is fetched from the backend instead (no error, no stale hit).
@@ -525,29 +541,16 @@ async fn vary_variants_are_shared_and_invalidated_across_instances() {
 async fn a_corrupted_entry_is_refetched_not_served_from_what_was_decoded_before() {
     let redis = RedisServer::start().await;
     let bs = backends(1).await;
-    let a = Sluice::start(config(
-        &bs[0],
-        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
-    ))
-    .await;
+    let (a, body, key) = one_stored_entry(&redis, &bs[0]).await;
     let c = client(None);
-    let r = c.get(a.url("/cache/60")).send().await.unwrap();
-    assert_eq!(x_cache(&r), "MISS");
-    let body = r.text().await.unwrap();
     let r = c.get(a.url("/cache/60")).send().await.unwrap();
     assert_eq!(x_cache(&r), "HIT");
 
     let mut rc = redis.client().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*:m")
-        .query_async(&mut rc)
-        .await
-        .unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
     // The packed value keeps its layout (format, shape, the two metadata lengths, the inline
     // body); only the serialized metadata becomes garbage.
     let p: Vec<u8> = redis::cmd("HGET")
-        .arg(&keys[0])
+        .arg(&key)
         .arg("p")
         .query_async(&mut rc)
         .await
@@ -561,7 +564,7 @@ async fn a_corrupted_entry_is_refetched_not_served_from_what_was_decoded_before(
     bad.extend_from_slice(header);
     bad.extend_from_slice(&p[41 + len_at(33) + len_at(37)..]);
     let _: () = redis::cmd("HSET")
-        .arg(&keys[0])
+        .arg(&key)
         .arg("p")
         .arg(bad)
         .query_async(&mut rc)
@@ -583,31 +586,18 @@ async fn a_corrupted_entry_is_refetched_not_served_from_what_was_decoded_before(
 async fn an_entry_in_the_older_layout_is_refetched_and_rewritten() {
     let redis = RedisServer::start().await;
     let bs = backends(1).await;
-    let a = Sluice::start(config(
-        &bs[0],
-        &format!("[redis]\nurl = \"{}\"\n", redis.url()),
-    ))
-    .await;
+    let (a, body, key) = one_stored_entry(&redis, &bs[0]).await;
     let c = client(None);
-    let r = c.get(a.url("/cache/60")).send().await.unwrap();
-    assert_eq!(x_cache(&r), "MISS");
-    let body = r.text().await.unwrap();
 
     let mut rc = redis.client().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*:m")
-        .query_async(&mut rc)
-        .await
-        .unwrap();
-    assert_eq!(keys.len(), 1, "{keys:?}");
     let _: () = redis::cmd("HDEL")
-        .arg(&keys[0])
+        .arg(&key)
         .arg("p")
         .query_async(&mut rc)
         .await
         .unwrap();
     let _: () = redis::cmd("HSET")
-        .arg(&keys[0])
+        .arg(&key)
         .arg("i")
         .arg("x")
         .arg("h")

@@ -53,6 +53,30 @@ static TAG_PURGE: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(
     )
 });
 
+/// Refresh an entry's metadata (`update_meta`): only an existing entry in the packed layout
+/// (never resurrect a purged one). Its [`PACKED`] value keeps its shape (the first
+/// [`PACKED_SHAPE`] bytes) and inline body, and the metadata between is replaced by ARGV[1]
+/// ([`pack_meta`]); every key gets the TTL ARGV[2], the body chunks (prefix ARGV[3]) too (same
+/// hash tag, so the same Cluster slot). Built from the layout's constants, so the two cannot
+/// drift apart.
+static UPDATE_META: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(&format!(
+        "local old = redis.call('HGET', KEYS[1], '{PACKED}') \
+         if not old or #old < {PACKED_HEAD} or string.byte(old, 1) ~= {PACKED_FORMAT} then return 0 end \
+         local ilen, hlen = struct.unpack('<I4I4', old, {lengths_at}) \
+         redis.call('HSET', KEYS[1], '{PACKED}', \
+           string.sub(old, 1, {PACKED_SHAPE}) .. ARGV[1] .. string.sub(old, {body_at} + ilen + hlen)) \
+         redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
+         local v = redis.call('HGET', KEYS[1], 'v') \
+         local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0 \
+         for i = 0, n - 1 do redis.call('PEXPIRE', ARGV[3] .. ':b:' .. v .. ':' .. i, ARGV[2]) end \
+         return 1",
+        // Lua strings count from 1.
+        lengths_at = PACKED_SHAPE + 1,
+        body_at = PACKED_HEAD + 1,
+    ))
+});
+
 /// The Redis store.
 pub struct RedisCacheStore {
     /// The connection behind its breaker and the cache's command timeout.
@@ -588,7 +612,7 @@ fn pack(shape: [u64; 4], meta: &(Vec<u8>, Vec<u8>), inline: &[u8]) -> Vec<u8> {
     for n in shape {
         p.extend_from_slice(&n.to_le_bytes());
     }
-    p.extend_from_slice(&pack_meta(&meta.0, &meta.1));
+    put_meta(&mut p, &meta.0, &meta.1);
     p.extend_from_slice(inline);
     p
 }
@@ -597,6 +621,12 @@ fn pack(shape: [u64; 4], meta: &(Vec<u8>, Vec<u8>), inline: &[u8]) -> Vec<u8> {
 /// serialized `CacheMeta` (what `update_meta` replaces).
 fn pack_meta(internal: &[u8], header: &[u8]) -> Vec<u8> {
     let mut p = Vec::with_capacity(8 + internal.len() + header.len());
+    put_meta(&mut p, internal, header);
+    p
+}
+
+/// Append [`pack_meta`]'s bytes to `p`.
+fn put_meta(p: &mut Vec<u8>, internal: &[u8], header: &[u8]) {
     // Serialized metadata is a few KiB; the bound only keeps a length from wrapping.
     p.extend_from_slice(
         &u32::try_from(internal.len())
@@ -610,7 +640,6 @@ fn pack_meta(internal: &[u8], header: &[u8]) -> Vec<u8> {
     );
     p.extend_from_slice(internal);
     p.extend_from_slice(header);
-    p
 }
 
 /// A [`PACKED`] value read back, its parts as ranges of `bytes`.
@@ -827,29 +856,13 @@ impl Storage for RedisCacheStore {
         let meta_key = format!("{}:m", self.prefix(key));
         let (internal, header) = meta.serialize()?;
         let ttl = self.ttl(meta).as_millis() as u64;
-        // Only an existing, complete entry is refreshed (never resurrect a purged one): its
-        // packed value keeps its shape (the first PACKED_SHAPE = 33 bytes) and inline body,
-        // and the metadata between (PACKED_HEAD = 41 bytes in) is replaced. The body chunks
-        // get the new TTL too (same hash tag, so the same Cluster slot).
-        let script = redis::Script::new(
-            "local old = redis.call('HGET', KEYS[1], 'p') \
-             if not old or #old < 41 or string.byte(old, 1) ~= 1 then return 0 end \
-             local ilen, hlen = struct.unpack('<I4I4', old, 34) \
-             redis.call('HSET', KEYS[1], 'p', \
-               string.sub(old, 1, 33) .. ARGV[1] .. string.sub(old, 42 + ilen + hlen)) \
-             redis.call('PEXPIRE', KEYS[1], ARGV[2]) \
-             local v = redis.call('HGET', KEYS[1], 'v') \
-             local n = tonumber(redis.call('HGET', KEYS[1], 'n')) or 0 \
-             for i = 0, n - 1 do redis.call('PEXPIRE', ARGV[3] .. ':b:' .. v .. ':' .. i, ARGV[2]) end \
-             return 1",
-        );
         let prefix = self.prefix(key);
         let conn = self.redis.conn();
         let updated: Option<i64> = self
             .call(
                 Call::UpdateMeta,
                 Box::pin(async {
-                    let mut inv = script.key(&meta_key);
+                    let mut inv = UPDATE_META.key(&meta_key);
                     inv.arg(&pack_meta(&internal, &header)[..])
                         .arg(ttl)
                         .arg(&prefix);
