@@ -187,6 +187,10 @@ if len(names) > 1:
         # Per-round ratios of the same round (interleaved), then their median.
         ratio = [(y["user"] + y["kernel"]) / (x["user"] + x["kernel"]) for x, y in zip(res[a], res[b])]
         print(f"{b}/{a} CPU per request, per round: " + " ".join(f"{q:.3f}" for q in ratio) + f"  median {med(ratio):.3f}")
+        # User time alone: what a change to Sluice's own code (or its layout) moves; the
+        # kernel's share is mostly the same system calls for both and carries most of the noise.
+        ratio = [y["user"] / x["user"] for x, y in zip(res[a], res[b])]
+        print(f"{b}/{a} user CPU per request, per round: " + " ".join(f"{q:.3f}" for q in ratio) + f"  median {med(ratio):.3f}")
 if record:
     # perf's samples per symbol, scaled to µs per request: samples x (the round's CPU time /
     # its samples) / requests.
