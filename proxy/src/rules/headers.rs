@@ -90,9 +90,6 @@ pub trait Fields {
     fn lines(&mut self) -> (&mut Vec<u8>, bool);
 }
 
-/// Up to this many field names, [`Fields::has`] compares names instead of hashing.
-const SCAN_FIELDS: usize = 16;
-
 macro_rules! fields {
     ($t:ty) => {
         impl Fields for $t {
@@ -116,13 +113,8 @@ macro_rules! fields {
             }
             fn has(&self, name: &HeaderName) -> bool {
                 // Usually absent (a client rarely sends what a rule removes or replaces, a
-                // backend rarely sets the security fields): over a few fields, comparing names
-                // costs less than hashing one (about 200 instructions a lookup, callgrind).
-                if self.headers.keys_len() <= SCAN_FIELDS {
-                    self.headers.keys().any(|k| k == name)
-                } else {
-                    self.headers.contains_key(name)
-                }
+                // backend rarely sets the security fields): names compared in a small map.
+                crate::util::has_field(&self.headers, name)
             }
             fn reserve(&mut self, n: usize) {
                 self.reserve_headers(n);
@@ -364,9 +356,14 @@ mod tests {
 
     #[test]
     fn fields_are_found_and_removed_in_small_and_large_maps() {
-        // Up to SCAN_FIELDS names are compared one by one, beyond that looked up by hash:
+        // Up to util::SCAN_FIELDS names are compared one by one, beyond that looked up by hash:
         // both find every field, whatever its case or position, and nothing else.
-        for extra in [0, 3, SCAN_FIELDS - 2, SCAN_FIELDS + 5] {
+        for extra in [
+            0,
+            3,
+            crate::util::SCAN_FIELDS - 2,
+            crate::util::SCAN_FIELDS + 5,
+        ] {
             let mut req = RequestHeader::build("GET", b"/", None).unwrap();
             for i in 0..extra {
                 req.append_header(format!("x-filler-{i}"), "1").unwrap();
