@@ -9,7 +9,6 @@ mod rules;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
@@ -31,7 +30,7 @@ use crate::metrics::{GaugeGuard, LimitResult, Method, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
-use crate::util::clock::{now_ns, ns_at};
+use crate::util::clock::now_ns;
 
 pub use headers::{strip_response_hop_by_hop, REQUEST_ID};
 pub use retry::Failure;
@@ -116,8 +115,8 @@ pub struct RequestCtx {
     /// The HTTP status Sluice's own answer to a gRPC request stands for (0: none): the client
     /// got 200 with a `grpc-status` (atomic: answers take the context shared).
     grpc_answer: std::sync::atomic::AtomicU16,
-    /// When the request header had been read.
-    started: Option<Instant>,
+    /// When the request header had been read ([`now_ns`]).
+    started: u64,
     /// This request's unit of the in-flight gauge.
     _in_flight: Option<GaugeGuard<'static>>,
     /// This connection's unit of the open-WebSockets gauge, once upgraded.
@@ -156,8 +155,8 @@ struct Attempt {
     attempts: u32,
     /// Member index of the current attempt.
     current: Option<usize>,
-    /// When the first attempt started (for `retry_timeout_ms`).
-    first_attempt: Option<Instant>,
+    /// When the first attempt started (for `retry_timeout_ms`; [`now_ns`], 0 before).
+    first_attempt: u64,
     /// The current attempt's response status was turned into a retry.
     status_retry: bool,
     /// A pooled connection already failed under this request and was retried (at most once).
@@ -166,8 +165,8 @@ struct Attempt {
     fresh_peer: bool,
     /// In-flight unit on the current backend; released on drop.
     lease: Option<Lease>,
-    /// When the current attempt was sent, for latency tracking.
-    attempt_started: Option<Instant>,
+    /// When the current attempt was sent, for latency tracking ([`now_ns`], 0 before).
+    attempt_started: u64,
     /// The last attempt that got a response head: from its start to the head (access log).
     upstream_took: Option<std::time::Duration>,
     /// The current attempt's response head arrived: what fails after it (a body cut short, a
@@ -276,8 +275,11 @@ impl RequestCtx {
             // Nobody else to try: let the real failure (504, the backend's 503, ...) through.
             return false;
         }
-        if let (Some(limit), Some(t)) = (pool.retry_timeout, self.attempt.first_attempt) {
-            if t.elapsed() > limit {
+        if let Some(limit) = pool
+            .retry_timeout
+            .filter(|_| self.attempt.first_attempt != 0)
+        {
+            if crate::util::clock::between(self.attempt.first_attempt, now) > limit {
                 return false;
             }
         }
@@ -323,7 +325,7 @@ impl ProxyHttp for Edge {
 
     fn new_ctx(&self) -> Self::CTX {
         Box::new(RequestCtx {
-            started: Some(Instant::now()),
+            started: now_ns(),
             _in_flight: Some(self.metrics.request_guard()),
             ..RequestCtx::default()
         })
@@ -579,15 +581,12 @@ impl ProxyHttp for Edge {
         };
         let mut key = [0u8; 16];
         let key = client_key(ctx.client_ip, &mut key);
-        let now = Instant::now();
+        let now = now_ns();
         if ctx.attempt.attempts == 0 {
             pool.retry_budget.deposit();
-            ctx.attempt.first_attempt = Some(now);
+            ctx.attempt.first_attempt = now;
         }
-        let Some(idx) = pool
-            .balancer
-            .pick(key, &ctx.attempt.tried, ns_at(now), pool.pick)
-        else {
+        let Some(idx) = pool.balancer.pick(key, &ctx.attempt.tried, now, pool.pick) else {
             // Nothing may be tried: 503 at once before any attempt (never wait for timeouts),
             // 502 once every candidate failed.
             let status = if ctx.attempt.tried.is_empty() {
@@ -623,7 +622,7 @@ impl ProxyHttp for Edge {
         ctx.attempt.status_retry = false;
         ctx.attempt.response_started = false;
         ctx.attempt.lease = Some(lease);
-        ctx.attempt.attempt_started = Some(now);
+        ctx.attempt.attempt_started = now;
         Ok(peer)
     }
 
@@ -765,11 +764,11 @@ impl ProxyHttp for Edge {
             // keep them all for response_cache_filter (RFC 9111 §4.3.4).
             ctx.cache.not_modified = Some(Box::new(upstream_response.headers.clone()));
         }
-        if let (Some(lease), Some(t)) = (&ctx.attempt.lease, ctx.attempt.attempt_started) {
-            let now = Instant::now();
-            let took = now.saturating_duration_since(t);
+        if let (Some(lease), t @ 1..) = (&ctx.attempt.lease, ctx.attempt.attempt_started) {
+            let now = now_ns();
+            let took = crate::util::clock::between(t, now);
             ctx.attempt.upstream_took = Some(took);
-            lease.state().observe_latency_at(took, ns_at(now));
+            lease.state().observe_latency_at(took, now);
             if let Some(pool) = ctx.pool() {
                 pool.metrics.upstream_took(took);
             }
@@ -900,9 +899,7 @@ impl ProxyHttp for Edge {
         if let Some(lock) = ctx.cache.fill_lock.take() {
             Box::pin(self.cache.release_fill_lock(lock)).await;
         }
-        let took = ctx
-            .started
-            .map_or(std::time::Duration::ZERO, |t| t.elapsed());
+        let took = crate::util::clock::between(ctx.started, now_ns());
         // A gRPC request Sluice refused got HTTP 200 with a grpc-status: count the status it
         // stands for.
         let status = match ctx.grpc_answer.load(std::sync::atomic::Ordering::Relaxed) {
