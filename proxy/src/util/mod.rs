@@ -40,20 +40,35 @@ pub fn has_field(map: &http::HeaderMap, name: &http::HeaderName) -> bool {
 }
 
 /// Every value of `name` in `map`, in order ([`field`]; `HeaderMap::get_all`).
-pub fn field_values<'a>(
-    map: &'a http::HeaderMap,
-    name: &'a http::HeaderName,
-) -> impl Iterator<Item = &'a http::HeaderValue> + 'a {
-    let small = map.keys_len() <= SCAN_FIELDS;
-    let scanned = small
-        .then(|| map.iter().filter(move |(k, _)| *k == name).map(|(_, v)| v))
-        .into_iter()
-        .flatten();
-    let hashed = (!small)
-        .then(|| map.get_all(name).iter())
-        .into_iter()
-        .flatten();
-    scanned.chain(hashed)
+pub fn field_values<'a>(map: &'a http::HeaderMap, name: &'a http::HeaderName) -> FieldValues<'a> {
+    if map.keys_len() <= SCAN_FIELDS {
+        FieldValues::Scan(map.iter(), name)
+    } else {
+        FieldValues::Hashed(map.get_all(name).iter())
+    }
+}
+
+/// The values [`field_values`] finds. Its own type rather than a chain of two flattened options:
+/// callgrind counted about 95 instructions for that chain's one `traceparent` lookup.
+pub enum FieldValues<'a> {
+    /// A small map, scanned by name.
+    Scan(
+        http::header::Iter<'a, http::HeaderValue>,
+        &'a http::HeaderName,
+    ),
+    /// A large map, hashed.
+    Hashed(http::header::ValueIter<'a, http::HeaderValue>),
+}
+
+impl<'a> Iterator for FieldValues<'a> {
+    type Item = &'a http::HeaderValue;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Self::Scan(it, name) => it.find_map(|(k, v)| (k == *name).then_some(v)),
+            Self::Hashed(it) => it.next(),
+        }
+    }
 }
 
 /// Whether a message of `version` takes fields as raw HTTP/1 lines ([`push_raw_field`]). An
