@@ -7,10 +7,15 @@
 #   Scenarios and the share of traffic each stands for: a plain proxied request (1.0), the rule
 #   set of issue 15 (0.5), a memory-store cache hit (0.5), HTTP/2 over TLS (0.5).
 #   --check only reports how many of the file's functions the binary still defines (symbol
-#   names change with a crate's version or features; missing ones are skipped by the linker,
-#   so an old file costs nothing but its effect).
-# Run it after a change that moves the request path a lot, on a release build, then rebuild:
-#   cargo build --release -p sluice && benches/link_order.sh && cargo build --release -p sluice
+#   names carry a hash of each crate's build metadata, which changes with its version, its
+#   features and the Rust release; missing ones are skipped by the linker, so an old file
+#   costs nothing but its effect).
+# The names are those of the binary as the demo, Docker and the benches build it, together with
+# backend-sample: `cargo build --release -p sluice` alone unifies dependency features
+# differently (backend-sample turns on serde's and rand's defaults, hyper's server, ...), and
+# about half of the names differ. Run it after a change that moves the request path a lot:
+#   cargo build --release -p sluice -p backend-sample && benches/link_order.sh &&
+#   cargo build --release -p sluice -p backend-sample
 # Traffic stays on 127.0.0.1; takes about five minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
