@@ -275,11 +275,8 @@ impl RequestCtx {
             // Nobody else to try: let the real failure (504, the backend's 503, ...) through.
             return false;
         }
-        if let Some(limit) = pool
-            .retry_timeout
-            .filter(|_| self.attempt.first_attempt != 0)
-        {
-            if crate::util::clock::between(self.attempt.first_attempt, now) > limit {
+        if let (Some(limit), first @ 1..) = (pool.retry_timeout, self.attempt.first_attempt) {
+            if crate::util::clock::between(first, now) > limit {
                 return false;
             }
         }
@@ -425,7 +422,7 @@ impl ProxyHttp for Edge {
                 let req = session.req_header();
                 ctx.upgrade = req.version == http::Version::HTTP_11
                     && crate::util::has_field(&req.headers, &header::UPGRADE);
-                let method = &session.req_header().method;
+                let method = &req.method;
                 if snapshot.routes[route].cache.is_some() {
                     if !ctx.upgrade && (method == http::Method::GET || method == http::Method::HEAD)
                     {
