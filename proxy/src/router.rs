@@ -27,8 +27,10 @@ impl Conditions {
         self.tls.is_none_or(|t| t == tls)
             && (self.methods.is_empty() || self.methods.contains(method))
             && self.headers.iter().all(|h| match &h.value {
-                None => crate::util::has_field(headers, &h.name),
-                Some(v) => crate::util::field_values(headers, &h.name)
+                None => headers.contains_key(&h.name),
+                Some(v) => headers
+                    .get_all(&h.name)
+                    .iter()
                     .any(|x| x.as_bytes() == v.as_bytes()),
             })
     }

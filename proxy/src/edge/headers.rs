@@ -32,7 +32,7 @@ pub fn trace_context(
     req: &RequestHeader,
     sample_ratio: f64,
 ) -> (crate::tracectx::TraceContext, bool) {
-    let mut all = crate::util::field_values(&req.headers, TRACEPARENT.name());
+    let mut all = req.headers.get_all(TRACEPARENT.name()).iter();
     let given = all.next();
     // A repeated field is invalid (W3C Trace Context, 3.2).
     let parent = match all.next() {
@@ -59,7 +59,8 @@ const MAX_REQUEST_ID_LEN: usize = 128;
 
 /// The host the client asked for: `Host`, or the URI authority (HTTP/2's `:authority`).
 pub fn host(req: &RequestHeader) -> &str {
-    crate::util::field(&req.headers, &header::HOST)
+    req.headers
+        .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri.authority().map(|a| a.as_str()))
         .unwrap_or("")
@@ -67,7 +68,7 @@ pub fn host(req: &RequestHeader) -> &str {
 
 /// The client's request id when it is present and printable, else a fresh random one.
 pub fn request_id(req: &RequestHeader) -> HeaderValue {
-    if let Some(v) = crate::util::field(&req.headers, X_REQUEST_ID.name()) {
+    if let Some(v) = req.headers.get(X_REQUEST_ID.name()) {
         let b = v.as_bytes();
         if !b.is_empty() && b.len() <= MAX_REQUEST_ID_LEN && b.iter().all(|c| c.is_ascii_graphic())
         {
@@ -111,7 +112,7 @@ pub fn response_request_id(resp: &mut ResponseHeader, id: &HeaderValue, h2: bool
         resp.insert_static_header(&X_REQUEST_ID, id);
         return;
     }
-    if crate::util::has_field(&resp.headers, X_REQUEST_ID.name()) {
+    if resp.headers.contains_key(X_REQUEST_ID.name()) {
         resp.remove_header(X_REQUEST_ID.name());
     }
     let name = if resp.has_case() {
@@ -183,7 +184,7 @@ pub fn forwarded(
     request_id: Option<&HeaderValue>,
     trace: Option<(&crate::tracectx::TraceContext, bool)>,
 ) {
-    let host = match crate::util::field(&client_req.headers, &header::HOST) {
+    let host = match client_req.headers.get(header::HOST) {
         Some(h) => Some(h.clone()),
         None => client_req
             .uri
@@ -191,7 +192,7 @@ pub fn forwarded(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     if let Some(host) = &host {
-        if !crate::util::has_field(&up.headers, &header::HOST) {
+        if !up.headers.contains_key(header::HOST) {
             up.insert_static_header(&HOST, host.clone());
         }
     }

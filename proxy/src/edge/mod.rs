@@ -417,11 +417,10 @@ impl ProxyHttp for Edge {
                     // Validation gives every route without an upstream a redirect.
                     return Error::e_explain(ErrorType::InternalError, "route has no upstream");
                 };
-                // Pingora's `is_upgrade_req` for HTTP/1, with the field found by comparing names
-                // (util::field); an HTTP/2 request is never an upgrade.
+                // Pingora's `is_upgrade_req` for HTTP/1; an HTTP/2 request is never an upgrade.
                 let req = session.req_header();
                 ctx.upgrade = req.version == http::Version::HTTP_11
-                    && crate::util::has_field(&req.headers, &header::UPGRADE);
+                    && req.headers.contains_key(header::UPGRADE);
                 let method = &req.method;
                 if snapshot.routes[route].cache.is_some() {
                     if !ctx.upgrade && (method == http::Method::GET || method == http::Method::HEAD)
