@@ -17,7 +17,7 @@ use crate::{app, config, import};
 pub const VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     "\npingora 0.9.1, with patched copies of pingora-core, pingora-proxy, pingora-http and ",
-    "pingora-cache, and of h2 0.4.20 ",
+    "pingora-cache, and of h2 0.4.20 and http 1.5.0 ",
     "(vendor/README.md): idle pool without a task per connection, request head limits, ",
     "connection limit and count, safe upgrade, panic containment, stale-if-error keep-alive, ",
     "keep-alive hints, fresh-connection retries, response Date kept, brotli stream end, ",
@@ -27,7 +27,8 @@ pub const VERSION: &str = concat!(
     "idle keep-alive connections without request state, idle WebSockets without read buffers, ",
     "timed reads on tokio's timer, body framing worked out once, copies of cache metadata, ",
     "WebSocket tunnels, idle TLS connections without request state, ",
-    "idle HTTP/2 connections closed at the keep-alive limit and without codec buffers"
+    "idle HTTP/2 connections closed at the keep-alive limit and without codec buffers, ",
+    "header lookups by name in small maps"
 );
 
 /// Command-line arguments.
