@@ -30,7 +30,7 @@ use crate::metrics::{GaugeGuard, LimitResult, Method, Metrics};
 use crate::ratelimit::RateLimiter;
 use crate::router::normalize_host;
 use crate::snapshot::Snapshot;
-use crate::util::clock::now_ns;
+use crate::util::clock::{between, now_ns};
 
 pub use headers::{strip_response_hop_by_hop, REQUEST_ID};
 pub use retry::Failure;
@@ -276,7 +276,7 @@ impl RequestCtx {
             return false;
         }
         if let (Some(limit), first @ 1..) = (pool.retry_timeout, self.attempt.first_attempt) {
-            if crate::util::clock::between(first, now) > limit {
+            if between(first, now) > limit {
                 return false;
             }
         }
@@ -417,11 +417,8 @@ impl ProxyHttp for Edge {
                     // Validation gives every route without an upstream a redirect.
                     return Error::e_explain(ErrorType::InternalError, "route has no upstream");
                 };
-                // Pingora's `is_upgrade_req` for HTTP/1; an HTTP/2 request is never an upgrade.
-                let req = session.req_header();
-                ctx.upgrade = req.version == http::Version::HTTP_11
-                    && req.headers.contains_key(header::UPGRADE);
-                let method = &req.method;
+                ctx.upgrade = session.is_upgrade_req();
+                let method = &session.req_header().method;
                 if snapshot.routes[route].cache.is_some() {
                     if !ctx.upgrade && (method == http::Method::GET || method == http::Method::HEAD)
                     {
@@ -762,7 +759,7 @@ impl ProxyHttp for Edge {
         }
         if let (Some(lease), t @ 1..) = (&ctx.attempt.lease, ctx.attempt.attempt_started) {
             let now = now_ns();
-            let took = crate::util::clock::between(t, now);
+            let took = between(t, now);
             ctx.attempt.upstream_took = Some(took);
             lease.state().observe_latency_at(took, now);
             if let Some(pool) = ctx.pool() {
@@ -895,7 +892,7 @@ impl ProxyHttp for Edge {
         if let Some(lock) = ctx.cache.fill_lock.take() {
             Box::pin(self.cache.release_fill_lock(lock)).await;
         }
-        let took = crate::util::clock::between(ctx.started, now_ns());
+        let took = between(ctx.started, now_ns());
         // A gRPC request Sluice refused got HTTP 200 with a grpc-status: count the status it
         // stands for.
         let status = match ctx.grpc_answer.load(std::sync::atomic::Ordering::Relaxed) {

@@ -62,6 +62,13 @@ mod tests {
             assert_eq!(map.get(String::from("upgrade")).unwrap(), "websocket");
             assert_eq!(map.get(http::header::UPGRADE).unwrap(), "websocket");
             assert!(map.get(&absent).is_none() && map.get("x-filler-99").is_none());
+            // Keys that are no field name at all find nothing and do not panic.
+            for bad in ["", "x request id", "x-request-id\r\n", "\u{7f}"] {
+                assert!(map.get(bad).is_none() && !map.contains_key(bad), "{bad:?}");
+                assert_eq!(map.get_all(bad).iter().count(), 0, "{bad:?}");
+            }
+            // A custom name as long as a standard one (`upgrade`) is not mistaken for it.
+            assert!(!map.contains_key("upgradx") && map.get("x-request-ie").is_none());
             assert!(
                 map.contains_key(&id) && map.contains_key("Upgrade"),
                 "{extra}"
