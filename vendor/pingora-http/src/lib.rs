@@ -24,9 +24,7 @@
 
 use bytes::BufMut;
 use http::header::{AsHeaderName, HeaderName, HeaderValue};
-use http::request::Builder as ReqBuilder;
 use http::request::Parts as ReqParts;
-use http::response::Builder as RespBuilder;
 use http::response::Parts as RespParts;
 use http::uri::Uri;
 use pingora_error::{Error, ErrorType::*, OrErr, Result};
@@ -267,7 +265,7 @@ impl Deref for RequestHeader {
 
 impl RequestHeader {
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = ReqBuilder::new().body(()).unwrap().into_parts().0;
+        let mut base = empty_req_parts();
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         RequestHeader {
             base,
@@ -711,7 +709,7 @@ impl ResponseHeader {
     }
 
     fn new_no_case(size_hint: Option<usize>) -> Self {
-        let mut base = RespBuilder::new().body(()).unwrap().into_parts().0;
+        let mut base = empty_resp_parts();
         base.headers.reserve(http_header_map_upper_bound(size_hint));
         ResponseHeader {
             base,
@@ -955,13 +953,9 @@ impl ResponseHeader {
     /// cloned. `self` keeps its status, version and reason, with no fields (nor raw lines, nor
     /// case map): what the HTTP/2 server keeps of a response it has handed to the codec.
     pub fn take_owned_parts(&mut self) -> RespParts {
-        let mut parts = RespBuilder::new()
-            .status(self.base.status)
-            .version(self.base.version)
-            .body(())
-            .unwrap()
-            .into_parts()
-            .0;
+        let mut parts = empty_resp_parts();
+        parts.status = self.base.status;
+        parts.version = self.base.version;
         parts.headers = std::mem::take(&mut self.base.headers);
         parts.extensions = std::mem::take(&mut self.base.extensions);
         self.header_name_map = None;
@@ -1080,28 +1074,35 @@ fn parse_request_target(target: &[u8]) -> Result<ParsedRequestTarget> {
     })
 }
 
+/// SLUICE PATCH (parts without the builder): empty request parts. `http`'s `Builder` moves its
+/// whole `Result<Parts>` (about 200 bytes) at each step, a `memcpy` each; `Request::new` builds
+/// the same default parts once. With the clones below, about 450 of the floor's instructions per
+/// proxied request (the upstream request's clone alone made 11 copies).
+fn empty_req_parts() -> ReqParts {
+    http::Request::new(()).into_parts().0
+}
+
+/// SLUICE PATCH (parts without the builder): empty response parts, see [empty_req_parts].
+fn empty_resp_parts() -> RespParts {
+    http::Response::new(()).into_parts().0
+}
+
 fn clone_req_parts(me: &ReqParts) -> ReqParts {
-    let mut parts = ReqBuilder::new()
-        .method(me.method.clone())
-        .uri(me.uri.clone())
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    // SLUICE PATCH (parts without the builder): fields assigned, not built.
+    let mut parts = empty_req_parts();
+    parts.method = me.method.clone();
+    parts.uri = me.uri.clone();
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
-    let mut parts = RespBuilder::new()
-        .status(me.status)
-        .version(me.version)
-        .body(())
-        .unwrap()
-        .into_parts()
-        .0;
+    // SLUICE PATCH (parts without the builder): fields assigned, not built.
+    let mut parts = empty_resp_parts();
+    parts.status = me.status;
+    parts.version = me.version;
     parts.headers = me.headers.clone();
     parts.extensions = me.extensions.clone();
     parts
