@@ -11,6 +11,8 @@ its `fn=` that do not follow a `calls=` line; its inclusive cost adds the lines 
   callgrind_split.py hooks DUMP REQS               inclusive cost of each Sluice hook
   callgrind_split.py callees DUMP REQS REGEX       what functions matching REGEX call
   callgrind_split.py callers DUMP REQS REGEX       who calls functions matching REGEX (calls/req)
+  callgrind_split.py lines DUMP REQS REGEX         self cost of functions matching REGEX by source
+                                                   line (inlined code under its own file:line)
 
 --event NAME (anywhere) reads another event than the first (Ir), e.g. `--event I1mr` for the
 first-level instruction cache misses of a dump made with `callgrind.sh --cache-sim`.
@@ -27,6 +29,8 @@ class Dump:
         self.self_file = collections.Counter()
         self.calls = collections.Counter()  # (caller, callee) -> inclusive cost
         self.ncalls = collections.Counter()  # (caller, callee) -> call count
+        self.lines = collections.Counter()  # (fn, file, line) -> self cost
+        line_no = 0
 
         def comp(s, table):
             m = re.match(r"\((\d+)\)(?:\s+(.*))?", s)
@@ -46,6 +50,11 @@ class Dump:
                     parts = line.split()
                     if len(parts) < 2:
                         continue
+                    pos = parts[0]
+                    if pos[0] in "+-":
+                        line_no += int(pos)
+                    elif pos != "*":
+                        line_no = int(pos)
                     # Trailing zero costs are left out of a line.
                     v = int(parts[col]) if col < len(parts) else 0
                     if pending is not None:
@@ -55,6 +64,7 @@ class Dump:
                     else:
                         self.self_fn[fn] += v
                         self.self_file[cur_file] += v
+                        self.lines[(fn, cur_file, line_no)] += v
                 elif line.startswith("events:") and event:
                     names_ = line.split()[1:]
                     if event not in names_:
@@ -121,6 +131,15 @@ def main():
                 cnt[other] += dump.ncalls[(caller, callee)]
         for k, v in out.most_common(30):
             print(f"{v / n:9.1f} instr {cnt[k] / n:6.2f} calls  {k}")
+    elif cmd == "lines":
+        pat = re.compile(args[2])
+        rows = collections.Counter()
+        for (fn, fl, ln), v in dump.lines.items():
+            if fn and pat.search(fn):
+                rows[(fl, ln)] += v
+        print(f"total {sum(rows.values()) / n:.0f}/request")
+        for (fl, ln), v in rows.most_common(40):
+            print(f"{v / n:9.1f}  {fl}:{ln}")
     else:
         sys.exit(__doc__)
 
