@@ -772,3 +772,65 @@ fn into_iter_drop_panic_after_yielding_extra_value_double_drops() {
 
     let _ = catch_unwind(AssertUnwindSafe(|| drop(iter)));
 }
+
+/// SLUICE PATCH (name tags): lookups in maps crossing the 16-name bound, after inserts,
+/// appends and removals (which move the last entry into the removed one's place), agree with a
+/// model for every name of the pool, present or absent, under every key type.
+#[test]
+fn small_map_lookups_agree_with_a_model() {
+    use std::collections::BTreeMap;
+    let mut pool: Vec<HeaderName> = vec![
+        ACCEPT, HOST, CONTENT_LENGTH, CONTENT_TYPE, CONNECTION, UPGRADE, TRANSFER_ENCODING, DATE,
+        SERVER, VARY, ETAG, COOKIE, SET_COOKIE, AUTHORIZATION, USER_AGENT, ACCEPT_ENCODING,
+        CACHE_CONTROL, LOCATION, TE, TRAILER,
+    ];
+    for i in 0..12 {
+        pool.push(HeaderName::try_from(format!("x-custom-{i}")).unwrap());
+    }
+    // Custom names that differ only late, and one of a standard name's length.
+    pool.push(HeaderName::from_static("x-request-id"));
+    pool.push(HeaderName::from_static("x-request-ie"));
+    pool.push(HeaderName::from_static("hostx"));
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    let mut map = HeaderMap::new();
+    let mut model: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for step in 0..20_000 {
+        let name = pool[next(pool.len())].clone();
+        let value = format!("v{step}");
+        // Keep the map mostly near the 16-name bound: remove more often when larger.
+        let op = next(10);
+        if op < 3 || (model.len() > 18 && op < 7) {
+            let got = map.remove(&name).map(|v| v.to_str().unwrap().to_owned());
+            let want = model.remove(name.as_str()).map(|v| v[0].clone());
+            assert_eq!(got, want, "remove {name} at step {step}");
+        } else if op < 6 {
+            map.insert(name.clone(), HeaderValue::from_str(&value).unwrap());
+            model.insert(name.as_str().to_owned(), vec![value]);
+        } else {
+            map.append(name.clone(), HeaderValue::from_str(&value).unwrap());
+            model.entry(name.as_str().to_owned()).or_default().push(value);
+        }
+        assert_eq!(map.keys_len(), model.len());
+        for probe in &pool {
+            let want = model.get(probe.as_str());
+            let first = want.map(|v| v[0].as_str());
+            assert_eq!(map.get(probe).map(|v| v.to_str().unwrap()), first, "{probe} at {step}");
+            assert_eq!(map.contains_key(probe.as_str()), want.is_some());
+            let upper = probe.as_str().to_ascii_uppercase();
+            assert_eq!(map.get(upper.as_str()).map(|v| v.to_str().unwrap()), first);
+            let all: Vec<&str> = map.get_all(probe).iter().map(|v| v.to_str().unwrap()).collect();
+            let want_all: Vec<&str> = want.map_or(vec![], |v| v.iter().map(|s| s.as_str()).collect());
+            assert_eq!(all, want_all, "{probe} at {step}");
+        }
+        if next(500) == 0 {
+            map.clear();
+            model.clear();
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::{fmt, mem, ops, ptr, vec};
 
 use crate::Error;
 
-use super::name::{HdrName, HeaderName, InvalidHeaderName};
+use super::name::{HdrName, HeaderName, InvalidHeaderName, CUSTOM_TAG};
 use super::HeaderValue;
 
 pub use self::as_header_name::AsHeaderName;
@@ -85,6 +85,11 @@ pub struct HeaderMap<T = HeaderValue> {
     entries: Vec<Bucket<T>>,
     extra_values: Vec<ExtraValue<T>>,
     danger: Danger,
+    /// SLUICE PATCH (name tags): `tags[i]` is the tag of `entries[i]`'s name
+    /// (`HeaderName::scan_tag`) for every `i < min(entries.len(), SCAN_ENTRIES)`; the bytes
+    /// past the entries are stale and never read as matches. A lookup in a small map compares
+    /// the key's tag with all of them at once (`find_index`).
+    tags: [u8; SCAN_ENTRIES],
 }
 
 // # Implementation notes
@@ -291,6 +296,46 @@ const MAX_SIZE: usize = 1 << 15;
 /// SLUICE PATCH (lookups by name in small maps): up to this many names, a lookup that needs
 /// no probe position compares names instead of hashing (see `HeaderMap::find_index`).
 const SCAN_ENTRIES: usize = 16;
+
+/// SLUICE PATCH (name tags): the name's one-byte tag (`HeaderName::scan_tag`), for the key
+/// types lookups take.
+trait ScanTag {
+    fn scan_tag(&self) -> u8;
+}
+
+impl ScanTag for HeaderName {
+    #[inline]
+    fn scan_tag(&self) -> u8 {
+        HeaderName::scan_tag(self)
+    }
+}
+
+impl ScanTag for HdrName<'_> {
+    #[inline]
+    fn scan_tag(&self) -> u8 {
+        HdrName::scan_tag(self)
+    }
+}
+
+/// SLUICE PATCH (name tags): which of the 16 tags equal `tag`, as the high bit of each
+/// matching byte of two words (tags 0..8, then 8..16; byte `i` of a word is tag `i`). The
+/// lowest flagged byte of each word is exact; a byte above an exact match may be flagged
+/// falsely (the subtraction's borrow), which is why custom candidates are compared by name.
+#[inline]
+fn tag_hits(tags: &[u8; SCAN_ENTRIES], tag: u8) -> (u64, u64) {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let pattern = LO.wrapping_mul(u64::from(tag));
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&tags[..8]);
+    let a = u64::from_le_bytes(word) ^ pattern;
+    word.copy_from_slice(&tags[8..]);
+    let b = u64::from_le_bytes(word) ^ pattern;
+    (
+        a.wrapping_sub(LO) & !a & HI,
+        b.wrapping_sub(LO) & !b & HI,
+    )
+}
 
 /// An entry in the hash table. This represents the full hash code for an entry
 /// as well as the position of the entry in the `entries` vector.
@@ -509,6 +554,7 @@ impl<T> Default for HeaderMap<T> {
             entries: Vec::new(),
             extra_values: Vec::new(),
             danger: Danger::Green,
+            tags: [0; SCAN_ENTRIES],
         }
     }
 }
@@ -582,6 +628,7 @@ impl<T> HeaderMap<T> {
                 entries: Vec::with_capacity(usable_capacity(raw_cap)),
                 extra_values: Vec::new(),
                 danger: Danger::Green,
+                tags: [0; SCAN_ENTRIES],
             })
         }
     }
@@ -1521,15 +1568,45 @@ impl<T> HeaderMap<T> {
     /// comparing them in turn finds the same one as hashing the name and probing `indices`:
     /// a standard name compares as one byte, a custom one by length before its bytes. Hashing
     /// costs about 30 instructions and the probe about 80 (callgrind, Pingora's proxy path,
-    /// 28 lookups per request); the comparisons a few each.
+    /// 28 lookups per request); the comparisons a few each. Since session 25 the names are
+    /// not compared one by one but their tags all at once (`tags`, `tag_hits`): about 15
+    /// instructions for a map of any size up to 16, against about 8 per name before.
     #[inline]
     fn find_index<K>(&self, key: &K) -> Option<usize>
     where
-        K: Hash + Into<HeaderName> + ?Sized,
+        K: Hash + Into<HeaderName> + ScanTag + ?Sized,
         HeaderName: PartialEq<K>,
     {
-        if self.entries.len() <= SCAN_ENTRIES {
-            return self.entries.iter().position(|e| e.key == *key);
+        let len = self.entries.len();
+        if len <= SCAN_ENTRIES {
+            // SLUICE PATCH (name tags): the key's tag against the 16 tags at once. A standard
+            // name's tag is its own (and a name has one entry): the first entry with it is the
+            // one. Custom names share a tag, so each candidate's name is compared.
+            let tag = key.scan_tag();
+            let (lo, hi) = tag_hits(&self.tags, tag);
+            if tag != CUSTOM_TAG {
+                let i = if lo != 0 {
+                    lo.trailing_zeros() as usize / 8
+                } else if hi != 0 {
+                    8 + hi.trailing_zeros() as usize / 8
+                } else {
+                    return None;
+                };
+                return if i < len { Some(i) } else { None };
+            }
+            for (mut hits, base) in [(lo, 0), (hi, 8)] {
+                while hits != 0 {
+                    let i = base + hits.trailing_zeros() as usize / 8;
+                    if i >= len {
+                        return None;
+                    }
+                    if self.entries[i].key == *key {
+                        return Some(i);
+                    }
+                    hits &= hits - 1;
+                }
+            }
+            return None;
         }
         self.find(key).map(|(_, i)| i)
     }
@@ -1642,6 +1719,10 @@ impl<T> HeaderMap<T> {
 
         // correct index that points to the entry that had to swap places
         if let Some(entry) = self.entries.get(found) {
+            // SLUICE PATCH (name tags): the moved entry's tag moves with it.
+            if let Some(tag) = self.tags.get_mut(found) {
+                *tag = entry.key.scan_tag();
+            }
             // was not last element
             // examine new element in `found` and find it in indices
             let mut probe = desired_pos(self.mask, entry.hash);
@@ -1718,6 +1799,10 @@ impl<T> HeaderMap<T> {
             return Err(MaxSizeReached::new());
         }
 
+        // SLUICE PATCH (name tags): the new entry's tag.
+        if let Some(tag) = self.tags.get_mut(self.entries.len()) {
+            *tag = key.scan_tag();
+        }
         self.entries.push(Bucket {
             hash,
             key,

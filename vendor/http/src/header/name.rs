@@ -112,6 +112,20 @@ macro_rules! standard_headers {
         ];
 
         #[test]
+        fn standard_tags_are_distinct_and_not_custom() {
+            // SLUICE PATCH (name tags): HeaderMap's small-map lookups rely on each standard
+            // name having its own tag, none of them the custom names' tag.
+            let mut seen = std::collections::HashSet::new();
+            for &(std, name_bytes) in TEST_HEADERS {
+                let tag = HeaderName::from(std).scan_tag();
+                assert_ne!(tag, CUSTOM_TAG);
+                assert!(seen.insert(tag));
+                assert_eq!(HeaderName::from_bytes(name_bytes).unwrap().scan_tag(), tag);
+            }
+            assert_eq!(HeaderName::from_static("x-custom").scan_tag(), CUSTOM_TAG);
+        }
+
+        #[test]
         fn test_parse_standard_headers() {
             for &(std, name_bytes) in TEST_HEADERS {
                 // Test lower case
@@ -1493,7 +1507,32 @@ impl Error for InvalidHeaderName {}
 
 // ===== HdrName =====
 
+/// SLUICE PATCH (name tags): the tag of a custom (non-standard) name in `HeaderMap`'s tag
+/// array; a standard name's tag is its `StandardHeader` number (fewer than 255 of them).
+pub(super) const CUSTOM_TAG: u8 = 0xFF;
+
+impl HeaderName {
+    /// SLUICE PATCH (name tags): one byte that two equal names share: the standard header's
+    /// number, or [CUSTOM_TAG] for every custom name.
+    #[inline]
+    pub(super) fn scan_tag(&self) -> u8 {
+        match self.inner {
+            Repr::Standard(s) => s as u8,
+            Repr::Custom(_) => CUSTOM_TAG,
+        }
+    }
+}
+
 impl<'a> HdrName<'a> {
+    /// SLUICE PATCH (name tags): as [HeaderName::scan_tag].
+    #[inline]
+    pub(super) fn scan_tag(&self) -> u8 {
+        match self.inner {
+            Repr::Standard(s) => s as u8,
+            Repr::Custom(_) => CUSTOM_TAG,
+        }
+    }
+
     // Precondition: if lower then buf is valid UTF-8
     fn custom(buf: &'a [u8], lower: bool) -> HdrName<'a> {
         HdrName {
