@@ -13,6 +13,8 @@
 #   --floor adds the Pingora floor (target/release/examples/pingora_floor) as a target, --nginx
 #   nginx (one worker) forwarding the fields Sluice does, as in `benches/proxy.sh`.
 #   --route FILE appends FILE's lines to Sluice's one [[routes]] table.
+#   --header 'Name: value' (repeatable) adds a request field to wrk's bare request (e.g. the ten
+#   of `benches/proxy.sh --scenario browser`).
 #   --record also samples each round with `perf record -e cpu-clock` (this VM has no hardware
 #   counters) and prints, per symbol, the median µs per request of each target and the
 #   difference to the first: what the second build spends more (or less), kernel and user.
@@ -22,7 +24,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROUNDS=6 DURATION=5 CONNS=64 URLPATH=/ping ROUTE_EXTRA="" RECORD= FLOOR= KEEP= NGINX=
+ROUNDS=6 DURATION=5 CONNS=64 URLPATH=/ping ROUTE_EXTRA="" RECORD= FLOOR= KEEP= NGINX= WRK_HEADERS=()
 bins=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -31,6 +33,7 @@ while [ $# -gt 0 ]; do
     --conns) CONNS=$2; shift 2 ;;
     --path) URLPATH=$2; shift 2 ;;
     --route) ROUTE_EXTRA=$(cat "$2"); shift 2 ;;
+    --header) WRK_HEADERS+=(-H "$2"); shift 2 ;;
     --record) RECORD=1; shift ;;
     --floor) FLOOR=1; shift ;;
     --nginx) NGINX=1; shift ;;
@@ -127,7 +130,7 @@ ticks() { awk '{print $14, $15}' "/proc/$1/stat"; }
 # per core: "res0 res1 cal0 cal1".
 ipis() { awk '$1 == "RES:" {r0 = $2; r1 = $3} $1 == "CAL:" {c0 = $2; c1 = $3} END {print r0, r1, c0, c1}' /proc/interrupts; }
 for n in $(seq 0 $((${#names[@]} - 1))); do # warm-up
-  taskset -c 0 wrk -t1 -c "$CONNS" -d 2 "http://127.0.0.1:${ports[$n]}$URLPATH" >/dev/null
+  taskset -c 0 wrk -t1 -c "$CONNS" -d 2 "${WRK_HEADERS[@]}" "http://127.0.0.1:${ports[$n]}$URLPATH" >/dev/null
 done
 for r in $(seq 1 "$ROUNDS"); do
   for n in $(seq 0 $((${#names[@]} - 1))); do
@@ -140,7 +143,7 @@ for r in $(seq 1 "$ROUNDS"); do
       perf record -q -e cpu-clock -F 2000 -p "$pid" -o "$out.perf" -- sleep "$DURATION" 2>/dev/null &
       rec=($!)
     fi
-    WRK_OUT="$out.wrk.json" taskset -c 0 wrk -t1 -c "$CONNS" -d "$DURATION" -s "$work/report.lua" \
+    WRK_OUT="$out.wrk.json" taskset -c 0 wrk -t1 -c "$CONNS" -d "$DURATION" -s "$work/report.lua" "${WRK_HEADERS[@]}" \
       "http://127.0.0.1:${ports[$n]}$URLPATH" >/dev/null
     read -r u1 s1 < <(ticks "$pid")
     ipis >"$out.ipi1"

@@ -11,7 +11,7 @@
 #
 # Usage: benches/proxy.sh [--mode pinned|unpinned] [--threads 1] [--duration 10s] [--conns 64]
 #                         [--rounds 5] [--path /ping] [--rate auto|N|0]
-#                         [--baseline OLD_SLUICE_BINARY] [--scenario plain|rules|gzip]
+#                         [--baseline OLD_SLUICE_BINARY] [--scenario plain|browser|rules|gzip]
 # --mode pinned (the default on a machine with 2 or more cores and --threads 1): each proxy on
 #   core 1 alone (`taskset -c 1`), the load generator (wrk -t1) and a static nginx backend
 #   (`return 200`, 1 worker) on core 0, so that a proxy's req/s is what one core of it does and
@@ -27,6 +27,10 @@
 #   the path defaults to /app/ping. --scenario gzip: both gzip (level 1, nginx's default) a
 #   10 KiB JSON body for a client sending Accept-Encoding: gzip; the path defaults to
 #   /json/10240. Each reports sluice_over_nginx_rps and the CPU ratio for the same work.
+# --scenario browser: the plain route and every target, but each request carries the ten fields
+#   a browser sends (User-Agent, Accept, Accept-Language, Accept-Encoding, Cookie, Referer,
+#   Sec-Fetch-Mode, Sec-Fetch-Site, Upgrade-Insecure-Requests, Cache-Control; wrk's bare request
+#   has only Host): what parsing, storing and forwarding header fields costs each proxy.
 # --baseline adds a second Sluice (target `baseline`, e.g. a build of the commit before a change)
 # with the same config, measured in the same interleaved rounds, and its ratios to the floor.
 # Installs nginx, haproxy and wrk from apt and oha with cargo when missing. Traffic stays on
@@ -67,7 +71,19 @@ case "$SCENARIO" in
   plain) URLPATH=${URLPATH:-/ping} ;;
   rules) URLPATH=${URLPATH:-/app/ping} ;;
   gzip) URLPATH=${URLPATH:-/json/10240}; OHA_HEADERS=(-H "Accept-Encoding: gzip") ;;
-  *) echo "unknown scenario $SCENARIO (plain, rules, gzip)" >&2; exit 2 ;;
+  browser) URLPATH=${URLPATH:-/ping}
+    OHA_HEADERS=(
+      -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+      -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
+      -H "Accept-Language: en-US,en;q=0.9"
+      -H "Accept-Encoding: gzip, deflate, br"
+      -H "Cookie: session=abc123; theme=dark"
+      -H "Referer: https://example.com/"
+      -H "Sec-Fetch-Mode: navigate"
+      -H "Sec-Fetch-Site: same-origin"
+      -H "Upgrade-Insecure-Requests: 1"
+      -H "Cache-Control: max-age=0") ;;
+  *) echo "unknown scenario $SCENARIO (plain, browser, rules, gzip)" >&2; exit 2 ;;
 esac
 
 scripts/install-deps.sh nginx haproxy wrk
@@ -296,7 +312,7 @@ NGINX_BARE_WORKER=$(workers "$NGINX_BARE_PID")
 BACKEND_CPU=$BACKEND_PID
 [ "$MODE" = pinned ] && BACKEND_CPU=$(workers "$BACKEND_PID")
 declare -A CPU_PID=([direct]=$BACKEND_CPU [nginx]=$NGINX_WORKER [nginx_bare]=$NGINX_BARE_WORKER [haproxy]=$HAPROXY_PID [sluice]=$SLUICE_PID [floor]=$FLOOR_PID)
-if [ "$SCENARIO" != plain ]; then
+if [ "$SCENARIO" != plain ] && [ "$SCENARIO" != browser ]; then
   # Only nginx does the same work as Sluice here.
   targets=(nginx sluice)
   # Both answer the scenario alike: checked before any load.
@@ -337,7 +353,7 @@ fi
 # as JSON through this script.
 write_wrk_report
 WRK_HEADERS=()
-[ ${#OHA_HEADERS[@]} -eq 0 ] || WRK_HEADERS=(-H "${OHA_HEADERS[1]}")
+[ ${#OHA_HEADERS[@]} -eq 0 ] || WRK_HEADERS=("${OHA_HEADERS[@]}")
 load() { # load TARGET OUT_PREFIX DURATION: one run of the throughput load, CPU counted
   local t=$1 out=$2 d=$3 before
   before=$(cpu_ticks "${CPU_PID[$t]}")
@@ -403,7 +419,7 @@ rounds = int(rounds)
 rss = {"direct": None, "nginx": int(rss_nginx), "nginx_bare": int(rss_nginx_bare), "haproxy": int(rss_haproxy), "sluice": int(rss_sluice),
        "floor": int(rss_floor)}
 targets = ["direct", "nginx", "nginx_bare", "haproxy", "sluice", "floor"]
-if scenario != "plain":
+if scenario not in ("plain", "browser"):
     targets = ["nginx", "sluice"]
 if rss_base:
     rss["baseline"] = int(rss_base)
