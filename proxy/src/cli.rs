@@ -28,7 +28,7 @@ pub const VERSION: &str = concat!(
     "timed reads on tokio's timer, body framing worked out once, copies of cache metadata, ",
     "WebSocket tunnels, idle TLS connections without request state, ",
     "idle HTTP/2 connections closed at the keep-alive limit and without codec buffers, ",
-    "header lookups by name in small maps"
+    "header lookups by one-byte name tags in small maps"
 );
 
 /// Command-line arguments.
