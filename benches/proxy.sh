@@ -66,13 +66,14 @@ esac
 PROXY_CPU=() LOAD_CPU=()
 if [ "$MODE" = pinned ]; then PROXY_CPU=(taskset -c 1) LOAD_CPU=(taskset -c 0); fi
 
-OHA_HEADERS=()
+# The request fields every load run sends (wrk and oha take the same -H arguments).
+REQ_HEADERS=()
 case "$SCENARIO" in
   plain) URLPATH=${URLPATH:-/ping} ;;
   rules) URLPATH=${URLPATH:-/app/ping} ;;
-  gzip) URLPATH=${URLPATH:-/json/10240}; OHA_HEADERS=(-H "Accept-Encoding: gzip") ;;
+  gzip) URLPATH=${URLPATH:-/json/10240}; REQ_HEADERS=(-H "Accept-Encoding: gzip") ;;
   browser) URLPATH=${URLPATH:-/ping}
-    OHA_HEADERS=(
+    REQ_HEADERS=(
       -H "User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
       -H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"
       -H "Accept-Language: en-US,en;q=0.9"
@@ -352,16 +353,14 @@ fi
 # wrk (pinned mode: a load generator that leaves core 0 room for the backend) writes its summary
 # as JSON through this script.
 write_wrk_report
-WRK_HEADERS=()
-[ ${#OHA_HEADERS[@]} -eq 0 ] || WRK_HEADERS=("${OHA_HEADERS[@]}")
 load() { # load TARGET OUT_PREFIX DURATION: one run of the throughput load, CPU counted
   local t=$1 out=$2 d=$3 before
   before=$(cpu_ticks "${CPU_PID[$t]}")
   if [ "$MODE" = pinned ]; then
     WRK_OUT="$out.wrk.json" "${LOAD_CPU[@]}" wrk -t1 -c "$CONNS" -d "$d" -s "$work/report.lua" \
-      "${WRK_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
+      "${REQ_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >/dev/null
   else
-    oha -z "$d" -c "$CONNS" --no-tui $oha_json_flag "${OHA_HEADERS[@]}" \
+    oha -z "$d" -c "$CONNS" --no-tui $oha_json_flag "${REQ_HEADERS[@]}" \
       "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$out.oha.json"
   fi
   echo $(($(cpu_ticks "${CPU_PID[$t]}") - before)) >"$out.cpu"
@@ -396,7 +395,7 @@ PY
       echo "latency round $r/$ROUNDS at $LAT_RATE req/s: $t"
       before=$(cpu_ticks "${CPU_PID[$t]}")
       "${LOAD_CPU[@]}" oha -z "$DURATION" -c "$CONNS" -q "$LAT_RATE" --latency-correction --no-tui \
-        $oha_json_flag "${OHA_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$work/lat-$t-$r.oha.json"
+        $oha_json_flag "${REQ_HEADERS[@]}" "http://127.0.0.1:${PORT[$t]}$URLPATH" >"$work/lat-$t-$r.oha.json"
       echo $(($(cpu_ticks "${CPU_PID[$t]}") - before)) >"$work/lat-$t-$r.cpu"
     done
   done
