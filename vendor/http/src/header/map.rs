@@ -8,7 +8,7 @@ use std::{fmt, mem, ops, ptr, vec};
 
 use crate::Error;
 
-use super::name::{HdrName, HeaderName, InvalidHeaderName, CUSTOM_TAG};
+use super::name::{HdrName, HeaderName, InvalidHeaderName, ScanTag, CUSTOM_TAG};
 use super::HeaderValue;
 
 pub use self::as_header_name::AsHeaderName;
@@ -86,7 +86,7 @@ pub struct HeaderMap<T = HeaderValue> {
     extra_values: Vec<ExtraValue<T>>,
     danger: Danger,
     /// SLUICE PATCH (name tags): `tags[i]` is the tag of `entries[i]`'s name
-    /// (`HeaderName::scan_tag`) for every `i < min(entries.len(), SCAN_ENTRIES)`; the bytes
+    /// (`ScanTag::scan_tag`) for every `i < min(entries.len(), SCAN_ENTRIES)`; the bytes
     /// past the entries are stale and never read as matches. A lookup in a small map compares
     /// the key's tag with all of them at once (`find_index`).
     tags: [u8; SCAN_ENTRIES],
@@ -296,26 +296,6 @@ const MAX_SIZE: usize = 1 << 15;
 /// SLUICE PATCH (lookups by name in small maps): up to this many names, a lookup that needs
 /// no probe position compares names instead of hashing (see `HeaderMap::find_index`).
 const SCAN_ENTRIES: usize = 16;
-
-/// SLUICE PATCH (name tags): the name's one-byte tag (`HeaderName::scan_tag`), for the key
-/// types lookups take.
-trait ScanTag {
-    fn scan_tag(&self) -> u8;
-}
-
-impl ScanTag for HeaderName {
-    #[inline]
-    fn scan_tag(&self) -> u8 {
-        HeaderName::scan_tag(self)
-    }
-}
-
-impl ScanTag for HdrName<'_> {
-    #[inline]
-    fn scan_tag(&self) -> u8 {
-        HdrName::scan_tag(self)
-    }
-}
 
 /// SLUICE PATCH (name tags): which of the 16 tags equal `tag`, as the high bit of each
 /// matching byte of two words (tags 0..8, then 8..16; byte `i` of a word is tag `i`). The

@@ -1511,28 +1511,37 @@ impl Error for InvalidHeaderName {}
 /// array; a standard name's tag is its `StandardHeader` number (fewer than 255 of them).
 pub(super) const CUSTOM_TAG: u8 = 0xFF;
 
-impl HeaderName {
-    /// SLUICE PATCH (name tags): one byte that two equal names share: the standard header's
-    /// number, or [CUSTOM_TAG] for every custom name.
+/// SLUICE PATCH (name tags): one byte that two equal names share: the standard header's
+/// number, or [CUSTOM_TAG] for every custom name. For the key types `HeaderMap` looks up by.
+pub(super) trait ScanTag {
+    fn scan_tag(&self) -> u8;
+}
+
+impl<T> Repr<T> {
     #[inline]
-    pub(super) fn scan_tag(&self) -> u8 {
-        match self.inner {
-            Repr::Standard(s) => s as u8,
+    fn scan_tag(&self) -> u8 {
+        match self {
+            Repr::Standard(s) => *s as u8,
             Repr::Custom(_) => CUSTOM_TAG,
         }
     }
 }
 
-impl<'a> HdrName<'a> {
-    /// SLUICE PATCH (name tags): as [HeaderName::scan_tag].
+impl ScanTag for HeaderName {
     #[inline]
-    pub(super) fn scan_tag(&self) -> u8 {
-        match self.inner {
-            Repr::Standard(s) => s as u8,
-            Repr::Custom(_) => CUSTOM_TAG,
-        }
+    fn scan_tag(&self) -> u8 {
+        self.inner.scan_tag()
     }
+}
 
+impl ScanTag for HdrName<'_> {
+    #[inline]
+    fn scan_tag(&self) -> u8 {
+        self.inner.scan_tag()
+    }
+}
+
+impl<'a> HdrName<'a> {
     // Precondition: if lower then buf is valid UTF-8
     fn custom(buf: &'a [u8], lower: bool) -> HdrName<'a> {
         HdrName {
