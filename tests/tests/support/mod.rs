@@ -5,11 +5,10 @@
 pub mod ca;
 pub mod dns;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub use backend_sample::Handle as Backend;
@@ -35,19 +34,39 @@ pub fn workspace_root() -> PathBuf {
         .to_owned()
 }
 
-/// A port that was free a moment ago and that this process has not handed out before.
+/// A port that was free a moment ago and that this process has not handed out before, taken
+/// below the kernel's ephemeral range (`ip_local_port_range`), where neither a `bind` to port 0
+/// nor an outgoing connection can land. A port from port 0 is back in that pool once probed: a
+/// CI run had a backend-sample of another test bind it before Sluice did, Sluice failed to
+/// listen while its admin API was already up, and the test talked to the backend.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        let mut given = GIVEN.lock().unwrap();
-        if given.get_or_insert_with(HashSet::new).insert(port) {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    const BASE: u32 = 10_000;
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral.saturating_sub(BASE);
+    assert!(
+        span >= 1_000,
+        "ip_local_port_range starts at {ephemeral}: no room below it for the tests' ports"
+    );
+    // Each test process starts at its own place (by pid), so two at once rarely meet; the
+    // probe below settles it when they do.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = (BASE + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no free port in {BASE}..{ephemeral}");
 }
 
 /// Poll `f` until it returns `Some`, or panic with `what` after `deadline`.
@@ -383,7 +402,10 @@ impl Sluice {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Err(format!("exited with {status}:\n{}", self.log()));
             }
-            if addrs.iter().all(|a| TcpStream::connect(a).is_ok()) {
+            // Something answering on the ports is not enough (it could be another process on
+            // a port Sluice then failed to bind): Sluice's own `/readyz` must say its listeners
+            // are open.
+            if addrs.iter().all(|a| TcpStream::connect(a).is_ok()) && self.listening().await {
                 return Ok(());
             }
             if Instant::now() > end {
@@ -391,6 +413,18 @@ impl Sluice {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// Whether the admin API's `/readyz` reports `"listening": true` (the proxy listeners are
+    /// open; readiness may still wait on health checks or cache warming).
+    async fn listening(&self) -> bool {
+        let req = client(None).get(self.admin_url("/readyz"));
+        let Ok(r) = req.timeout(Duration::from_secs(2)).send().await else {
+            return false;
+        };
+        r.json::<serde_json::Value>()
+            .await
+            .is_ok_and(|v| v["listening"] == true)
     }
 
     /// `http://127.0.0.1:PORT` + `path`.
@@ -497,6 +531,25 @@ impl Sluice {
     /// `GET path` on the admin API, as JSON.
     pub async fn admin_json(&self, path: &str) -> serde_json::Value {
         serde_json::from_str(&self.admin_get(path).await.1).expect("admin API answers JSON")
+    }
+
+    /// `GET path` on the admin API, as JSON, once `settled` accepts it. Like
+    /// [`Sluice::metrics_when`]: the cache's hit and miss counts are recorded in the logging
+    /// phase, after the client already has its response, so poll (every 10 ms, up to 5 s).
+    pub async fn admin_json_when(
+        &self,
+        path: &str,
+        settled: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let end = Instant::now() + Duration::from_secs(5);
+        loop {
+            let v = self.admin_json(path).await;
+            if settled(&v) {
+                return v;
+            }
+            assert!(Instant::now() < end, "{path} never settled: {v}");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// `POST path` on the admin API with bearer `token` (and a JSON body); the status and the
@@ -1027,8 +1080,11 @@ impl RedisCluster {
         for _ in 0..3 {
             let dir = tempfile::tempdir().unwrap();
             let port = free_port();
+            // The bus port too: by default it is `port + 10000`, which can be in use.
+            let bus = free_port();
             let child = Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-port", &bus.to_string()])
                 .args([
                     "--cluster-enabled",
                     "yes",
