@@ -180,6 +180,8 @@ impl GrpcCheck {
         use pingora::protocols::http::client::HttpSession;
         let mut peer = self.peer.clone();
         peer._address = target.addr.clone();
+        // The template's frozen reuse hash covers its address: take it anew.
+        peer.freeze_reuse_hash();
         let (mut session, _) = grpc_connector()
             .get_http_session(&peer)
             .await

@@ -85,6 +85,9 @@ impl Pool {
                 p.options.write_timeout = Some(spec.write_timeout);
                 p.options.idle_timeout = Some(spec.keepalive_timeout);
                 tls.apply(spec, m, &mut p);
+                // Every field of the reuse hash is set: each request's clone answers it
+                // without hashing (vendored pingora-core README section 27).
+                p.freeze_reuse_hash();
                 p
             })
             .collect();

@@ -695,9 +695,24 @@ pub struct HttpPeer {
     /// cannot share connections with each other.
     pub group_key: u64,
     pub options: PeerOptions,
+    /// SLUICE PATCH (README section 27, reuse hash once): the reuse hash taken by
+    /// [`Self::freeze_reuse_hash`], answered by `reuse_hash()` from then on.
+    frozen_reuse_hash: Option<u64>,
 }
 
 impl HttpPeer {
+    /// SLUICE PATCH (README section 27, reuse hash once): compute the reuse hash now and
+    /// answer it from then on, for a template peer cloned for every request (the connector
+    /// asks for the hash when it takes a pooled connection and again when it gives it back,
+    /// about 150 instructions each). Call it once every field that enters the hash is set
+    /// (address, scheme, proxy, SNI, client certificate, verification options, group key,
+    /// `max_h2_streams`, curves): a later change to one of those is not seen until this is
+    /// called again, which debug builds assert. Options outside the hash (timeouts, ALPN,
+    /// `fresh_connection`) may still change.
+    pub fn freeze_reuse_hash(&mut self) {
+        self.frozen_reuse_hash = Some(self.peer_hash());
+    }
+
     // These methods are pretty ad-hoc
     pub fn is_tls(&self) -> bool {
         match self.scheme {
@@ -715,6 +730,7 @@ impl HttpPeer {
             client_cert_key: None,
             group_key: 0,
             options: PeerOptions::new(),
+            frozen_reuse_hash: None,
         }
     }
 
@@ -757,6 +773,7 @@ impl HttpPeer {
             client_cert_key: None,
             group_key: 0,
             options: PeerOptions::new(),
+            frozen_reuse_hash: None,
         }
     }
 
@@ -835,7 +852,18 @@ impl Peer for HttpPeer {
 
     // TODO: change connection pool to accept u64 instead of String
     fn reuse_hash(&self) -> u64 {
-        self.peer_hash()
+        // SLUICE PATCH (README section 27, reuse hash once).
+        match self.frozen_reuse_hash {
+            Some(h) => {
+                debug_assert_eq!(
+                    h,
+                    self.peer_hash(),
+                    "a field in the reuse hash changed after freeze_reuse_hash()"
+                );
+                h
+            }
+            None => self.peer_hash(),
+        }
     }
 
     fn get_peer_options(&self) -> Option<&PeerOptions> {
@@ -920,5 +948,34 @@ mod tests {
         assert!(!policy.strip_connection_nominated);
         assert!(!policy.reject_malformed_connection_nominations);
         assert_eq!(policy.h1_upgrade, H1UpgradePolicy::Preserve);
+    }
+
+    // SLUICE PATCH (README section 27, reuse hash once).
+    #[test]
+    fn a_frozen_reuse_hash_is_the_computed_one_and_clones_keep_it() {
+        let mut p = HttpPeer::new("127.0.0.1:80", true, "a.example".into());
+        p.options.verify_cert = false;
+        let computed = p.reuse_hash();
+        p.freeze_reuse_hash();
+        assert_eq!(p.reuse_hash(), computed);
+        // Options outside the hash may change on a clone.
+        let mut c = p.clone();
+        c.options.read_timeout = Some(std::time::Duration::from_secs(1));
+        c.options.fresh_connection = true;
+        assert_eq!(c.reuse_hash(), computed);
+        // Another peer hashes differently.
+        let mut q = HttpPeer::new("127.0.0.1:81", true, "a.example".into());
+        q.freeze_reuse_hash();
+        assert_ne!(q.reuse_hash(), computed);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "changed after freeze_reuse_hash")]
+    fn changing_a_hashed_field_after_freezing_is_caught_in_debug_builds() {
+        let mut p = HttpPeer::new("127.0.0.1:80", true, "a.example".into());
+        p.freeze_reuse_hash();
+        p.sni = "b.example".into();
+        p.reuse_hash();
     }
 }
