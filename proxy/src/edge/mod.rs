@@ -406,9 +406,13 @@ impl ProxyHttp for Edge {
         {
             Some(route) => {
                 let r = &snapshot.routes[route];
-                if r.rules_on.request
-                    && Box::pin(rules::on_request(session, ctx, &snapshot, r)).await?
+                if let Some(answer) = r
+                    .rules_on
+                    .request
+                    .then(|| rules::on_request(session, ctx, &snapshot, r))
+                    .flatten()
                 {
+                    Box::pin(rules::send(session, ctx, answer)).await?;
                     ctx.route = Some(route);
                     ctx.snapshot = Some(snapshot);
                     return Ok(true);
