@@ -206,8 +206,8 @@ pub(super) fn upstream_request(
             client.uri.path(),
             client.uri.query(),
         ) {
-            let uri = new
-                .parse::<http::Uri>()
+            // Parsed in place: `str::parse` would copy it into a new buffer first.
+            let uri = http::Uri::from_maybe_shared(Bytes::from(new))
                 .or_err(ErrorType::InternalError, "rewritten path is not a URI")?;
             up.set_uri(uri);
         }

@@ -113,8 +113,11 @@ pub fn upstream_path(
         return None;
     }
     let new_path = stripped.unwrap_or(current);
-    let mut out = String::with_capacity(new_path.len() + query.map_or(0, |q| q.len() + 2));
-    if !new_path.starts_with('/') {
+    // Exactly the length written: the caller turns the string into the URI's `Bytes`
+    // without a copy, which keeps the buffer as it is only when it has no spare capacity.
+    let slash = usize::from(!new_path.starts_with('/'));
+    let mut out = String::with_capacity(slash + new_path.len() + query.map_or(0, |q| q.len() + 1));
+    if slash == 1 {
         out.push('/');
     }
     out.push_str(new_path);
@@ -205,5 +208,21 @@ mod tests {
             upstream_path(Some(&r), None, "/x/y", None).as_deref(),
             Some("/y")
         );
+    }
+
+    #[test]
+    fn the_new_target_has_no_spare_capacity() {
+        // `Bytes::from` keeps a `String`'s buffer without copying or allocating only when its
+        // length is its capacity (edge/rules.rs parses the URI from it in place).
+        let r = rw("^/x/(.*)$", "$1");
+        for (rewrite, strip, path, query) in [
+            (Some(&r), None, "/x/y", None),
+            (Some(&r), None, "/x/y", Some("a=1&b=2")),
+            (None, Some("/api"), "/api/users", Some("q")),
+            (None, Some("/api"), "/api", None),
+        ] {
+            let out = upstream_path(rewrite, strip, path, query).unwrap();
+            assert_eq!(out.len(), out.capacity(), "{out}");
+        }
     }
 }
