@@ -834,3 +834,99 @@ fn small_map_lookups_agree_with_a_model() {
         }
     }
 }
+
+/// SLUICE PATCH (small maps without an index): a map made with `new()` keeps no index while it
+/// has at most 16 names; one made `with_capacity` has one from the start. The same operations
+/// on both must leave the same fields in the same order (both remove by swapping the last
+/// bucket in), through growth past 16 names, removals back below it, `entry` calls (which give
+/// a small map its index), `reserve`, `clear`, clones and `extend`.
+#[test]
+fn maps_without_and_with_an_index_agree() {
+    let mut pool: Vec<HeaderName> = vec![
+        ACCEPT, HOST, CONTENT_LENGTH, CONTENT_TYPE, CONNECTION, UPGRADE, TRANSFER_ENCODING, DATE,
+        SERVER, VARY, ETAG, COOKIE, SET_COOKIE, AUTHORIZATION, USER_AGENT,
+    ];
+    for i in 0..12 {
+        pool.push(HeaderName::try_from(format!("x-custom-{i}")).unwrap());
+    }
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = |n: usize| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % n as u64) as usize
+    };
+    fn fields(m: &HeaderMap) -> Vec<(String, String)> {
+        m.iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect()
+    }
+    for round in 0..200 {
+        let mut small = HeaderMap::new();
+        let mut indexed = HeaderMap::with_capacity(1);
+        for step in 0..300 {
+            let name = pool[next(pool.len())].clone();
+            let value = HeaderValue::from_str(&format!("v{round}.{step}")).unwrap();
+            let grow = small.keys_len() < 20;
+            match next(100) {
+                0..=24 if grow => {
+                    assert_eq!(small.insert(&name, value.clone()), indexed.insert(&name, value));
+                }
+                0..=49 if grow => {
+                    assert_eq!(small.append(name.clone(), value.clone()), indexed.append(name, value));
+                }
+                0..=49 => {
+                    assert_eq!(small.remove(&name), indexed.remove(&name));
+                }
+                50..=84 => {
+                    assert_eq!(small.remove(name.as_str()), indexed.remove(name.as_str()));
+                }
+                85..=88 => {
+                    if let Some(v) = small.get_mut(&name) {
+                        *v = value.clone();
+                    }
+                    if let Some(v) = indexed.get_mut(&name) {
+                        *v = value;
+                    }
+                }
+                89 => {
+                    small.entry(&name).or_insert(value.clone());
+                    indexed.entry(&name).or_insert(value);
+                }
+                90..=92 => {
+                    let n = next(20);
+                    small.reserve(n);
+                    indexed.reserve(n);
+                    assert!(small.capacity() >= small.keys_len().min(16));
+                }
+                93..=94 => {
+                    small = small.clone();
+                    indexed = indexed.clone();
+                }
+                95..=96 => {
+                    let more = vec![(name.clone(), value.clone()), (HOST, value)];
+                    small.extend(more.clone());
+                    indexed.extend(more);
+                }
+                97 => {
+                    let a: Vec<_> = small.drain().collect();
+                    let b: Vec<_> = indexed.drain().collect();
+                    assert_eq!(a, b);
+                }
+                _ => {
+                    small.clear();
+                    indexed.clear();
+                }
+            }
+            assert_eq!(fields(&small), fields(&indexed), "round {round} step {step}");
+            assert_eq!(small.len(), indexed.len());
+            assert_eq!(small.keys_len(), indexed.keys_len());
+            for probe in &pool {
+                assert_eq!(small.get(probe), indexed.get(probe), "{probe} at {round}.{step}");
+                let a: Vec<_> = small.get_all(probe).iter().collect();
+                let b: Vec<_> = indexed.get_all(probe).iter().collect();
+                assert_eq!(a, b, "{probe} at {round}.{step}");
+            }
+        }
+    }
+}

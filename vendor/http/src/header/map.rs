@@ -81,6 +81,11 @@ pub use self::into_header_name::IntoHeaderName;
 pub struct HeaderMap<T = HeaderValue> {
     // Used to mask values to get an index
     mask: Size,
+    /// SLUICE PATCH (small maps without an index): empty while the map has at most
+    /// `SCAN_ENTRIES` names and was not made with a capacity (`with_capacity`) or an `entry`
+    /// call: those maps find names by their tags alone (`find_index`), and their buckets'
+    /// `hash` is not computed. The index is built (`build_index`) when the map outgrows that
+    /// and then kept.
     indices: Box<[Pos]>,
     entries: Vec<Bucket<T>>,
     extra_values: Vec<ExtraValue<T>>,
@@ -730,6 +735,11 @@ impl<T> HeaderMap<T> {
     /// assert_eq!(6, map.capacity());
     /// ```
     pub fn capacity(&self) -> usize {
+        if self.indices.is_empty() {
+            // SLUICE PATCH (small maps without an index): the buckets' room, up to the size
+            // at which the index is built.
+            return self.entries.capacity().min(SCAN_ENTRIES);
+        }
         usable_capacity(self.indices.len())
     }
 
@@ -791,6 +801,31 @@ impl<T> HeaderMap<T> {
             .len()
             .checked_add(additional)
             .ok_or_else(MaxSizeReached::new)?;
+
+        // SLUICE PATCH (small maps without an index): room in the buckets alone while the map
+        // stays small; the index is built when it will not.
+        if self.indices.is_empty() {
+            if cap <= self.entries.capacity().min(SCAN_ENTRIES) {
+                return Ok(());
+            }
+            if cap <= SCAN_ENTRIES {
+                // As much room as an indexed map reserving `cap` has (6, 12 or 16 here): a map
+                // reserved for the fields a parser found usually gets one or two more.
+                let room = usable_capacity(to_raw_capacity(cap)?.next_power_of_two().max(8))
+                    .min(SCAN_ENTRIES);
+                if self.entries.capacity() == 0 {
+                    self.entries = Vec::with_capacity(room);
+                } else {
+                    self.entries
+                        .reserve_exact(room.saturating_sub(self.entries.len()));
+                }
+                return Ok(());
+            }
+            if !self.entries.is_empty() {
+                self.try_build_index(cap)?;
+                return Ok(());
+            }
+        }
 
         let raw_cap = to_raw_capacity(cap)?;
 
@@ -1254,6 +1289,11 @@ impl<T> HeaderMap<T> {
         K: Hash + Into<HeaderName>,
         HeaderName: PartialEq<K>,
     {
+        // SLUICE PATCH (small maps without an index): an entry holds a probe position, so the
+        // map gets its index (and keeps it).
+        if self.indices.is_empty() {
+            self.try_build_index(self.entries.len() + 1)?;
+        }
         // Ensure that there is space in the map
         self.try_reserve_one()?;
 
@@ -1365,9 +1405,20 @@ impl<T> HeaderMap<T> {
     #[inline]
     fn try_insert2<K>(&mut self, key: K, value: T) -> Result<Option<T>, MaxSizeReached>
     where
-        K: Hash + Into<HeaderName>,
+        K: Hash + Into<HeaderName> + ScanTag,
         HeaderName: PartialEq<K>,
     {
+        // SLUICE PATCH (small maps without an index): found by its tag, or pushed.
+        if self.indices.is_empty() {
+            if let Some(index) = self.find_index(&key) {
+                return Ok(Some(self.insert_occupied(index, value)));
+            }
+            if self.entries.len() < SCAN_ENTRIES {
+                self.push_small(key.into(), value)?;
+                return Ok(None);
+            }
+            self.try_build_index(self.entries.len() + 1)?;
+        }
         self.try_reserve_one()?;
 
         Ok(insert_phase_one!(
@@ -1508,9 +1559,21 @@ impl<T> HeaderMap<T> {
     #[inline]
     fn try_append2<K>(&mut self, key: K, value: T) -> Result<bool, MaxSizeReached>
     where
-        K: Hash + Into<HeaderName>,
+        K: Hash + Into<HeaderName> + ScanTag,
         HeaderName: PartialEq<K>,
     {
+        // SLUICE PATCH (small maps without an index): found by its tag, or pushed.
+        if self.indices.is_empty() {
+            if let Some(index) = self.find_index(&key) {
+                append_value(index, &mut self.entries[index], &mut self.extra_values, value);
+                return Ok(true);
+            }
+            if self.entries.len() < SCAN_ENTRIES {
+                self.push_small(key.into(), value)?;
+                return Ok(false);
+            }
+            self.try_build_index(self.entries.len() + 1)?;
+        }
         self.try_reserve_one()?;
 
         Ok(insert_phase_one!(
@@ -1551,29 +1614,47 @@ impl<T> HeaderMap<T> {
     /// 28 lookups per request); the comparisons a few each. Since session 25 the names are
     /// not compared one by one but their tags all at once (`tags`, `tag_hits`): about 15
     /// instructions for a map of any size up to 16, against about 8 per name before.
-    #[inline]
+    ///
+    /// Since session 27 the common case (a standard name in a small map) is inlined into each
+    /// caller, where the key's tag is usually a constant: the call, the saved registers and
+    /// the tag's computation were about 35 of the 50 instructions a lookup cost
+    /// (`callgrind_split.py lines`); custom names and large maps go to `find_index_slow`.
+    #[inline(always)]
     fn find_index<K>(&self, key: &K) -> Option<usize>
     where
         K: Hash + Into<HeaderName> + ScanTag + ?Sized,
         HeaderName: PartialEq<K>,
     {
         let len = self.entries.len();
-        if len <= SCAN_ENTRIES {
-            // SLUICE PATCH (name tags): the key's tag against the 16 tags at once. A standard
-            // name's tag is its own (and a name has one entry): the first entry with it is the
-            // one. Custom names share a tag, so each candidate's name is compared.
-            let tag = key.scan_tag();
+        let tag = key.scan_tag();
+        if len <= SCAN_ENTRIES && tag != CUSTOM_TAG {
+            // SLUICE PATCH (name tags): a standard name's tag is its own (and a name has one
+            // entry): the first entry with it is the one.
             let (lo, hi) = tag_hits(&self.tags, tag);
-            if tag != CUSTOM_TAG {
-                let i = if lo != 0 {
-                    lo.trailing_zeros() as usize / 8
-                } else if hi != 0 {
-                    8 + hi.trailing_zeros() as usize / 8
-                } else {
-                    return None;
-                };
-                return if i < len { Some(i) } else { None };
-            }
+            let i = if lo != 0 {
+                lo.trailing_zeros() as usize / 8
+            } else if hi != 0 {
+                8 + hi.trailing_zeros() as usize / 8
+            } else {
+                return None;
+            };
+            return if i < len { Some(i) } else { None };
+        }
+        self.find_index_slow(key, tag)
+    }
+
+    /// SLUICE PATCH (name tags): `find_index` for a custom name (`tag` is `CUSTOM_TAG`) or a
+    /// map of more than `SCAN_ENTRIES` names.
+    #[inline(never)]
+    fn find_index_slow<K>(&self, key: &K, tag: u8) -> Option<usize>
+    where
+        K: Hash + Into<HeaderName> + ScanTag + ?Sized,
+        HeaderName: PartialEq<K>,
+    {
+        let len = self.entries.len();
+        if len <= SCAN_ENTRIES {
+            // Custom names share a tag, so each candidate's name is compared.
+            let (lo, hi) = tag_hits(&self.tags, tag);
             for (mut hits, base) in [(lo, 0), (hi, 8)] {
                 while hits != 0 {
                     let i = base + hits.trailing_zeros() as usize / 8;
@@ -1670,6 +1751,14 @@ impl<T> HeaderMap<T> {
     where
         K: AsHeaderName,
     {
+        // SLUICE PATCH (small maps without an index): found by its tag, no index to mend.
+        if self.indices.is_empty() {
+            let idx = key.find_index(self)?;
+            if let Some(links) = self.entries[idx].links {
+                self.remove_all_extra_values(links.next);
+            }
+            return Some(self.remove_found_small(idx).value);
+        }
         match key.find(self) {
             Some((probe, idx)) => {
                 if let Some(links) = self.entries[idx].links {
@@ -1747,6 +1836,56 @@ impl<T> HeaderMap<T> {
         }
 
         entry
+    }
+
+    /// SLUICE PATCH (small maps without an index): `remove_found` for a map without an
+    /// index: the bucket swapped into the removed one's place takes its tag and links along.
+    /// As there, extra values must be removed first.
+    fn remove_found_small(&mut self, found: usize) -> Bucket<T> {
+        let entry = self.entries.swap_remove(found);
+        if let Some(moved) = self.entries.get(found) {
+            if let Some(tag) = self.tags.get_mut(found) {
+                *tag = moved.key.scan_tag();
+            }
+            if let Some(links) = moved.links {
+                self.extra_values[links.next].prev = Link::Entry(found);
+                self.extra_values[links.tail].next = Link::Entry(found);
+            }
+        }
+        entry
+    }
+
+    /// SLUICE PATCH (small maps without an index): a new name's bucket in a map without an
+    /// index (fewer than `SCAN_ENTRIES` names). Its hash is computed when the index is built.
+    /// The first bucket takes room for six, as the first insert of an indexed map did.
+    #[inline]
+    fn push_small(&mut self, key: HeaderName, value: T) -> Result<(), MaxSizeReached> {
+        debug_assert!(self.indices.is_empty() && self.entries.len() < SCAN_ENTRIES);
+        if self.entries.capacity() == 0 {
+            self.entries = Vec::with_capacity(usable_capacity(8));
+        }
+        self.try_insert_entry(HashValue(0), key, value)
+    }
+
+    /// SLUICE PATCH (small maps without an index): give the map its index, sized for `cap`
+    /// names: every bucket's hash computed and placed (`rebuild`). From then on the map is
+    /// indexed as it would have been all along.
+    #[cold]
+    fn try_build_index(&mut self, cap: usize) -> Result<(), MaxSizeReached> {
+        debug_assert!(self.indices.is_empty());
+        let raw_cap = to_raw_capacity(cap.max(self.entries.len()))?
+            .checked_next_power_of_two()
+            .ok_or_else(MaxSizeReached::new)?
+            .max(8);
+        if raw_cap > MAX_SIZE {
+            return Err(MaxSizeReached::new());
+        }
+        self.mask = (raw_cap - 1) as Size;
+        self.indices = vec![Pos::none(); raw_cap].into_boxed_slice();
+        self.rebuild();
+        let more = self.capacity().saturating_sub(self.entries.len());
+        self.entries.reserve_exact(more);
+        Ok(())
     }
 
     /// Removes the `ExtraValue` at the given index.
@@ -4162,4 +4301,47 @@ fn skip_duplicates_during_key_iteration() {
     map.try_append("a", HeaderValue::from_static("a")).unwrap();
     map.try_append("a", HeaderValue::from_static("b")).unwrap();
     assert_eq!(map.keys().count(), map.keys_len());
+}
+
+/// SLUICE PATCH (small maps without an index): up to 16 names a map made with `new()` has no
+/// index and is found by tags; the 17th name, a `reserve` past 16 or an `entry` call builds
+/// one, after which every name is still found (by hashing, past 16).
+#[test]
+fn a_small_map_has_no_index_until_it_grows() {
+    use crate::header::HOST;
+    let names: Vec<HeaderName> = (0..20)
+        .map(|i| HeaderName::try_from(format!("x-n{i}")).unwrap())
+        .collect();
+    let mut map = HeaderMap::new();
+    map.insert(HOST, HeaderValue::from_static("h"));
+    for name in &names[..15] {
+        map.append(name, HeaderValue::from_static("v"));
+    }
+    assert_eq!(map.keys_len(), 16);
+    assert!(map.indices.is_empty(), "16 names, no index");
+    map.remove(&names[3]);
+    map.insert(&names[15], HeaderValue::from_static("w"));
+    assert!(map.indices.is_empty(), "16 names again, no index");
+    map.append(&names[16], HeaderValue::from_static("v"));
+    assert!(!map.indices.is_empty(), "the 17th name builds the index");
+    assert!(map.find(&names[16]).is_some() && map.find(&HOST).is_some());
+    assert!(map.find(&names[3]).is_none());
+    assert_eq!(map.keys_len(), 17);
+    for name in names[..17].iter().filter(|n| **n != names[3]) {
+        assert!(map.contains_key(name), "{name}");
+    }
+
+    let mut reserved = HeaderMap::<u8>::default();
+    reserved.insert(HOST, 1);
+    reserved.reserve(10);
+    assert!(reserved.indices.is_empty(), "room for 11 names needs no index");
+    reserved.reserve(20);
+    assert!(!reserved.indices.is_empty(), "room for 21 names builds it");
+    assert!(reserved.find(&HOST).is_some());
+
+    let mut entry = HeaderMap::<u8>::default();
+    *entry.entry(HOST).or_insert(0) += 1;
+    *entry.entry(HOST).or_insert(0) += 1;
+    assert!(!entry.indices.is_empty());
+    assert_eq!(entry.get(HOST), Some(&2));
 }

@@ -1534,6 +1534,13 @@ impl ScanTag for HeaderName {
     }
 }
 
+impl<T: ScanTag + ?Sized> ScanTag for &T {
+    #[inline]
+    fn scan_tag(&self) -> u8 {
+        (**self).scan_tag()
+    }
+}
+
 impl ScanTag for HdrName<'_> {
     #[inline]
     fn scan_tag(&self) -> u8 {
