@@ -791,6 +791,8 @@ fn small_map_lookups_agree_with_a_model() {
     pool.push(HeaderName::from_static("x-request-id"));
     pool.push(HeaderName::from_static("x-request-ie"));
     pool.push(HeaderName::from_static("hostx"));
+    // Past 64 bytes, a `&str` key is compared without being lowercased first.
+    pool.push(HeaderName::try_from(format!("x-long-{}", "abcdefghij".repeat(7))).unwrap());
     let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
     let mut next = |n: usize| {
         seed ^= seed << 13;

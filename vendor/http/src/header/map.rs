@@ -8,7 +8,7 @@ use std::{fmt, mem, ops, ptr, vec};
 
 use crate::Error;
 
-use super::name::{HdrName, HeaderName, InvalidHeaderName, ScanTag, CUSTOM_TAG};
+use super::name::{HdrName, HeaderName, InvalidHeaderName, ScanTag, CUSTOM_TAGS};
 use super::HeaderValue;
 
 pub use self::as_header_name::AsHeaderName;
@@ -1627,7 +1627,7 @@ impl<T> HeaderMap<T> {
     {
         let len = self.entries.len();
         let tag = key.scan_tag();
-        if len <= SCAN_ENTRIES && tag != CUSTOM_TAG {
+        if len <= SCAN_ENTRIES && tag < CUSTOM_TAGS {
             // SLUICE PATCH (name tags): a standard name's tag is its own (and a name has one
             // entry): the first entry with it is the one.
             let (lo, hi) = tag_hits(&self.tags, tag);
@@ -1643,8 +1643,8 @@ impl<T> HeaderMap<T> {
         self.find_index_slow(key, tag)
     }
 
-    /// SLUICE PATCH (name tags): `find_index` for a custom name (`tag` is `CUSTOM_TAG`) or a
-    /// map of more than `SCAN_ENTRIES` names.
+    /// SLUICE PATCH (name tags): `find_index` for a custom name (`tag` from `CUSTOM_TAGS` up)
+    /// or a map of more than `SCAN_ENTRIES` names.
     #[inline(never)]
     fn find_index_slow<K>(&self, key: &K, tag: u8) -> Option<usize>
     where
@@ -1653,7 +1653,7 @@ impl<T> HeaderMap<T> {
     {
         let len = self.entries.len();
         if len <= SCAN_ENTRIES {
-            // Custom names share a tag, so each candidate's name is compared.
+            // Custom names can share a tag, so each candidate's name is compared.
             let (lo, hi) = tag_hits(&self.tags, tag);
             for (mut hits, base) in [(lo, 0), (hi, 8)] {
                 while hits != 0 {

@@ -118,11 +118,21 @@ macro_rules! standard_headers {
             let mut seen = std::collections::HashSet::new();
             for &(std, name_bytes) in TEST_HEADERS {
                 let tag = HeaderName::from(std).scan_tag();
-                assert_ne!(tag, CUSTOM_TAG);
+                assert!(tag < CUSTOM_TAGS);
                 assert!(seen.insert(tag));
                 assert_eq!(HeaderName::from_bytes(name_bytes).unwrap().scan_tag(), tag);
             }
-            assert_eq!(HeaderName::from_static("x-custom").scan_tag(), CUSTOM_TAG);
+            // A custom name's tag is above every standard one, and the same for the name
+            // looked up in another case.
+            // Past 64 bytes a name looked up by `&str` is not lowercased first (`lower` false).
+            let long = format!("x-long-{}", "abcdefghij".repeat(7));
+            for name in ["x-custom", "x-request-id", "keep-alive", "a", "sec-fetch-mode", &long] {
+                let tag = HeaderName::from_bytes(name.as_bytes()).unwrap().scan_tag();
+                assert!(tag >= CUSTOM_TAGS, "{name}");
+                let upper = name.to_ascii_uppercase();
+                let looked_up = HdrName::from_bytes(upper.as_bytes(), |h| h.scan_tag()).unwrap();
+                assert_eq!(looked_up, tag, "{name}");
+            }
         }
 
         #[test]
@@ -1507,30 +1517,49 @@ impl Error for InvalidHeaderName {}
 
 // ===== HdrName =====
 
-/// SLUICE PATCH (name tags): the tag of a custom (non-standard) name in `HeaderMap`'s tag
-/// array; a standard name's tag is its `StandardHeader` number (fewer than 255 of them).
-pub(super) const CUSTOM_TAG: u8 = 0xFF;
+/// SLUICE PATCH (name tags): custom (non-standard) names have tags from this value up; a
+/// standard name's tag is its `StandardHeader` number (fewer than 128 of them).
+pub(super) const CUSTOM_TAGS: u8 = 0x80;
 
 /// SLUICE PATCH (name tags): one byte that two equal names share: the standard header's
-/// number, or [CUSTOM_TAG] for every custom name. For the key types `HeaderMap` looks up by.
+/// number, or for a custom name `CUSTOM_TAGS` plus seven bits of its length and two of its
+/// bytes (lowercased), so that a lookup of a custom name seldom compares other custom names.
+/// For the key types `HeaderMap` looks up by.
 pub(super) trait ScanTag {
     fn scan_tag(&self) -> u8;
 }
 
-impl<T> Repr<T> {
-    #[inline]
-    fn scan_tag(&self) -> u8 {
-        match self {
-            Repr::Standard(s) => *s as u8,
-            Repr::Custom(_) => CUSTOM_TAG,
-        }
+/// SLUICE PATCH (name tags): a custom name's tag. `lower`: the bytes are already lowercase
+/// (a `HeaderName`'s are; a name being looked up by `&str` may not be).
+#[inline]
+fn custom_tag(bytes: &[u8], lower: bool) -> u8 {
+    let len = bytes.len();
+    let mut last = bytes.last().copied().unwrap_or(0);
+    let mut mid = bytes.get(len / 2).copied().unwrap_or(0);
+    if !lower {
+        last = last.to_ascii_lowercase();
+        mid = mid.to_ascii_lowercase();
     }
+    CUSTOM_TAGS | ((len as u8).wrapping_mul(13) ^ last ^ mid.rotate_left(3)) & 0x7F
 }
 
 impl ScanTag for HeaderName {
     #[inline]
     fn scan_tag(&self) -> u8 {
-        self.inner.scan_tag()
+        match &self.inner {
+            Repr::Standard(s) => *s as u8,
+            Repr::Custom(Custom(name)) => custom_tag(name.as_bytes(), true),
+        }
+    }
+}
+
+impl ScanTag for HdrName<'_> {
+    #[inline]
+    fn scan_tag(&self) -> u8 {
+        match &self.inner {
+            Repr::Standard(s) => *s as u8,
+            Repr::Custom(name) => custom_tag(name.buf, name.lower),
+        }
     }
 }
 
@@ -1541,12 +1570,6 @@ impl<T: ScanTag + ?Sized> ScanTag for &T {
     }
 }
 
-impl ScanTag for HdrName<'_> {
-    #[inline]
-    fn scan_tag(&self) -> u8 {
-        self.inner.scan_tag()
-    }
-}
 
 impl<'a> HdrName<'a> {
     // Precondition: if lower then buf is valid UTF-8
