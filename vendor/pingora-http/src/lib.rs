@@ -1236,6 +1236,36 @@ pub fn header_value_from_slice(raw: &[u8]) -> HeaderValue {
     header_value_from_raw(bytes::Bytes::copy_from_slice(raw))
 }
 
+/// SLUICE PATCH (field values scanned by the word): whether `raw` has a CR, LF or NUL byte,
+/// eight bytes at a time (a word has a zero byte where `word ^ pattern` does: the "has zero
+/// byte" test, exact as a yes/no), the last up to seven one by one. Every field value of every
+/// upstream response goes through it: the byte loop it replaces cost about 3 instructions a
+/// byte, 90 a response field (callgrind, docs/benchmarks.md session 27).
+#[inline]
+fn has_cr_lf_nul(raw: &[u8]) -> bool {
+    const LO: u64 = 0x0101_0101_0101_0101;
+    const HI: u64 = 0x8080_8080_8080_8080;
+    const CR: u64 = LO * b'\r' as u64;
+    const LF: u64 = LO * b'\n' as u64;
+    #[inline]
+    fn zero_byte(w: u64) -> u64 {
+        w.wrapping_sub(LO) & !w & HI
+    }
+    let mut words = raw.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let w = u64::from_le_bytes(word);
+        if zero_byte(w) | zero_byte(w ^ CR) | zero_byte(w ^ LF) != 0 {
+            return true;
+        }
+    }
+    words
+        .remainder()
+        .iter()
+        .any(|b| matches!(b, b'\r' | b'\n' | b'\0'))
+}
+
 /// Normalize a header field value per RFC 9110 section 5.5 and RFC 9112
 /// section 5.2:
 ///
@@ -1252,7 +1282,7 @@ pub fn header_value_from_slice(raw: &[u8]) -> HeaderValue {
 /// [RFC 9110 section 5.5]: https://datatracker.ietf.org/doc/html/rfc9110#section-5.5
 fn normalize_field_value(raw: bytes::Bytes) -> bytes::Bytes {
     // Fast path: no CR/LF/NUL, nothing to do.
-    if !raw.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0')) {
+    if !has_cr_lf_nul(&raw) {
         return raw;
     }
 
@@ -2070,6 +2100,27 @@ mod tests {
                 .map(|d| d.as_bytes())
                 .unwrap()
         );
+    }
+
+    #[test]
+    fn cr_lf_and_nul_are_found_at_every_position_of_every_length() {
+        // SLUICE PATCH (field values scanned by the word): the word scan agrees with a byte
+        // loop for each of the three bytes (and others near them) at each position of values
+        // of 0 to 40 bytes, with and without high bytes around it.
+        let naive = |v: &[u8]| v.iter().any(|b| matches!(b, b'\r' | b'\n' | b'\0'));
+        for len in 0..40 {
+            for fill in [b'a', 0x80, 0xff, b'\t', 0x0c, 0x0e, 0x01] {
+                let clean = vec![fill; len];
+                assert_eq!(has_cr_lf_nul(&clean), naive(&clean), "{len} {fill}");
+                for pos in 0..len {
+                    for odd in [b'\r', b'\n', 0, 0x0b, 0x0c, 0x8d, 0x8a, 0x80, 0x09] {
+                        let mut v = clean.clone();
+                        v[pos] = odd;
+                        assert_eq!(has_cr_lf_nul(&v), naive(&v), "{len} {fill} {pos} {odd}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]
