@@ -84,7 +84,7 @@ pub struct HeaderMap<T = HeaderValue> {
     /// SLUICE PATCH (small maps without an index): empty while the map has at most
     /// `SCAN_ENTRIES` names and was not made with a capacity (`with_capacity`) or an `entry`
     /// call: those maps find names by their tags alone (`find_index`), and their buckets'
-    /// `hash` is not computed. The index is built (`build_index`) when the map outgrows that
+    /// `hash` is not computed. The index is built (`try_build_index`) when the map outgrows that
     /// and then kept.
     indices: Box<[Pos]>,
     entries: Vec<Bucket<T>>,
