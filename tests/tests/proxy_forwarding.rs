@@ -96,6 +96,52 @@ async fn hop_by_hop_fields_are_not_forwarded_and_others_are() {
     assert_eq!(body["headers"]["accept"], "text/plain");
 }
 
+/// A client that sends many fields: Sluice's header maps keep no hash index up to 16 names
+/// (vendored `http`) and build one past that. A request of 40 names, in mixed case, with a
+/// repeated one, a spoofed `X-Real-IP`, a field nominated in `Connection` and a client's
+/// `X-Forwarded-For` (read back after the removals) among them,
+/// crosses that bound while it is parsed, copied upstream, sanitized and given Sluice's
+/// fields; the backend must see every field once with its value, the repeated one in order,
+/// and neither the spoofed value nor the nominated field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_with_many_fields_arrives_whole() {
+    let bs = backends(1).await;
+    let sluice = Sluice::start(one_pool(&[bs[0].addr])).await;
+    let c = client(Some("127.0.0.7".parse().unwrap()));
+    // With the eight other names (reqwest adds Host and Accept): 8, 16, 17 and 48 names.
+    for n in [0, 8, 9, 40] {
+        let mut req = c
+            .get(sluice.url("/many"))
+            .header("connection", "X-Nominated")
+            .header("x-nominated", "secret")
+            .header("x-real-ip", "6.6.6.6")
+            .header("x-dup", "1")
+            .header("user-agent", "many/1");
+        for i in 0..n {
+            req = req.header(format!("X-Field-{i:02}"), format!("v{i}"));
+        }
+        // Last, so that removing an earlier field moves its bucket: Sluice reads it after.
+        req = req
+            .header("x-dup", "2")
+            .header("X-DUP", "3")
+            .header("x-forwarded-for", "203.0.113.9");
+        let (_, body) = echo(req).await;
+        let h = body["headers"].as_object().unwrap();
+        for i in 0..n {
+            assert_eq!(
+                h[&format!("x-field-{i:02}")],
+                format!("v{i}").as_str(),
+                "{n}: {h:?}"
+            );
+        }
+        assert_eq!(h["x-dup"], "1, 2, 3", "{n}");
+        assert_eq!(h["x-real-ip"], "127.0.0.7", "{n}");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.7", "{n}");
+        assert_eq!(h["user-agent"], "many/1", "{n}");
+        assert!(!h.contains_key("x-nominated"), "{n}: {h:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_by_host_and_longest_prefix_and_404_otherwise() {
     let bs = backends(3).await;
