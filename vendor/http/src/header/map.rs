@@ -1786,12 +1786,11 @@ impl<T> HeaderMap<T> {
         self.indices[probe] = Pos::none();
         let entry = self.entries.swap_remove(found);
 
+        // SLUICE PATCH (small maps without an index): the moved bucket's tag and links
+        // (upstream updated the links here), shared with `remove_found_small`.
+        self.follow_moved_bucket(found);
         // correct index that points to the entry that had to swap places
         if let Some(entry) = self.entries.get(found) {
-            // SLUICE PATCH (name tags): the moved entry's tag moves with it.
-            if let Some(tag) = self.tags.get_mut(found) {
-                *tag = entry.key.scan_tag();
-            }
             // was not last element
             // examine new element in `found` and find it in indices
             let mut probe = desired_pos(self.mask, entry.hash);
@@ -1805,12 +1804,6 @@ impl<T> HeaderMap<T> {
                     }
                 }
             });
-
-            // Update links
-            if let Some(links) = entry.links {
-                self.extra_values[links.next].prev = Link::Entry(found);
-                self.extra_values[links.tail].next = Link::Entry(found);
-            }
         }
 
         // backward shift deletion in self.indices
@@ -1839,10 +1832,18 @@ impl<T> HeaderMap<T> {
     }
 
     /// SLUICE PATCH (small maps without an index): `remove_found` for a map without an
-    /// index: the bucket swapped into the removed one's place takes its tag and links along.
-    /// As there, extra values must be removed first.
+    /// index. As there, extra values must be removed first.
     fn remove_found_small(&mut self, found: usize) -> Bucket<T> {
         let entry = self.entries.swap_remove(found);
+        self.follow_moved_bucket(found);
+        entry
+    }
+
+    /// After `entries.swap_remove(found)`: the bucket now at `found` (the last one, if it was
+    /// not the removed one) takes its tag (SLUICE PATCH, name tags) and its extra values'
+    /// links along. The index, if any, is the caller's to mend.
+    #[inline]
+    fn follow_moved_bucket(&mut self, found: usize) {
         if let Some(moved) = self.entries.get(found) {
             if let Some(tag) = self.tags.get_mut(found) {
                 *tag = moved.key.scan_tag();
@@ -1852,7 +1853,6 @@ impl<T> HeaderMap<T> {
                 self.extra_values[links.tail].next = Link::Entry(found);
             }
         }
-        entry
     }
 
     /// SLUICE PATCH (small maps without an index): a new name's bucket in a map without an
